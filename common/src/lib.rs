@@ -1,0 +1,27 @@
+//! DrQueue's shared vocabulary.
+//!
+//! Everything the master, the engines and the clients must agree on lives here
+//! and nowhere else:
+//!
+//! - [`frames`]: frame sets (`1-100x5`, `1,3,7-9`) and how a job is cut into tasks;
+//! - [`model`]: jobs, tasks, engines and their statuses as users see them;
+//! - [`template`]: the command-template placeholders (`{start}`, `{padframe:4}` …);
+//! - [`protocol`]: every message between master and engine, its framing,
+//!   version check and authentication.
+
+pub mod frames;
+pub mod model;
+pub mod protocol;
+pub mod template;
+
+/// Milliseconds since the Unix epoch: the one time unit of the model.
+pub type Millis = u64;
+
+/// The current wall-clock time in [`Millis`]. Only I/O code calls this; the
+/// scheduler is handed the time with each event.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

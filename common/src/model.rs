@@ -1,0 +1,500 @@
+//! The farm's model as users see it: jobs, tasks, engines, pools and limits.
+//!
+//! These types are what the HTTP API returns and what the CLI and Python
+//! module print; field names are fixed by SPEC.md. The master keeps its own
+//! compact state for scheduling and converts to these views on demand.
+
+use crate::frames::{FrameSet, FrameSetError};
+use crate::Millis;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A job's id, assigned by the master in submission order.
+pub type JobId = u64;
+
+/// A task is named by its job and its index within the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskKey {
+    pub job: JobId,
+    pub index: u32,
+}
+
+impl fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.job, self.index)
+    }
+}
+
+/// An engine's stable id: chosen by the engine on first start and kept in its
+/// state directory, so a restarted engine is the same engine to the master.
+pub type EngineId = String;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {:?}; expected one of: {}",
+                        stringify!($name), s, [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// A job's status.
+    JobStatus {
+        Waiting => "waiting",
+        Queued => "queued",
+        Running => "running",
+        Paused => "paused",
+        Done => "done",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+impl JobStatus {
+    /// Done, failed and cancelled jobs never change again on their own.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+string_enum!(
+    /// A task's status.
+    TaskStatus {
+        Waiting => "waiting",
+        Ready => "ready",
+        Assigned => "assigned",
+        Running => "running",
+        Done => "done",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+impl TaskStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Done | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+    /// Held by an engine: counts against its HWM.
+    pub fn is_held(self) -> bool {
+        matches!(self, TaskStatus::Assigned | TaskStatus::Running)
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+string_enum!(
+    /// An engine's state as the master sees it.
+    EngineState {
+        Idle => "idle",
+        Busy => "busy",
+        Offline => "offline",
+        Disabled => "disabled",
+    }
+);
+
+/// Task counts by status; serialised as a map with every status present.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts(pub [u64; 7]);
+
+impl Counts {
+    pub fn get(&self, s: TaskStatus) -> u64 {
+        self.0[s.index()]
+    }
+    pub fn add(&mut self, s: TaskStatus) {
+        self.0[s.index()] += 1;
+    }
+    pub fn remove(&mut self, s: TaskStatus) {
+        self.0[s.index()] = self.0[s.index()].saturating_sub(1);
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    pub fn terminal(&self) -> u64 {
+        self.get(TaskStatus::Done) + self.get(TaskStatus::Failed) + self.get(TaskStatus::Cancelled)
+    }
+}
+
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(7))?;
+        for st in TaskStatus::ALL {
+            m.serialize_entry(st.as_str(), &self.get(*st))?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Counts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, u64>::deserialize(d)?;
+        let mut c = Counts::default();
+        for (k, v) in map {
+            if let Ok(st) = k.parse::<TaskStatus>() {
+                c.0[st.index()] = v;
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// What a job needs of an engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Requirements {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    pub min_cores: u32,
+    pub min_ram_mb: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+}
+
+/// A dependency on another job: this job waits until `job` ends in one of `on`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    pub job: JobId,
+    #[serde(default = "default_dependency_statuses")]
+    pub on: Vec<JobStatus>,
+}
+
+fn default_dependency_statuses() -> Vec<JobStatus> {
+    vec![JobStatus::Done]
+}
+
+pub const DEFAULT_PRIORITY: u32 = 500;
+pub const MAX_PRIORITY: u32 = 1000;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_POOL: &str = "default";
+
+/// A job as a client submits it. Unknown fields are refused so that a typo in
+/// a job file or HTTP body is an error, not a silently ignored setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    pub owner: String,
+    pub command: Vec<String>,
+    pub frames: String,
+    pub blocksize: u32,
+    pub priority: u32,
+    pub pool: String,
+    pub requirements: Requirements,
+    pub env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    pub max_attempts: u32,
+    /// Per-task wall-clock limit in seconds; 0 means none.
+    pub timeout_secs: u64,
+    /// How many engines may run this job at once; 0 means no cap.
+    pub max_engines: u32,
+    pub limits: Vec<String>,
+    pub after: Vec<Dependency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_after: Option<Millis>,
+    pub notify: Vec<String>,
+    pub paused: bool,
+}
+
+impl Default for JobSpec {
+    fn default() -> Self {
+        JobSpec {
+            name: String::new(),
+            owner: String::new(),
+            command: Vec::new(),
+            frames: "1".into(),
+            blocksize: 1,
+            priority: DEFAULT_PRIORITY,
+            pool: DEFAULT_POOL.into(),
+            requirements: Requirements::default(),
+            env: BTreeMap::new(),
+            cwd: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeout_secs: 0,
+            max_engines: 0,
+            limits: Vec::new(),
+            after: Vec::new(),
+            start_after: None,
+            notify: Vec::new(),
+            paused: false,
+        }
+    }
+}
+
+/// Why a job spec was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("the job has no command: give one after `--`, e.g. `drqueue submit -- blender -b scene.blend -f {{frame}}`")]
+    NoCommand,
+    #[error("frames: {0}")]
+    Frames(#[from] FrameSetError),
+    #[error("priority {0} is out of range: use 0 to {MAX_PRIORITY} (higher runs first)")]
+    Priority(u32),
+    #[error("max_attempts must be at least 1")]
+    MaxAttempts,
+    #[error("{field} {value:?} is not a valid name: use letters, digits, '-', '_' and '.'")]
+    BadName { field: &'static str, value: String },
+    #[error("{field} is too long: {len} bytes, the limit is {max}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+}
+
+/// A limit on the size of any one string in a spec, so a request cannot
+/// smuggle megabytes into every task record.
+const MAX_FIELD: usize = 64 * 1024;
+
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+impl JobSpec {
+    /// Checks the spec and returns its frame set; the one place where a
+    /// submission is judged, used by the master, `run-local` and clients.
+    pub fn validate(&self) -> Result<FrameSet, SpecError> {
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(SpecError::NoCommand);
+        }
+        let frames = FrameSet::parse(&self.frames)?;
+        frames.task_count(self.blocksize)?;
+        if self.priority > MAX_PRIORITY {
+            return Err(SpecError::Priority(self.priority));
+        }
+        if self.max_attempts == 0 {
+            return Err(SpecError::MaxAttempts);
+        }
+        if !is_simple_name(&self.pool) {
+            return Err(SpecError::BadName {
+                field: "pool",
+                value: self.pool.clone(),
+            });
+        }
+        for l in &self.limits {
+            if !is_simple_name(l) {
+                return Err(SpecError::BadName {
+                    field: "limit",
+                    value: l.clone(),
+                });
+            }
+        }
+        let total: usize = self.command.iter().map(String::len).sum::<usize>()
+            + self
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + self.name.len();
+        if total > MAX_FIELD {
+            return Err(SpecError::TooLong {
+                field: "command, env and name together",
+                len: total,
+                max: MAX_FIELD,
+            });
+        }
+        Ok(frames)
+    }
+
+    /// The name shown when the user gave none: the program's file name.
+    pub fn default_name(&self) -> String {
+        self.command
+            .first()
+            .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
+            .unwrap_or_else(|| "job".into())
+    }
+}
+
+/// A job as the API shows it (`show --json`, `jobs --json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub name: String,
+    pub owner: String,
+    pub status: JobStatus,
+    pub priority: u32,
+    pub pool: String,
+    pub counts: Counts,
+    pub tasks_total: u64,
+    /// Human-readable reasons why ready tasks are not running; empty when
+    /// nothing blocks.
+    pub blocked: Vec<String>,
+    pub command: Vec<String>,
+    pub frames: String,
+    pub blocksize: u32,
+    pub max_attempts: u32,
+    pub timeout_secs: u64,
+    pub max_engines: u32,
+    pub requirements: Requirements,
+    pub limits: Vec<String>,
+    pub after: Vec<Dependency>,
+    pub submitted_ms: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<Millis>,
+}
+
+/// A task as the API shows it (`tasks --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub index: u32,
+    pub first: i64,
+    pub last: i64,
+    pub step: i64,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    /// The engine of the latest attempt.
+    pub engine: Option<EngineId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+}
+
+/// What an engine tells the master about its machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineFacts {
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+    pub os_version: String,
+    pub arch: String,
+    pub cores: u32,
+    pub ram_mb: u64,
+    pub pools: Vec<String>,
+    pub capabilities: Vec<String>,
+}
+
+/// An engine as the API shows it (`engines --json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineView {
+    pub id: EngineId,
+    pub name: String,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub cores: u32,
+    pub ram_mb: u64,
+    pub free_ram_mb: u64,
+    pub load: f32,
+    pub pools: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub state: EngineState,
+    pub slots: u32,
+    pub hwm: u32,
+    /// Tasks it holds now (assigned or running).
+    pub running: u32,
+    /// The most tasks the master ever had outstanding on it at once.
+    pub peak_outstanding: u32,
+    /// The most tasks the engine itself reports having held at once.
+    pub peak_held: u32,
+    pub last_heartbeat_ms: Millis,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+}
+
+/// A pool as `pools --json` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    pub engines: u64,
+}
+
+/// The body of an error answer from the HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_serialise_every_status() {
+        let mut c = Counts::default();
+        c.add(TaskStatus::Done);
+        let v = serde_json::to_value(c).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 7);
+        assert_eq!(v["done"], 1);
+        assert_eq!(v["waiting"], 0);
+        let back: Counts = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn spec_refuses_unknown_fields_and_bad_values() {
+        let err = serde_json::from_str::<JobSpec>(r#"{"command":["x"],"framez":"1"}"#).unwrap_err();
+        assert!(err.to_string().contains("framez"));
+        let mut spec = JobSpec {
+            command: vec!["true".into()],
+            ..Default::default()
+        };
+        assert!(spec.validate().is_ok());
+        spec.priority = 1001;
+        assert_eq!(spec.validate(), Err(SpecError::Priority(1001)));
+        spec.priority = 1;
+        spec.frames = "x".into();
+        assert!(matches!(spec.validate(), Err(SpecError::Frames(_))));
+        spec.frames = "1".into();
+        spec.pool = "a b".into();
+        assert!(matches!(spec.validate(), Err(SpecError::BadName { .. })));
+    }
+
+    #[test]
+    fn statuses_round_trip_as_strings() {
+        for s in TaskStatus::ALL {
+            assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), *s);
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
+        }
+        assert!("nope".parse::<JobStatus>().is_err());
+    }
+}

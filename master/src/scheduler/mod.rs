@@ -1,0 +1,1382 @@
+//! The scheduler: a pure state machine.
+//!
+//! It holds every live job, task and engine in memory and reacts to events
+//! (`submit`, `engine_registered`, `task_finished`, `tick`, …). Each event
+//! takes the current time as an argument and pushes its decisions into an
+//! [`Effects`] sink: messages for engines, acknowledgements to send once the
+//! store has committed, jobs that ended. What changed is tracked in dirty
+//! sets that [`Scheduler::take_batch`] turns into one store [`Batch`].
+//!
+//! There is no socket, clock or database in here, so the same code runs under
+//! the master's I/O loops, the property tests and the benchmark.
+//!
+//! Invariants (checked by `tests.rs` over thousands of generated runs):
+//! - an engine never holds more attempts than its HWM;
+//! - a task's live attempt is held by at most one engine;
+//! - every task of a job that is neither paused nor cancelled ends done or
+//!   failed, whatever engines come and go.
+
+mod blocked;
+#[cfg(test)]
+mod tests;
+
+use crate::store::{AttemptRecord, Batch, EngineRecord, JobRecord, Snapshot, TaskRecord};
+use drqueue_common::frames::Block;
+use drqueue_common::model::{
+    Counts, EngineFacts, EngineId, EngineState, EngineView, JobId, JobSpec, JobStatus, JobView,
+    TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
+};
+use drqueue_common::protocol::{
+    Assign, Assignment, AttemptKey, Heartbeat, JobBody, Outcome, ToEngine,
+};
+use drqueue_common::Millis;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+/// Index of an engine in the scheduler's table (engines are never removed).
+pub type EngineIdx = u32;
+
+/// Timing knobs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often engines send heartbeats.
+    pub heartbeat_ms: u32,
+    /// An engine silent this long is declared lost and its tasks requeued.
+    pub engine_timeout_ms: u64,
+    /// After a restart, how long to wait for engines that were online to
+    /// come back before their tasks are run elsewhere.
+    pub recovery_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_ms: 1000,
+            engine_timeout_ms: 5000,
+            recovery_ms: 6000,
+        }
+    }
+}
+
+/// Decisions an event produced, for the I/O loops to carry out.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Send now.
+    pub messages: Vec<(EngineId, ToEngine)>,
+    /// Send once everything changed so far is committed to the store.
+    pub after_commit: Vec<(EngineId, ToEngine)>,
+    /// Jobs that reached a terminal status.
+    pub ended_jobs: Vec<JobId>,
+}
+
+/// Why a client request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("no job {0}: list jobs with `drqueue jobs`")]
+    NoJob(JobId),
+    #[error("no engine {0:?}: list engines with `drqueue engines`")]
+    NoEngine(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An attempt an engine holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    started: bool,
+    /// Asked to stop (cancelled, or superseded while the engine was away);
+    /// it still counts against the HWM until the engine reports it ended.
+    cancelling: bool,
+}
+
+/// An engine as the scheduler knows it.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub id: EngineId,
+    pub facts: EngineFacts,
+    pub slots: u32,
+    pub hwm: u32,
+    pub online: bool,
+    /// Known online before a master restart and not yet back.
+    pub recovering: bool,
+    pub disabled: bool,
+    held: BTreeMap<AttemptKey, Held>,
+    pub last_seen: Millis,
+    pub load: f32,
+    pub free_ram_mb: u64,
+    pub peak_outstanding: u32,
+    pub peak_held: u32,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+}
+
+impl Engine {
+    fn accepts_work(&self) -> bool {
+        self.online && !self.disabled
+    }
+
+    /// Attempts it holds now, counting those being cancelled.
+    pub fn outstanding(&self) -> u32 {
+        self.held.len() as u32
+    }
+
+    fn credit(&self) -> u32 {
+        self.hwm.saturating_sub(self.outstanding())
+    }
+
+    /// Free slots: tasks it could start this instant.
+    fn idle_slots(&self) -> u32 {
+        self.slots.saturating_sub(self.outstanding())
+    }
+
+    fn state(&self) -> EngineState {
+        if self.disabled {
+            EngineState::Disabled
+        } else if !self.online {
+            EngineState::Offline
+        } else if self.held.is_empty() {
+            EngineState::Idle
+        } else {
+            EngineState::Busy
+        }
+    }
+
+    fn record(&self) -> EngineRecord {
+        EngineRecord {
+            id: self.id.clone(),
+            facts: self.facts.clone(),
+            slots: self.slots,
+            hwm: self.hwm,
+            online: self.online || self.recovering,
+            disabled: self.disabled,
+            last_seen_ms: self.last_seen,
+            tasks_done: self.tasks_done,
+            tasks_failed: self.tasks_failed,
+        }
+    }
+
+    pub fn view(&self) -> EngineView {
+        EngineView {
+            id: self.id.clone(),
+            name: self.facts.name.clone(),
+            hostname: self.facts.hostname.clone(),
+            os: self.facts.os.clone(),
+            arch: self.facts.arch.clone(),
+            cores: self.facts.cores,
+            ram_mb: self.facts.ram_mb,
+            free_ram_mb: self.free_ram_mb,
+            load: self.load,
+            pools: self.facts.pools.clone(),
+            capabilities: self.facts.capabilities.clone(),
+            state: self.state(),
+            slots: self.slots,
+            hwm: self.hwm,
+            running: self.outstanding(),
+            peak_outstanding: self.peak_outstanding,
+            peak_held: self.peak_held,
+            last_heartbeat_ms: self.last_seen,
+            tasks_done: self.tasks_done,
+            tasks_failed: self.tasks_failed,
+        }
+    }
+}
+
+/// A task as the scheduler keeps it: small, since a job may have a million.
+#[derive(Debug, Clone)]
+struct Task {
+    block: Block,
+    status: TaskStatus,
+    attempts: u32,
+    failures: u32,
+    engine: Option<EngineIdx>,
+    /// The engine of the last failure: retries prefer another one.
+    avoid: Option<EngineIdx>,
+    started_ms: Option<Millis>,
+    ended_ms: Option<Millis>,
+    exit_code: Option<i32>,
+    peak_rss_kb: Option<u64>,
+    cpu_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Job {
+    spec: JobSpec,
+    body: JobBody,
+    status: JobStatus,
+    tasks: Vec<Task>,
+    counts: Counts,
+    /// Ready task indices in dispatch order. Entries go stale when a task
+    /// leaves `ready` another way; they are skipped when popped.
+    ready: VecDeque<u32>,
+    submitted_ms: Millis,
+    started_ms: Option<Millis>,
+    finished_ms: Option<Millis>,
+    reason: Option<String>,
+}
+
+impl Job {
+    fn set_task_status(&mut self, index: u32, status: TaskStatus) {
+        let task = &mut self.tasks[index as usize];
+        self.counts.remove(task.status);
+        task.status = status;
+        self.counts.add(status);
+    }
+
+    fn is_dispatchable(&self) -> bool {
+        matches!(self.status, JobStatus::Queued | JobStatus::Running)
+    }
+
+    fn record(&self, id: JobId) -> JobRecord {
+        JobRecord {
+            id,
+            spec: self.spec.clone(),
+            status: self.status,
+            submitted_ms: self.submitted_ms,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// The scheduler's whole state.
+#[derive(Debug)]
+pub struct Scheduler {
+    cfg: Config,
+    jobs: BTreeMap<JobId, Job>,
+    engines: Vec<Engine>,
+    engine_index: HashMap<EngineId, EngineIdx>,
+    next_job_id: JobId,
+    /// No dispatch before this time while engines are recovering.
+    recovery_deadline: Millis,
+    dirty_jobs: BTreeSet<JobId>,
+    dirty_tasks: HashSet<TaskKey>,
+    dirty_engines: BTreeSet<EngineIdx>,
+    deleted_jobs: Vec<JobId>,
+    attempts: Vec<AttemptRecord>,
+    next_id_dirty: bool,
+}
+
+impl Scheduler {
+    pub fn new(cfg: Config) -> Scheduler {
+        Scheduler {
+            cfg,
+            jobs: BTreeMap::new(),
+            engines: Vec::new(),
+            engine_index: HashMap::new(),
+            next_job_id: 1,
+            recovery_deadline: 0,
+            dirty_jobs: BTreeSet::new(),
+            dirty_tasks: HashSet::new(),
+            dirty_engines: BTreeSet::new(),
+            deleted_jobs: Vec::new(),
+            attempts: Vec::new(),
+            next_id_dirty: false,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Rebuilds the state a previous master left. Engines that were online
+    /// keep their attempts for `recovery_ms`, waiting to re-register;
+    /// meanwhile nothing is dispatched, so no task runs twice.
+    pub fn restore(cfg: Config, snap: Snapshot, now: Millis) -> Scheduler {
+        let mut s = Scheduler::new(cfg);
+        s.next_job_id = snap.next_job_id.max(1);
+        for rec in snap.engines {
+            let idx = s.intern_engine(&rec.id);
+            let e = &mut s.engines[idx as usize];
+            e.facts = rec.facts;
+            e.slots = rec.slots;
+            e.hwm = rec.hwm;
+            e.disabled = rec.disabled;
+            e.recovering = rec.online;
+            e.last_seen = rec.last_seen_ms;
+            e.tasks_done = rec.tasks_done;
+            e.tasks_failed = rec.tasks_failed;
+        }
+        let mut tasks_by_job: HashMap<JobId, Vec<TaskRecord>> = HashMap::new();
+        for t in snap.tasks {
+            tasks_by_job.entry(t.job).or_default().push(t);
+        }
+        for rec in snap.jobs {
+            let mut recs = tasks_by_job.remove(&rec.id).unwrap_or_default();
+            recs.sort_by_key(|t| t.index);
+            // A job whose tasks are not all there (a torn or hand-edited
+            // store) is rebuilt from its spec rather than half-loaded.
+            let blocks = match rec
+                .spec
+                .validate()
+                .and_then(|f| Ok(f.blocks(rec.spec.blocksize)?))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(
+                        job = rec.id,
+                        "skipping stored job whose spec is invalid: {e}"
+                    );
+                    continue;
+                }
+            };
+            let mut job = new_job(rec.id, rec.spec.clone(), &blocks, rec.submitted_ms);
+            job.status = rec.status;
+            job.started_ms = rec.started_ms;
+            job.finished_ms = rec.finished_ms;
+            job.reason = rec.reason;
+            job.counts = Counts::default();
+            job.ready.clear();
+            let by_index: HashMap<u32, TaskRecord> =
+                recs.into_iter().map(|t| (t.index, t)).collect();
+            for (i, task) in job.tasks.iter_mut().enumerate() {
+                if let Some(r) = by_index.get(&(i as u32)) {
+                    task.status = r.status;
+                    task.attempts = r.attempts;
+                    task.failures = r.failures;
+                    task.engine = r.engine.as_ref().map(|id| {
+                        // Engines named only by tasks are interned offline.
+                        *s.engine_index.get(id).unwrap_or(&u32::MAX)
+                    });
+                    if task.engine == Some(u32::MAX) {
+                        task.engine = None;
+                    }
+                    task.started_ms = r.started_ms;
+                    task.ended_ms = r.ended_ms;
+                    task.exit_code = r.exit_code;
+                    task.peak_rss_kb = r.peak_rss_kb;
+                    task.cpu_ms = r.cpu_ms;
+                }
+            }
+            for i in 0..job.tasks.len() {
+                let t = &mut job.tasks[i];
+                if t.status.is_held() {
+                    match t.engine {
+                        Some(e) if s.engines[e as usize].recovering => {
+                            s.engines[e as usize].held.insert(
+                                AttemptKey {
+                                    task: TaskKey {
+                                        job: rec.id,
+                                        index: i as u32,
+                                    },
+                                    attempt: t.attempts,
+                                },
+                                Held {
+                                    started: t.status == TaskStatus::Running,
+                                    cancelling: false,
+                                },
+                            );
+                        }
+                        _ => {
+                            // Its engine was already gone: run it again.
+                            t.status = TaskStatus::Ready;
+                            s.dirty_tasks.insert(TaskKey {
+                                job: rec.id,
+                                index: i as u32,
+                            });
+                        }
+                    }
+                }
+                let st = job.tasks[i].status;
+                job.counts.add(st);
+                if st == TaskStatus::Ready {
+                    job.ready.push_back(i as u32);
+                }
+            }
+            s.jobs.insert(rec.id, job);
+        }
+        if s.engines.iter().any(|e| e.recovering) {
+            s.recovery_deadline = now + s.cfg.recovery_ms;
+        }
+        s
+    }
+
+    fn intern_engine(&mut self, id: &EngineId) -> EngineIdx {
+        if let Some(i) = self.engine_index.get(id) {
+            return *i;
+        }
+        let idx = self.engines.len() as EngineIdx;
+        self.engines.push(Engine {
+            id: id.clone(),
+            facts: EngineFacts::default(),
+            slots: 1,
+            hwm: 1,
+            online: false,
+            recovering: false,
+            disabled: false,
+            held: BTreeMap::new(),
+            last_seen: 0,
+            load: 0.0,
+            free_ram_mb: 0,
+            peak_outstanding: 0,
+            peak_held: 0,
+            tasks_done: 0,
+            tasks_failed: 0,
+        });
+        self.engine_index.insert(id.clone(), idx);
+        idx
+    }
+
+    // ----- client requests -------------------------------------------------
+
+    /// Accepts a new job and returns its id.
+    pub fn submit(
+        &mut self,
+        spec: JobSpec,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<JobId, RequestError> {
+        let frames = spec
+            .validate()
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let blocks = frames
+            .blocks(spec.blocksize)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        for dep in &spec.after {
+            if !self.jobs.contains_key(&dep.job) {
+                return Err(RequestError::Invalid(format!(
+                    "--after names job {}, which does not exist",
+                    dep.job
+                )));
+            }
+        }
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        self.next_id_dirty = true;
+        let job = new_job(id, spec, &blocks, now);
+        self.dirty_tasks
+            .extend((0..job.tasks.len() as u32).map(|index| TaskKey { job: id, index }));
+        self.jobs.insert(id, job);
+        self.dirty_jobs.insert(id);
+        self.update_job_status(id, now, fx);
+        Ok(id)
+    }
+
+    pub fn pause(&mut self, id: JobId) -> Result<(), RequestError> {
+        let job = self.jobs.get_mut(&id).ok_or(RequestError::NoJob(id))?;
+        if !job.status.is_terminal() {
+            job.spec.paused = true;
+            job.status = JobStatus::Paused;
+            self.dirty_jobs.insert(id);
+        }
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: JobId, now: Millis, fx: &mut Effects) -> Result<(), RequestError> {
+        let job = self.jobs.get_mut(&id).ok_or(RequestError::NoJob(id))?;
+        job.spec.paused = false;
+        self.dirty_jobs.insert(id);
+        self.update_job_status(id, now, fx);
+        Ok(())
+    }
+
+    /// Cancels every unfinished task; running ones are killed on their engines.
+    pub fn cancel(&mut self, id: JobId, now: Millis, fx: &mut Effects) -> Result<(), RequestError> {
+        let job = self.jobs.get_mut(&id).ok_or(RequestError::NoJob(id))?;
+        if job.status.is_terminal() {
+            return Ok(());
+        }
+        job.reason = Some("cancelled by user".into());
+        self.cancel_tasks(id, now, fx);
+        let job = self.jobs.get_mut(&id).ok_or(RequestError::NoJob(id))?;
+        job.status = JobStatus::Cancelled;
+        job.finished_ms = Some(now);
+        self.dirty_jobs.insert(id);
+        fx.ended_jobs.push(id);
+        self.on_job_ended(id, now, fx);
+        Ok(())
+    }
+
+    fn cancel_tasks(&mut self, id: JobId, now: Millis, fx: &mut Effects) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let mut kills: BTreeMap<EngineIdx, Vec<AttemptKey>> = BTreeMap::new();
+        for i in 0..job.tasks.len() as u32 {
+            let t = &job.tasks[i as usize];
+            if t.status.is_terminal() {
+                continue;
+            }
+            if t.status.is_held() {
+                if let Some(e) = t.engine {
+                    let key = AttemptKey {
+                        task: TaskKey { job: id, index: i },
+                        attempt: t.attempts,
+                    };
+                    if let Some(h) = self.engines[e as usize].held.get_mut(&key) {
+                        h.cancelling = true;
+                        kills.entry(e).or_default().push(key);
+                    }
+                }
+            }
+            job.set_task_status(i, TaskStatus::Cancelled);
+            job.tasks[i as usize].ended_ms = Some(now);
+            self.dirty_tasks.insert(TaskKey { job: id, index: i });
+        }
+        for (e, keys) in kills {
+            fx.messages
+                .push((self.engines[e as usize].id.clone(), ToEngine::Cancel(keys)));
+        }
+    }
+
+    /// Puts failed and cancelled tasks back to ready with a fresh count.
+    pub fn retry(&mut self, id: JobId, now: Millis, fx: &mut Effects) -> Result<u32, RequestError> {
+        let job = self.jobs.get_mut(&id).ok_or(RequestError::NoJob(id))?;
+        let mut n = 0;
+        for i in 0..job.tasks.len() as u32 {
+            let st = job.tasks[i as usize].status;
+            if matches!(st, TaskStatus::Failed | TaskStatus::Cancelled) {
+                job.set_task_status(i, TaskStatus::Ready);
+                let t = &mut job.tasks[i as usize];
+                t.failures = 0;
+                t.avoid = None;
+                t.ended_ms = None;
+                job.ready.push_back(i);
+                self.dirty_tasks.insert(TaskKey { job: id, index: i });
+                n += 1;
+            }
+        }
+        if n > 0 {
+            job.finished_ms = None;
+            job.reason = None;
+            if job.status.is_terminal() {
+                job.status = JobStatus::Queued;
+            }
+            self.dirty_jobs.insert(id);
+            self.update_job_status(id, now, fx);
+        }
+        Ok(n)
+    }
+
+    /// Forgets a job. Unfinished jobs need `force`, which cancels them first.
+    pub fn delete(
+        &mut self,
+        id: JobId,
+        force: bool,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<(), RequestError> {
+        let job = self.jobs.get(&id).ok_or(RequestError::NoJob(id))?;
+        if !job.status.is_terminal() {
+            if !force {
+                return Err(RequestError::Invalid(format!(
+                    "job {id} is {}; cancel it first, or delete with --force",
+                    job.status
+                )));
+            }
+            self.cancel(id, now, fx)?;
+        }
+        self.jobs.remove(&id);
+        self.dirty_jobs.remove(&id);
+        self.dirty_tasks.retain(|k| k.job != id);
+        self.deleted_jobs.push(id);
+        Ok(())
+    }
+
+    pub fn set_engine_disabled(&mut self, id: &str, disabled: bool) -> Result<(), RequestError> {
+        let idx = *self
+            .engine_index
+            .get(id)
+            .ok_or_else(|| RequestError::NoEngine(id.to_string()))?;
+        self.engines[idx as usize].disabled = disabled;
+        self.dirty_engines.insert(idx);
+        Ok(())
+    }
+
+    // ----- engine events ---------------------------------------------------
+
+    /// An engine (re)connected. `held` is what it says it holds; the answer
+    /// is a [`ToEngine::Welcome`] naming any of those it must drop.
+    #[allow(clippy::too_many_arguments)]
+    pub fn engine_registered(
+        &mut self,
+        id: &EngineId,
+        facts: EngineFacts,
+        slots: u32,
+        hwm: u32,
+        held: &[AttemptKey],
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let e = self.intern_engine(id);
+        // What the master thought the engine held but the engine no longer
+        // has (it restarted) goes back to the queue.
+        let reported: HashSet<AttemptKey> = held.iter().copied().collect();
+        let forgotten: Vec<AttemptKey> = self.engines[e as usize]
+            .held
+            .keys()
+            .filter(|k| !reported.contains(k))
+            .copied()
+            .collect();
+        for key in forgotten {
+            self.engines[e as usize].held.remove(&key);
+            self.requeue_lost(e, key, now);
+        }
+        let mut cancel = Vec::new();
+        for key in held {
+            if self.engines[e as usize].held.contains_key(key) {
+                continue;
+            }
+            if self.adopt(e, *key, now) {
+                self.engines[e as usize].held.insert(
+                    *key,
+                    Held {
+                        started: false,
+                        cancelling: false,
+                    },
+                );
+            } else {
+                self.engines[e as usize].held.insert(
+                    *key,
+                    Held {
+                        started: false,
+                        cancelling: true,
+                    },
+                );
+                cancel.push(*key);
+            }
+        }
+        let engine = &mut self.engines[e as usize];
+        let mut facts = facts;
+        if facts.pools.is_empty() {
+            facts.pools.push(DEFAULT_POOL.into());
+        }
+        engine.facts = facts;
+        engine.slots = slots.max(1);
+        engine.hwm = hwm.max(1);
+        engine.online = true;
+        engine.recovering = false;
+        engine.last_seen = now;
+        engine.free_ram_mb = engine.facts.ram_mb;
+        engine.peak_outstanding = engine.peak_outstanding.max(engine.outstanding());
+        self.dirty_engines.insert(e);
+        fx.messages.push((
+            id.clone(),
+            ToEngine::Welcome {
+                heartbeat_ms: self.cfg.heartbeat_ms,
+                cancel,
+            },
+        ));
+    }
+
+    /// An engine reports an attempt the master does not have it holding.
+    /// Adopt it when the task is still waiting to run (a restarted master
+    /// lost the assignment); otherwise the engine must drop it.
+    fn adopt(&mut self, e: EngineIdx, key: AttemptKey, now: Millis) -> bool {
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return false;
+        };
+        let Some(task) = job.tasks.get(key.task.index as usize) else {
+            return false;
+        };
+        if task.status != TaskStatus::Ready || key.attempt < task.attempts || !job.is_dispatchable()
+        {
+            return false;
+        }
+        job.set_task_status(key.task.index, TaskStatus::Assigned);
+        let task = &mut job.tasks[key.task.index as usize];
+        task.attempts = key.attempt;
+        task.engine = Some(e);
+        task.started_ms = Some(now);
+        if job.status == JobStatus::Queued {
+            job.status = JobStatus::Running;
+            job.started_ms.get_or_insert(now);
+            self.dirty_jobs.insert(key.task.job);
+        }
+        self.dirty_tasks.insert(key.task);
+        true
+    }
+
+    /// Any message from an engine proves it is alive.
+    pub fn engine_seen(&mut self, id: &str, now: Millis) -> bool {
+        match self.engine_index.get(id) {
+            Some(&e) if self.engines[e as usize].online => {
+                self.engines[e as usize].last_seen = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn heartbeat(&mut self, id: &str, hb: Heartbeat, now: Millis) {
+        if let Some(&e) = self.engine_index.get(id) {
+            let engine = &mut self.engines[e as usize];
+            engine.last_seen = now;
+            engine.load = hb.load;
+            engine.free_ram_mb = hb.free_ram_mb;
+            engine.peak_held = engine.peak_held.max(hb.peak_held);
+        }
+    }
+
+    /// The engine started an attempt's process.
+    pub fn task_started(&mut self, id: &str, key: AttemptKey, now: Millis) {
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        if let Some(h) = self.engines[e as usize].held.get_mut(&key) {
+            h.started = true;
+        }
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return;
+        };
+        let Some(task) = job.tasks.get(key.task.index as usize) else {
+            return;
+        };
+        if task.status == TaskStatus::Assigned
+            && task.attempts == key.attempt
+            && task.engine == Some(e)
+        {
+            job.set_task_status(key.task.index, TaskStatus::Running);
+            job.tasks[key.task.index as usize].started_ms = Some(now);
+            self.dirty_tasks.insert(key.task);
+        }
+    }
+
+    /// An attempt ended on an engine. The result is recorded whatever it is;
+    /// it changes the task only if it is the task's live attempt, or a
+    /// success for a task not yet done. The engine is acknowledged once the
+    /// record is committed.
+    pub fn task_finished(
+        &mut self,
+        id: &str,
+        key: AttemptKey,
+        outcome: Outcome,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let engine_id: EngineId = id.to_string();
+        fx.after_commit
+            .push((engine_id.clone(), ToEngine::Ack(vec![key])));
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        self.engines[e as usize].held.remove(&key);
+        self.dirty_engines.insert(e);
+        let mut counted = false;
+        if let Some(job) = self.jobs.get_mut(&key.task.job) {
+            if let Some(task) = job.tasks.get(key.task.index as usize) {
+                let live =
+                    task.status.is_held() && task.attempts == key.attempt && task.engine == Some(e);
+                let late_success = !live && outcome.is_success() && !task.status.is_terminal();
+                if live || late_success {
+                    counted = true;
+                    self.apply_result(e, key, &outcome, live, now, fx);
+                }
+            }
+        }
+        self.attempts.push(AttemptRecord {
+            attempt: key,
+            engine: engine_id,
+            ended_ms: now,
+            outcome,
+            counted,
+        });
+        self.update_job_status(key.task.job, now, fx);
+    }
+
+    fn apply_result(
+        &mut self,
+        e: EngineIdx,
+        key: AttemptKey,
+        outcome: &Outcome,
+        live: bool,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return;
+        };
+        let i = key.task.index;
+        let max_attempts = job.spec.max_attempts;
+        if !live {
+            // A success from an attempt we had given up on: the frames are
+            // rendered, so take it, and stop the attempt that replaced it.
+            let t = &job.tasks[i as usize];
+            if t.status.is_held() {
+                if let Some(other) = t.engine {
+                    let cur = AttemptKey {
+                        task: key.task,
+                        attempt: t.attempts,
+                    };
+                    if let Some(h) = self.engines[other as usize].held.get_mut(&cur) {
+                        h.cancelling = true;
+                        fx.messages.push((
+                            self.engines[other as usize].id.clone(),
+                            ToEngine::Cancel(vec![cur]),
+                        ));
+                    }
+                }
+            }
+        }
+        let t = &mut job.tasks[i as usize];
+        t.engine = Some(e);
+        t.ended_ms = Some(now);
+        t.exit_code = outcome.exit_code;
+        t.cpu_ms = Some(outcome.cpu_ms);
+        t.peak_rss_kb = Some(outcome.peak_rss_kb);
+        if outcome.is_success() {
+            job.set_task_status(i, TaskStatus::Done);
+            self.engines[e as usize].tasks_done += 1;
+        } else {
+            self.engines[e as usize].tasks_failed += 1;
+            let t = &mut job.tasks[i as usize];
+            t.failures += 1;
+            t.avoid = Some(e);
+            if t.failures >= max_attempts {
+                job.set_task_status(i, TaskStatus::Failed);
+            } else {
+                job.set_task_status(i, TaskStatus::Ready);
+                job.ready.push_back(i);
+            }
+        }
+        self.dirty_tasks.insert(key.task);
+    }
+
+    /// The engine hands attempts back unrun (it is shutting down).
+    pub fn released(&mut self, id: &str, keys: &[AttemptKey], now: Millis) {
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        for key in keys {
+            if self.engines[e as usize].held.remove(key).is_some() {
+                self.requeue_lost(e, *key, now);
+            }
+        }
+    }
+
+    /// The engine is gone (silent past the timeout, or closed). Its live
+    /// attempts go back to the queue, not counted as failures.
+    pub fn engine_lost(&mut self, id: &str, now: Millis) {
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        self.lose_engine(e, now);
+    }
+
+    fn lose_engine(&mut self, e: EngineIdx, now: Millis) {
+        let engine = &mut self.engines[e as usize];
+        if !engine.online && !engine.recovering {
+            return;
+        }
+        tracing::warn!(engine = %engine.id, host = %engine.facts.hostname, held = engine.held.len(), "engine lost; its tasks go back to the queue");
+        engine.online = false;
+        engine.recovering = false;
+        let held = std::mem::take(&mut engine.held);
+        for key in held.keys() {
+            self.requeue_lost(e, *key, now);
+        }
+        self.dirty_engines.insert(e);
+    }
+
+    /// Puts a task back to ready if `key` is its live attempt on `e`.
+    fn requeue_lost(&mut self, e: EngineIdx, key: AttemptKey, _now: Millis) {
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return;
+        };
+        let Some(task) = job.tasks.get(key.task.index as usize) else {
+            return;
+        };
+        if task.status.is_held() && task.attempts == key.attempt && task.engine == Some(e) {
+            job.set_task_status(key.task.index, TaskStatus::Ready);
+            job.ready.push_front(key.task.index);
+            self.dirty_tasks.insert(key.task);
+        }
+    }
+
+    /// Time passes: engines that fell silent are lost, held jobs may start.
+    pub fn tick(&mut self, now: Millis, fx: &mut Effects) {
+        let timeout = self.cfg.engine_timeout_ms;
+        let past_recovery = now >= self.recovery_deadline;
+        for e in 0..self.engines.len() as EngineIdx {
+            let engine = &self.engines[e as usize];
+            let silent = engine.online && now.saturating_sub(engine.last_seen) > timeout;
+            let not_back = engine.recovering && past_recovery;
+            if silent || not_back {
+                self.lose_engine(e, now);
+            }
+        }
+        let waiting: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.status == JobStatus::Waiting)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.update_job_status(id, now, fx);
+        }
+    }
+
+    fn recovering(&self, now: Millis) -> bool {
+        now < self.recovery_deadline && self.engines.iter().any(|e| e.recovering)
+    }
+
+    // ----- dispatch --------------------------------------------------------
+
+    /// Hands ready tasks to engines with credit. Two rounds: first fill idle
+    /// slots everywhere (so one engine cannot hog a job it could only queue),
+    /// then top each engine up to its HWM so its next task is already there
+    /// when a slot frees.
+    pub fn dispatch(&mut self, now: Millis, fx: &mut Effects) -> u32 {
+        if self.recovering(now) {
+            return 0;
+        }
+        let order: Vec<JobId> = {
+            let mut v: Vec<(u32, JobId)> = self
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.is_dispatchable() && j.counts.get(TaskStatus::Ready) > 0)
+                .map(|(id, j)| (j.spec.priority, *id))
+                .collect();
+            if v.is_empty() {
+                return 0;
+            }
+            v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            v.into_iter().map(|(_, id)| id).collect()
+        };
+        let mut total = 0;
+        for round in 0..2 {
+            let mut engines: Vec<EngineIdx> = (0..self.engines.len() as EngineIdx)
+                .filter(|e| self.engines[*e as usize].accepts_work())
+                .collect();
+            // Least loaded first, so prefetch spreads evenly.
+            engines.sort_by_key(|e| self.engines[*e as usize].outstanding());
+            for e in engines {
+                let engine = &self.engines[e as usize];
+                let mut want = if round == 0 {
+                    engine.idle_slots()
+                } else {
+                    engine.credit()
+                };
+                for &job_id in &order {
+                    if want == 0 {
+                        break;
+                    }
+                    let n = self.assign_from(job_id, e, want, now, fx);
+                    want -= n;
+                    total += n;
+                }
+            }
+        }
+        total
+    }
+
+    /// Gives engine `e` up to `max` ready tasks of one job; returns how many.
+    fn assign_from(
+        &mut self,
+        job_id: JobId,
+        e: EngineIdx,
+        max: u32,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> u32 {
+        let Some(job) = self.jobs.get(&job_id) else {
+            return 0;
+        };
+        if !job.is_dispatchable()
+            || job.counts.get(TaskStatus::Ready) == 0
+            || !eligible(&self.engines[e as usize], &job.spec)
+        {
+            return 0;
+        }
+        // Retries avoid the engine that failed them, unless no other could run them.
+        let others_can_run = self
+            .engines
+            .iter()
+            .enumerate()
+            .any(|(i, o)| i as EngineIdx != e && o.accepts_work() && eligible(o, &job.spec));
+        let job = self.jobs.get_mut(&job_id).expect("checked above");
+        let engine = &mut self.engines[e as usize];
+        let mut batch = Vec::new();
+        let mut skipped = Vec::new();
+        while (batch.len() as u32) < max {
+            let Some(i) = job.ready.pop_front() else {
+                break;
+            };
+            let t = &job.tasks[i as usize];
+            if t.status != TaskStatus::Ready {
+                continue; // stale entry
+            }
+            if t.avoid == Some(e) && others_can_run {
+                skipped.push(i);
+                continue;
+            }
+            job.set_task_status(i, TaskStatus::Assigned);
+            let t = &mut job.tasks[i as usize];
+            t.attempts += 1;
+            t.engine = Some(e);
+            t.started_ms = None;
+            t.ended_ms = None;
+            t.exit_code = None;
+            let key = AttemptKey {
+                task: TaskKey {
+                    job: job_id,
+                    index: i,
+                },
+                attempt: t.attempts,
+            };
+            engine.held.insert(
+                key,
+                Held {
+                    started: false,
+                    cancelling: false,
+                },
+            );
+            self.dirty_tasks.insert(key.task);
+            batch.push(Assignment {
+                index: i,
+                attempt: t.attempts,
+                block: t.block,
+            });
+        }
+        for i in skipped.into_iter().rev() {
+            job.ready.push_front(i);
+        }
+        let n = batch.len() as u32;
+        if n > 0 {
+            engine.peak_outstanding = engine.peak_outstanding.max(engine.outstanding());
+            if job.status == JobStatus::Queued {
+                job.status = JobStatus::Running;
+                job.started_ms.get_or_insert(now);
+                self.dirty_jobs.insert(job_id);
+            }
+            fx.messages.push((
+                engine.id.clone(),
+                ToEngine::Assign(Assign {
+                    job: job.body.clone(),
+                    tasks: batch,
+                }),
+            ));
+        }
+        n
+    }
+
+    // ----- job status ------------------------------------------------------
+
+    /// Recomputes a job's status from its tasks, dependencies and controls.
+    fn update_job_status(&mut self, id: JobId, now: Millis, fx: &mut Effects) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.status.is_terminal() && job.counts.terminal() == job.tasks.len() as u64 {
+            return;
+        }
+        let total = job.tasks.len() as u64;
+        let new = if job.counts.terminal() == total {
+            if job.counts.get(TaskStatus::Done) == total {
+                JobStatus::Done
+            } else if job.counts.get(TaskStatus::Failed) > 0 {
+                JobStatus::Failed
+            } else {
+                JobStatus::Cancelled
+            }
+        } else if job.spec.paused {
+            JobStatus::Paused
+        } else {
+            match self.dependency_state(id, now) {
+                DepState::Blocked => JobStatus::Waiting,
+                DepState::Broken(reason) => {
+                    if let Some(job) = self.jobs.get_mut(&id) {
+                        job.reason = Some(reason);
+                    }
+                    self.cancel_tasks(id, now, fx);
+                    JobStatus::Cancelled
+                }
+                DepState::Met => {
+                    let job = &self.jobs[&id];
+                    if job.counts.get(TaskStatus::Waiting) > 0 {
+                        self.release_waiting_tasks(id);
+                    }
+                    let job = &self.jobs[&id];
+                    let active = job.counts.get(TaskStatus::Assigned)
+                        + job.counts.get(TaskStatus::Running)
+                        + job.counts.terminal();
+                    if active > 0 {
+                        JobStatus::Running
+                    } else {
+                        JobStatus::Queued
+                    }
+                }
+            }
+        };
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if job.status != new {
+            job.status = new;
+            if new == JobStatus::Running {
+                job.started_ms.get_or_insert(now);
+            }
+            self.dirty_jobs.insert(id);
+            if new.is_terminal() {
+                job.finished_ms = Some(now);
+                fx.ended_jobs.push(id);
+                self.on_job_ended(id, now, fx);
+            }
+        }
+    }
+
+    fn release_waiting_tasks(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        for i in 0..job.tasks.len() as u32 {
+            if job.tasks[i as usize].status == TaskStatus::Waiting {
+                job.set_task_status(i, TaskStatus::Ready);
+                job.ready.push_back(i);
+                self.dirty_tasks.insert(TaskKey { job: id, index: i });
+            }
+        }
+    }
+
+    fn dependency_state(&self, id: JobId, now: Millis) -> DepState {
+        let job = &self.jobs[&id];
+        for dep in &job.spec.after {
+            match self.jobs.get(&dep.job) {
+                Some(other) if other.status.is_terminal() => {
+                    if !dep.on.contains(&other.status) {
+                        return DepState::Broken(format!(
+                            "job {} ended {}, which this job's --after does not accept",
+                            dep.job, other.status
+                        ));
+                    }
+                }
+                Some(_) => return DepState::Blocked,
+                // A deleted dependency cannot be waited for; treat as met.
+                None => {}
+            }
+        }
+        if job.spec.start_after.is_some_and(|t| now < t) {
+            return DepState::Blocked;
+        }
+        DepState::Met
+    }
+
+    /// Jobs waiting on this one may now start (or be cancelled).
+    fn on_job_ended(&mut self, id: JobId, now: Millis, fx: &mut Effects) {
+        let dependents: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                j.status == JobStatus::Waiting && j.spec.after.iter().any(|d| d.job == id)
+            })
+            .map(|(jid, _)| *jid)
+            .collect();
+        for d in dependents {
+            self.update_job_status(d, now, fx);
+        }
+    }
+
+    // ----- persistence -----------------------------------------------------
+
+    /// Everything changed since the last call, as one store batch.
+    pub fn take_batch(&mut self) -> Batch {
+        let mut batch = Batch::default();
+        for id in std::mem::take(&mut self.dirty_jobs) {
+            if let Some(job) = self.jobs.get(&id) {
+                batch.jobs.push(job.record(id));
+            }
+        }
+        let mut keys: Vec<TaskKey> = std::mem::take(&mut self.dirty_tasks).into_iter().collect();
+        keys.sort_unstable();
+        batch.tasks.reserve(keys.len());
+        for key in keys {
+            if let Some(rec) = self.task_record(key) {
+                batch.tasks.push(rec);
+            }
+        }
+        for e in std::mem::take(&mut self.dirty_engines) {
+            batch.engines.push(self.engines[e as usize].record());
+        }
+        batch.deleted_jobs = std::mem::take(&mut self.deleted_jobs);
+        batch.attempts = std::mem::take(&mut self.attempts);
+        if std::mem::take(&mut self.next_id_dirty) {
+            batch.next_job_id = Some(self.next_job_id);
+        }
+        batch
+    }
+
+    fn task_record(&self, key: TaskKey) -> Option<TaskRecord> {
+        let t = self.jobs.get(&key.job)?.tasks.get(key.index as usize)?;
+        Some(TaskRecord {
+            job: key.job,
+            index: key.index,
+            first: t.block.first,
+            last: t.block.last,
+            step: t.block.step,
+            status: t.status,
+            attempts: t.attempts,
+            failures: t.failures,
+            engine: t.engine.map(|e| self.engines[e as usize].id.clone()),
+            started_ms: t.started_ms,
+            ended_ms: t.ended_ms,
+            exit_code: t.exit_code,
+            peak_rss_kb: t.peak_rss_kb,
+            cpu_ms: t.cpu_ms,
+        })
+    }
+
+    // ----- queries ---------------------------------------------------------
+
+    pub fn job_view(&self, id: JobId, now: Millis) -> Option<JobView> {
+        let job = self.jobs.get(&id)?;
+        Some(JobView {
+            id,
+            name: job.spec.name.clone(),
+            owner: job.spec.owner.clone(),
+            status: job.status,
+            priority: job.spec.priority,
+            pool: job.spec.pool.clone(),
+            counts: job.counts,
+            tasks_total: job.tasks.len() as u64,
+            blocked: self.blocked_reasons(id, now),
+            command: job.spec.command.clone(),
+            frames: job.spec.frames.clone(),
+            blocksize: job.spec.blocksize,
+            max_attempts: job.spec.max_attempts,
+            timeout_secs: job.spec.timeout_secs,
+            max_engines: job.spec.max_engines,
+            requirements: job.spec.requirements.clone(),
+            limits: job.spec.limits.clone(),
+            after: job.spec.after.clone(),
+            submitted_ms: job.submitted_ms,
+            started_ms: job.started_ms,
+            finished_ms: job.finished_ms,
+        })
+    }
+
+    pub fn job_views(&self, status: Option<JobStatus>, now: Millis) -> Vec<JobView> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| status.is_none_or(|s| j.status == s))
+            .filter_map(|(id, _)| self.job_view(*id, now))
+            .collect()
+    }
+
+    pub fn task_views(&self, id: JobId, status: Option<TaskStatus>) -> Option<Vec<TaskView>> {
+        let job = self.jobs.get(&id)?;
+        Some(
+            job.tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| status.is_none_or(|s| t.status == s))
+                .map(|(i, t)| TaskView {
+                    index: i as u32,
+                    first: t.block.first,
+                    last: t.block.last,
+                    step: t.block.step,
+                    status: t.status,
+                    attempts: t.attempts,
+                    engine: t.engine.map(|e| self.engines[e as usize].id.clone()),
+                    started_ms: t.started_ms,
+                    ended_ms: t.ended_ms,
+                    exit_code: t.exit_code,
+                    peak_rss_kb: t.peak_rss_kb,
+                    cpu_ms: t.cpu_ms,
+                })
+                .collect(),
+        )
+    }
+
+    pub fn task_attempts(&self, key: TaskKey) -> Option<u32> {
+        Some(
+            self.jobs
+                .get(&key.job)?
+                .tasks
+                .get(key.index as usize)?
+                .attempts,
+        )
+    }
+
+    pub fn engines(&self) -> &[Engine] {
+        &self.engines
+    }
+
+    pub fn engine(&self, id: &str) -> Option<&Engine> {
+        self.engine_index
+            .get(id)
+            .map(|e| &self.engines[*e as usize])
+    }
+
+    pub fn job_status(&self, id: JobId) -> Option<JobStatus> {
+        self.jobs.get(&id).map(|j| j.status)
+    }
+
+    /// Jobs whose tasks are still to finish (not terminal).
+    pub fn unfinished_jobs(&self) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| !j.status.is_terminal())
+            .count()
+    }
+}
+
+enum DepState {
+    Met,
+    Blocked,
+    Broken(String),
+}
+
+/// Can engine `e` run tasks of a job with this spec?
+fn eligible(e: &Engine, spec: &JobSpec) -> bool {
+    let r = &spec.requirements;
+    e.facts.pools.iter().any(|p| *p == spec.pool)
+        && r.os
+            .as_ref()
+            .is_none_or(|os| e.facts.os.eq_ignore_ascii_case(os))
+        && e.facts.cores >= r.min_cores
+        && (r.min_ram_mb == 0 || e.facts.ram_mb >= r.min_ram_mb)
+        && r.capabilities
+            .iter()
+            .all(|c| e.facts.capabilities.iter().any(|have| have == c))
+}
+
+fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Millis) -> Job {
+    if spec.name.is_empty() {
+        spec.name = spec.default_name();
+    }
+    let body = JobBody {
+        id,
+        command: spec.command.clone(),
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        cwd: spec.cwd.clone(),
+        timeout_secs: spec.timeout_secs,
+    };
+    let initial = TaskStatus::Waiting;
+    let tasks: Vec<Task> = blocks
+        .iter()
+        .map(|b| Task {
+            block: *b,
+            status: initial,
+            attempts: 0,
+            failures: 0,
+            engine: None,
+            avoid: None,
+            started_ms: None,
+            ended_ms: None,
+            exit_code: None,
+            peak_rss_kb: None,
+            cpu_ms: None,
+        })
+        .collect();
+    let mut counts = Counts::default();
+    counts.0[initial.index()] = tasks.len() as u64;
+    Job {
+        status: if spec.paused {
+            JobStatus::Paused
+        } else {
+            JobStatus::Waiting
+        },
+        spec,
+        body,
+        tasks,
+        counts,
+        ready: VecDeque::new(),
+        submitted_ms: now,
+        started_ms: None,
+        finished_ms: None,
+        reason: None,
+    }
+}

@@ -1,0 +1,716 @@
+//! Scheduler tests: hand-written cases, then property tests that drive the
+//! state machine with generated event sequences against simulated engines
+//! and a simulated store (so master restarts go through `restore`).
+
+use super::*;
+use crate::store::{JobRecord, TaskRecord};
+use drqueue_common::model::{Dependency, Requirements};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const POOLS: [&str; 3] = ["default", "gpu", "cpu"];
+
+fn spec(frames: &str, blocksize: u32) -> JobSpec {
+    JobSpec {
+        name: "t".into(),
+        command: vec!["true".into()],
+        frames: frames.into(),
+        blocksize,
+        ..Default::default()
+    }
+}
+
+fn facts(pools: &[&str]) -> EngineFacts {
+    EngineFacts {
+        name: "e".into(),
+        hostname: "h".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        cores: 8,
+        ram_mb: 16000,
+        pools: pools.iter().map(|p| p.to_string()).collect(),
+        capabilities: vec!["blender".into()],
+        ..Default::default()
+    }
+}
+
+/// An engine as the simulation plays it: obeys messages, holds attempts.
+#[derive(Debug, Clone)]
+struct SimEngine {
+    id: String,
+    pools: Vec<&'static str>,
+    slots: u32,
+    hwm: u32,
+    alive: bool,
+    held: Vec<AttemptKey>,
+    peak: usize,
+}
+
+/// The store as the simulation keeps it: batches applied to maps.
+#[derive(Default)]
+struct SimStore {
+    jobs: BTreeMap<JobId, JobRecord>,
+    tasks: BTreeMap<TaskKey, TaskRecord>,
+    engines: BTreeMap<String, EngineRecord>,
+    next_job_id: JobId,
+}
+
+impl SimStore {
+    fn commit(&mut self, b: Batch) {
+        for j in b.jobs {
+            self.jobs.insert(j.id, j);
+        }
+        for t in b.tasks {
+            self.tasks.insert(t.key(), t);
+        }
+        for e in b.engines {
+            self.engines.insert(e.id.clone(), e);
+        }
+        for id in b.deleted_jobs {
+            self.jobs.remove(&id);
+            self.tasks.retain(|k, _| k.job != id);
+        }
+        if let Some(n) = b.next_job_id {
+            self.next_job_id = n;
+        }
+    }
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            jobs: self.jobs.values().cloned().collect(),
+            tasks: self.tasks.values().cloned().collect(),
+            engines: self.engines.values().cloned().collect(),
+            next_job_id: self.next_job_id,
+        }
+    }
+}
+
+struct Sim {
+    s: Scheduler,
+    now: Millis,
+    engines: Vec<SimEngine>,
+    store: SimStore,
+    jobs: Vec<JobId>,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        Sim {
+            s: Scheduler::new(Config::default()),
+            now: 1_000_000,
+            engines: Vec::new(),
+            store: SimStore::default(),
+            jobs: Vec::new(),
+        }
+    }
+
+    fn add_engine(&mut self, pools: Vec<&'static str>, slots: u32, hwm: u32) -> usize {
+        let id = format!("engine-{}", self.engines.len());
+        self.engines.push(SimEngine {
+            id,
+            pools,
+            slots,
+            hwm,
+            alive: false,
+            held: Vec::new(),
+            peak: 0,
+        });
+        let i = self.engines.len() - 1;
+        self.register(i);
+        i
+    }
+
+    fn register(&mut self, i: usize) {
+        let e = &mut self.engines[i];
+        e.alive = true;
+        let (id, f, slots, hwm, held) = (
+            e.id.clone(),
+            facts(&e.pools),
+            e.slots,
+            e.hwm,
+            e.held.clone(),
+        );
+        let mut fx = Effects::default();
+        self.s
+            .engine_registered(&id, f, slots, hwm, &held, self.now, &mut fx);
+        self.settle(fx);
+    }
+
+    /// Delivers effects to simulated engines, dispatches, commits.
+    fn settle(&mut self, mut fx: Effects) {
+        for _ in 0..50 {
+            let n = self.s.dispatch(self.now, &mut fx);
+            let msgs = std::mem::take(&mut fx.messages);
+            let after = std::mem::take(&mut fx.after_commit);
+            self.store.commit(self.s.take_batch());
+            if msgs.is_empty() && n == 0 {
+                drop(after);
+                break;
+            }
+            let mut next = Effects::default();
+            for (id, m) in msgs.into_iter().chain(after) {
+                let Some(i) = self.engines.iter().position(|e| e.id == id) else {
+                    continue;
+                };
+                if !self.engines[i].alive {
+                    continue;
+                }
+                match m {
+                    ToEngine::Assign(a) => {
+                        for t in a.tasks {
+                            self.engines[i].held.push(AttemptKey {
+                                task: TaskKey {
+                                    job: a.job.id,
+                                    index: t.index,
+                                },
+                                attempt: t.attempt,
+                            });
+                        }
+                        let e = &mut self.engines[i];
+                        e.peak = e.peak.max(e.held.len());
+                    }
+                    ToEngine::Cancel(keys) | ToEngine::Welcome { cancel: keys, .. } => {
+                        for k in keys {
+                            if let Some(p) = self.engines[i].held.iter().position(|h| *h == k) {
+                                self.engines[i].held.remove(p);
+                                let out = Outcome {
+                                    cancelled: true,
+                                    ..Default::default()
+                                };
+                                self.s.task_finished(&id, k, out, self.now, &mut next);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            fx = next;
+        }
+    }
+
+    fn finish(&mut self, engine: usize, pick: usize, success: bool) {
+        let e = &mut self.engines[engine];
+        if !e.alive || e.held.is_empty() {
+            return;
+        }
+        // Engines run in arrival order, a few at once (slots).
+        let window = (e.slots as usize).min(e.held.len());
+        let key = e.held.remove(pick % window);
+        let id = e.id.clone();
+        let mut fx = Effects::default();
+        self.s.task_started(&id, key, self.now);
+        let out = Outcome {
+            exit_code: Some(if success { 0 } else { 1 }),
+            ..Default::default()
+        };
+        self.s.task_finished(&id, key, out, self.now, &mut fx);
+        self.settle(fx);
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        for e in &self.engines {
+            if e.alive {
+                self.s.heartbeat(
+                    &e.id,
+                    Heartbeat {
+                        load: 0.0,
+                        free_ram_mb: 1000,
+                        held: e.held.len() as u32,
+                        peak_held: e.peak as u32,
+                    },
+                    self.now,
+                );
+            }
+        }
+        let mut fx = Effects::default();
+        self.s.tick(self.now, &mut fx);
+        self.settle(fx);
+    }
+
+    /// The engine process dies: its work is gone; the master notices later.
+    fn kill(&mut self, i: usize) {
+        self.engines[i].alive = false;
+        self.engines[i].held.clear();
+    }
+
+    /// The master dies and restarts from what it had committed.
+    fn restart_master(&mut self) {
+        self.s = Scheduler::restore(Config::default(), self.store.snapshot(), self.now);
+        // Engines that are alive notice and re-register with what they hold.
+        for i in 0..self.engines.len() {
+            if self.engines[i].alive {
+                self.register(i);
+            }
+        }
+        self.settle(Effects::default());
+    }
+
+    fn check_invariants(&self) -> Result<(), TestCaseError> {
+        let mut live_holders: HashMap<TaskKey, usize> = HashMap::new();
+        for e in self.s.engines() {
+            prop_assert!(
+                e.outstanding() <= e.hwm,
+                "engine {} holds {} > hwm {}",
+                e.id,
+                e.outstanding(),
+                e.hwm
+            );
+            for (k, h) in &e.held {
+                if !h.cancelling {
+                    *live_holders.entry(k.task).or_default() += 1;
+                }
+            }
+        }
+        for (t, n) in live_holders {
+            prop_assert!(n <= 1, "task {t} is held by {n} engines");
+        }
+        for e in &self.engines {
+            prop_assert!(
+                e.peak as u32 <= e.hwm,
+                "engine {} itself held {} > hwm {}",
+                e.id,
+                e.peak,
+                e.hwm
+            );
+        }
+        for (id, job) in &self.s.jobs {
+            let mut c = Counts::default();
+            for t in &job.tasks {
+                c.add(t.status);
+            }
+            prop_assert_eq!(c, job.counts, "counts of job {} drifted", id);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit {
+        frames: u32,
+        blocksize: u32,
+        priority: u32,
+        pool: usize,
+        max_attempts: u32,
+    },
+    AddEngine {
+        pool: usize,
+        slots: u32,
+        extra_hwm: u32,
+    },
+    Finish {
+        engine: usize,
+        pick: usize,
+        success: bool,
+    },
+    Advance(u64),
+    Kill(usize),
+    Stop(usize),
+    Restart(usize),
+    Pause(usize),
+    Resume(usize),
+    Cancel(usize),
+    Retry(usize),
+    RestartMaster,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1u32..20, 1u32..4, 0u32..3, 0usize..3, 1u32..4).prop_map(|(frames, blocksize, p, pool, max_attempts)| Op::Submit {
+            frames, blocksize, priority: p * 100, pool, max_attempts
+        }),
+        1 => (0usize..3, 1u32..3, 0u32..3).prop_map(|(pool, slots, extra_hwm)| Op::AddEngine { pool, slots, extra_hwm }),
+        12 => (0usize..8, 0usize..4, prop::bool::weighted(0.8)).prop_map(|(engine, pick, success)| Op::Finish { engine, pick, success }),
+        2 => (100u64..7000).prop_map(Op::Advance),
+        1 => (0usize..8).prop_map(Op::Kill),
+        1 => (0usize..8).prop_map(Op::Stop),
+        1 => (0usize..8).prop_map(Op::Restart),
+        1 => (0usize..8).prop_map(Op::Pause),
+        1 => (0usize..8).prop_map(Op::Resume),
+        1 => (0usize..8).prop_map(Op::Cancel),
+        1 => (0usize..8).prop_map(Op::Retry),
+        1 => Just(Op::RestartMaster),
+    ]
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 2);
+    let mut stopped: Vec<bool> = vec![false; 64];
+    for op in ops {
+        match op {
+            Op::Submit {
+                frames,
+                blocksize,
+                priority,
+                pool,
+                max_attempts,
+            } => {
+                let mut sp = spec(&format!("1-{frames}"), blocksize);
+                sp.priority = priority;
+                sp.pool = POOLS[pool].into();
+                sp.max_attempts = max_attempts;
+                let mut fx = Effects::default();
+                let id = sim.s.submit(sp, sim.now, &mut fx).expect("valid spec");
+                sim.jobs.push(id);
+                sim.settle(fx);
+            }
+            Op::AddEngine {
+                pool,
+                slots,
+                extra_hwm,
+            } => {
+                if sim.engines.len() < 8 {
+                    sim.add_engine(vec![POOLS[pool], "default"], slots, slots + extra_hwm);
+                }
+            }
+            Op::Finish {
+                engine,
+                pick,
+                success,
+            } => {
+                if engine < sim.engines.len() && !stopped[engine] {
+                    sim.finish(engine, pick, success);
+                }
+            }
+            Op::Advance(ms) => {
+                // A stopped (SIGSTOP) engine sends no heartbeats.
+                let saved: Vec<bool> = sim.engines.iter().map(|e| e.alive).collect();
+                for (i, e) in sim.engines.iter_mut().enumerate() {
+                    if stopped[i] {
+                        e.alive = false;
+                    }
+                }
+                sim.advance(ms);
+                for (e, a) in sim.engines.iter_mut().zip(saved) {
+                    e.alive = a;
+                }
+            }
+            Op::Kill(i) => {
+                if i < sim.engines.len() {
+                    sim.kill(i);
+                }
+            }
+            Op::Stop(i) => {
+                if i < sim.engines.len() {
+                    stopped[i] = true;
+                }
+            }
+            Op::Restart(i) => {
+                if i < sim.engines.len() {
+                    stopped[i] = false;
+                    sim.register(i);
+                }
+            }
+            Op::Pause(j) => {
+                if let Some(id) = sim.jobs.get(j) {
+                    let _ = sim.s.pause(*id);
+                }
+            }
+            Op::Resume(j) => {
+                if let Some(id) = sim.jobs.get(j).copied() {
+                    let mut fx = Effects::default();
+                    let _ = sim.s.resume(id, sim.now, &mut fx);
+                    sim.settle(fx);
+                }
+            }
+            Op::Cancel(j) => {
+                if let Some(id) = sim.jobs.get(j).copied() {
+                    let mut fx = Effects::default();
+                    let _ = sim.s.cancel(id, sim.now, &mut fx);
+                    sim.settle(fx);
+                }
+            }
+            Op::Retry(j) => {
+                if let Some(id) = sim.jobs.get(j).copied() {
+                    let mut fx = Effects::default();
+                    let _ = sim.s.retry(id, sim.now, &mut fx);
+                    sim.settle(fx);
+                }
+            }
+            Op::RestartMaster => sim.restart_master(),
+        }
+        sim.check_invariants()?;
+    }
+    // Let the farm finish: stopped engines resume, an engine per pool joins,
+    // and every held task completes.
+    for (i, s) in stopped.iter_mut().enumerate().take(sim.engines.len()) {
+        if *s {
+            *s = false;
+            sim.register(i);
+        }
+    }
+    sim.add_engine(POOLS.to_vec(), 2, 3);
+    for _ in 0..5000 {
+        let busy: Vec<usize> = (0..sim.engines.len())
+            .filter(|i| sim.engines[*i].alive && !sim.engines[*i].held.is_empty())
+            .collect();
+        if busy.is_empty() {
+            sim.advance(7000);
+            if sim.engines.iter().all(|e| !e.alive || e.held.is_empty()) {
+                break;
+            }
+            continue;
+        }
+        for i in busy {
+            sim.finish(i, 0, true);
+        }
+        sim.check_invariants()?;
+    }
+    for (id, job) in &sim.s.jobs {
+        if matches!(job.status, JobStatus::Paused | JobStatus::Cancelled) {
+            continue;
+        }
+        prop_assert!(
+            matches!(job.status, JobStatus::Done | JobStatus::Failed),
+            "job {} ended {} with counts {:?}",
+            id,
+            job.status,
+            job.counts
+        );
+        for (i, t) in job.tasks.iter().enumerate() {
+            prop_assert!(
+                matches!(t.status, TaskStatus::Done | TaskStatus::Failed),
+                "task {}.{} ended {}",
+                id,
+                i,
+                t.status
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+    #[test]
+    fn invariants_hold_over_random_farms(ops in prop::collection::vec(op(), 1..60)) {
+        run(ops)?;
+    }
+}
+
+// ----- hand-written cases ----------------------------------------------------
+
+#[test]
+fn hwm_bounds_what_an_engine_holds_and_prefetches_one() {
+    let mut sim = Sim::new();
+    let mut fx = Effects::default();
+    sim.s.submit(spec("1-10", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    sim.add_engine(vec!["default"], 1, 2);
+    assert_eq!(sim.engines[0].held.len(), 2, "slot + one prefetched");
+    sim.finish(0, 0, true);
+    assert_eq!(sim.engines[0].held.len(), 2);
+}
+
+#[test]
+fn higher_priority_goes_first_then_submission_order() {
+    let mut sim = Sim::new();
+    let mut fx = Effects::default();
+    let low = sim.s.submit(spec("1-3", 1), sim.now, &mut fx).unwrap();
+    let mut hi = spec("1-3", 1);
+    hi.priority = 900;
+    let high = sim.s.submit(hi, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    sim.add_engine(vec!["default"], 1, 1);
+    assert_eq!(sim.engines[0].held[0].task.job, high);
+    for _ in 0..3 {
+        sim.finish(0, 0, true);
+    }
+    assert_eq!(sim.engines[0].held[0].task.job, low);
+}
+
+#[test]
+fn failures_retry_elsewhere_then_fail_the_job() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.max_attempts = 2;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let first = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
+    sim.finish(first, 0, false);
+    let second = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
+    assert_ne!(first, second, "the retry goes to the other engine");
+    sim.finish(second, 0, false);
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Failed));
+    let tasks = sim.s.task_views(id, None).unwrap();
+    assert_eq!(
+        (tasks[0].status, tasks[0].attempts),
+        (TaskStatus::Failed, 2)
+    );
+}
+
+#[test]
+fn a_lost_engines_tasks_run_elsewhere_and_its_late_success_counts_once() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let id = sim.s.submit(spec("1", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let stale = sim.engines[0].held[0];
+    // Engine 0 goes silent (SIGSTOP); engine 1 joins; the timeout passes.
+    sim.engines[0].alive = false;
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.advance(6000);
+    assert_eq!(sim.engines[1].held.len(), 1, "requeued onto engine 1");
+    // Engine 0 wakes with a success for the old attempt.
+    let mut fx = Effects::default();
+    let ok = Outcome {
+        exit_code: Some(0),
+        ..Default::default()
+    };
+    sim.s
+        .task_finished("engine-0", stale, ok.clone(), sim.now, &mut fx);
+    assert!(fx
+        .messages
+        .iter()
+        .any(|(e, m)| e == "engine-1" && matches!(m, ToEngine::Cancel(_))));
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    assert_eq!(view.counts.get(TaskStatus::Done), 1);
+    // The replaced attempt reporting success too changes nothing.
+    let current = sim.engines[1].held[0];
+    sim.s
+        .task_finished("engine-1", current, ok, sim.now, &mut fx);
+    assert_eq!(
+        sim.s
+            .job_view(id, sim.now)
+            .unwrap()
+            .counts
+            .get(TaskStatus::Done),
+        1
+    );
+}
+
+#[test]
+fn a_restarted_master_adopts_what_engines_still_run() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 2, 2);
+    let mut fx = Effects::default();
+    let id = sim.s.submit(spec("1-4", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let held_before = sim.engines[0].held.clone();
+    // The master dies before committing: the store has tasks as ready.
+    sim.store.tasks.values_mut().for_each(|t| {
+        t.status = TaskStatus::Ready;
+        t.attempts = 0;
+        t.engine = None
+    });
+    sim.restart_master();
+    assert_eq!(sim.engines[0].held, held_before, "no task given out twice");
+    let running = sim.s.task_views(id, Some(TaskStatus::Assigned)).unwrap();
+    assert_eq!(running.len(), 2);
+    for _ in 0..4 {
+        sim.finish(0, 0, true);
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
+}
+
+#[test]
+fn restart_waits_for_engines_then_gives_up_on_them() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let id = sim.s.submit(spec("1-2", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    sim.kill(0);
+    sim.restart_master();
+    sim.add_engine(vec!["default"], 1, 1);
+    assert!(
+        sim.engines[1].held.is_empty(),
+        "nothing dispatched while engine 0 may come back"
+    );
+    assert!(!sim.s.blocked_reasons(id, sim.now).is_empty());
+    sim.advance(7000);
+    assert_eq!(sim.engines[1].held.len(), 1);
+}
+
+#[test]
+fn dependencies_wait_then_run_or_cancel() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let a = sim.s.submit(spec("1", 1), sim.now, &mut fx).unwrap();
+    let mut b = spec("1", 1);
+    b.after = vec![Dependency {
+        job: a,
+        on: vec![JobStatus::Done],
+    }];
+    let b = sim.s.submit(b, sim.now, &mut fx).unwrap();
+    let mut c = spec("1", 1);
+    c.after = vec![Dependency {
+        job: b,
+        on: vec![JobStatus::Failed],
+    }];
+    let c = sim.s.submit(c, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(sim.s.job_status(b), Some(JobStatus::Waiting));
+    assert_eq!(
+        sim.s.blocked_reasons(b, sim.now),
+        vec![format!("waiting for job {a}")]
+    );
+    sim.finish(0, 0, true);
+    assert_eq!(sim.s.job_status(a), Some(JobStatus::Done));
+    sim.finish(0, 0, true);
+    assert_eq!(sim.s.job_status(b), Some(JobStatus::Done));
+    assert_eq!(sim.s.job_status(c), Some(JobStatus::Cancelled));
+}
+
+#[test]
+fn cancel_kills_held_attempts_and_keeps_their_credit_until_they_end() {
+    let mut sim = Sim::new();
+    let mut fx = Effects::default();
+    let id = sim.s.submit(spec("1-4", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    sim.add_engine(vec!["default"], 1, 2);
+    let mut fx = Effects::default();
+    sim.s.cancel(id, sim.now, &mut fx).unwrap();
+    let cancels: Vec<_> = fx
+        .messages
+        .iter()
+        .filter(|(_, m)| matches!(m, ToEngine::Cancel(_)))
+        .collect();
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(sim.s.engine("engine-0").unwrap().outstanding(), 2);
+    sim.settle(fx);
+    assert_eq!(sim.s.engine("engine-0").unwrap().outstanding(), 0);
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    assert_eq!(
+        (view.status, view.counts.get(TaskStatus::Cancelled)),
+        (JobStatus::Cancelled, 4)
+    );
+}
+
+#[test]
+fn blocked_reasons_name_pool_and_requirements() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut gpu = spec("1", 1);
+    gpu.pool = "gpu".into();
+    let gpu = sim.s.submit(gpu, sim.now, &mut fx).unwrap();
+    let mut big = spec("1", 1);
+    big.requirements = Requirements {
+        min_ram_mb: 64000,
+        capabilities: vec!["houdini".into()],
+        ..Default::default()
+    };
+    let big = sim.s.submit(big, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(
+        sim.s.blocked_reasons(gpu, sim.now),
+        vec!["no engine in pool `gpu`".to_string()]
+    );
+    let reasons = sim.s.blocked_reasons(big, sim.now);
+    assert!(
+        reasons.contains(&"needs 64000 MB RAM, the largest engine has 16000 MB".to_string()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"1 engine lacks capability `houdini`".to_string()),
+        "{reasons:?}"
+    );
+}

@@ -1,0 +1,178 @@
+//! Persistence: one [`Store`] trait, with the embedded SQLite backend here and
+//! room for others (MongoDB) behind the same seam.
+//!
+//! The master never writes a row per event. The scheduler marks what changed;
+//! the writer thread ([`writer`]) collects those changes for a few
+//! milliseconds and commits them as one [`Batch`] (group commit). Results are
+//! acknowledged to engines only after the batch holding them is committed.
+
+pub mod sqlite;
+pub mod writer;
+
+use drqueue_common::model::{
+    EngineFacts, EngineId, JobId, JobSpec, JobStatus, TaskKey, TaskStatus,
+};
+use drqueue_common::protocol::{AttemptKey, Outcome};
+use drqueue_common::Millis;
+use serde::{Deserialize, Serialize};
+
+/// A job as stored: its spec and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub status: JobStatus,
+    pub submitted_ms: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<Millis>,
+    /// Why the job ended as it did, when that is not obvious (e.g. cancelled
+    /// because a dependency failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub job: JobId,
+    pub index: u32,
+    pub first: i64,
+    pub last: i64,
+    pub step: i64,
+    pub status: TaskStatus,
+    /// Attempts started so far; also the number of the latest attempt.
+    pub attempts: u32,
+    /// Attempts that failed (engine loss does not count).
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+}
+
+impl TaskRecord {
+    pub fn key(&self) -> TaskKey {
+        TaskKey {
+            job: self.job,
+            index: self.index,
+        }
+    }
+}
+
+/// An engine ("slave") as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineRecord {
+    pub id: EngineId,
+    pub facts: EngineFacts,
+    pub slots: u32,
+    pub hwm: u32,
+    /// Was it online when last written? A restarted master waits for the
+    /// engines that were online to come back before it dispatches.
+    pub online: bool,
+    pub disabled: bool,
+    pub last_seen_ms: Millis,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+}
+
+/// One finished attempt, kept as history (including results that arrive for
+/// attempts the master had already given up on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: AttemptKey,
+    pub engine: EngineId,
+    pub ended_ms: Millis,
+    pub outcome: Outcome,
+    /// False when the result was for an attempt the master had replaced.
+    pub counted: bool,
+}
+
+/// A chunk of an attempt's log at a byte offset. Chunks are idempotent: a
+/// chunk that starts before the stored end is trimmed, so an engine may
+/// re-send a whole log after a reconnect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogChunk {
+    pub attempt: AttemptKey,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// Everything to commit at once.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub jobs: Vec<JobRecord>,
+    /// Tasks to insert or replace.
+    pub tasks: Vec<TaskRecord>,
+    pub deleted_jobs: Vec<JobId>,
+    pub engines: Vec<EngineRecord>,
+    pub attempts: Vec<AttemptRecord>,
+    pub logs: Vec<LogChunk>,
+    pub next_job_id: Option<JobId>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+            && self.tasks.is_empty()
+            && self.deleted_jobs.is_empty()
+            && self.engines.is_empty()
+            && self.attempts.is_empty()
+            && self.logs.is_empty()
+            && self.next_job_id.is_none()
+    }
+
+    /// How many records it writes.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+            + self.tasks.len()
+            + self.deleted_jobs.len()
+            + self.engines.len()
+            + self.attempts.len()
+            + self.logs.len()
+    }
+}
+
+/// What a master loads at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub jobs: Vec<JobRecord>,
+    pub tasks: Vec<TaskRecord>,
+    pub engines: Vec<EngineRecord>,
+    pub next_job_id: JobId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Backend(String),
+    #[error("store schema version {found} is newer than this master understands ({supported}): upgrade drqueue-master")]
+    SchemaTooNew { found: u32, supported: u32 },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The seam between the master and its database. Calls come from one writer
+/// thread (and a reader for logs), so implementations are plain blocking code.
+pub trait Store: Send {
+    /// Loads everything the scheduler needs. Records that do not decode are
+    /// reported (with their ids) and skipped, never fatal.
+    fn load(&mut self) -> StoreResult<Snapshot>;
+    /// Commits a batch atomically.
+    fn commit(&mut self, batch: &Batch) -> StoreResult<()>;
+    /// The log of one attempt from `offset`.
+    fn read_log(&mut self, attempt: AttemptKey, offset: u64) -> StoreResult<Vec<u8>>;
+    /// The attempts recorded for one task, oldest first.
+    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>>;
+    /// Store round trips made so far (for the benchmark's per-task figure).
+    fn round_trips(&self) -> u64;
+}
