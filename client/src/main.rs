@@ -1,1 +1,592 @@
-fn main() {}
+//! `drqueue`: the command-line client. Talks HTTP to the master.
+//!
+//! Exit codes: 0 ok; 1 failure (including `wait` on a job that ended failed
+//! or cancelled); 2 usage error (clap's own).
+
+use clap::{Args, Parser, Subcommand};
+use drqueue_client::{Client, ClientError};
+use drqueue_common::model::{
+    Dependency, JobId, JobSpec, JobStatus, JobView, Requirements, TaskStatus,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "drqueue", version, about = "DrQueue render farm client")]
+struct Cli {
+    /// Master URL (default: DRQUEUE_URL, then http://127.0.0.1:5580).
+    #[arg(long, global = true)]
+    url: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Submit a job; prints its id.
+    Submit(SubmitArgs),
+    /// List jobs.
+    Jobs {
+        #[arg(long)]
+        status: Option<JobStatus>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job, with the reasons its tasks are not running.
+    Show {
+        job: JobId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a job's tasks.
+    Tasks {
+        job: JobId,
+        #[arg(long)]
+        status: Option<TaskStatus>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's log (the latest attempt by default).
+    Log {
+        job: JobId,
+        task: u32,
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Keep printing as the attempt runs.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Wait for a job to end: exit 0 if done, 1 if failed or cancelled.
+    Wait {
+        job: JobId,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Show live progress bars until the job ends.
+    Watch { job: JobId },
+    /// Stop starting new tasks of a job; running ones finish.
+    Pause { job: JobId },
+    /// Resume a paused job.
+    Resume { job: JobId },
+    /// Cancel a job: running tasks are killed.
+    Cancel { job: JobId },
+    /// Put failed and cancelled tasks back to ready.
+    Retry { job: JobId },
+    /// Delete a finished job (any job with --force).
+    Delete {
+        job: JobId,
+        #[arg(long)]
+        force: bool,
+    },
+    /// List engines.
+    Engines {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or control one engine.
+    Engine {
+        #[command(subcommand)]
+        action: EngineCmd,
+    },
+    /// List pools with their engine counts.
+    Pools {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EngineCmd {
+    Show {
+        engine: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give it no new work.
+    Disable {
+        engine: String,
+    },
+    Enable {
+        engine: String,
+    },
+    /// Let current tasks finish, give it no new work.
+    Drain {
+        engine: String,
+    },
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[arg(long)]
+    name: Option<String>,
+    /// Frame set: 1-100, 1-100x5, 1,3,7-9.
+    #[arg(long, default_value = "1")]
+    frames: String,
+    /// Frames per task.
+    #[arg(long, default_value_t = 1)]
+    blocksize: u32,
+    /// 0-1000, higher first.
+    #[arg(long, default_value_t = drqueue_common::model::DEFAULT_PRIORITY)]
+    priority: u32,
+    #[arg(long, default_value = drqueue_common::model::DEFAULT_POOL)]
+    pool: String,
+    #[arg(long)]
+    os: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    min_cores: u32,
+    #[arg(long, default_value_t = 0)]
+    min_ram_mb: u64,
+    /// Capability an engine must have (repeatable), e.g. blender.
+    #[arg(long = "require")]
+    requires: Vec<String>,
+    /// Environment for the command, K=V (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    #[arg(long)]
+    cwd: Option<String>,
+    #[arg(long, default_value_t = drqueue_common::model::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    /// Per-task time limit in seconds.
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    /// How many engines may run it at once (0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    max_engines: u32,
+    /// Named limit the job's tasks take a token of (repeatable).
+    #[arg(long = "limit")]
+    limits: Vec<String>,
+    /// Wait for JOB to end (as done, or the listed statuses): JOB[:done,failed].
+    #[arg(long = "after", value_parser = parse_after)]
+    after: Vec<Dependency>,
+    /// Hold the job until this time: RFC 3339, or +30m / +2h / +1d.
+    #[arg(long, value_parser = parse_time)]
+    start_after: Option<u64>,
+    /// Address to mail when the job ends (repeatable).
+    #[arg(long = "notify")]
+    notify: Vec<String>,
+    /// Submit paused.
+    #[arg(long)]
+    paused: bool,
+    /// Print the job as JSON instead of its id.
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not K=V"))
+}
+
+fn parse_after(s: &str) -> Result<Dependency, String> {
+    let (job, statuses) = s.split_once(':').unwrap_or((s, "done"));
+    let job: JobId = job
+        .parse()
+        .map_err(|_| format!("{job:?} is not a job id"))?;
+    let on = statuses
+        .split(',')
+        .map(|st| match st.trim().parse::<JobStatus>() {
+            Ok(s @ (JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled)) => Ok(s),
+            _ => Err(format!("{st:?}: --after takes done, failed or cancelled")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Dependency { job, on })
+}
+
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Some(rel) = s.strip_prefix('+') {
+        let (num, unit) =
+            rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: expected +N followed by s, m, h or d"))?;
+        let secs = match unit {
+            "s" | "" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86400,
+            _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+        };
+        return Ok(drqueue_common::now_millis() + secs * 1000);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis().max(0) as u64)
+        .map_err(|e| format!("{s:?} is not RFC 3339 (2026-11-23T22:00:00+01:00) or +2h: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = Client::new(cli.url.as_deref(), None);
+    match run(&client, cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("drqueue: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), ClientError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn ms(t: Option<u64>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp_millis(t as i64))
+        .map(|d| {
+            d.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
+    match cmd {
+        Cmd::Submit(a) => {
+            let spec = JobSpec {
+                name: a.name.unwrap_or_default(),
+                owner: std::env::var("USER").unwrap_or_default(),
+                command: a.command,
+                frames: a.frames,
+                blocksize: a.blocksize,
+                priority: a.priority,
+                pool: a.pool,
+                requirements: Requirements {
+                    os: a.os,
+                    min_cores: a.min_cores,
+                    min_ram_mb: a.min_ram_mb,
+                    capabilities: a.requires,
+                },
+                env: a.env.into_iter().collect::<BTreeMap<_, _>>(),
+                cwd: a.cwd.or_else(|| {
+                    std::env::current_dir()
+                        .ok()
+                        .map(|d| d.display().to_string())
+                }),
+                max_attempts: a.max_attempts,
+                timeout_secs: a.timeout,
+                max_engines: a.max_engines,
+                limits: a.limits,
+                after: a.after,
+                start_after: a.start_after,
+                notify: a.notify,
+                paused: a.paused,
+            };
+            // Judge it here too, for an error before any network round trip.
+            spec.validate()
+                .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+            let job = client.submit(&spec)?;
+            if a.json {
+                print_json(&job)?;
+            } else {
+                println!("{}", job.id);
+            }
+        }
+        Cmd::Jobs { status, json } => {
+            let jobs = client.jobs(status)?;
+            if json {
+                print_json(&jobs)?;
+            } else {
+                println!(
+                    "{:>6}  {:<24} {:<10} {:<10} {:>4}  {:<10} {:>13}",
+                    "ID", "NAME", "OWNER", "STATUS", "PRI", "POOL", "DONE/TOTAL"
+                );
+                for j in jobs {
+                    println!(
+                        "{:>6}  {:<24} {:<10} {:<10} {:>4}  {:<10} {:>13}",
+                        j.id,
+                        truncate(&j.name, 24),
+                        truncate(&j.owner, 10),
+                        j.status,
+                        j.priority,
+                        j.pool,
+                        format!("{}/{}", j.counts.get(TaskStatus::Done), j.tasks_total)
+                    );
+                }
+            }
+        }
+        Cmd::Show { job, json } => {
+            let j = client.job(job)?;
+            if json {
+                print_json(&j)?;
+            } else {
+                show_job(&j);
+            }
+        }
+        Cmd::Tasks { job, status, json } => {
+            let tasks = client.tasks(job, status)?;
+            if json {
+                print_json(&tasks)?;
+            } else {
+                println!(
+                    "{:>6}  {:>15}  {:<9} {:>8}  {:<20} {:>5}",
+                    "TASK", "FRAMES", "STATUS", "ATTEMPTS", "ENGINE", "EXIT"
+                );
+                for t in tasks {
+                    let frames = if t.first == t.last {
+                        t.first.to_string()
+                    } else {
+                        format!("{}-{}", t.first, t.last)
+                    };
+                    println!(
+                        "{:>6}  {:>15}  {:<9} {:>8}  {:<20} {:>5}",
+                        t.index,
+                        frames,
+                        t.status,
+                        t.attempts,
+                        truncate(t.engine.as_deref().unwrap_or("-"), 20),
+                        t.exit_code
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+        }
+        Cmd::Log {
+            job,
+            task,
+            attempt,
+            follow,
+        } => {
+            let mut offset = 0u64;
+            let mut out = std::io::stdout().lock();
+            loop {
+                let chunk = client.log(job, task, attempt, offset)?;
+                let _ = out.write_all(&chunk.data);
+                let _ = out.flush();
+                offset += chunk.data.len() as u64;
+                if !follow || (!chunk.live && chunk.data.is_empty()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        Cmd::Wait { job, timeout } => {
+            let bar = progress_bar(std::io::stderr().is_terminal());
+            let view = client.wait(job, timeout.map(Duration::from_secs), |v| {
+                update_bar(&bar, v)
+            })?;
+            bar.finish_and_clear();
+            return Ok(ended(&view));
+        }
+        Cmd::Watch { job } => {
+            let bar = progress_bar(true);
+            let view = client.wait(job, None, |v| update_bar(&bar, v))?;
+            bar.finish();
+            return Ok(ended(&view));
+        }
+        Cmd::Pause { job } => report(client.control(job, "pause")?),
+        Cmd::Resume { job } => report(client.control(job, "resume")?),
+        Cmd::Cancel { job } => report(client.control(job, "cancel")?),
+        Cmd::Retry { job } => report(client.control(job, "retry")?),
+        Cmd::Delete { job, force } => {
+            client.delete(job, force)?;
+            println!("job {job} deleted");
+        }
+        Cmd::Engines { json } => {
+            let engines = client.engines()?;
+            if json {
+                print_json(&engines)?;
+            } else {
+                println!(
+                    "{:<20} {:<16} {:<9} {:<16} {:>5} {:>8} {:>9} {:>6} {:>6}",
+                    "NAME",
+                    "HOST",
+                    "STATE",
+                    "POOLS",
+                    "CORES",
+                    "RAM MB",
+                    "RUN/HWM",
+                    "DONE",
+                    "FAILED"
+                );
+                for e in engines {
+                    println!(
+                        "{:<20} {:<16} {:<9} {:<16} {:>5} {:>8} {:>9} {:>6} {:>6}",
+                        truncate(&e.name, 20),
+                        truncate(&e.hostname, 16),
+                        e.state,
+                        truncate(&e.pools.join(","), 16),
+                        e.cores,
+                        e.ram_mb,
+                        format!("{}/{}", e.running, e.hwm),
+                        e.tasks_done,
+                        e.tasks_failed
+                    );
+                }
+            }
+        }
+        Cmd::Engine { action } => match action {
+            EngineCmd::Show { engine, json } => {
+                let e = client.engine(&engine)?;
+                if json {
+                    print_json(&e)?;
+                } else {
+                    println!("engine {} ({})", e.name, e.id);
+                    println!("  host      {} ({} {})", e.hostname, e.os, e.arch);
+                    println!("  state     {}", e.state);
+                    println!("  pools     {}", e.pools.join(", "));
+                    println!("  caps      {}", e.capabilities.join(", "));
+                    println!(
+                        "  cores     {}   RAM {} MB ({} MB free)   load {:.2}",
+                        e.cores, e.ram_mb, e.free_ram_mb, e.load
+                    );
+                    println!(
+                        "  slots     {}   HWM {}   holding {}",
+                        e.slots, e.hwm, e.running
+                    );
+                    println!(
+                        "  tasks     {} done, {} failed",
+                        e.tasks_done, e.tasks_failed
+                    );
+                }
+            }
+            EngineCmd::Disable { engine } | EngineCmd::Drain { engine } => {
+                let e = client.engine_control(&engine, "disable")?;
+                println!(
+                    "engine {} disabled; its {} running task(s) finish",
+                    e.name, e.running
+                );
+            }
+            EngineCmd::Enable { engine } => {
+                let e = client.engine_control(&engine, "enable")?;
+                println!("engine {} enabled", e.name);
+            }
+        },
+        Cmd::Pools { json } => {
+            let pools = client.pools()?;
+            if json {
+                print_json(&pools)?;
+            } else {
+                println!("{:<20} {:>7}", "POOL", "ENGINES");
+                for p in pools {
+                    println!("{:<20} {:>7}", p.name, p.engines);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(v: JobView) {
+    println!("job {} is {}", v.id, v.status);
+}
+
+fn ended(v: &JobView) -> ExitCode {
+    match v.status {
+        JobStatus::Done => ExitCode::SUCCESS,
+        s => {
+            eprintln!(
+                "drqueue: job {} ended {} ({} done, {} failed, {} cancelled of {})",
+                v.id,
+                s,
+                v.counts.get(TaskStatus::Done),
+                v.counts.get(TaskStatus::Failed),
+                v.counts.get(TaskStatus::Cancelled),
+                v.tasks_total
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn progress_bar(visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:40.green/white}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn update_bar(bar: &ProgressBar, v: &JobView) {
+    bar.set_prefix(format!("job {} {}", v.id, v.name));
+    bar.set_length(v.tasks_total);
+    bar.set_position(v.counts.get(TaskStatus::Done) + v.counts.get(TaskStatus::Failed));
+    let mut msg = format!(
+        "{} | {} running",
+        v.status,
+        v.counts.get(TaskStatus::Running) + v.counts.get(TaskStatus::Assigned)
+    );
+    if v.counts.get(TaskStatus::Failed) > 0 {
+        msg.push_str(&format!(", {} failed", v.counts.get(TaskStatus::Failed)));
+    }
+    if let Some(reason) = v.blocked.first() {
+        msg.push_str(&format!(" | {reason}"));
+    }
+    bar.set_message(msg);
+}
+
+fn show_job(j: &JobView) {
+    println!("job {}  {}", j.id, j.name);
+    println!("  status     {}", j.status);
+    println!(
+        "  owner      {}   priority {}   pool {}",
+        j.owner, j.priority, j.pool
+    );
+    println!("  command    {}", j.command.join(" "));
+    println!(
+        "  frames     {} (blocksize {}, {} tasks)",
+        j.frames, j.blocksize, j.tasks_total
+    );
+    let counts: Vec<String> = TaskStatus::ALL
+        .iter()
+        .filter(|s| j.counts.get(**s) > 0)
+        .map(|s| format!("{} {}", j.counts.get(*s), s))
+        .collect();
+    println!("  tasks      {}", counts.join(", "));
+    println!(
+        "  submitted  {}   started {}   finished {}",
+        ms(Some(j.submitted_ms)),
+        ms(j.started_ms),
+        ms(j.finished_ms)
+    );
+    if !j.after.is_empty() {
+        let deps: Vec<String> = j
+            .after
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} ({})",
+                    d.job,
+                    d.on.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            })
+            .collect();
+        println!("  after      {}", deps.join(", "));
+    }
+    if !j.blocked.is_empty() {
+        println!("  not running because:");
+        for r in &j.blocked {
+            println!("    - {r}");
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}

@@ -1,1 +1,12 @@
-
+//! The DrQueue engine: runs tasks on a render node.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`engine`] | the loop: link supervision, queue, slots, results kept until acknowledged |
+//! | [`link`] | one DEALER connection to the master (the only socket code) |
+//! | [`runner`] | one attempt's child processes: no shell, own process group, logs, rusage |
+//! | [`facts`] | what the engine reports about its machine and renderers |
+pub mod engine;
+pub mod facts;
+pub mod link;
+pub mod runner;

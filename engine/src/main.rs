@@ -1,1 +1,112 @@
-fn main() {}
+//! `drqueue-engine`: runs on each render node.
+
+use clap::Parser;
+use drqueue_common::protocol::FarmKey;
+use drqueue_engine::engine::{self, EngineOptions};
+use drqueue_engine::facts;
+use std::path::PathBuf;
+
+/// The DrQueue engine: connects to the master, registers this machine, and
+/// runs the tasks it is given.
+#[derive(Parser, Debug)]
+#[command(name = "drqueue-engine", version)]
+struct Args {
+    /// Master endpoint(s), comma separated; tried in turn.
+    #[arg(long, env = "DRQUEUE_MASTER", default_value = "tcp://127.0.0.1:5555")]
+    master: String,
+    /// Pools to join, comma separated (default: `default`).
+    #[arg(long, env = "DRQUEUE_POOL")]
+    pool: Option<String>,
+    /// Tasks run at once.
+    #[arg(long, env = "DRQUEUE_SLOTS", default_value_t = 1)]
+    slots: u32,
+    /// Most tasks held at once (running + queued here); default slots + 1.
+    #[arg(long, env = "DRQUEUE_HWM")]
+    hwm: Option<u32>,
+    /// Name shown in listings (default: the hostname).
+    #[arg(long, env = "DRQUEUE_ENGINE_NAME")]
+    name: Option<String>,
+    /// Where the engine keeps its id and attempt logs.
+    #[arg(long, env = "DRQUEUE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Farm key shared with the master.
+    #[arg(long, env = "DRQUEUE_KEY_FILE")]
+    key_file: Option<PathBuf>,
+}
+
+fn default_state_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/drqueue/engine"),
+        None => PathBuf::from("./drqueue-engine"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drqueue-engine: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if args.slots == 0 {
+        anyhow::bail!("--slots must be at least 1");
+    }
+    let hwm = args.hwm.unwrap_or(args.slots + 1);
+    if hwm < args.slots {
+        anyhow::bail!(
+            "--hwm {hwm} is below --slots {}: the engine could never fill its slots",
+            args.slots
+        );
+    }
+    let key = args
+        .key_file
+        .as_deref()
+        .map(FarmKey::load)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let opts = EngineOptions {
+        masters: args
+            .master
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        name: args.name,
+        pools: facts::parse_pools(args.pool.as_deref()),
+        slots: args.slots,
+        hwm,
+        state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+        key,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(engine::run(opts, wait_for_signal()))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

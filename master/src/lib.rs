@@ -1,6 +1,16 @@
 //! The DrQueue master.
 //!
-//! - [`scheduler`]: the pure state machine that decides what runs where;
-//! - [`store`]: persistence behind one trait, with group commit;
+//! | module | concern |
+//! |---|---|
+//! | [`scheduler`] | the pure state machine that decides what runs where |
+//! | [`core`] | the event loop that owns the scheduler and feeds it |
+//! | [`router`] | the engines' ZeroMQ ROUTER socket: decode, authenticate, send |
+//! | [`http`] | the HTTP/JSON API and dashboard |
+//! | [`store`] | persistence behind one trait, group-committed by one writer thread |
+//! | [`server`] | wiring it all together |
+pub mod core;
+pub mod http;
+pub mod router;
 pub mod scheduler;
+pub mod server;
 pub mod store;

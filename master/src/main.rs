@@ -1,1 +1,126 @@
-fn main() {}
+//! `drqueue-master`: the farm's controller.
+
+use clap::Parser;
+use drqueue_common::protocol::FarmKey;
+use drqueue_master::scheduler::Config;
+use drqueue_master::server::{self, MasterOptions};
+use std::path::PathBuf;
+
+/// The DrQueue master: schedules tasks onto engines, keeps the farm's state,
+/// and serves the HTTP/JSON API and dashboard.
+#[derive(Parser, Debug)]
+#[command(name = "drqueue-master", version)]
+struct Args {
+    /// Where to keep state: a directory for the embedded store, or mongodb://…
+    #[arg(long, env = "DRQUEUE_DB", default_value = "./drqueue-data")]
+    db: String,
+    /// Address for the HTTP API and dashboard (port 0 picks a free port).
+    #[arg(long, env = "DRQUEUE_HTTP", default_value = "127.0.0.1:5580")]
+    http: String,
+    /// ZeroMQ endpoint engines connect to (port 0 picks a free port).
+    #[arg(long, env = "DRQUEUE_ENGINES", default_value = "tcp://127.0.0.1:5555")]
+    engines: String,
+    /// SMTP server for notifications, smtp://HOST:PORT or smtps://…
+    #[arg(long, env = "DRQUEUE_SMTP")]
+    smtp: Option<String>,
+    /// Sender address of notification mails.
+    #[arg(long, env = "DRQUEUE_MAIL_FROM")]
+    mail_from: Option<String>,
+    /// Once accepting work, write {"http": …, "engines": …} here.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Farm key: engines must sign every message with it.
+    #[arg(long, env = "DRQUEUE_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// File of API tokens, one per line: HTTP writes then need one as a bearer token.
+    #[arg(long, env = "DRQUEUE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Seconds of silence after which an engine is declared lost.
+    #[arg(long, default_value_t = 5)]
+    engine_timeout: u64,
+    /// Seconds a restarted master waits for engines to come back before
+    /// running their tasks elsewhere.
+    #[arg(long, default_value_t = 6)]
+    recovery: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drqueue-master: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let key = args
+        .key_file
+        .as_deref()
+        .map(FarmKey::load)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let tokens = match &args.token_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", p.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect(),
+        None => Vec::new(),
+    };
+    if args.smtp.is_some() || args.mail_from.is_some() {
+        tracing::warn!(
+            "--smtp/--mail-from are accepted but notifications are not sent by this version yet"
+        );
+    }
+    let opts = MasterOptions {
+        db: args.db,
+        http: args.http,
+        engines: args.engines,
+        ready_file: args.ready_file,
+        key,
+        tokens,
+        sched: Config {
+            engine_timeout_ms: args.engine_timeout * 1000,
+            recovery_ms: args.recovery * 1000,
+            ..Config::default()
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let master = server::start(opts).await?;
+        wait_for_signal().await;
+        tracing::info!("stopping: committing state");
+        master.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

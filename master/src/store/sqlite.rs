@@ -1,1 +1,393 @@
+//! The embedded store: SQLite in WAL mode under `./drqueue-data`.
+//!
+//! Tasks live in typed columns (they are most of the writes); jobs and engines
+//! as JSON documents beside indexed status columns. Every batch is one
+//! transaction, so a crash leaves either all of a batch or none of it.
 
+use super::*;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// Bumped when the tables change shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub struct SqliteStore {
+    conn: Connection,
+    round_trips: u64,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in directory `dir`.
+    pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("drqueue.sqlite3");
+        let conn = Connection::open(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS jobs (
+                 id INTEGER PRIMARY KEY, status TEXT NOT NULL, data TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+             CREATE TABLE IF NOT EXISTS tasks (
+                 job INTEGER NOT NULL, idx INTEGER NOT NULL,
+                 first INTEGER NOT NULL, last INTEGER NOT NULL, step INTEGER NOT NULL,
+                 status TEXT NOT NULL, attempts INTEGER NOT NULL, failures INTEGER NOT NULL,
+                 engine TEXT, started_ms INTEGER, ended_ms INTEGER, exit_code INTEGER,
+                 peak_rss_kb INTEGER, cpu_ms INTEGER,
+                 PRIMARY KEY (job, idx)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS engines (id TEXT PRIMARY KEY, data TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS attempts (
+                 job INTEGER NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
+                 engine TEXT NOT NULL, ended_ms INTEGER NOT NULL, counted INTEGER NOT NULL,
+                 outcome TEXT NOT NULL,
+                 PRIMARY KEY (job, idx, attempt)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS logs (
+                 job INTEGER NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
+                 offset INTEGER NOT NULL, data BLOB NOT NULL,
+                 PRIMARY KEY (job, idx, attempt, offset)) WITHOUT ROWID;",
+        )
+        .map_err(err)?;
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        match found.and_then(|v| v.parse::<u32>().ok()) {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
+                    params![SCHEMA_VERSION.to_string()],
+                )
+                .map_err(err)?;
+            }
+        }
+        Ok(SqliteStore {
+            conn,
+            round_trips: 0,
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&mut self) -> StoreResult<Snapshot> {
+        let mut snap = Snapshot::default();
+        {
+            let mut st = self
+                .conn
+                .prepare("SELECT id, data FROM jobs ORDER BY id")
+                .map_err(err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (id, data) = row.map_err(err)?;
+                match serde_json::from_str::<JobRecord>(&data) {
+                    Ok(j) => snap.jobs.push(j),
+                    Err(e) => {
+                        tracing::error!(job = id, "skipping stored job that does not decode: {e}")
+                    }
+                }
+            }
+        }
+        {
+            let mut st = self
+                .conn
+                .prepare(
+                    "SELECT job, idx, first, last, step, status, attempts, failures, engine,
+                            started_ms, ended_ms, exit_code, peak_rss_kb, cpu_ms FROM tasks",
+                )
+                .map_err(err)?;
+            let rows = st
+                .query_map([], |r| {
+                    let status: String = r.get(5)?;
+                    Ok((
+                        status,
+                        TaskRecord {
+                            job: r.get::<_, i64>(0)? as u64,
+                            index: r.get(1)?,
+                            first: r.get(2)?,
+                            last: r.get(3)?,
+                            step: r.get(4)?,
+                            status: TaskStatus::Waiting,
+                            attempts: r.get(6)?,
+                            failures: r.get(7)?,
+                            engine: r.get(8)?,
+                            started_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+                            ended_ms: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+                            exit_code: r.get(11)?,
+                            peak_rss_kb: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+                            cpu_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+                        },
+                    ))
+                })
+                .map_err(err)?;
+            for row in rows {
+                match row {
+                    Ok((status, mut t)) => match status.parse() {
+                        Ok(s) => {
+                            t.status = s;
+                            snap.tasks.push(t)
+                        }
+                        Err(e) => tracing::error!(task = %t.key(), "skipping stored task: {e}"),
+                    },
+                    Err(e) => tracing::error!("skipping stored task that does not decode: {e}"),
+                }
+            }
+        }
+        {
+            let mut st = self
+                .conn
+                .prepare("SELECT id, data FROM engines")
+                .map_err(err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (id, data) = row.map_err(err)?;
+                match serde_json::from_str::<EngineRecord>(&data) {
+                    Ok(e) => snap.engines.push(e),
+                    Err(e) => {
+                        tracing::error!(engine = %id, "skipping stored engine that does not decode: {e}")
+                    }
+                }
+            }
+        }
+        let next: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'next_job_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        let max_id = snap.jobs.iter().map(|j| j.id).max().unwrap_or(0);
+        snap.next_job_id = next
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .max(max_id + 1);
+        self.round_trips += 4;
+        Ok(snap)
+    }
+
+    fn commit(&mut self, b: &Batch) -> StoreResult<()> {
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut job = tx
+                .prepare_cached("INSERT OR REPLACE INTO jobs(id, status, data) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            for j in &b.jobs {
+                let data = serde_json::to_string(j).map_err(err)?;
+                job.execute(params![j.id as i64, j.status.as_str(), data])
+                    .map_err(err)?;
+            }
+            let mut task = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO tasks(job, idx, first, last, step, status, attempts, failures,
+                        engine, started_ms, ended_ms, exit_code, peak_rss_kb, cpu_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )
+                .map_err(err)?;
+            for t in &b.tasks {
+                task.execute(params![
+                    t.job as i64,
+                    t.index,
+                    t.first,
+                    t.last,
+                    t.step,
+                    t.status.as_str(),
+                    t.attempts,
+                    t.failures,
+                    t.engine,
+                    t.started_ms.map(|v| v as i64),
+                    t.ended_ms.map(|v| v as i64),
+                    t.exit_code,
+                    t.peak_rss_kb.map(|v| v as i64),
+                    t.cpu_ms.map(|v| v as i64),
+                ])
+                .map_err(err)?;
+            }
+            for id in &b.deleted_jobs {
+                for table in [
+                    "jobs WHERE id",
+                    "tasks WHERE job",
+                    "attempts WHERE job",
+                    "logs WHERE job",
+                ] {
+                    tx.execute(&format!("DELETE FROM {table} = ?1"), params![*id as i64])
+                        .map_err(err)?;
+                }
+            }
+            let mut engine = tx
+                .prepare_cached("INSERT OR REPLACE INTO engines(id, data) VALUES (?1, ?2)")
+                .map_err(err)?;
+            for e in &b.engines {
+                engine
+                    .execute(params![e.id, serde_json::to_string(e).map_err(err)?])
+                    .map_err(err)?;
+            }
+            let mut attempt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO attempts(job, idx, attempt, engine, ended_ms, counted, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(err)?;
+            for a in &b.attempts {
+                attempt
+                    .execute(params![
+                        a.attempt.task.job as i64,
+                        a.attempt.task.index,
+                        a.attempt.attempt,
+                        a.engine,
+                        a.ended_ms as i64,
+                        a.counted,
+                        serde_json::to_string(&a.outcome).map_err(err)?,
+                    ])
+                    .map_err(err)?;
+            }
+            let mut log = tx
+                .prepare_cached("INSERT OR IGNORE INTO logs(job, idx, attempt, offset, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(err)?;
+            for l in &b.logs {
+                log.execute(params![
+                    l.attempt.task.job as i64,
+                    l.attempt.task.index,
+                    l.attempt.attempt,
+                    l.offset as i64,
+                    l.data
+                ])
+                .map_err(err)?;
+            }
+            if let Some(n) = b.next_job_id {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('next_job_id', ?1)",
+                    params![n.to_string()],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        self.round_trips += 1;
+        Ok(())
+    }
+
+    fn read_log(&mut self, a: AttemptKey, offset: u64) -> StoreResult<Vec<u8>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT offset, data FROM logs WHERE job = ?1 AND idx = ?2 AND attempt = ?3 ORDER BY offset")
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![a.task.job as i64, a.task.index, a.attempt], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(err)?;
+        let mut chunks = Vec::new();
+        for row in rows {
+            chunks.push(row.map_err(err)?);
+        }
+        self.round_trips += 1;
+        Ok(stitch(chunks, offset))
+    }
+
+    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT attempt, engine, ended_ms, counted, outcome FROM attempts WHERE job = ?1 AND idx = ?2 ORDER BY attempt")
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![task.job as i64, task.index], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (attempt, engine, ended, counted, outcome) = row.map_err(err)?;
+            match serde_json::from_str(&outcome) {
+                Ok(outcome) => out.push(AttemptRecord {
+                    attempt: AttemptKey { task, attempt },
+                    engine,
+                    ended_ms: ended as u64,
+                    outcome,
+                    counted,
+                }),
+                Err(e) => {
+                    tracing::error!(%task, attempt, "skipping stored attempt that does not decode: {e}")
+                }
+            }
+        }
+        self.round_trips += 1;
+        Ok(out)
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.round_trips
+    }
+}
+
+/// Joins log chunks (sorted by offset, possibly overlapping after a re-send)
+/// into the bytes from `from` on.
+pub fn stitch(chunks: Vec<(u64, Vec<u8>)>, from: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut end = 0u64;
+    for (offset, data) in chunks {
+        let chunk_end = offset + data.len() as u64;
+        if chunk_end <= end || offset > end {
+            // Already covered, or a gap (a lost chunk): skip; a gap means the
+            // bytes before it are all we can vouch for.
+            if offset > end {
+                break;
+            }
+            continue;
+        }
+        let skip = (end - offset) as usize;
+        out.extend_from_slice(&data[skip..]);
+        end = chunk_end;
+    }
+    let from = (from as usize).min(out.len());
+    out.split_off(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stitch;
+
+    #[test]
+    fn stitching_handles_resent_and_overlapping_chunks() {
+        let chunks = vec![
+            (0, b"hello ".to_vec()),
+            (0, b"hello wor".to_vec()),
+            (6, b"world".to_vec()),
+            (11, b"!".to_vec()),
+        ];
+        assert_eq!(stitch(chunks.clone(), 0), b"hello world!");
+        assert_eq!(stitch(chunks, 6), b"world!");
+        assert_eq!(
+            stitch(vec![(0, b"ab".to_vec()), (5, b"x".to_vec())], 0),
+            b"ab"
+        );
+    }
+}

@@ -1,1 +1,151 @@
+//! The store writer: one thread that owns the [`Store`] and commits in groups.
+//!
+//! Whatever arrives while a commit is running is merged into the next one, so
+//! under load one transaction carries thousands of changes and at rest each
+//! change is committed at once. Work that must wait for durability (acks to
+//! engines, replies to a submit) rides along and runs after the commit. A
+//! failed commit is retried with backoff, never dropped.
 
+use super::{AttemptRecord, Batch, Store, StoreResult};
+use drqueue_common::model::TaskKey;
+use drqueue_common::protocol::AttemptKey;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Something to do once the batch it came with is committed.
+pub type PostCommit = Box<dyn FnOnce() + Send>;
+
+pub enum WriterMsg {
+    Commit {
+        batch: Batch,
+        after: Vec<PostCommit>,
+    },
+    ReadLog {
+        attempt: AttemptKey,
+        offset: u64,
+        reply: oneshot::Sender<StoreResult<Vec<u8>>>,
+    },
+    Attempts {
+        task: TaskKey,
+        reply: oneshot::Sender<StoreResult<Vec<AttemptRecord>>>,
+    },
+    /// Answered once everything sent before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Figures the benchmark reads.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub records: AtomicU64,
+    pub round_trips: AtomicU64,
+}
+
+/// Merges at most this many queued messages into one commit, to bound latency.
+const MAX_MERGE: usize = 4096;
+
+pub fn spawn(
+    mut store: Box<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<WriterMsg>,
+    stats: Arc<WriterStats>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("drqueue-store".into())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = Batch::default();
+                let mut after: Vec<PostCommit> = Vec::new();
+                let mut reads = Vec::new();
+                let mut take = |msg: WriterMsg, batch: &mut Batch| match msg {
+                    WriterMsg::Commit { batch: b, after: a } => {
+                        merge(batch, b);
+                        after.extend(a);
+                    }
+                    other => reads.push(other),
+                };
+                take(first, &mut batch);
+                let mut n = 1;
+                while n < MAX_MERGE {
+                    match rx.try_recv() {
+                        Ok(msg) => take(msg, &mut batch),
+                        Err(_) => break,
+                    }
+                    n += 1;
+                }
+                if !batch.is_empty() {
+                    commit_until_done(store.as_mut(), &batch);
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .records
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    stats
+                        .round_trips
+                        .store(store.round_trips(), Ordering::Relaxed);
+                }
+                for f in after {
+                    f();
+                }
+                for r in reads {
+                    match r {
+                        WriterMsg::ReadLog {
+                            attempt,
+                            offset,
+                            reply,
+                        } => {
+                            let _ = reply.send(store.read_log(attempt, offset));
+                        }
+                        WriterMsg::Attempts { task, reply } => {
+                            let _ = reply.send(store.attempts(task));
+                        }
+                        WriterMsg::Flush(reply) => {
+                            let _ = reply.send(());
+                        }
+                        WriterMsg::Commit { .. } => unreachable!("commits are merged above"),
+                    }
+                }
+            }
+        })
+        .expect("spawning the store thread")
+}
+
+fn merge(into: &mut Batch, b: Batch) {
+    into.jobs.extend(b.jobs);
+    into.tasks.extend(b.tasks);
+    into.deleted_jobs.extend(b.deleted_jobs);
+    into.engines.extend(b.engines);
+    into.attempts.extend(b.attempts);
+    into.logs.extend(b.logs);
+    if b.next_job_id.is_some() {
+        into.next_job_id = b.next_job_id;
+    }
+}
+
+/// Commits, retrying with backoff while the store is unavailable. The master
+/// keeps running meanwhile; acks wait, so engines keep their results.
+fn commit_until_done(store: &mut dyn Store, batch: &Batch) {
+    let mut delay = Duration::from_millis(50);
+    let mut failures = 0u32;
+    loop {
+        match store.commit(batch) {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(failures, "store is writable again; caught up");
+                }
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(
+                    attempt = failures,
+                    "commit of {} records failed, retrying in {:?}: {e}",
+                    batch.len(),
+                    delay
+                );
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! The engine's loop: keeps a link to the master, runs what it is given, and
+//! never forgets a result until the master has acknowledged it.
+//!
+//! State is three sets: attempts queued (received, not started), running,
+//! and finished but unacknowledged. The master sends at most HWM attempts;
+//! the engine runs `slots` of them at once and starts the next the moment a
+//! slot frees. If the master falls silent the engine keeps running what it
+//! holds, reconnects with backoff, registers again with what it holds, and
+//! re-sends every unacknowledged result with its log.
+
+use crate::facts;
+use crate::link::Link;
+use crate::runner::{self, Attempt, Control, RunnerEvent};
+use drqueue_common::frames::Block;
+use drqueue_common::model::EngineFacts;
+use drqueue_common::now_millis;
+use drqueue_common::protocol::{
+    AttemptKey, FarmKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, Register, SeqCounter,
+    ToEngine,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Master endpoints, tried in turn.
+    pub masters: Vec<String>,
+    pub name: Option<String>,
+    pub pools: Vec<String>,
+    pub slots: u32,
+    pub hwm: u32,
+    pub state_dir: PathBuf,
+    pub key: Option<FarmKey>,
+}
+
+struct Running {
+    control: Arc<Control>,
+    deadline: Option<Instant>,
+}
+
+struct State {
+    opts: EngineOptions,
+    id: String,
+    facts: EngineFacts,
+    queue: VecDeque<(AttemptKey, Arc<JobBody>, Block)>,
+    running: HashMap<AttemptKey, Running>,
+    unacked: BTreeMap<AttemptKey, Outcome>,
+    /// Running attempts being stopped for a shutdown: handed back, not failed.
+    releasing: bool,
+    released: Vec<AttemptKey>,
+    peak_held: u32,
+    events: mpsc::UnboundedSender<RunnerEvent>,
+    seq: SeqCounter,
+    sys: sysinfo::System,
+}
+
+/// Reads the engine's id from its state directory, creating one on first start.
+pub fn engine_id(state_dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(state_dir.join("logs")).map_err(|e| {
+        anyhow::anyhow!("cannot create state directory {}: {e}", state_dir.display())
+    })?;
+    let path = state_dir.join("engine-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &id)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(id)
+}
+
+impl State {
+    fn held(&self) -> u32 {
+        (self.queue.len() + self.running.len()) as u32
+    }
+
+    fn held_keys(&self) -> Vec<AttemptKey> {
+        self.queue
+            .iter()
+            .map(|(k, _, _)| *k)
+            .chain(self.running.keys().copied())
+            .collect()
+    }
+
+    fn log_path(&self, key: AttemptKey) -> PathBuf {
+        self.opts.state_dir.join("logs").join(format!(
+            "{}-{}-{}.log",
+            key.task.job, key.task.index, key.attempt
+        ))
+    }
+
+    fn note_peak(&mut self) {
+        let held = self.held();
+        if held > self.peak_held {
+            self.peak_held = held;
+            let stats = serde_json::json!({ "peak_held": self.peak_held, "hwm": self.opts.hwm, "slots": self.opts.slots });
+            let _ = std::fs::write(self.opts.state_dir.join("stats.json"), stats.to_string());
+        }
+    }
+
+    /// Starts queued attempts while slots are free.
+    fn start_ready(&mut self) {
+        while self.running.len() < self.opts.slots as usize && !self.releasing {
+            let Some((key, body, block)) = self.queue.pop_front() else {
+                break;
+            };
+            let control = Arc::new(Control::default());
+            let deadline = (body.timeout_secs > 0)
+                .then(|| Instant::now() + Duration::from_secs(body.timeout_secs));
+            self.running.insert(
+                key,
+                Running {
+                    control: control.clone(),
+                    deadline,
+                },
+            );
+            runner::spawn(
+                Attempt {
+                    key,
+                    body,
+                    block,
+                    log_path: self.log_path(key),
+                    control,
+                },
+                self.events.clone(),
+            );
+        }
+    }
+
+    fn check_timeouts(&mut self) {
+        let now = Instant::now();
+        for r in self.running.values() {
+            if r.deadline.is_some_and(|d| now >= d) {
+                r.control.time_out();
+            }
+        }
+    }
+
+    /// Applies one message from the master; returns false when the session
+    /// must end (the master asked us to register again, or refused us).
+    fn on_master(&mut self, msg: ToEngine, outbox: &mut Vec<FromEngine>) -> Result<(), SessionEnd> {
+        match msg {
+            ToEngine::Assign(a) => {
+                let body = Arc::new(a.job);
+                for t in a.tasks {
+                    let key = AttemptKey {
+                        task: drqueue_common::model::TaskKey {
+                            job: body.id,
+                            index: t.index,
+                        },
+                        attempt: t.attempt,
+                    };
+                    let known = self.running.contains_key(&key)
+                        || self.unacked.contains_key(&key)
+                        || self.queue.iter().any(|(k, _, _)| *k == key);
+                    if !known {
+                        self.queue.push_back((key, body.clone(), t.block));
+                    }
+                }
+                self.note_peak();
+                self.start_ready();
+            }
+            ToEngine::Cancel(keys) | ToEngine::Welcome { cancel: keys, .. } => {
+                self.cancel(&keys, outbox)
+            }
+            ToEngine::Ack(keys) => {
+                for k in keys {
+                    if self.unacked.remove(&k).is_some() {
+                        let _ = std::fs::remove_file(self.log_path(k));
+                    }
+                }
+            }
+            ToEngine::Pong => {}
+            ToEngine::Reregister => return Err(SessionEnd::Reregister),
+            ToEngine::Refused { reason } => return Err(SessionEnd::Refused(reason)),
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self, keys: &[AttemptKey], outbox: &mut Vec<FromEngine>) {
+        for key in keys {
+            if let Some(p) = self.queue.iter().position(|(k, _, _)| k == key) {
+                self.queue.remove(p);
+                let outcome = Outcome {
+                    cancelled: true,
+                    ..Default::default()
+                };
+                self.unacked.insert(*key, outcome.clone());
+                outbox.push(FromEngine::Finished(Finished {
+                    attempt: *key,
+                    outcome,
+                }));
+            } else if let Some(r) = self.running.get(key) {
+                tracing::info!(task = %key.task, attempt = key.attempt, "cancelling");
+                r.control.cancel();
+            }
+        }
+    }
+
+    /// Applies an event from a running attempt; returns what to tell the master.
+    fn on_runner(&mut self, ev: RunnerEvent) -> Option<FromEngine> {
+        match ev {
+            RunnerEvent::Started(key) => Some(FromEngine::Started(key)),
+            RunnerEvent::Log { key, offset, data } => Some(FromEngine::Log {
+                attempt: key,
+                offset,
+                data,
+            }),
+            RunnerEvent::Finished(key, outcome) => {
+                self.running.remove(&key);
+                self.start_ready();
+                if self.releasing {
+                    self.released.push(key);
+                    return None;
+                }
+                tracing::info!(task = %key.task, attempt = key.attempt, ok = outcome.is_success(), "attempt ended: {}", outcome.describe());
+                self.unacked.insert(key, outcome.clone());
+                Some(FromEngine::Finished(Finished {
+                    attempt: key,
+                    outcome,
+                }))
+            }
+        }
+    }
+
+    fn register(&mut self) -> FromEngine {
+        FromEngine::Register(Register {
+            engine: self.id.clone(),
+            session: rand::random(),
+            time_ms: now_millis(),
+            facts: self.facts.clone(),
+            slots: self.opts.slots,
+            hwm: self.opts.hwm,
+            held: self.held_keys(),
+        })
+    }
+
+    /// After a reconnect: logs so far of everything running or unacknowledged
+    /// (the master keeps what it lacks), then the unacknowledged results.
+    fn resend(&self) -> Vec<FromEngine> {
+        let mut out = Vec::new();
+        let keys: Vec<AttemptKey> = self
+            .running
+            .keys()
+            .chain(self.unacked.keys())
+            .copied()
+            .collect();
+        for key in keys {
+            if let Ok(data) = std::fs::read(self.log_path(key)) {
+                for (i, chunk) in data.chunks(256 * 1024).enumerate() {
+                    out.push(FromEngine::Log {
+                        attempt: key,
+                        offset: (i * 256 * 1024) as u64,
+                        data: chunk.to_vec(),
+                    });
+                }
+            }
+        }
+        for (key, outcome) in &self.unacked {
+            out.push(FromEngine::Finished(Finished {
+                attempt: *key,
+                outcome: outcome.clone(),
+            }));
+        }
+        out
+    }
+
+    fn heartbeat(&mut self) -> FromEngine {
+        let (load, free_ram_mb) = facts::load_and_free_ram(&mut self.sys);
+        FromEngine::Heartbeat(Heartbeat {
+            load,
+            free_ram_mb,
+            held: self.held(),
+            peak_held: self.peak_held,
+        })
+    }
+}
+
+enum SessionEnd {
+    Reregister,
+    Refused(String),
+    Silent,
+    Shutdown,
+}
+
+/// How long the master may be silent before the engine reconnects.
+const MASTER_SILENCE: Duration = Duration::from_secs(4);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+pub async fn run(
+    opts: EngineOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if opts.masters.is_empty() {
+        anyhow::bail!("no master endpoint given: use --master tcp://HOST:5555 or DRQUEUE_MASTER");
+    }
+    let id = engine_id(&opts.state_dir)?;
+    let facts = facts::gather(opts.name.clone(), opts.pools.clone());
+    tracing::info!(engine = %id, name = %facts.name, pools = ?facts.pools, capabilities = ?facts.capabilities, slots = opts.slots, hwm = opts.hwm, "engine starting");
+    let (events, mut runner_rx) = mpsc::unbounded_channel();
+    let mut st = State {
+        opts: opts.clone(),
+        id,
+        facts,
+        queue: VecDeque::new(),
+        running: HashMap::new(),
+        unacked: BTreeMap::new(),
+        releasing: false,
+        released: Vec::new(),
+        peak_held: 0,
+        events,
+        seq: SeqCounter::from_clock(),
+        sys: sysinfo::System::new(),
+    };
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(200);
+    let mut master_index = 0usize;
+    loop {
+        let endpoint = opts.masters[master_index % opts.masters.len()].clone();
+        let end = tokio::select! {
+            end = session(&mut st, &endpoint, &mut runner_rx) => end,
+            _ = &mut shutdown => SessionEnd::Shutdown,
+        };
+        match end {
+            SessionEnd::Shutdown => break,
+            SessionEnd::Reregister => {
+                backoff = Duration::from_millis(200);
+                continue;
+            }
+            SessionEnd::Refused(reason) => {
+                tracing::error!(master = %endpoint, "the master refused this engine: {reason}");
+                backoff = Duration::from_secs(10);
+            }
+            SessionEnd::Silent => {
+                tracing::warn!(master = %endpoint, "lost the master; reconnecting (tasks keep running)");
+            }
+        }
+        master_index += 1;
+        // Keep running what we hold while we wait to reconnect.
+        let wake = tokio::time::sleep(backoff);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                _ = &mut wake => break,
+                _ = &mut shutdown => {
+                    shutdown_gracefully(&mut st, None, &mut runner_rx).await;
+                    return Ok(());
+                }
+                Some(ev) = runner_rx.recv() => { st.on_runner(ev); }
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+    shutdown_gracefully(&mut st, None, &mut runner_rx).await;
+    Ok(())
+}
+
+/// One connection's life: register, then serve until the master is lost.
+async fn session(
+    st: &mut State,
+    endpoint: &str,
+    runner_rx: &mut mpsc::UnboundedReceiver<RunnerEvent>,
+) -> SessionEnd {
+    let mut link = match Link::connect(endpoint, st.opts.key.clone(), Duration::from_secs(3)).await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return SessionEnd::Silent;
+        }
+    };
+    let reg = st.register();
+    if let Err(e) = link.send(&reg, &mut st.seq).await {
+        tracing::warn!("{e}");
+        return SessionEnd::Silent;
+    }
+    // Wait for the Welcome, still running tasks meanwhile.
+    let deadline = tokio::time::sleep(MASTER_SILENCE);
+    tokio::pin!(deadline);
+    let mut outbox = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return SessionEnd::Silent,
+            Some(ev) = runner_rx.recv() => { st.on_runner(ev); }
+            msg = link.recv() => match msg {
+                Some(ToEngine::Welcome { heartbeat_ms, cancel }) => {
+                    tracing::info!(master = %endpoint, held = st.held(), unacked = st.unacked.len(), heartbeat_ms, "registered with the master");
+                    st.cancel(&cancel, &mut outbox);
+                    break;
+                }
+                Some(ToEngine::Refused { reason }) => return SessionEnd::Refused(reason),
+                Some(_) => {}
+                None => return SessionEnd::Silent,
+            }
+        }
+    }
+    outbox.extend(st.resend());
+    let mut last_heard = Instant::now();
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut timeouts = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        for m in outbox.drain(..) {
+            if let Err(e) = link.send(&m, &mut st.seq).await {
+                tracing::warn!("{e}");
+                return SessionEnd::Silent;
+            }
+        }
+        tokio::select! {
+            msg = link.recv() => match msg {
+                Some(m) => {
+                    last_heard = Instant::now();
+                    if let Err(end) = st.on_master(m, &mut outbox) {
+                        return end;
+                    }
+                }
+                None => return SessionEnd::Silent,
+            },
+            Some(ev) = runner_rx.recv() => {
+                if let Some(m) = st.on_runner(ev) {
+                    outbox.push(m);
+                }
+                // Coalesce a burst of runner events into one round of sends.
+                while let Ok(ev) = runner_rx.try_recv() {
+                    if let Some(m) = st.on_runner(ev) {
+                        outbox.push(m);
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if last_heard.elapsed() > MASTER_SILENCE {
+                    return SessionEnd::Silent;
+                }
+                outbox.push(st.heartbeat());
+            }
+            _ = timeouts.tick() => st.check_timeouts(),
+        }
+    }
+}
+
+/// On SIGTERM: hand back queued attempts, stop running ones and hand them
+/// back too (they are not failures), and give unacknowledged results a last
+/// chance to be acknowledged.
+async fn shutdown_gracefully(
+    st: &mut State,
+    link: Option<&mut Link>,
+    runner_rx: &mut mpsc::UnboundedReceiver<RunnerEvent>,
+) {
+    st.releasing = true;
+    let mut handed_back: Vec<AttemptKey> = st.queue.drain(..).map(|(k, _, _)| k).collect();
+    for r in st.running.values() {
+        r.control.cancel();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !st.running.is_empty() && Instant::now() < deadline {
+        if let Ok(Some(ev)) =
+            tokio::time::timeout(Duration::from_millis(100), runner_rx.recv()).await
+        {
+            st.on_runner(ev);
+        }
+    }
+    handed_back.append(&mut st.released);
+    tracing::info!(
+        handed_back = handed_back.len(),
+        unacked = st.unacked.len(),
+        "engine stopping"
+    );
+    let mut own_link;
+    let link = match link {
+        Some(l) => Some(l),
+        None => {
+            let endpoint = st.opts.masters[0].clone();
+            own_link = Link::connect(&endpoint, st.opts.key.clone(), Duration::from_secs(2))
+                .await
+                .ok();
+            if let Some(l) = own_link.as_mut() {
+                let reg = st.register();
+                let _ = l.send(&reg, &mut st.seq).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), l.recv()).await;
+            }
+            own_link.as_mut()
+        }
+    };
+    if let Some(link) = link {
+        let mut msgs = st.resend();
+        if !handed_back.is_empty() {
+            msgs.push(FromEngine::Release(handed_back));
+        }
+        for m in msgs {
+            let _ = link.send(&m, &mut st.seq).await;
+        }
+        let until = Instant::now() + Duration::from_secs(2);
+        while !st.unacked.is_empty() && Instant::now() < until {
+            match tokio::time::timeout(Duration::from_millis(200), link.recv()).await {
+                Ok(Some(m)) => {
+                    let _ = st.on_master(m, &mut Vec::new());
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Wiring: opens the store, rebuilds the scheduler, binds the sockets, and
+//! starts the core, router, HTTP and store tasks. Used by `main.rs`, the
+//! benchmark and tests that want a master in-process.
+
+use crate::core::{Core, Event};
+use crate::scheduler::{Config, Scheduler};
+use crate::store::sqlite::SqliteStore;
+use crate::store::writer::{self, WriterStats};
+use crate::store::Store;
+use crate::{http, router};
+use anyhow::Context;
+use drqueue_common::now_millis;
+use drqueue_common::protocol::FarmKey;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+pub struct MasterOptions {
+    /// A directory for the embedded store, or a `mongodb://` URI.
+    pub db: String,
+    pub http: String,
+    pub engines: String,
+    pub ready_file: Option<PathBuf>,
+    pub key: Option<FarmKey>,
+    pub tokens: Vec<String>,
+    pub sched: Config,
+}
+
+impl Default for MasterOptions {
+    fn default() -> Self {
+        MasterOptions {
+            db: "./drqueue-data".into(),
+            http: "127.0.0.1:5580".into(),
+            engines: "tcp://127.0.0.1:5555".into(),
+            ready_file: None,
+            key: None,
+            tokens: Vec::new(),
+            sched: Config::default(),
+        }
+    }
+}
+
+/// A master that is up and accepting work.
+pub struct RunningMaster {
+    pub http_url: String,
+    pub engines_endpoint: String,
+    pub stats: Arc<WriterStats>,
+    events: mpsc::UnboundedSender<Event>,
+    store_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningMaster {
+    /// Stops cleanly: everything decided so far is committed first.
+    pub async fn shutdown(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.events.send(Event::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(t) = self.store_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// Runs a closure on the core (for the benchmark and tests).
+    pub fn events(&self) -> mpsc::UnboundedSender<Event> {
+        self.events.clone()
+    }
+}
+
+pub fn open_store(db: &str) -> anyhow::Result<Box<dyn Store>> {
+    if db.starts_with("mongodb://") || db.starts_with("mongodb+srv://") {
+        anyhow::bail!("the MongoDB store is not built into this master yet; use a directory for the embedded store");
+    }
+    let store =
+        SqliteStore::open(std::path::Path::new(db)).context("opening the embedded store")?;
+    Ok(Box::new(store))
+}
+
+pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
+    let mut store = open_store(&opts.db)?;
+    let snap = store.load().context("loading the store")?;
+    let (jobs, tasks, engines) = (snap.jobs.len(), snap.tasks.len(), snap.engines.len());
+    let sched = Scheduler::restore(opts.sched.clone(), snap, now_millis());
+    tracing::info!(jobs, tasks, engines, db = %opts.db, "store loaded");
+
+    let stats = Arc::new(WriterStats::default());
+    let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+    let store_thread = writer::spawn(store, writer_rx, stats.clone());
+
+    let (socket, engines_endpoint) = router::bind(&opts.engines).await?;
+    let listener = tokio::net::TcpListener::bind(&opts.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {} (is another master running? use --http to pick another address)", opts.http))?;
+    let http_url = format!("http://{}", listener.local_addr()?);
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    router::spawn(
+        socket,
+        opts.key.clone(),
+        events_tx.clone(),
+        out_tx.clone(),
+        out_rx,
+    );
+    let core = Core::new(sched, out_tx, writer_tx, opts.key.is_some());
+    tokio::spawn(core.run(events_rx));
+    let app = http::router(events_tx.clone(), opts.tokens.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("HTTP server stopped: {e}");
+        }
+    });
+
+    tracing::info!(http = %http_url, engines = %engines_endpoint, auth = opts.key.is_some(), "master accepting work");
+    if let Some(path) = &opts.ready_file {
+        let json = serde_json::json!({ "http": http_url, "engines": engines_endpoint });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json.to_string())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(RunningMaster {
+        http_url,
+        engines_endpoint,
+        stats,
+        events: events_tx,
+        store_thread: Some(store_thread),
+    })
+}
