@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Submit a job; prints its id.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List jobs.
     Jobs {
         #[arg(long)]
@@ -252,6 +252,7 @@ fn ms(t: Option<u64>) -> String {
 fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
     match cmd {
         Cmd::Submit(a) => {
+            let a = *a;
             let spec = JobSpec {
                 name: a.name.unwrap_or_default(),
                 owner: std::env::var("USER").unwrap_or_default(),

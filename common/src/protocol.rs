@@ -74,6 +74,10 @@ pub struct Register {
     /// Attempts the engine holds now (queued or running), so a restarted
     /// master can adopt them instead of running them twice.
     pub held: Vec<AttemptKey>,
+    /// Results not yet acknowledged. They travel inside the Register so the
+    /// master applies them before it dispatches again: a finished task is
+    /// never mistaken for a forgotten one and run twice.
+    pub finished: Vec<Finished>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -311,7 +315,7 @@ impl SeqCounter {
             .unwrap_or(1);
         SeqCounter(micros)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn advance(&mut self) -> u64 {
         self.0 += 1;
         self.0
     }

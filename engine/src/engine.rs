@@ -238,12 +238,21 @@ impl State {
             slots: self.opts.slots,
             hwm: self.opts.hwm,
             held: self.held_keys(),
+            finished: self
+                .unacked
+                .iter()
+                .map(|(k, o)| Finished {
+                    attempt: *k,
+                    outcome: o.clone(),
+                })
+                .collect(),
         })
     }
 
     /// After a reconnect: logs so far of everything running or unacknowledged
-    /// (the master keeps what it lacks), then the unacknowledged results.
-    fn resend(&self) -> Vec<FromEngine> {
+    /// (the master keeps what it lacks). The results themselves went with
+    /// the Register.
+    fn resend_logs(&self) -> Vec<FromEngine> {
         let mut out = Vec::new();
         let keys: Vec<AttemptKey> = self
             .running
@@ -261,12 +270,6 @@ impl State {
                     });
                 }
             }
-        }
-        for (key, outcome) in &self.unacked {
-            out.push(FromEngine::Finished(Finished {
-                attempt: *key,
-                outcome: outcome.clone(),
-            }));
         }
         out
     }
@@ -400,7 +403,7 @@ async fn session(
             }
         }
     }
-    outbox.extend(st.resend());
+    outbox.extend(st.resend_logs());
     let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval(HEARTBEAT);
     let mut timeouts = tokio::time::interval(Duration::from_millis(200));
@@ -487,7 +490,7 @@ async fn shutdown_gracefully(
         }
     };
     if let Some(link) = link {
-        let mut msgs = st.resend();
+        let mut msgs = st.resend_logs();
         if !handed_back.is_empty() {
             msgs.push(FromEngine::Release(handed_back));
         }

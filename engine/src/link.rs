@@ -79,7 +79,7 @@ impl Link {
     }
 
     pub async fn send(&mut self, msg: &FromEngine, seq: &mut SeqCounter) -> anyhow::Result<()> {
-        let mut frames = encode(msg, seq.next(), self.key.as_ref()).into_iter();
+        let mut frames = encode(msg, seq.advance(), self.key.as_ref()).into_iter();
         let mut zm = ZmqMessage::from(frames.next().unwrap_or_default());
         for f in frames {
             zm.push_back(f);

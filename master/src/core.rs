@@ -27,7 +27,7 @@ pub enum Event {
     FromEngine {
         identity: Bytes,
         seq: u64,
-        msg: FromEngine,
+        msg: Box<FromEngine>,
     },
     Api(ApiCall),
     /// Stop: flush everything to the store, then answer.
@@ -136,7 +136,7 @@ impl Core {
 
     fn handle(&mut self, ev: Event) -> Option<oneshot::Sender<()>> {
         match ev {
-            Event::FromEngine { identity, seq, msg } => self.on_engine(identity, seq, msg),
+            Event::FromEngine { identity, seq, msg } => self.on_engine(identity, seq, *msg),
             Event::Api(call) => call(self),
             Event::Shutdown(done) => return Some(done),
         }
@@ -176,15 +176,21 @@ impl Core {
                 },
             );
             tracing::info!(engine = %r.engine, host = %r.facts.hostname, pools = ?r.facts.pools, slots = r.slots, hwm = r.hwm, held = r.held.len(), "engine registered");
+            let finished: Vec<AttemptKey> = r.finished.iter().map(|f| f.attempt).collect();
             self.sched.engine_registered(
                 &r.engine,
                 r.facts,
                 r.slots,
                 r.hwm,
                 &r.held,
+                &finished,
                 now,
                 &mut self.fx,
             );
+            for f in r.finished {
+                self.sched
+                    .task_finished(&r.engine, f.attempt, f.outcome, now, &mut self.fx);
+            }
             return;
         }
         let Some(conn) = self.conns.get(&identity) else {

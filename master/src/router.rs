@@ -95,7 +95,11 @@ async fn receive_loop(
         match decode::<FromEngine>(&frames, key.as_ref()) {
             Ok((seq, msg)) => {
                 if events
-                    .send(Event::FromEngine { identity, seq, msg })
+                    .send(Event::FromEngine {
+                        identity,
+                        seq,
+                        msg: Box::new(msg),
+                    })
                     .is_err()
                 {
                     return; // the core has stopped
@@ -131,7 +135,7 @@ async fn send_loop(
     let mut seq = SeqCounter::from_clock();
     while let Some((identity, msg)) = out.recv().await {
         let mut zm = ZmqMessage::from(identity.clone());
-        for frame in encode(&msg, seq.next(), key.as_ref()) {
+        for frame in encode(&msg, seq.advance(), key.as_ref()) {
             zm.push_back(frame);
         }
         match tokio::time::timeout(SEND_TIMEOUT, send.send(zm)).await {

@@ -1,1 +1,302 @@
+//! The end-to-end test fixture: a real farm of `drqueue-master` and
+//! `drqueue-engine` processes in a temporary directory, talking real ZeroMQ
+//! and HTTP, driven by the real `drqueue` CLI or the client library.
+//!
+//! The binaries are found beside the test executable's directory
+//! (`target/<profile>/`); `cargo test --workspace` builds them first because
+//! each binary crate has tests. A failing test prints the processes' logs.
 
+use drqueue_client::Client;
+use drqueue_common::model::{JobId, JobView};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Path of one of the workspace's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, which the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` until it returns Some, or panics after `limit` with `what`.
+/// The limit is a safety net against a hang, not a performance assertion.
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "gave up after {limit:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct EngineProc {
+    pub child: Child,
+    pub name: String,
+    pub state_dir: PathBuf,
+    stopped: bool,
+}
+
+pub struct Farm {
+    pub dir: PathBuf,
+    pub http: String,
+    pub engines_endpoint: String,
+    master: Option<Child>,
+    master_args: Vec<String>,
+    pub engines: Vec<EngineProc>,
+    starts: u32,
+}
+
+impl Farm {
+    /// A master on free ports with the embedded store.
+    pub fn start() -> Farm {
+        Farm::start_with(&[])
+    }
+
+    pub fn start_with(master_args: &[&str]) -> Farm {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("drqueue-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut farm = Farm {
+            dir,
+            http: "127.0.0.1:0".into(),
+            engines_endpoint: "tcp://127.0.0.1:0".into(),
+            master: None,
+            master_args: master_args.iter().map(|s| s.to_string()).collect(),
+            engines: Vec::new(),
+            starts: 0,
+        };
+        farm.start_master();
+        farm
+    }
+
+    /// Starts the master (again) on the same addresses and store.
+    pub fn start_master(&mut self) {
+        let ready = self.dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.join(format!("master.{}.log", self.starts)))
+            .expect("log file");
+        let http = self.http.trim_start_matches("http://").to_string();
+        let child = Command::new(bin("drqueue-master"))
+            .arg("--db")
+            .arg(self.dir.join("db"))
+            .args(["--http", &http, "--engines", &self.engines_endpoint])
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(&self.master_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start drqueue-master");
+        self.master = Some(child);
+        let text = eventually(Duration::from_secs(30), "the master's ready file", || {
+            if let Some(status) = self
+                .master
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "drqueue-master exited early ({status}):\n{}",
+                    self.master_log()
+                );
+            }
+            std::fs::read_to_string(&ready).ok()
+        });
+        let v: serde_json::Value = serde_json::from_str(&text).expect("ready file is JSON");
+        self.http = v["http"].as_str().expect("http in ready file").to_string();
+        self.engines_endpoint = v["engines"]
+            .as_str()
+            .expect("engines in ready file")
+            .to_string();
+    }
+
+    pub fn kill_master(&mut self) {
+        if let Some(mut c) = self.master.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop_master(&mut self) -> std::process::ExitStatus {
+        let mut c = self.master.take().expect("master running");
+        signal(c.id(), libc::SIGTERM);
+        c.wait().expect("master exit")
+    }
+
+    pub fn master_log(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.join(format!("master.{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// Starts an engine named `name` with extra arguments (e.g. --slots 2).
+    pub fn engine(&mut self, name: &str, args: &[&str]) -> usize {
+        self.engine_with_env(name, args, &[])
+    }
+
+    pub fn engine_with_env(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> usize {
+        let state_dir = self.dir.join(format!("engine-{name}"));
+        let log =
+            std::fs::File::create(self.dir.join(format!("engine-{name}.log"))).expect("log file");
+        let mut cmd = Command::new(bin("drqueue-engine"));
+        cmd.args(["--master", &self.engines_endpoint, "--name", name])
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("DRQUEUE_POOL")
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start drqueue-engine");
+        self.engines.push(EngineProc {
+            child,
+            name: name.to_string(),
+            state_dir,
+            stopped: false,
+        });
+        self.engines.len() - 1
+    }
+
+    /// Waits until `n` engines are registered and online.
+    pub fn wait_engines(&self, n: usize) {
+        let c = self.client();
+        eventually(
+            Duration::from_secs(30),
+            &format!("{n} engines online"),
+            || {
+                let e = c.engines().ok()?;
+                (e.iter().filter(|e| e.state.as_str() != "offline").count() >= n).then_some(())
+            },
+        );
+    }
+
+    pub fn signal_engine(&mut self, i: usize, sig: i32) {
+        signal(self.engines[i].child.id(), sig);
+        if sig == libc::SIGSTOP {
+            self.engines[i].stopped = true;
+        }
+        if sig == libc::SIGCONT {
+            self.engines[i].stopped = false;
+        }
+        if sig == libc::SIGKILL {
+            let _ = self.engines[i].child.wait();
+        }
+    }
+
+    pub fn engine_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("engine-{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(Some(&self.http), None)
+    }
+
+    /// Runs the `drqueue` CLI against this farm.
+    pub fn drqueue(&self, args: &[&str]) -> Output {
+        self.drqueue_env(args, &[])
+    }
+
+    pub fn drqueue_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin("drqueue"));
+        cmd.args(args)
+            .env("DRQUEUE_URL", &self.http)
+            .env_remove("DRQUEUE_TOKEN")
+            .current_dir(&self.dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run drqueue")
+    }
+
+    /// Submits with the CLI and returns the job id it prints.
+    pub fn submit(&self, args: &[&str]) -> JobId {
+        let mut full = vec!["submit"];
+        full.extend_from_slice(args);
+        let out = self.drqueue(&full);
+        assert!(
+            out.status.success(),
+            "submit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("submit prints the job id")
+    }
+
+    /// Waits for a job to end and returns its final view.
+    pub fn wait_job(&self, id: JobId, limit: Duration) -> JobView {
+        let c = self.client();
+        eventually(limit, &format!("job {id} to end"), || {
+            let v = c.job(id).ok()?;
+            v.status.is_terminal().then_some(v)
+        })
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a child process we started.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        for e in &mut self.engines {
+            if e.stopped {
+                signal(e.child.id(), libc::SIGCONT);
+            }
+            let _ = e.child.kill();
+            let _ = e.child.wait();
+        }
+        self.kill_master();
+        if std::thread::panicking() {
+            eprintln!("==== master log ====\n{}", tail(&self.master_log(), 60));
+            for e in &self.engines {
+                eprintln!(
+                    "==== engine {} log ====\n{}",
+                    e.name,
+                    tail(&self.engine_log(&e.name), 30)
+                );
+            }
+            eprintln!("(farm directory kept: {})", self.dir.display());
+        } else if std::env::var_os("DRQUEUE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -45,7 +45,7 @@ impl Scheduler {
         let in_pool: Vec<_> = self
             .engines
             .iter()
-            .filter(|e| e.facts.pools.iter().any(|p| *p == spec.pool))
+            .filter(|e| e.facts.pools.contains(&spec.pool))
             .collect();
         let online: Vec<_> = in_pool.iter().filter(|e| e.online).collect();
         if in_pool.is_empty() {

@@ -584,8 +584,9 @@ impl Scheduler {
 
     // ----- engine events ---------------------------------------------------
 
-    /// An engine (re)connected. `held` is what it says it holds; the answer
-    /// is a [`ToEngine::Welcome`] naming any of those it must drop.
+    /// An engine (re)connected. `held` is what it says it holds and
+    /// `finished` the attempts whose results it is about to deliver; the
+    /// answer is a [`ToEngine::Welcome`] naming held attempts it must drop.
     #[allow(clippy::too_many_arguments)]
     pub fn engine_registered(
         &mut self,
@@ -594,13 +595,15 @@ impl Scheduler {
         slots: u32,
         hwm: u32,
         held: &[AttemptKey],
+        finished: &[AttemptKey],
         now: Millis,
         fx: &mut Effects,
     ) {
         let e = self.intern_engine(id);
         // What the master thought the engine held but the engine no longer
-        // has (it restarted) goes back to the queue.
-        let reported: HashSet<AttemptKey> = held.iter().copied().collect();
+        // has (it restarted) goes back to the queue. Finished attempts are
+        // not forgotten: their results follow.
+        let reported: HashSet<AttemptKey> = held.iter().chain(finished).copied().collect();
         let forgotten: Vec<AttemptKey> = self.engines[e as usize]
             .held
             .keys()
@@ -1131,14 +1134,13 @@ impl Scheduler {
         let job = &self.jobs[&id];
         for dep in &job.spec.after {
             match self.jobs.get(&dep.job) {
-                Some(other) if other.status.is_terminal() => {
-                    if !dep.on.contains(&other.status) {
-                        return DepState::Broken(format!(
-                            "job {} ended {}, which this job's --after does not accept",
-                            dep.job, other.status
-                        ));
-                    }
+                Some(other) if other.status.is_terminal() && !dep.on.contains(&other.status) => {
+                    return DepState::Broken(format!(
+                        "job {} ended {}, which this job's --after does not accept",
+                        dep.job, other.status
+                    ));
                 }
+                Some(other) if other.status.is_terminal() => {}
                 Some(_) => return DepState::Blocked,
                 // A deleted dependency cannot be waited for; treat as met.
                 None => {}
@@ -1318,7 +1320,7 @@ enum DepState {
 /// Can engine `e` run tasks of a job with this spec?
 fn eligible(e: &Engine, spec: &JobSpec) -> bool {
     let r = &spec.requirements;
-    e.facts.pools.iter().any(|p| *p == spec.pool)
+    e.facts.pools.contains(&spec.pool)
         && r.os
             .as_ref()
             .is_none_or(|os| e.facts.os.eq_ignore_ascii_case(os))

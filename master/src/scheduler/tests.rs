@@ -131,7 +131,7 @@ impl Sim {
         );
         let mut fx = Effects::default();
         self.s
-            .engine_registered(&id, f, slots, hwm, &held, self.now, &mut fx);
+            .engine_registered(&id, f, slots, hwm, &held, &[], self.now, &mut fx);
         self.settle(fx);
     }
 
@@ -713,4 +713,53 @@ fn blocked_reasons_name_pool_and_requirements() {
         reasons.contains(&"1 engine lacks capability `houdini`".to_string()),
         "{reasons:?}"
     );
+}
+
+#[test]
+fn a_result_delivered_with_the_register_is_not_run_again() {
+    // The engine finished a task while the master was down; the result was
+    // never acknowledged. Re-registering must not requeue that task.
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 2);
+    let mut fx = Effects::default();
+    let id = sim.s.submit(spec("1-2", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let done = sim.engines[0].held.remove(0);
+    let still_held = sim.engines[0].held.clone();
+    sim.s = Scheduler::restore(Config::default(), sim.store.snapshot(), sim.now);
+    let mut fx = Effects::default();
+    sim.s.engine_registered(
+        &"engine-0".to_string(),
+        facts(&["default"]),
+        1,
+        2,
+        &still_held,
+        &[done],
+        sim.now,
+        &mut fx,
+    );
+    // Whatever runs between the Register and the result must not hand the
+    // finished task out again.
+    sim.s.dispatch(sim.now, &mut fx);
+    let ok = Outcome {
+        exit_code: Some(0),
+        ..Default::default()
+    };
+    sim.s.task_finished("engine-0", done, ok, sim.now, &mut fx);
+    let reassigned: Vec<_> = fx
+        .messages
+        .iter()
+        .filter_map(|(_, m)| match m {
+            ToEngine::Assign(a) => Some(a.tasks.iter().map(|t| t.index).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        !reassigned.contains(&done.task.index),
+        "task {} was handed out again",
+        done.task
+    );
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    assert_eq!(view.counts.get(TaskStatus::Done), 1);
 }

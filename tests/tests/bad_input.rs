@@ -1,0 +1,216 @@
+//! Bad input gets a clear error, is dropped, and harms nothing: garbage on
+//! the engines' socket, bad HTTP bodies, malformed and enormous frame sets.
+
+use bytes::Bytes;
+use drqueue_common::model::{JobStatus, TaskKey};
+use drqueue_common::protocol::{
+    encode, AttemptKey, FromEngine, ToEngine, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+};
+use drqueue_tests::Farm;
+use std::io::Write;
+use std::time::Duration;
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn msg(frames: Vec<Bytes>) -> ZmqMessage {
+    let mut it = frames.into_iter();
+    let mut m = ZmqMessage::from(it.next().unwrap_or_default());
+    for f in it {
+        m.push_back(f);
+    }
+    m
+}
+
+#[test]
+fn garbage_on_the_engines_socket_is_dropped_and_the_farm_keeps_working() {
+    let mut farm = Farm::start();
+    let endpoint = farm.engines_endpoint.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut s = DealerSocket::new();
+        s.connect(&endpoint).await.unwrap();
+        let mut wrong_version = 99u16.to_le_bytes().to_vec();
+        wrong_version.extend_from_slice(&[0; 20]);
+        let mut garbage_body = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        garbage_body.extend_from_slice(&[0xff; 64]);
+        let attacks: Vec<Vec<Bytes>> = vec![
+            vec![Bytes::from_static(b"\x00\x01random bytes\xff\xfe")],
+            vec![Bytes::new()],
+            vec![Bytes::from(wrong_version)],
+            vec![Bytes::from(garbage_body)],
+            vec![Bytes::from(vec![7u8; MAX_MESSAGE_BYTES + 1024])],
+            vec![
+                Bytes::from_static(b"a"),
+                Bytes::from_static(b"b"),
+                Bytes::from_static(b"c"),
+            ],
+        ];
+        for a in attacks {
+            s.send(msg(a)).await.unwrap();
+        }
+        // A wrong version is answered with a reason, so a stale engine can say why.
+        let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, answer): (u64, ToEngine) =
+            drqueue_common::protocol::decode(&reply.into_vec(), None).unwrap();
+        assert!(
+            matches!(answer, ToEngine::Refused { ref reason } if reason.contains("version")),
+            "{answer:?}"
+        );
+        // A well-formed message from a stranger is told to register; a result
+        // for a task that does not exist changes nothing.
+        let finished = FromEngine::Finished(drqueue_common::protocol::Finished {
+            attempt: AttemptKey {
+                task: TaskKey {
+                    job: 424242,
+                    index: 0,
+                },
+                attempt: 1,
+            },
+            outcome: Default::default(),
+        });
+        s.send(msg(encode(&finished, 1, None))).await.unwrap();
+        // (Random bytes may also read as a wrong version: skip those answers.)
+        loop {
+            let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let (_, answer): (u64, ToEngine) =
+                drqueue_common::protocol::decode(&reply.into_vec(), None).unwrap();
+            match answer {
+                ToEngine::Refused { .. } => continue,
+                other => {
+                    assert_eq!(other, ToEngine::Reregister);
+                    break;
+                }
+            }
+        }
+    });
+    // Raw TCP garbage that is not even ZMTP.
+    let addr = farm
+        .engines_endpoint
+        .trim_start_matches("tcp://")
+        .to_string();
+    let mut raw = std::net::TcpStream::connect(&addr).unwrap();
+    let _ = raw.write_all(&[0x42; 4096]);
+    drop(raw);
+    // The next valid work is served.
+    farm.engine("ok", &[]);
+    let id = farm.submit(&["--frames", "1-3", "--", "true"]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    assert!(farm
+        .master_log()
+        .contains("dropping a message from the engines' socket"));
+}
+
+fn post(farm: &Farm, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let resp = agent
+        .post(format!("{}{path}", farm.http))
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.into_body().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[test]
+fn bad_http_bodies_get_clear_errors_and_harm_nothing() {
+    let mut farm = Farm::start();
+    let good = farm.submit(&["--name", "keep-me", "--", "true"]);
+    let cases = [
+        ("not json at all", "bad job"),
+        ("{\"command\": [\"true\"], \"framez\": \"1\"}", "framez"),
+        ("{\"command\": []}", "no command"),
+        (
+            "{\"command\": [\"true\"], \"frames\": \"1-x\"}",
+            "malformed frame set",
+        ),
+        (
+            "{\"command\": [\"true\"], \"frames\": \"\"}",
+            "empty frame set",
+        ),
+        ("{\"command\": [\"true\"], \"priority\": 5000}", "priority"),
+        (
+            "{\"command\": [\"true\"], \"frames\": \"1-10000000\"}",
+            "limit is 1000000",
+        ),
+        (
+            "{\"command\": [\"true\"], \"frames\": \"1-100000000000\"}",
+            "limit is 10000000",
+        ),
+        (
+            "{\"command\": [\"true\"], \"after\": [{\"job\": 999}]}",
+            "does not exist",
+        ),
+        ("[1,2,3]", "bad job"),
+    ];
+    for (body, expect) in cases {
+        let (status, v) = post(&farm, "/api/jobs", body);
+        assert_eq!(status, 400, "{body}: {v}");
+        let err = v["error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains(expect),
+            "{body}: error {err:?} should mention {expect:?}"
+        );
+    }
+    let (status, v) = post(&farm, "/api/jobs/abc/pause", "");
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = post(&farm, "/api/jobs/999/pause", "");
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no job 999"));
+    let (status, _) = post(&farm, "/api/jobs/1/explode", "");
+    assert_eq!(status, 400);
+    // The CLI refuses a malformed frame set before sending it, with exit 1.
+    let out = farm.drqueue(&["submit", "--frames", "10-1", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ends before it starts"));
+    // A usage error is exit 2.
+    assert_eq!(farm.drqueue(&["submit"]).status.code(), Some(2));
+    assert_eq!(
+        farm.drqueue(&["show", "not-a-number"]).status.code(),
+        Some(2)
+    );
+    // Nothing stored was harmed, and the next valid request is served.
+    assert_eq!(farm.client().jobs(None).unwrap().len(), 1);
+    assert_eq!(farm.client().job(good).unwrap().name, "keep-me");
+    farm.engine("e", &[]);
+    let next = farm.submit(&["--", "true"]);
+    assert_eq!(farm.wait_job(next, LONG).status, JobStatus::Done);
+}
+
+#[test]
+fn ten_million_frames_work_in_blocks_or_are_refused_with_a_clear_limit() {
+    let farm = Farm::start();
+    let out = farm.drqueue(&["submit", "--frames", "1-10000000", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("raise --blocksize"));
+    let id = farm.submit(&[
+        "--frames",
+        "1-10000000",
+        "--blocksize",
+        "100",
+        "--paused",
+        "--",
+        "true",
+    ]);
+    let job = farm.client().job(id).unwrap();
+    assert_eq!(job.tasks_total, 100_000);
+    let last = farm.client().tasks(id, None).unwrap().pop().unwrap();
+    assert_eq!((last.first, last.last), (9_999_901, 10_000_000));
+    assert!(farm.drqueue(&["cancel", &id.to_string()]).status.success());
+}

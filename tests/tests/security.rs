@@ -1,0 +1,163 @@
+//! Farm keys (HMAC on every master/engine message, replay refused) and API tokens.
+
+use bytes::Bytes;
+use drqueue_common::model::{EngineFacts, JobStatus};
+use drqueue_common::protocol::{
+    decode, encode, FarmKey, FromEngine, Heartbeat, Register, ToEngine,
+};
+use drqueue_tests::{eventually, Farm};
+use std::time::Duration;
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+const LONG: Duration = Duration::from_secs(120);
+const KEY: &str = "0123456789abcdef-farm-key-for-tests";
+
+fn keyed_farm() -> (Farm, String) {
+    let dir = std::env::temp_dir().join(format!("drqueue-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("farm.key");
+    std::fs::write(&key, KEY).unwrap();
+    let key = key.display().to_string();
+    (Farm::start_with(&["--key-file", &key]), key)
+}
+
+#[test]
+fn only_engines_with_the_farm_key_get_work() {
+    let (mut farm, key) = keyed_farm();
+    let wrong = farm.dir.join("wrong.key");
+    std::fs::write(&wrong, "a-different-key-of-enough-length").unwrap();
+    farm.engine("nokey", &[]);
+    farm.engine("wrongkey", &["--key-file", wrong.to_str().unwrap()]);
+    farm.engine("keyed", &["--key-file", &key]);
+    let id = farm.submit(&["--frames", "1-4", "--", "true"]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let engines = farm.client().engines().unwrap();
+    let names: Vec<&str> = engines.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, vec!["keyed"], "only the keyed engine registered");
+    eventually(LONG, "the keyless engine to log why it is refused", || {
+        farm.engine_log("nokey")
+            .contains("farm requires a key")
+            .then_some(())
+    });
+    eventually(
+        LONG,
+        "the wrong-key engine to log why it is refused",
+        || {
+            farm.engine_log("wrongkey")
+                .contains("different farm keys")
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_replayed_message_is_refused() {
+    let (farm, _) = keyed_farm();
+    let key = FarmKey::new(KEY.as_bytes()).unwrap();
+    let endpoint = farm.engines_endpoint.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut s = DealerSocket::new();
+        s.connect(&endpoint).await.unwrap();
+        let send = |frames: Vec<Bytes>| {
+            let mut it = frames.into_iter();
+            let mut m = ZmqMessage::from(it.next().unwrap());
+            for f in it {
+                m.push_back(f);
+            }
+            m
+        };
+        let register = encode(
+            &FromEngine::Register(Register {
+                engine: "replay-test".into(),
+                session: 1,
+                time_ms: drqueue_common::now_millis(),
+                facts: EngineFacts {
+                    name: "replay-test".into(),
+                    pools: vec!["nowhere".into()],
+                    ..Default::default()
+                },
+                slots: 1,
+                hwm: 1,
+                held: vec![],
+                finished: vec![],
+            }),
+            10,
+            Some(&key),
+        );
+        s.send(send(register.clone())).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, answer): (u64, ToEngine) = decode(&reply.into_vec(), Some(&key)).unwrap();
+        assert!(matches!(answer, ToEngine::Welcome { .. }), "{answer:?}");
+        let hb = encode(
+            &FromEngine::Heartbeat(Heartbeat {
+                load: 0.0,
+                free_ram_mb: 1,
+                held: 0,
+                peak_held: 0,
+            }),
+            11,
+            Some(&key),
+        );
+        s.send(send(hb.clone())).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, answer): (u64, ToEngine) = decode(&reply.into_vec(), Some(&key)).unwrap();
+        assert_eq!(answer, ToEngine::Pong);
+        // Replays of both: refused, and logged.
+        s.send(send(hb)).await.unwrap();
+        s.send(send(register)).await.unwrap();
+        // Keep the socket open (sends are only queued) until the master has judged them.
+        let start = std::time::Instant::now();
+        loop {
+            let log = farm.master_log();
+            if log.contains("dropping a replayed message")
+                && log.contains("refusing a replayed Register")
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < LONG,
+                "the master never refused the replays"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn writes_need_an_api_token_when_the_master_has_tokens() {
+    let dir = std::env::temp_dir().join(format!("drqueue-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "# API tokens\ns3cret-token\n").unwrap();
+    let mut farm = Farm::start_with(&["--token-file", tokens.to_str().unwrap()]);
+    let out = farm.drqueue(&["submit", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set DRQUEUE_TOKEN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = farm.drqueue_env(&["submit", "--", "true"], &[("DRQUEUE_TOKEN", "guess")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
+    // Reads stay open.
+    assert!(farm.drqueue(&["jobs"]).status.success());
+    let out = farm.drqueue_env(
+        &["submit", "--", "true"],
+        &[("DRQUEUE_TOKEN", "s3cret-token")],
+    );
+    assert!(out.status.success());
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    farm.engine("t", &[]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+}
