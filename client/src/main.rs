@@ -255,7 +255,9 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
             let a = *a;
             let spec = JobSpec {
                 name: a.name.unwrap_or_default(),
-                owner: std::env::var("USER").unwrap_or_default(),
+                owner: std::env::var("USER")
+                    .or_else(|_| std::env::var("LOGNAME"))
+                    .unwrap_or_else(|_| "unknown".into()),
                 command: a.command,
                 frames: a.frames,
                 blocksize: a.blocksize,

@@ -47,8 +47,10 @@ pub enum FromEngine {
     Register(Register),
     /// Sent every heartbeat interval; the master answers [`ToEngine::Pong`].
     Heartbeat(Heartbeat),
-    /// A task's process has started.
-    Started(AttemptKey),
+    /// A task's process started `ago_ms` ago. Engines send this only for
+    /// attempts still running a moment after they start: for quick tasks
+    /// the Finished message says it all, at half the messages.
+    Started { attempt: AttemptKey, ago_ms: u32 },
     /// Output of an attempt, at `offset` bytes into its log.
     Log {
         attempt: AttemptKey,

@@ -10,7 +10,7 @@
 
 use crate::facts;
 use crate::link::Link;
-use crate::runner::{self, Attempt, Control, RunnerEvent};
+use crate::runner::{Attempt, Control, Pool, RunnerEvent};
 use drqueue_common::frames::Block;
 use drqueue_common::model::EngineFacts;
 use drqueue_common::now_millis;
@@ -48,11 +48,14 @@ struct State {
     queue: VecDeque<(AttemptKey, Arc<JobBody>, Block)>,
     running: HashMap<AttemptKey, Running>,
     unacked: BTreeMap<AttemptKey, Outcome>,
+    /// Started attempts not yet reported: reported only if still running
+    /// after [`STARTED_DELAY`].
+    unreported_starts: HashMap<AttemptKey, Instant>,
     /// Running attempts being stopped for a shutdown: handed back, not failed.
     releasing: bool,
     released: Vec<AttemptKey>,
     peak_held: u32,
-    events: mpsc::UnboundedSender<RunnerEvent>,
+    pool: Pool,
     seq: SeqCounter,
     sys: sysinfo::System,
 }
@@ -120,16 +123,13 @@ impl State {
                     deadline,
                 },
             );
-            runner::spawn(
-                Attempt {
-                    key,
-                    body,
-                    block,
-                    log_path: self.log_path(key),
-                    control,
-                },
-                self.events.clone(),
-            );
+            self.pool.start(Attempt {
+                key,
+                body,
+                block,
+                log_path: self.log_path(key),
+                control,
+            });
         }
     }
 
@@ -171,7 +171,7 @@ impl State {
             }
             ToEngine::Ack(keys) => {
                 for k in keys {
-                    if self.unacked.remove(&k).is_some() {
+                    if self.unacked.remove(&k).is_some_and(|o| o.log_bytes > 0) {
                         let _ = std::fs::remove_file(self.log_path(k));
                     }
                 }
@@ -206,7 +206,10 @@ impl State {
     /// Applies an event from a running attempt; returns what to tell the master.
     fn on_runner(&mut self, ev: RunnerEvent) -> Option<FromEngine> {
         match ev {
-            RunnerEvent::Started(key) => Some(FromEngine::Started(key)),
+            RunnerEvent::Started(key) => {
+                self.unreported_starts.insert(key, Instant::now());
+                None
+            }
             RunnerEvent::Log { key, offset, data } => Some(FromEngine::Log {
                 attempt: key,
                 offset,
@@ -214,6 +217,7 @@ impl State {
             }),
             RunnerEvent::Finished(key, outcome) => {
                 self.running.remove(&key);
+                self.unreported_starts.remove(&key);
                 self.start_ready();
                 if self.releasing {
                     self.released.push(key);
@@ -227,6 +231,25 @@ impl State {
                 }))
             }
         }
+    }
+
+    /// Started messages for attempts running longer than [`STARTED_DELAY`].
+    fn due_starts(&mut self) -> Vec<FromEngine> {
+        let due: Vec<(AttemptKey, Instant)> = self
+            .unreported_starts
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= STARTED_DELAY)
+            .map(|(k, t)| (*k, *t))
+            .collect();
+        due.into_iter()
+            .map(|(attempt, t)| {
+                self.unreported_starts.remove(&attempt);
+                FromEngine::Started {
+                    attempt,
+                    ago_ms: t.elapsed().as_millis().min(u32::MAX as u128) as u32,
+                }
+            })
+            .collect()
     }
 
     fn register(&mut self) -> FromEngine {
@@ -295,6 +318,8 @@ enum SessionEnd {
 /// How long the master may be silent before the engine reconnects.
 const MASTER_SILENCE: Duration = Duration::from_secs(4);
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long an attempt runs before the engine reports that it started.
+const STARTED_DELAY: Duration = Duration::from_millis(50);
 
 pub async fn run(
     opts: EngineOptions,
@@ -314,10 +339,12 @@ pub async fn run(
         queue: VecDeque::new(),
         running: HashMap::new(),
         unacked: BTreeMap::new(),
+        unreported_starts: HashMap::new(),
         releasing: false,
         released: Vec::new(),
         peak_held: 0,
-        events,
+        pool: Pool::new(opts.slots, events)
+            .map_err(|e| anyhow::anyhow!("cannot start the slot threads: {e}"))?,
         seq: SeqCounter::from_clock(),
         sys: sysinfo::System::new(),
     };
@@ -355,6 +382,7 @@ pub async fn run(
                     shutdown_gracefully(&mut st, None, &mut runner_rx).await;
                     return Ok(());
                 }
+                // Disconnected: results wait in `unacked` for the next Register.
                 Some(ev) = runner_rx.recv() => { st.on_runner(ev); }
             }
         }
@@ -390,7 +418,9 @@ async fn session(
     loop {
         tokio::select! {
             _ = &mut deadline => return SessionEnd::Silent,
-            Some(ev) = runner_rx.recv() => { st.on_runner(ev); }
+            // Results that arrive now were not in the Register: they go
+            // out right after the Welcome.
+            Some(ev) = runner_rx.recv() => outbox.extend(st.on_runner(ev)),
             msg = link.recv() => match msg {
                 Some(ToEngine::Welcome { heartbeat_ms, cancel }) => {
                     tracing::info!(master = %endpoint, held = st.held(), unacked = st.unacked.len(), heartbeat_ms, "registered with the master");
@@ -406,7 +436,7 @@ async fn session(
     outbox.extend(st.resend_logs());
     let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval(HEARTBEAT);
-    let mut timeouts = tokio::time::interval(Duration::from_millis(200));
+    let mut timeouts = tokio::time::interval(STARTED_DELAY);
     loop {
         for m in outbox.drain(..) {
             if let Err(e) = link.send(&m, &mut st.seq).await {
@@ -441,7 +471,10 @@ async fn session(
                 }
                 outbox.push(st.heartbeat());
             }
-            _ = timeouts.tick() => st.check_timeouts(),
+            _ = timeouts.tick() => {
+                st.check_timeouts();
+                outbox.extend(st.due_starts());
+            }
         }
     }
 }

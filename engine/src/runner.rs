@@ -1,6 +1,7 @@
 //! Runs one task attempt: its command lines as child processes.
 //!
-//! Each attempt gets a thread. A command runs without a shell, in its own
+//! Attempts run on a pool of one thread per slot (made once: creating a thread
+//! per task cost more than spawning `true`). A command runs without a shell, in its own
 //! process group (so cancel and timeout kill the whole tree), with stdout and
 //! stderr on one pipe that is copied to the attempt's log file and streamed to
 //! the master. `wait4` gives the exit status, CPU time and peak RSS. Per-frame
@@ -73,21 +74,40 @@ pub struct Attempt {
     pub control: Arc<Control>,
 }
 
-/// Starts the attempt on its own thread.
-pub fn spawn(attempt: Attempt, events: mpsc::UnboundedSender<RunnerEvent>) {
-    let key = attempt.key;
-    let spawned = std::thread::Builder::new()
-        .name(format!("task-{}", key.task))
-        .spawn({
+/// The threads that run attempts, one per slot.
+pub struct Pool {
+    work: std::sync::mpsc::Sender<Attempt>,
+}
+
+impl Pool {
+    pub fn new(slots: u32, events: mpsc::UnboundedSender<RunnerEvent>) -> std::io::Result<Pool> {
+        let (work, rx) = std::sync::mpsc::channel::<Attempt>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..slots {
+            let rx = rx.clone();
             let events = events.clone();
-            move || run(attempt, events)
-        });
-    if let Err(e) = spawned {
-        let outcome = Outcome {
-            error: Some(format!("engine could not start a thread: {e}")),
-            ..Default::default()
-        };
-        let _ = events.send(RunnerEvent::Finished(key, outcome));
+            std::thread::Builder::new()
+                .name(format!("slot-{i}"))
+                .spawn(move || loop {
+                    // Only this line holds the lock; a poisoned lock means a
+                    // sibling panicked, and the pool carries on without it.
+                    let next = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    match next {
+                        Ok(attempt) => run(attempt, events.clone()),
+                        Err(_) => return, // the engine is gone
+                    }
+                })?;
+        }
+        Ok(Pool { work })
+    }
+
+    /// Runs the attempt on the next free slot thread. The engine only sends
+    /// as many as it has slots, so one is always free.
+    pub fn start(&self, attempt: Attempt) {
+        let _ = self.work.send(attempt);
     }
 }
 
@@ -102,7 +122,8 @@ fn run(a: Attempt, events: mpsc::UnboundedSender<RunnerEvent>) {
     let mut outcome = Outcome::default();
     let mut log = LogSink {
         key: a.key,
-        file: std::fs::File::create(&a.log_path).ok(),
+        path: &a.log_path,
+        file: None,
         offset: 0,
         events: &events,
     };
@@ -143,9 +164,12 @@ fn run(a: Attempt, events: mpsc::UnboundedSender<RunnerEvent>) {
     let _ = events.send(RunnerEvent::Finished(a.key, outcome));
 }
 
-/// Copies output to the log file and the master.
+/// Copies output to the log file and the master. The file is made on the
+/// first output: most quick tasks print nothing, and creating then deleting
+/// a file per task was the engine's largest cost.
 struct LogSink<'a> {
     key: AttemptKey,
+    path: &'a std::path::Path,
     file: Option<std::fs::File>,
     offset: u64,
     events: &'a mpsc::UnboundedSender<RunnerEvent>,
@@ -155,6 +179,9 @@ impl LogSink<'_> {
     fn write(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
+        }
+        if self.file.is_none() {
+            self.file = std::fs::File::create(self.path).ok();
         }
         if let Some(f) = &mut self.file {
             let _ = f.write_all(data);
@@ -335,6 +362,34 @@ mod tests {
             "hi frame 1\nhi frame 2\nhi frame 3\n"
         );
         assert_eq!(std::fs::read(d.join("log")).unwrap(), log);
+    }
+
+    #[test]
+    fn a_silent_task_leaves_no_log_file() {
+        let d = tmp("silent");
+        let (o, log) = collect(attempt(&["true"], 1, 1, &d));
+        assert!(o.is_success() && log.is_empty());
+        assert!(!d.join("log").exists());
+    }
+
+    #[test]
+    fn the_pool_runs_attempts_on_its_slot_threads() {
+        let d = tmp("pool");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let pool = Pool::new(2, tx).unwrap();
+        for i in 0..4 {
+            let mut a = attempt(&["sh", "-c", "echo $0", "{frame}"], i, i, &d);
+            a.key.task.index = i as u32;
+            a.log_path = d.join(format!("log{i}"));
+            pool.start(a);
+        }
+        let mut finished = 0;
+        while finished < 4 {
+            if let Some(RunnerEvent::Finished(_, o)) = rx.blocking_recv() {
+                assert!(o.is_success());
+                finished += 1;
+            }
+        }
     }
 
     #[test]

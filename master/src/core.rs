@@ -215,7 +215,10 @@ impl Core {
                 self.sched.heartbeat(&engine, hb, now);
                 self.send_to(&identity, ToEngine::Pong);
             }
-            FromEngine::Started(key) => self.sched.task_started(&engine, key, now),
+            FromEngine::Started { attempt, ago_ms } => {
+                self.sched
+                    .task_started(&engine, attempt, now.saturating_sub(ago_ms as u64))
+            }
             FromEngine::Log {
                 attempt,
                 offset,

@@ -62,6 +62,16 @@ impl RunningMaster {
         }
     }
 
+    /// Waits until everything the master has decided so far is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        let call: crate::core::ApiCall =
+            Box::new(move |core| core.to_store(writer::WriterMsg::Flush(tx)));
+        if self.events.send(Event::Api(call)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Runs a closure on the core (for the benchmark and tests).
     pub fn events(&self) -> mpsc::UnboundedSender<Event> {
         self.events.clone()

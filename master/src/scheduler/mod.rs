@@ -710,8 +710,8 @@ impl Scheduler {
         }
     }
 
-    /// The engine started an attempt's process.
-    pub fn task_started(&mut self, id: &str, key: AttemptKey, now: Millis) {
+    /// The engine started an attempt's process at `at`.
+    pub fn task_started(&mut self, id: &str, key: AttemptKey, at: Millis) {
         let Some(&e) = self.engine_index.get(id) else {
             return;
         };
@@ -729,7 +729,7 @@ impl Scheduler {
             && task.engine == Some(e)
         {
             job.set_task_status(key.task.index, TaskStatus::Running);
-            job.tasks[key.task.index as usize].started_ms = Some(now);
+            job.tasks[key.task.index as usize].started_ms = Some(at);
             self.dirty_tasks.insert(key.task);
         }
     }
@@ -811,6 +811,10 @@ impl Scheduler {
             }
         }
         let t = &mut job.tasks[i as usize];
+        if !live || t.started_ms.is_none() {
+            // No Started came (a quick task): the run began wall_ms ago.
+            t.started_ms = Some(now.saturating_sub(outcome.wall_ms));
+        }
         t.engine = Some(e);
         t.ended_ms = Some(now);
         t.exit_code = outcome.exit_code;
