@@ -295,3 +295,49 @@ fn a_job_in_an_empty_pool_says_why_it_waits() {
         .collect();
     assert_eq!(names, vec!["default", "gpu", "lookdev"]);
 }
+
+#[test]
+fn a_task_over_its_timeout_is_killed_and_counts_as_failed() {
+    let mut farm = Farm::start();
+    farm.engine("t", &[]);
+    let id = farm.submit(&[
+        "--timeout",
+        "1",
+        "--max-attempts",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "echo started; exec sleep 600",
+    ]);
+    let job = farm.wait_job(id, LONG);
+    assert_eq!(job.status, JobStatus::Failed);
+    let log = farm.drqueue(&["log", &id.to_string(), "0"]);
+    let text = String::from_utf8_lossy(&log.stdout).to_string();
+    assert!(
+        text.starts_with("started\n") && text.contains("killed after the job's timeout of 1 s"),
+        "{text}"
+    );
+}
+
+#[test]
+fn log_follow_streams_a_running_attempt_until_it_ends() {
+    let mut farm = Farm::start();
+    farm.engine("f", &[]);
+    let id = farm.submit(&[
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line $i; sleep 0.4; done",
+    ]);
+    let c = farm.client();
+    eventually(LONG, "the task to start", || {
+        (c.job(id).ok()?.counts.get(TaskStatus::Running) > 0).then_some(())
+    });
+    let out = farm.drqueue(&["log", &id.to_string(), "0", "--follow"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line 1\nline 2\nline 3\n"
+    );
+}
