@@ -44,10 +44,18 @@ fn main() -> anyhow::Result<()> {
     if !["dispatch", "e2e", "util", "all"].contains(&case.as_str()) {
         anyhow::bail!("usage: drqueue-bench [dispatch|e2e|util|all] [--tasks N]");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    // The master's runtime, as drqueue-master builds it (DRQUEUE_BENCH_CT=1: current-thread,
+    // which measured no better here).
+    let rt = if std::env::var_os("DRQUEUE_BENCH_CT").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+    };
     if case == "dispatch" || case == "all" {
         rt.block_on(dispatch(tasks_arg.unwrap_or(100_000)))?;
     }
@@ -314,17 +322,17 @@ fn start_engines(
         "{} is missing: cargo build --release --bins",
         bin.display()
     );
+    // DRQUEUE_BENCH_HWM overrides the engines' HWM (default: twice their slots).
+    let hwm = std::env::var("DRQUEUE_BENCH_HWM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(slots * 2);
     let mut children = Vec::new();
     for i in 0..count {
         children.push(
             Command::new(&bin)
                 .args(["--master", endpoint, "--name", &format!("bench-{i}")])
-                .args([
-                    "--slots",
-                    &slots.to_string(),
-                    "--hwm",
-                    &(slots * 2).to_string(),
-                ])
+                .args(["--slots", &slots.to_string(), "--hwm", &hwm.to_string()])
                 .arg("--state-dir")
                 .arg(dir.join(format!("engine-{i}")))
                 .env("RUST_LOG", "warn")
@@ -336,8 +344,17 @@ fn start_engines(
     Ok(Engines(children))
 }
 
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage fills a plain struct.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
 /// The physical limit: spawn and reap `argv` `total` times on `lanes` threads.
 fn bare_loop(argv: &[&str], total: u64, lanes: u64) -> Duration {
+    let (own0, kids0) = (self_cpu(), children_cpu());
     let t0 = Instant::now();
     let handles: Vec<_> = (0..lanes)
         .map(|lane| {
@@ -353,7 +370,13 @@ fn bare_loop(argv: &[&str], total: u64, lanes: u64) -> Duration {
     for h in handles {
         let _ = h.join();
     }
-    t0.elapsed()
+    let elapsed = t0.elapsed();
+    println!(
+        "   bare loop CPU per spawn: parent {:.0} us, process {:.0} us",
+        (self_cpu() - own0) * 1e6 / total as f64,
+        (children_cpu() - kids0) * 1e6 / total as f64
+    );
+    elapsed
 }
 
 async fn farm_vs_bare(
@@ -397,7 +420,13 @@ async fn farm_vs_bare(
 }
 
 async fn end_to_end(tasks: u64) -> anyhow::Result<()> {
-    let (engines, slots) = (2, 2);
+    // DRQUEUE_BENCH_ENGINES=N spreads the 4 slots over N engine processes.
+    let engines: usize = std::env::var("DRQUEUE_BENCH_ENGINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    let slots = 4 / engines as u32;
     println!(
         "== (b) end to end: {engines} real engines x {slots} slots running `true`, {tasks} tasks"
     );
