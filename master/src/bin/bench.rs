@@ -191,13 +191,14 @@ async fn dispatch(tasks: u64) -> anyhow::Result<()> {
     let dir = scratch("dispatch");
     let master = start_master(&dir).await?;
     let starts = Arc::new(Mutex::new(Vec::with_capacity(tasks as usize)));
+    let mut sims = Vec::new();
     for i in 0..4 {
         let (ep, st) = (master.engines_endpoint.clone(), starts.clone());
-        tokio::spawn(async move {
+        sims.push(tokio::spawn(async move {
             if let Err(e) = sim_engine(ep, format!("sim-{i}"), 256, st).await {
                 eprintln!("simulated engine stopped: {e}");
             }
-        });
+        }));
     }
     wait_engines(&master.http_url, 4).await?;
     // Single-task latency on an idle farm.
@@ -245,6 +246,9 @@ async fn dispatch(tasks: u64) -> anyhow::Result<()> {
         "   store round trips (commits): {commits} for {tasks} tasks = {:.2} per 1,000 tasks",
         commits as f64 * 1000.0 / tasks as f64
     );
+    for sim in sims {
+        sim.abort();
+    }
     master.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
