@@ -77,6 +77,22 @@ fn request_error(e: RequestError) -> Response {
     error(status, e.to_string())
 }
 
+/// Waits for the store thread's answer to a read.
+async fn store_answer<T>(
+    rx: oneshot::Receiver<crate::store::StoreResult<T>>,
+) -> Result<T, Response> {
+    rx.await
+        .map_err(|_| shutting_down())?
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+fn shutting_down() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the master is shutting down",
+    )
+}
+
 /// Runs `f` on the core and returns its answer.
 async fn on_core<T: Send + 'static>(
     state: &ApiState,
@@ -275,15 +291,7 @@ async fn task_log(
             ),
         ));
     }
-    let bytes = rx
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the master is shutting down",
-            )
-        })?
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let bytes = store_answer(rx).await?;
     let live = attempt == t.attempts && !t.status.is_terminal() && t.status != TaskStatus::Ready;
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -307,15 +315,7 @@ async fn task_attempts(
         })
     })
     .await?;
-    let attempts = rx
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the master is shutting down",
-            )
-        })?
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let attempts = store_answer(rx).await?;
     Ok(Json(attempts).into_response())
 }
 

@@ -263,6 +263,16 @@ impl Farm {
     }
 }
 
+/// A ZeroMQ message made of these frames (for tests that speak the protocol).
+pub fn zmq_message(frames: Vec<bytes::Bytes>) -> zeromq::ZmqMessage {
+    let mut it = frames.into_iter();
+    let mut m = zeromq::ZmqMessage::from(it.next().unwrap_or_default());
+    for f in it {
+        m.push_back(f);
+    }
+    m
+}
+
 pub fn signal(pid: u32, sig: i32) {
     // SAFETY: sending a signal to a child process we started.
     unsafe {

@@ -6,21 +6,12 @@ use drqueue_common::model::{JobStatus, TaskKey};
 use drqueue_common::protocol::{
     encode, AttemptKey, FromEngine, ToEngine, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
-use drqueue_tests::Farm;
+use drqueue_tests::{zmq_message, Farm};
 use std::io::Write;
 use std::time::Duration;
-use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 
 const LONG: Duration = Duration::from_secs(120);
-
-fn msg(frames: Vec<Bytes>) -> ZmqMessage {
-    let mut it = frames.into_iter();
-    let mut m = ZmqMessage::from(it.next().unwrap_or_default());
-    for f in it {
-        m.push_back(f);
-    }
-    m
-}
 
 #[test]
 fn garbage_on_the_engines_socket_is_dropped_and_the_farm_keeps_working() {
@@ -50,7 +41,7 @@ fn garbage_on_the_engines_socket_is_dropped_and_the_farm_keeps_working() {
             ],
         ];
         for a in attacks {
-            s.send(msg(a)).await.unwrap();
+            s.send(zmq_message(a)).await.unwrap();
         }
         // A wrong version is answered with a reason, so a stale engine can say why.
         let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
@@ -75,7 +66,9 @@ fn garbage_on_the_engines_socket_is_dropped_and_the_farm_keeps_working() {
             },
             outcome: Default::default(),
         });
-        s.send(msg(encode(&finished, 1, None))).await.unwrap();
+        s.send(zmq_message(encode(&finished, 1, None)))
+            .await
+            .unwrap();
         // (Random bytes may also read as a wrong version: skip those answers.)
         loop {
             let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())

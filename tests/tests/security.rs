@@ -1,13 +1,12 @@
 //! Farm keys (HMAC on every master/engine message, replay refused) and API tokens.
 
-use bytes::Bytes;
 use drqueue_common::model::{EngineFacts, JobStatus};
 use drqueue_common::protocol::{
     decode, encode, FarmKey, FromEngine, Heartbeat, Register, ToEngine,
 };
-use drqueue_tests::{eventually, Farm};
+use drqueue_tests::{eventually, zmq_message, Farm};
 use std::time::Duration;
-use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 
 const LONG: Duration = Duration::from_secs(120);
 const KEY: &str = "0123456789abcdef-farm-key-for-tests";
@@ -62,14 +61,6 @@ fn a_replayed_message_is_refused() {
     rt.block_on(async {
         let mut s = DealerSocket::new();
         s.connect(&endpoint).await.unwrap();
-        let send = |frames: Vec<Bytes>| {
-            let mut it = frames.into_iter();
-            let mut m = ZmqMessage::from(it.next().unwrap());
-            for f in it {
-                m.push_back(f);
-            }
-            m
-        };
         let register = encode(
             &FromEngine::Register(Register {
                 engine: "replay-test".into(),
@@ -88,7 +79,7 @@ fn a_replayed_message_is_refused() {
             10,
             Some(&key),
         );
-        s.send(send(register.clone())).await.unwrap();
+        s.send(zmq_message(register.clone())).await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
             .await
             .unwrap()
@@ -105,7 +96,7 @@ fn a_replayed_message_is_refused() {
             11,
             Some(&key),
         );
-        s.send(send(hb.clone())).await.unwrap();
+        s.send(zmq_message(hb.clone())).await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
             .await
             .unwrap()
@@ -113,8 +104,8 @@ fn a_replayed_message_is_refused() {
         let (_, answer): (u64, ToEngine) = decode(&reply.into_vec(), Some(&key)).unwrap();
         assert_eq!(answer, ToEngine::Pong);
         // Replays of both: refused, and logged.
-        s.send(send(hb)).await.unwrap();
-        s.send(send(register)).await.unwrap();
+        s.send(zmq_message(hb)).await.unwrap();
+        s.send(zmq_message(register)).await.unwrap();
         // Keep the socket open (sends are only queued) until the master has judged them.
         let start = std::time::Instant::now();
         loop {

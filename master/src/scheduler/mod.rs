@@ -1260,24 +1260,10 @@ impl Scheduler {
     pub fn task_views(&self, id: JobId, status: Option<TaskStatus>) -> Option<Vec<TaskView>> {
         let job = self.jobs.get(&id)?;
         Some(
-            job.tasks
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| status.is_none_or(|s| t.status == s))
-                .map(|(i, t)| TaskView {
-                    index: i as u32,
-                    first: t.block.first,
-                    last: t.block.last,
-                    step: t.block.step,
-                    status: t.status,
-                    attempts: t.attempts,
-                    engine: t.engine.map(|e| self.engines[e as usize].id.clone()),
-                    started_ms: t.started_ms,
-                    ended_ms: t.ended_ms,
-                    exit_code: t.exit_code,
-                    peak_rss_kb: t.peak_rss_kb,
-                    cpu_ms: t.cpu_ms,
-                })
+            (0..job.tasks.len() as u32)
+                .filter(|i| status.is_none_or(|s| job.tasks[*i as usize].status == s))
+                .filter_map(|index| self.task_record(TaskKey { job: id, index }))
+                .map(TaskRecord::view)
                 .collect(),
         )
     }

@@ -61,6 +61,24 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// The task as the API shows it.
+    pub fn view(self) -> drqueue_common::model::TaskView {
+        drqueue_common::model::TaskView {
+            index: self.index,
+            first: self.first,
+            last: self.last,
+            step: self.step,
+            status: self.status,
+            attempts: self.attempts,
+            engine: self.engine,
+            started_ms: self.started_ms,
+            ended_ms: self.ended_ms,
+            exit_code: self.exit_code,
+            peak_rss_kb: self.peak_rss_kb,
+            cpu_ms: self.cpu_ms,
+        }
+    }
+
     pub fn key(&self) -> TaskKey {
         TaskKey {
             job: self.job,
