@@ -323,6 +323,26 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
                 print_json(&j)?;
             } else {
                 show_job(&j);
+                if j.counts.get(TaskStatus::Failed) > 0 {
+                    let failed = client.tasks(job, Some(TaskStatus::Failed))?;
+                    println!("  failed tasks:");
+                    for t in failed.iter().take(10) {
+                        let exit = t
+                            .exit_code
+                            .map(|c| format!("exit code {c}"))
+                            .unwrap_or_else(|| "killed or could not run".into());
+                        println!(
+                            "    - task {} (frames {}-{}), {} attempts, {exit}: drqueue log {job} {}",
+                            t.index, t.first, t.last, t.attempts, t.index
+                        );
+                    }
+                    if failed.len() > 10 {
+                        println!(
+                            "    … and {} more: drqueue tasks {job} --status failed",
+                            failed.len() - 10
+                        );
+                    }
+                }
             }
         }
         Cmd::Tasks { job, status, json } => {

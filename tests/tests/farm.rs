@@ -222,6 +222,13 @@ fn a_failing_command_is_retried_then_fails_the_job_with_a_log_per_attempt() {
     let out = farm.drqueue(&["log", &id.to_string(), "0", "--attempt", "9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no attempt 9"));
+    // `show` names the failed task and how to read its log.
+    let show =
+        String::from_utf8_lossy(&farm.drqueue(&["show", &id.to_string()]).stdout).to_string();
+    assert!(
+        show.contains(&format!("exit code 3: drqueue log {id} 0")),
+        "{show}"
+    );
     // retry puts it back and it fails the same way again
     assert!(farm.drqueue(&["retry", &id.to_string()]).status.success());
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Failed);
