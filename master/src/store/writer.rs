@@ -46,11 +46,11 @@ pub struct WriterStats {
 /// Merges at most this many queued messages into one commit, to bound latency.
 const MAX_MERGE: usize = 4096;
 
-/// When commits come back to back, wait this long for more work to merge:
+/// When commits come back to back (within BUSY), wait LINGER for more work to merge:
 /// each commit is an fsync, and under load fewer, larger ones cost less CPU.
 /// An idle master commits at once.
-const LINGER: Duration = Duration::from_millis(1);
-const BUSY: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(4);
+const BUSY: Duration = Duration::from_millis(20);
 
 pub fn spawn(
     mut store: Box<dyn Store>,
