@@ -78,9 +78,13 @@ impl RunningMaster {
     }
 }
 
+/// The store `db` names: a `mongodb://` (or `mongodb+srv://`) URI, or a
+/// directory for the embedded store. Blocking: call it off the async threads.
 pub fn open_store(db: &str) -> anyhow::Result<Box<dyn Store>> {
     if db.starts_with("mongodb://") || db.starts_with("mongodb+srv://") {
-        anyhow::bail!("the MongoDB store is not built into this master yet; use a directory for the embedded store");
+        let store =
+            crate::store::mongo::MongoStore::open(db).context("opening the MongoDB store")?;
+        return Ok(Box::new(store));
     }
     let store =
         SqliteStore::open(std::path::Path::new(db)).context("opening the embedded store")?;
@@ -88,8 +92,15 @@ pub fn open_store(db: &str) -> anyhow::Result<Box<dyn Store>> {
 }
 
 pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
-    let mut store = open_store(&opts.db)?;
-    let snap = store.load().context("loading the store")?;
+    // The MongoDB driver's sync API runs its own runtime: open and load on a
+    // blocking thread.
+    let db = opts.db.clone();
+    let (store, snap) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut store = open_store(&db)?;
+        let snap = store.load().context("loading the store")?;
+        Ok((store, snap))
+    })
+    .await??;
     let (jobs, tasks, engines) = (snap.jobs.len(), snap.tasks.len(), snap.engines.len());
     let sched = Scheduler::restore(opts.sched.clone(), snap, now_millis());
     tracing::info!(jobs, tasks, engines, db = %opts.db, "store loaded");

@@ -47,6 +47,30 @@ pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A fresh database on the test MongoDB server (`DRQUEUE_TEST_MONGO_URI`),
+/// or None with a visible note when there is none.
+pub fn test_mongo_db(name: &str) -> Option<String> {
+    let Some(uri) = std::env::var("DRQUEUE_TEST_MONGO_URI")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: no MongoDB (set DRQUEUE_TEST_MONGO_URI; scripts/test starts one)");
+        return None;
+    };
+    let (base, query) = uri.split_once('?').unwrap_or((&uri, ""));
+    let hosts = base
+        .trim_start_matches("mongodb://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let db = format!(
+        "{name}{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    Some(format!("mongodb://{hosts}/{db}?{query}"))
+}
+
 pub struct EngineProc {
     pub child: Child,
     pub name: String,
@@ -60,6 +84,8 @@ pub struct Farm {
     pub engines_endpoint: String,
     master: Option<Child>,
     master_args: Vec<String>,
+    /// `--db`: the farm directory's store, or a MongoDB URI.
+    db: String,
     pub engines: Vec<EngineProc>,
     starts: u32,
 }
@@ -71,16 +97,25 @@ impl Farm {
     }
 
     pub fn start_with(master_args: &[&str]) -> Farm {
+        Farm::start_on(None, master_args)
+    }
+
+    /// A master on `db` (a `mongodb://` URI), or the embedded store if None.
+    pub fn start_on(db: Option<&str>, master_args: &[&str]) -> Farm {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("drqueue-e2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = db
+            .map(String::from)
+            .unwrap_or_else(|| dir.join("db").display().to_string());
         let mut farm = Farm {
             dir,
             http: "127.0.0.1:0".into(),
             engines_endpoint: "tcp://127.0.0.1:0".into(),
             master: None,
             master_args: master_args.iter().map(|s| s.to_string()).collect(),
+            db,
             engines: Vec::new(),
             starts: 0,
         };
@@ -97,8 +132,7 @@ impl Farm {
             .expect("log file");
         let http = self.http.trim_start_matches("http://").to_string();
         let child = Command::new(bin("drqueue-master"))
-            .arg("--db")
-            .arg(self.dir.join("db"))
+            .args(["--db", &self.db])
             .args(["--http", &http, "--engines", &self.engines_endpoint])
             .arg("--ready-file")
             .arg(&ready)

@@ -6,6 +6,9 @@
 //! milliseconds and commits them as one [`Batch`] (group commit). Results are
 //! acknowledged to engines only after the batch holding them is committed.
 
+#[cfg(test)]
+mod conformance;
+pub mod mongo;
 pub mod sqlite;
 pub mod writer;
 
@@ -193,4 +196,95 @@ pub trait Store: Send {
     fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>>;
     /// Store round trips made so far (for the benchmark's per-task figure).
     fn round_trips(&self) -> u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("drqueue-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// The test MongoDB's URI with its database replaced by `db`.
+    fn mongo_uri(db: &str) -> Option<String> {
+        let uri = std::env::var("DRQUEUE_TEST_MONGO_URI")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let (base, query) = uri.split_once('?').unwrap_or((&uri, ""));
+        let hosts = base
+            .trim_start_matches("mongodb://")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        Some(format!("mongodb://{hosts}/{db}?{query}"))
+    }
+
+    fn skipped() {
+        eprintln!("skipped: no MongoDB (set DRQUEUE_TEST_MONGO_URI; scripts/test starts one)");
+    }
+
+    #[test]
+    fn sqlite_store_conforms() {
+        let base = scratch("conformance");
+        conformance::run_all(&|name| {
+            Box::new(sqlite::SqliteStore::open(&base.join(name)).expect("open"))
+        });
+    }
+
+    #[test]
+    fn mongo_store_conforms() {
+        let run = format!("t{}x{}", std::process::id(), drqueue_common::now_millis());
+        if mongo_uri("x").is_none() {
+            return skipped();
+        }
+        conformance::run_all(&|name| {
+            let uri = mongo_uri(&format!("{run}-{name}")).expect("uri");
+            Box::new(mongo::MongoStore::open(&uri).expect("open"))
+        });
+    }
+
+    #[test]
+    fn sqlite_skips_records_that_do_not_decode() {
+        let dir = scratch("bad");
+        let mut s = sqlite::SqliteStore::open(&dir).expect("open");
+        s.commit(&Batch::default()).expect("commit");
+        let conn = rusqlite::Connection::open(dir.join("drqueue.sqlite3")).expect("open");
+        conn.execute(
+            "INSERT INTO jobs(id, status, data) VALUES (7, 'queued', '{not json')",
+            [],
+        )
+        .expect("insert");
+        conn.execute(
+            "INSERT INTO tasks(job, idx, first, last, step, status, attempts, failures) VALUES (7, 0, 1, 1, 1, 'exploded', 0, 0)",
+            [],
+        )
+        .expect("insert");
+        let snap = s.load().expect("load survives bad rows");
+        assert!(snap.jobs.is_empty() && snap.tasks.is_empty());
+    }
+
+    #[test]
+    fn mongo_skips_documents_that_do_not_decode() {
+        let db = format!("bad{}x{}", std::process::id(), drqueue_common::now_millis());
+        let Some(uri) = mongo_uri(&db) else {
+            return skipped();
+        };
+        let mut s = mongo::MongoStore::open(&uri).expect("open");
+        let client = mongodb::sync::Client::with_uri_str(&uri).expect("client");
+        let raw = client.database(&db);
+        use mongodb::bson::doc;
+        raw.collection::<mongodb::bson::Document>("jobs")
+            .insert_one(doc! {"_id": 9i64, "status": "queued", "job": {"id": "nine"}})
+            .run()
+            .expect("insert");
+        raw.collection::<mongodb::bson::Document>("tasks")
+            .insert_one(doc! {"_id": "9.0", "job": 9i64, "index": "zero"})
+            .run()
+            .expect("insert");
+        let snap = s.load().expect("load survives bad documents");
+        assert!(snap.jobs.is_empty() && snap.tasks.is_empty());
+    }
 }

@@ -264,7 +264,13 @@ impl Store for SqliteStore {
                     .map_err(err)?;
             }
             let mut log = tx
-                .prepare_cached("INSERT OR IGNORE INTO logs(job, idx, attempt, offset, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .prepare_cached(
+                    // A re-sent log may start at a stored offset with more
+                    // bytes: keep the longer chunk.
+                    "INSERT INTO logs(job, idx, attempt, offset, data) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(job, idx, attempt, offset) DO UPDATE SET data = excluded.data
+                     WHERE length(excluded.data) > length(logs.data)",
+                )
                 .map_err(err)?;
             for l in &b.logs {
                 log.execute(params![

@@ -1,0 +1,280 @@
+//! One test suite for every [`Store`] backend. Each backend's tests call
+//! [`run_all`] with a factory that opens a store by name: the same name opens
+//! the same store again (to check persistence), a new name a fresh one.
+
+use super::*;
+use drqueue_common::model::{EngineFacts, JobSpec, JobStatus, TaskStatus};
+use drqueue_common::protocol::Outcome;
+
+pub type Open<'a> = &'a dyn Fn(&str) -> Box<dyn Store>;
+
+pub fn run_all(open: Open) {
+    empty_store_loads_nothing(open);
+    a_batch_round_trips_and_replaces(open);
+    state_survives_reopening(open);
+    deleting_a_job_removes_everything_of_it(open);
+    logs_are_stitched_from_resent_chunks(open);
+    attempts_are_listed_in_order_and_idempotent(open);
+    large_batches_commit(open);
+}
+
+fn job(id: JobId) -> JobRecord {
+    JobRecord {
+        id,
+        spec: JobSpec {
+            name: format!("job{id}"),
+            command: vec!["true".into()],
+            frames: "1-3".into(),
+            ..JobSpec::default()
+        },
+        status: JobStatus::Queued,
+        submitted_ms: 1000 + id,
+        started_ms: None,
+        finished_ms: None,
+        reason: None,
+    }
+}
+
+fn task(job: JobId, index: u32) -> TaskRecord {
+    TaskRecord {
+        job,
+        index,
+        first: index as i64 + 1,
+        last: index as i64 + 1,
+        step: 1,
+        status: TaskStatus::Ready,
+        attempts: 0,
+        failures: 0,
+        engine: None,
+        started_ms: None,
+        ended_ms: None,
+        exit_code: None,
+        peak_rss_kb: None,
+        cpu_ms: None,
+    }
+}
+
+fn engine(id: &str) -> EngineRecord {
+    EngineRecord {
+        id: id.into(),
+        facts: EngineFacts {
+            name: id.into(),
+            pools: vec!["default".into(), "gpu".into()],
+            cores: 16,
+            ram_mb: 64000,
+            ..Default::default()
+        },
+        slots: 2,
+        hwm: 3,
+        online: true,
+        disabled: false,
+        last_seen_ms: 5,
+        tasks_done: 7,
+        tasks_failed: 1,
+    }
+}
+
+fn attempt(job: JobId, index: u32, n: u32) -> AttemptKey {
+    AttemptKey {
+        task: TaskKey { job, index },
+        attempt: n,
+    }
+}
+
+fn sorted(mut s: Snapshot) -> Snapshot {
+    s.jobs.sort_by_key(|j| j.id);
+    s.tasks.sort_by_key(|t| (t.job, t.index));
+    s.engines.sort_by(|a, b| a.id.cmp(&b.id));
+    s
+}
+
+fn empty_store_loads_nothing(open: Open) {
+    let snap = open("empty").load().expect("load");
+    assert!(snap.jobs.is_empty() && snap.tasks.is_empty() && snap.engines.is_empty());
+    assert_eq!(snap.next_job_id, 1);
+}
+
+fn a_batch_round_trips_and_replaces(open: Open) {
+    let mut s = open("round-trip");
+    let batch = Batch {
+        jobs: vec![job(1), job(2)],
+        tasks: vec![task(1, 0), task(1, 1), task(2, 0)],
+        engines: vec![engine("e1")],
+        next_job_id: Some(3),
+        ..Batch::default()
+    };
+    s.commit(&batch).expect("commit");
+    // A later batch replaces whole records: fields set, then cleared.
+    let mut running = task(1, 0);
+    running.status = TaskStatus::Running;
+    running.attempts = 1;
+    running.engine = Some("e1".into());
+    running.started_ms = Some(77);
+    let mut done = running.clone();
+    done.status = TaskStatus::Done;
+    done.exit_code = Some(0);
+    done.peak_rss_kb = Some(1 << 40);
+    let mut requeued = task(1, 1);
+    requeued.engine = Some("e1".into());
+    s.commit(&Batch {
+        tasks: vec![running, done.clone(), requeued],
+        ..Batch::default()
+    })
+    .expect("commit");
+    let mut cleared = task(1, 1);
+    cleared.failures = 2;
+    let mut j1 = job(1);
+    j1.status = JobStatus::Running;
+    j1.started_ms = Some(9);
+    let mut e1 = engine("e1");
+    e1.online = false;
+    e1.disabled = true;
+    s.commit(&Batch {
+        jobs: vec![j1.clone()],
+        tasks: vec![cleared.clone()],
+        engines: vec![e1.clone()],
+        ..Batch::default()
+    })
+    .expect("commit");
+    let snap = sorted(s.load().expect("load"));
+    assert_eq!(snap.jobs, vec![j1, job(2)]);
+    assert_eq!(snap.tasks, vec![done, cleared, task(2, 0)]);
+    assert_eq!(snap.engines, vec![e1]);
+    assert_eq!(snap.next_job_id, 3);
+}
+
+fn state_survives_reopening(open: Open) {
+    {
+        let mut s = open("reopen");
+        s.commit(&Batch {
+            jobs: vec![job(5)],
+            tasks: vec![task(5, 0)],
+            next_job_id: Some(6),
+            ..Batch::default()
+        })
+        .expect("commit");
+    }
+    let snap = open("reopen").load().expect("load");
+    assert_eq!(
+        (snap.jobs.len(), snap.tasks.len(), snap.next_job_id),
+        (1, 1, 6)
+    );
+}
+
+fn deleting_a_job_removes_everything_of_it(open: Open) {
+    let mut s = open("delete");
+    s.commit(&Batch {
+        jobs: vec![job(1), job(2)],
+        tasks: vec![task(1, 0), task(2, 0)],
+        attempts: vec![AttemptRecord {
+            attempt: attempt(1, 0, 1),
+            engine: "e".into(),
+            ended_ms: 3,
+            outcome: Outcome::default(),
+            counted: true,
+        }],
+        logs: vec![LogChunk {
+            attempt: attempt(1, 0, 1),
+            offset: 0,
+            data: b"x".to_vec(),
+        }],
+        ..Batch::default()
+    })
+    .expect("commit");
+    s.commit(&Batch {
+        deleted_jobs: vec![1],
+        ..Batch::default()
+    })
+    .expect("commit");
+    let snap = s.load().expect("load");
+    assert_eq!(snap.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(snap.tasks.len(), 1);
+    assert!(s
+        .attempts(TaskKey { job: 1, index: 0 })
+        .expect("attempts")
+        .is_empty());
+    assert!(s.read_log(attempt(1, 0, 1), 0).expect("log").is_empty());
+    // Ids are never reused, even past deleted jobs.
+    assert!(snap.next_job_id > 2);
+}
+
+fn logs_are_stitched_from_resent_chunks(open: Open) {
+    let mut s = open("logs");
+    let a = attempt(3, 1, 2);
+    let chunk = |offset: u64, data: &[u8]| LogChunk {
+        attempt: a,
+        offset,
+        data: data.to_vec(),
+    };
+    s.commit(&Batch {
+        logs: vec![chunk(0, b"frame 1\n"), chunk(8, b"frame 2\n")],
+        ..Batch::default()
+    })
+    .expect("commit");
+    // After a reconnect the engine re-sends the whole log, chunked differently.
+    s.commit(&Batch {
+        logs: vec![chunk(0, b"frame 1\nframe 2\nframe 3\n")],
+        ..Batch::default()
+    })
+    .expect("commit");
+    assert_eq!(
+        s.read_log(a, 0).expect("log"),
+        b"frame 1\nframe 2\nframe 3\n"
+    );
+    assert_eq!(s.read_log(a, 8).expect("log"), b"frame 2\nframe 3\n");
+    assert!(s.read_log(attempt(3, 1, 1), 0).expect("log").is_empty());
+    // Binary output survives as bytes.
+    let b = attempt(3, 1, 3);
+    let bytes: Vec<u8> = (0..=255).collect();
+    s.commit(&Batch {
+        logs: vec![LogChunk {
+            attempt: b,
+            offset: 0,
+            data: bytes.clone(),
+        }],
+        ..Batch::default()
+    })
+    .expect("commit");
+    assert_eq!(s.read_log(b, 0).expect("log"), bytes);
+}
+
+fn attempts_are_listed_in_order_and_idempotent(open: Open) {
+    let mut s = open("attempts");
+    let rec = |n: u32, code: i32, counted: bool| AttemptRecord {
+        attempt: attempt(4, 0, n),
+        engine: format!("e{n}"),
+        ended_ms: n as u64,
+        outcome: Outcome {
+            exit_code: Some(code),
+            timed_out: n == 2,
+            ..Outcome::default()
+        },
+        counted,
+    };
+    s.commit(&Batch {
+        attempts: vec![rec(2, 1, true), rec(1, 3, false)],
+        ..Batch::default()
+    })
+    .expect("commit");
+    // The same result delivered twice (a lost ack) is one record.
+    s.commit(&Batch {
+        attempts: vec![rec(2, 1, true)],
+        ..Batch::default()
+    })
+    .expect("commit");
+    let got = s.attempts(TaskKey { job: 4, index: 0 }).expect("attempts");
+    assert_eq!(got, vec![rec(1, 3, false), rec(2, 1, true)]);
+}
+
+fn large_batches_commit(open: Open) {
+    let mut s = open("large");
+    let tasks: Vec<TaskRecord> = (0..20_000).map(|i| task(1, i)).collect();
+    s.commit(&Batch {
+        jobs: vec![job(1)],
+        tasks,
+        ..Batch::default()
+    })
+    .expect("commit");
+    let snap = s.load().expect("load");
+    assert_eq!(snap.tasks.len(), 20_000);
+}

@@ -1,0 +1,410 @@
+//! The MongoDB store, for real farms: `--db mongodb://HOST:PORT/DBNAME`.
+//!
+//! Collections: `jobs`, `tasks`, `engines` (the slave info), `attempts`,
+//! `logs` and `meta` (schema version, next job id). Documents are typed serde
+//! structs written whole (replacements and inserts, never `$set`), statuses are
+//! strings, and nulls are never stored. A batch is a handful of commands, not a
+//! round trip per record: upserts go through one `update` command with many
+//! statements (which every server version has), inserts through `insert_many`.
+//! Every write is idempotent, so a batch that failed half-way is simply sent
+//! again; no transactions are needed (a standalone mongod has none).
+
+use super::*;
+use mongodb::bson::{self, doc, Binary, Bson, Document};
+use mongodb::sync::{Client, Collection, Database};
+use mongodb::IndexModel;
+
+/// Bumped when documents change shape.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Statements per `update` command: well under the server's 100,000 and 48 MB.
+const CHUNK: usize = 5_000;
+
+pub struct MongoStore {
+    db: Database,
+    round_trips: u64,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn task_id(job: JobId, index: u32) -> String {
+    format!("{job}.{index}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct JobDoc {
+    #[serde(rename = "_id")]
+    id: i64,
+    status: String,
+    job: JobRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TaskDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(flatten)]
+    task: TaskRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EngineDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    engine: EngineRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AttemptDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    job: i64,
+    index: u32,
+    attempt: u32,
+    record: AttemptRecord,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LogDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    job: i64,
+    index: u32,
+    attempt: u32,
+    offset: i64,
+    data: Binary,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    schema_version: u32,
+    next_job_id: i64,
+}
+
+impl MongoStore {
+    /// Connects to `uri` and uses its database (default `drqueue`).
+    pub fn open(uri: &str) -> StoreResult<MongoStore> {
+        let client = Client::with_uri_str(uri)
+            .map_err(|e| StoreError::Backend(format!("cannot use MongoDB URI: {e}")))?;
+        let name = client
+            .default_database()
+            .map(|d| d.name().to_string())
+            .unwrap_or_else(|| "drqueue".to_string());
+        let db = client.database(&name);
+        let mut store = MongoStore { db, round_trips: 0 };
+        store.prepare()?;
+        Ok(store)
+    }
+
+    fn coll(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    /// Checks the schema version and creates the indexes the master's queries use.
+    fn prepare(&mut self) -> StoreResult<()> {
+        let meta = self
+            .coll("meta")
+            .find_one(doc! {"_id": "meta"})
+            .run()
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot reach MongoDB: {e} (is the server up and the URI right?)"
+                ))
+            })?;
+        if let Some(v) = meta
+            .as_ref()
+            .and_then(|m| m.get("schema_version"))
+            .and_then(bson_u64)
+        {
+            if v > SCHEMA_VERSION as u64 {
+                return Err(StoreError::SchemaTooNew {
+                    found: v as u32,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        let indexes: [(&str, Document); 4] = [
+            ("jobs", doc! {"status": 1}),
+            ("tasks", doc! {"job": 1, "index": 1}),
+            ("attempts", doc! {"job": 1, "index": 1, "attempt": 1}),
+            (
+                "logs",
+                doc! {"job": 1, "index": 1, "attempt": 1, "offset": 1},
+            ),
+        ];
+        for (coll, keys) in indexes {
+            self.coll(coll)
+                .create_index(IndexModel::builder().keys(keys).build())
+                .run()
+                .map_err(err)?;
+            self.round_trips += 1;
+        }
+        Ok(())
+    }
+
+    /// Upserts whole documents by `_id` with as few commands as possible.
+    fn upsert(&mut self, coll: &str, docs: Vec<Document>) -> StoreResult<()> {
+        for chunk in docs.chunks(CHUNK) {
+            let updates: Vec<Bson> = chunk
+                .iter()
+                .map(|d| {
+                    let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+                    Bson::Document(doc! {"q": {"_id": id}, "u": d.clone(), "upsert": true})
+                })
+                .collect();
+            let reply = self
+                .db
+                .run_command(doc! {"update": coll, "updates": updates, "ordered": false})
+                .run()
+                .map_err(err)?;
+            self.round_trips += 1;
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                if !errors.is_empty() {
+                    return Err(StoreError::Backend(format!(
+                        "{coll}: {} write errors, first: {:?}",
+                        errors.len(),
+                        errors[0]
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts documents, ignoring ones already there (a re-sent chunk).
+    fn insert_new(&mut self, coll: &str, docs: Vec<Document>) -> StoreResult<()> {
+        for chunk in docs.chunks(CHUNK) {
+            let reply = self
+                .db
+                .run_command(doc! {"insert": coll, "documents": chunk.to_vec(), "ordered": false})
+                .run()
+                .map_err(err)?;
+            self.round_trips += 1;
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                let real: Vec<&Bson> = errors
+                    .iter()
+                    .filter(|e| {
+                        e.as_document()
+                            .and_then(|d| d.get("code"))
+                            .and_then(bson_u64)
+                            != Some(11000)
+                    })
+                    .collect();
+                if let Some(first) = real.first() {
+                    return Err(StoreError::Backend(format!(
+                        "{coll}: {} write errors, first: {first:?}",
+                        real.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every document of a collection matching `filter`, decoded one by one:
+    /// one that does not decode is reported with its id and skipped.
+    fn load_all<T: serde::de::DeserializeOwned>(
+        &mut self,
+        coll: &str,
+        filter: Document,
+        sort: Document,
+    ) -> StoreResult<Vec<T>> {
+        let cursor = self.coll(coll).find(filter).sort(sort).run().map_err(err)?;
+        self.round_trips += 1;
+        let mut out = Vec::new();
+        for d in cursor {
+            let d = d.map_err(err)?;
+            let id = d
+                .get("_id")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into());
+            match bson::from_document::<T>(d) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::error!(
+                    collection = coll,
+                    id,
+                    "skipping a stored document that does not decode: {e}"
+                ),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A number as u64, whatever integer or double type the server returned.
+fn bson_u64(b: &Bson) -> Option<u64> {
+    match b {
+        Bson::Int32(v) => u64::try_from(*v).ok(),
+        Bson::Int64(v) => u64::try_from(*v).ok(),
+        Bson::Double(v) if *v >= 0.0 => Some(*v as u64),
+        _ => None,
+    }
+}
+
+fn to_doc<T: Serialize>(v: &T) -> StoreResult<Document> {
+    bson::to_document(v).map_err(err)
+}
+
+impl Store for MongoStore {
+    fn load(&mut self) -> StoreResult<Snapshot> {
+        let jobs: Vec<JobDoc> = self.load_all("jobs", doc! {}, doc! {"_id": 1})?;
+        let tasks: Vec<TaskDoc> = self.load_all("tasks", doc! {}, doc! {})?;
+        let engines: Vec<EngineDoc> = self.load_all("engines", doc! {}, doc! {})?;
+        let meta = self
+            .coll("meta")
+            .find_one(doc! {"_id": "meta"})
+            .run()
+            .map_err(err)?;
+        self.round_trips += 1;
+        let next = meta
+            .as_ref()
+            .and_then(|m| m.get("next_job_id"))
+            .and_then(bson_u64)
+            .unwrap_or(1);
+        let jobs: Vec<JobRecord> = jobs.into_iter().map(|j| j.job).collect();
+        let max_id = jobs.iter().map(|j| j.id).max().unwrap_or(0);
+        Ok(Snapshot {
+            jobs,
+            tasks: tasks.into_iter().map(|t| t.task).collect(),
+            engines: engines.into_iter().map(|e| e.engine).collect(),
+            next_job_id: next.max(max_id + 1),
+        })
+    }
+
+    fn commit(&mut self, b: &Batch) -> StoreResult<()> {
+        if !b.jobs.is_empty() {
+            let docs = b
+                .jobs
+                .iter()
+                .map(|j| {
+                    to_doc(&JobDoc {
+                        id: j.id as i64,
+                        status: j.status.as_str().into(),
+                        job: j.clone(),
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.upsert("jobs", docs)?;
+        }
+        if !b.tasks.is_empty() {
+            let docs = b
+                .tasks
+                .iter()
+                .map(|t| {
+                    to_doc(&TaskDoc {
+                        id: task_id(t.job, t.index),
+                        task: t.clone(),
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.upsert("tasks", docs)?;
+        }
+        if !b.engines.is_empty() {
+            let docs = b
+                .engines
+                .iter()
+                .map(|e| {
+                    to_doc(&EngineDoc {
+                        id: e.id.clone(),
+                        engine: e.clone(),
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.upsert("engines", docs)?;
+        }
+        if !b.attempts.is_empty() {
+            let docs = b
+                .attempts
+                .iter()
+                .map(|a| {
+                    let k = a.attempt;
+                    to_doc(&AttemptDoc {
+                        id: format!("{}.{}", task_id(k.task.job, k.task.index), k.attempt),
+                        job: k.task.job as i64,
+                        index: k.task.index,
+                        attempt: k.attempt,
+                        record: a.clone(),
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.upsert("attempts", docs)?;
+        }
+        if !b.logs.is_empty() {
+            let docs = b
+                .logs
+                .iter()
+                .map(|l| {
+                    let k = l.attempt;
+                    to_doc(&LogDoc {
+                        // The length is part of the id: a re-sent log may
+                        // start at a stored offset with more bytes, and both
+                        // are kept (reading stitches overlaps).
+                        id: format!(
+                            "{}.{}.{}+{}",
+                            task_id(k.task.job, k.task.index),
+                            k.attempt,
+                            l.offset,
+                            l.data.len()
+                        ),
+                        job: k.task.job as i64,
+                        index: k.task.index,
+                        attempt: k.attempt,
+                        offset: l.offset as i64,
+                        data: Binary {
+                            subtype: bson::spec::BinarySubtype::Generic,
+                            bytes: l.data.clone(),
+                        },
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.insert_new("logs", docs)?;
+        }
+        for id in &b.deleted_jobs {
+            let job = *id as i64;
+            self.coll("jobs")
+                .delete_many(doc! {"_id": job})
+                .run()
+                .map_err(err)?;
+            for coll in ["tasks", "attempts", "logs"] {
+                self.coll(coll)
+                    .delete_many(doc! {"job": job})
+                    .run()
+                    .map_err(err)?;
+            }
+            self.round_trips += 4;
+        }
+        if let Some(n) = b.next_job_id {
+            let meta = to_doc(&MetaDoc {
+                id: "meta".into(),
+                schema_version: SCHEMA_VERSION,
+                next_job_id: n as i64,
+            })?;
+            self.upsert("meta", vec![meta])?;
+        }
+        Ok(())
+    }
+
+    fn read_log(&mut self, a: AttemptKey, offset: u64) -> StoreResult<Vec<u8>> {
+        let filter = doc! {"job": a.task.job as i64, "index": a.task.index, "attempt": a.attempt};
+        let docs: Vec<LogDoc> = self.load_all("logs", filter, doc! {"offset": 1})?;
+        let chunks = docs
+            .into_iter()
+            .map(|d| (d.offset.max(0) as u64, d.data.bytes))
+            .collect();
+        Ok(sqlite::stitch(chunks, offset))
+    }
+
+    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
+        let filter = doc! {"job": task.job as i64, "index": task.index};
+        let docs: Vec<AttemptDoc> = self.load_all("attempts", filter, doc! {"attempt": 1})?;
+        Ok(docs.into_iter().map(|d| d.record).collect())
+    }
+
+    fn round_trips(&self) -> u64 {
+        self.round_trips
+    }
+}
