@@ -308,14 +308,45 @@ async fn task_attempts(
 ) -> ApiResult {
     let id = parse_id(&id)?;
     let (tx, rx) = oneshot::channel();
-    on_core(&s, move |c| {
+    let task = on_core(&s, move |c| {
         c.to_store(WriterMsg::Attempts {
             task: TaskKey { job: id, index },
             reply: tx,
-        })
+        });
+        c.sched.task_record(TaskKey { job: id, index })
     })
-    .await?;
-    let attempts = store_answer(rx).await?;
+    .await?
+    .ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no task {index} in job {id}"),
+        )
+    })?;
+    let mut attempts = store_answer(rx).await?;
+    // A task's completing attempt is kept in the task itself: add it back.
+    let recorded = attempts.iter().any(|a| a.attempt.attempt == task.attempts);
+    if task.status == TaskStatus::Done && !recorded {
+        attempts.push(crate::store::AttemptRecord {
+            attempt: AttemptKey {
+                task: TaskKey { job: id, index },
+                attempt: task.attempts,
+            },
+            engine: task.engine.clone().unwrap_or_default(),
+            ended_ms: task.ended_ms.unwrap_or_default(),
+            outcome: drqueue_common::protocol::Outcome {
+                exit_code: task.exit_code,
+                cpu_ms: task.cpu_ms.unwrap_or_default(),
+                peak_rss_kb: task.peak_rss_kb.unwrap_or_default(),
+                wall_ms: task
+                    .ended_ms
+                    .zip(task.started_ms)
+                    .map(|(e, s)| e.saturating_sub(s))
+                    .unwrap_or_default(),
+                ..Default::default()
+            },
+            counted: true,
+        });
+    }
     Ok(Json(attempts).into_response())
 }
 

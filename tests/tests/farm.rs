@@ -77,6 +77,24 @@ fn two_engines_render_every_frame_exactly_once() {
         assert!(show.get(field).is_some(), "show --json lacks {field}");
     }
     assert_eq!(show["counts"].as_object().unwrap().len(), 7);
+    // Each task's attempt history, its completing attempt included.
+    let attempts: serde_json::Value =
+        ureq::get(format!("{}/api/jobs/{id}/tasks/0/attempts", farm.http))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_json()
+            .unwrap();
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (
+            attempts[0]["attempt"]["attempt"].as_u64(),
+            attempts[0]["counted"].as_bool()
+        ),
+        (Some(1), Some(true))
+    );
+    assert_eq!(attempts[0]["outcome"]["exit_code"], 0);
     let jobs: serde_json::Value =
         serde_json::from_slice(&farm.drqueue(&["jobs", "--json"]).stdout).unwrap();
     assert_eq!(jobs.as_array().unwrap().len(), 1);
@@ -222,6 +240,21 @@ fn a_failing_command_is_retried_then_fails_the_job_with_a_log_per_attempt() {
     let out = farm.drqueue(&["log", &id.to_string(), "0", "--attempt", "9"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no attempt 9"));
+    // Every failed attempt is in the history.
+    let history: serde_json::Value =
+        ureq::get(format!("{}/api/jobs/{id}/tasks/0/attempts", farm.http))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_json()
+            .unwrap();
+    let codes: Vec<i64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"]["exit_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, vec![3, 3, 3]);
     // `show` names the failed task and how to read its log.
     let show =
         String::from_utf8_lossy(&farm.drqueue(&["show", &id.to_string()]).stdout).to_string();

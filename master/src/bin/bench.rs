@@ -41,8 +41,15 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--tasks")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse::<u64>().ok());
+    let db_arg = args
+        .iter()
+        .position(|a| a == "--db")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     if !["dispatch", "e2e", "util", "all"].contains(&case.as_str()) {
-        anyhow::bail!("usage: drqueue-bench [dispatch|e2e|util|all] [--tasks N]");
+        anyhow::bail!(
+            "usage: drqueue-bench [dispatch|e2e|util|all] [--tasks N] [--db DIR|mongodb://…]"
+        );
     }
     // The master's runtime, as drqueue-master builds it (DRQUEUE_BENCH_CT=1: current-thread,
     // which measured no better here).
@@ -57,7 +64,7 @@ fn main() -> anyhow::Result<()> {
             .build()?
     };
     if case == "dispatch" || case == "all" {
-        rt.block_on(dispatch(tasks_arg.unwrap_or(100_000)))?;
+        rt.block_on(dispatch(tasks_arg.unwrap_or(100_000), db_arg.clone()))?;
     }
     if case == "e2e" || case == "all" {
         rt.block_on(end_to_end(tasks_arg.unwrap_or(10_000)))?;
@@ -76,8 +83,12 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 async fn start_master(dir: &std::path::Path) -> anyhow::Result<server::RunningMaster> {
+    start_master_on(dir.join("db").display().to_string()).await
+}
+
+async fn start_master_on(db: String) -> anyhow::Result<server::RunningMaster> {
     server::start(MasterOptions {
-        db: dir.join("db").display().to_string(),
+        db,
         http: "127.0.0.1:0".into(),
         engines: "tcp://127.0.0.1:0".into(),
         ..MasterOptions::default()
@@ -186,10 +197,16 @@ async fn sim_engine(
     }
 }
 
-async fn dispatch(tasks: u64) -> anyhow::Result<()> {
-    println!("== (a) dispatch ceiling: in-process master (SQLite, synchronous=FULL), 4 simulated engines, {tasks} no-op tasks");
+async fn dispatch(tasks: u64, db: Option<String>) -> anyhow::Result<()> {
     let dir = scratch("dispatch");
-    let master = start_master(&dir).await?;
+    let db = db.unwrap_or_else(|| dir.join("db").display().to_string());
+    let store = if db.starts_with("mongodb") {
+        "MongoDB"
+    } else {
+        "SQLite, synchronous=FULL"
+    };
+    println!("== (a) dispatch ceiling: in-process master ({store}), 4 simulated engines, {tasks} no-op tasks");
+    let master = start_master_on(db).await?;
     let starts = Arc::new(Mutex::new(Vec::with_capacity(tasks as usize)));
     let mut sims = Vec::new();
     for i in 0..4 {
@@ -214,6 +231,10 @@ async fn dispatch(tasks: u64) -> anyhow::Result<()> {
     let commits0 = master
         .stats
         .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let trips0 = master
+        .stats
+        .round_trips
         .load(std::sync::atomic::Ordering::Relaxed);
     let (t0, _) = run_job(master.http_url.clone(), spec(&["true"], tasks)).await?;
     master.flush().await;
@@ -242,9 +263,14 @@ async fn dispatch(tasks: u64) -> anyhow::Result<()> {
         percentile(&idle, 0.5),
         percentile(&idle, 0.99)
     );
+    let trips = master
+        .stats
+        .round_trips
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - trips0;
     println!(
-        "   store round trips (commits): {commits} for {tasks} tasks = {:.2} per 1,000 tasks",
-        commits as f64 * 1000.0 / tasks as f64
+        "   store: {commits} commits, {trips} round trips for {tasks} tasks = {:.2} round trips per 1,000 tasks",
+        trips as f64 * 1000.0 / tasks as f64
     );
     for sim in sims {
         sim.abort();

@@ -766,13 +766,18 @@ impl Scheduler {
                 }
             }
         }
-        self.attempts.push(AttemptRecord {
-            attempt: key,
-            engine: engine_id,
-            ended_ms: now,
-            outcome,
-            counted,
-        });
+        // The attempt that completes a task lives on in the task's own record;
+        // history rows are for the others (failures, superseded attempts),
+        // which halves the writes of a farm that mostly succeeds.
+        if !(counted && outcome.is_success()) {
+            self.attempts.push(AttemptRecord {
+                attempt: key,
+                engine: engine_id,
+                ended_ms: now,
+                outcome,
+                counted,
+            });
+        }
         self.update_job_status(key.task.job, now, fx);
     }
 
@@ -1200,7 +1205,7 @@ impl Scheduler {
         batch
     }
 
-    fn task_record(&self, key: TaskKey) -> Option<TaskRecord> {
+    pub fn task_record(&self, key: TaskKey) -> Option<TaskRecord> {
         let t = self.jobs.get(&key.job)?.tasks.get(key.index as usize)?;
         Some(TaskRecord {
             job: key.job,
