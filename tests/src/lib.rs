@@ -71,6 +71,84 @@ pub fn test_mongo_db(name: &str) -> Option<String> {
     Some(format!("mongodb://{hosts}/{db}?{query}"))
 }
 
+/// A MongoDB-wire test server of a test's own (nx-27017 on a file database),
+/// for tests that stop and start it. None (with a visible note) when
+/// `DRQUEUE_TEST_NX` does not name the server's executable.
+pub struct TestMongo {
+    exe: PathBuf,
+    file: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl TestMongo {
+    pub fn start(dir: &Path) -> Option<TestMongo> {
+        let Some(exe) = std::env::var_os("DRQUEUE_TEST_NX")
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+        else {
+            eprintln!("skipped: no MongoDB test server (set DRQUEUE_TEST_NX; scripts/test does)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut m = TestMongo {
+            exe,
+            file: dir.join("mongo.db"),
+            port,
+            child: None,
+        };
+        m.resume();
+        Some(m)
+    }
+
+    pub fn uri(&self, db: &str) -> String {
+        format!(
+            "mongodb://127.0.0.1:{}/{db}?directConnection=true",
+            self.port
+        )
+    }
+
+    /// Starts (again) on the same port and file.
+    pub fn resume(&mut self) {
+        let child = Command::new(&self.exe)
+            .arg("--db")
+            .arg(&self.file)
+            .args(["--host", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nx-27017");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually(
+            Duration::from_secs(30),
+            "the MongoDB test server to listen",
+            || std::net::TcpStream::connect(&addr).ok().map(|_| ()),
+        );
+    }
+
+    /// Stops the server (as an outage would).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for TestMongo {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 pub struct EngineProc {
     pub child: Child,
     pub name: String,
