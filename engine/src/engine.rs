@@ -318,6 +318,9 @@ enum SessionEnd {
 /// How long the master may be silent before the engine reconnects.
 const MASTER_SILENCE: Duration = Duration::from_secs(4);
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long one connection attempt may take; short, so that a dead master in
+/// a list of several costs little before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long an attempt runs before the engine reports that it started.
 const STARTED_DELAY: Duration = Duration::from_millis(50);
 
@@ -398,8 +401,7 @@ async fn session(
     endpoint: &str,
     runner_rx: &mut mpsc::UnboundedReceiver<RunnerEvent>,
 ) -> SessionEnd {
-    let mut link = match Link::connect(endpoint, st.opts.key.clone(), Duration::from_secs(3)).await
-    {
+    let mut link = match Link::connect(endpoint, st.opts.key.clone(), CONNECT_TIMEOUT).await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!("{e}");

@@ -42,6 +42,10 @@ struct Args {
     /// running their tasks elsewhere.
     #[arg(long, default_value_t = 6)]
     recovery: u64,
+    /// Seconds the active master's lease on a shared (MongoDB) store lasts
+    /// unrenewed; a standby master takes over this long after it dies.
+    #[arg(long, default_value_t = 10)]
+    lease: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +94,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         ready_file: args.ready_file,
         key,
         tokens,
+        lease_ms: args.lease * 1000,
         sched: Config {
             engine_timeout_ms: args.engine_timeout * 1000,
             recovery_ms: args.recovery * 1000,

@@ -6,7 +6,7 @@ use crate::core::{Core, Event};
 use crate::scheduler::{Config, Scheduler};
 use crate::store::sqlite::SqliteStore;
 use crate::store::writer::{self, WriterStats};
-use crate::store::Store;
+use crate::store::{Lease, Store};
 use crate::{http, router};
 use anyhow::Context;
 use drqueue_common::now_millis;
@@ -25,6 +25,9 @@ pub struct MasterOptions {
     pub key: Option<FarmKey>,
     pub tokens: Vec<String>,
     pub sched: Config,
+    /// How long the active master's lease on a shared store lasts unrenewed:
+    /// a standby takes over this long after the active master dies.
+    pub lease_ms: u64,
 }
 
 impl Default for MasterOptions {
@@ -37,6 +40,7 @@ impl Default for MasterOptions {
             key: None,
             tokens: Vec::new(),
             sched: Config::default(),
+            lease_ms: 10_000,
         }
     }
 }
@@ -91,16 +95,92 @@ pub fn open_store(db: &str) -> anyhow::Result<Box<dyn Store>> {
     Ok(Box::new(store))
 }
 
+/// This master's name in the lease: host, process and a random tag.
+fn master_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "{}:{}:{:04x}",
+        host.trim(),
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Waits as a standby until this master holds the store's lease: one active
+/// master per store, so two never dispatch the same farm.
+fn wait_for_lease(store: &mut dyn Store, owner: &str, lease_ms: u64) {
+    let mut told = false;
+    loop {
+        match store.acquire_lease(owner, drqueue_common::now_millis(), lease_ms) {
+            Ok(Lease::Held) => {
+                if told {
+                    tracing::info!(
+                        owner,
+                        "took over the store's lease: this master is now active"
+                    );
+                }
+                return;
+            }
+            Ok(Lease::Taken { owner: holder, .. }) => {
+                if !told {
+                    tracing::info!(active = %holder, "standby: another master is active on this store; waiting to take over");
+                    told = true;
+                }
+            }
+            Err(e) => tracing::warn!("cannot check the store's lease, retrying: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Renews a shared store's lease. If another master ever holds it, this one
+/// stops at once: a master that cannot prove it is the only one must not dispatch.
+fn keep_lease(db: &str, owner: &str, lease_ms: u64) {
+    let period = std::time::Duration::from_millis((lease_ms / 3).max(100));
+    let mut store = loop {
+        match open_store(db) {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!("lease keeper cannot open the store, retrying: {e:#}");
+                std::thread::sleep(period);
+            }
+        }
+    };
+    loop {
+        std::thread::sleep(period);
+        match store.acquire_lease(owner, drqueue_common::now_millis(), lease_ms) {
+            Ok(Lease::Held) => {}
+            Ok(Lease::Taken { owner: holder, .. }) => {
+                tracing::error!(active = %holder, "another master took over this store's lease; stopping so that two masters never dispatch");
+                std::process::exit(3);
+            }
+            Err(e) => tracing::warn!("cannot renew the store's lease (retrying): {e}"),
+        }
+    }
+}
+
 pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     // The MongoDB driver's sync API runs its own runtime: open and load on a
     // blocking thread.
     let db = opts.db.clone();
-    let (store, snap) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut store = open_store(&db)?;
-        let snap = store.load().context("loading the store")?;
-        Ok((store, snap))
+    let owner = master_name();
+    let lease_ms = opts.lease_ms;
+    let (store, snap) = tokio::task::spawn_blocking({
+        let owner = owner.clone();
+        move || -> anyhow::Result<_> {
+            let mut store = open_store(&db)?;
+            wait_for_lease(store.as_mut(), &owner, lease_ms);
+            let snap = store.load().context("loading the store")?;
+            Ok((store, snap))
+        }
     })
     .await??;
+    if store.lease_needs_renewal() {
+        let db = opts.db.clone();
+        std::thread::Builder::new()
+            .name("drqueue-lease".into())
+            .spawn(move || keep_lease(&db, &owner, lease_ms))?;
+    }
     let (jobs, tasks, engines) = (snap.jobs.len(), snap.tasks.len(), snap.engines.len());
     let sched = Scheduler::restore(opts.sched.clone(), snap, now_millis());
     tracing::info!(jobs, tasks, engines, db = %opts.db, "store loaded");

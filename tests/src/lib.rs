@@ -276,7 +276,10 @@ impl Farm {
         let log =
             std::fs::File::create(self.dir.join(format!("engine-{name}.log"))).expect("log file");
         let mut cmd = Command::new(bin("drqueue-engine"));
-        cmd.args(["--master", &self.engines_endpoint, "--name", name])
+        if !args.contains(&"--master") {
+            cmd.args(["--master", &self.engines_endpoint]);
+        }
+        cmd.args(["--name", name])
             .arg("--state-dir")
             .arg(&state_dir)
             .args(args)

@@ -2,7 +2,7 @@
 //! scripts/test starts; skipped with a visible line when there is none).
 
 use drqueue_common::model::{JobStatus, TaskStatus};
-use drqueue_tests::{eventually, test_mongo_db, Farm, TestMongo};
+use drqueue_tests::{bin, eventually, test_mongo_db, Farm, TestMongo};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(180);
@@ -113,4 +113,106 @@ fn a_mongodb_outage_of_ten_seconds_loses_nothing() {
         (JobStatus::Done, 40)
     );
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Kills the standby master when the test ends, whatever happens.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_standby_master_takes_over_when_the_active_one_is_killed() {
+    let Some(db) = test_mongo_db("standby") else {
+        return;
+    };
+    let mut farm = Farm::start_on(Some(&db), &["--lease", "3"]);
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http2, zmq2) = (free(), free());
+    let ready2 = farm.dir.join("ready2.json");
+    let log2 = farm.dir.join("standby.log");
+    let _standby = Reaper(
+        std::process::Command::new(bin("drqueue-master"))
+            .args(["--db", &db, "--lease", "3"])
+            .args([
+                "--http",
+                &format!("127.0.0.1:{http2}"),
+                "--engines",
+                &format!("tcp://127.0.0.1:{zmq2}"),
+            ])
+            .arg("--ready-file")
+            .arg(&ready2)
+            .stderr(std::fs::File::create(&log2).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let standby_log = || std::fs::read_to_string(&log2).unwrap_or_default();
+    eventually(LONG, "the second master to wait as a standby", || {
+        standby_log().contains("standby").then_some(())
+    });
+    let masters = format!("{},tcp://127.0.0.1:{zmq2}", farm.engines_endpoint);
+    farm.engine("a", &["--master", &masters, "--slots", "2"]);
+    farm.engine("b", &["--master", &masters, "--slots", "2"]);
+    farm.wait_engines(2);
+    std::fs::create_dir_all(farm.dir.join("runs")).unwrap();
+    let id = farm.submit(&[
+        "--frames",
+        "1-20",
+        "--",
+        "sh",
+        "-c",
+        "echo run >> runs/$0.txt; sleep 0.3",
+        "{task}",
+    ]);
+    let c = farm.client();
+    eventually(LONG, "some tasks done", || {
+        (c.job(id).ok()?.counts.get(TaskStatus::Done) >= 3).then_some(())
+    });
+    assert!(
+        !ready2.exists(),
+        "the standby must not serve while the active master lives"
+    );
+    farm.kill_master();
+    eventually(LONG, "the standby to take over", || {
+        ready2.exists().then_some(())
+    });
+    let c2 = drqueue_client::Client::new(Some(&format!("http://127.0.0.1:{http2}")), None);
+    let job = eventually(LONG, "the job to end on the new master", || {
+        let v = c2.job(id).ok()?;
+        v.status.is_terminal().then_some(v)
+    });
+    assert_eq!(
+        (job.status, job.counts.get(TaskStatus::Done)),
+        (JobStatus::Done, 20)
+    );
+    for t in 0..20 {
+        let runs =
+            std::fs::read_to_string(farm.dir.join(format!("runs/{t}.txt"))).unwrap_or_default();
+        assert!(runs.lines().count() >= 1, "task {t} never ran");
+    }
+    let log = standby_log();
+    let (standby_at, active_at) = (
+        log.find("standby").unwrap(),
+        log.find("took over").expect("takeover logged"),
+    );
+    assert!(standby_at < active_at);
+    assert_eq!(
+        c2.engines()
+            .unwrap()
+            .iter()
+            .filter(|e| e.state.as_str() != "offline")
+            .count(),
+        2,
+        "both engines found the new master"
+    );
 }

@@ -16,6 +16,47 @@ pub fn run_all(open: Open) {
     logs_are_stitched_from_resent_chunks(open);
     attempts_are_listed_in_order_and_idempotent(open);
     large_batches_commit(open);
+    one_master_holds_the_lease(open);
+}
+
+fn one_master_holds_the_lease(open: Open) {
+    let mut a = open("lease");
+    let mut b = open("lease");
+    assert_eq!(
+        a.acquire_lease("A", 1_000, 5_000).expect("lease"),
+        Lease::Held
+    );
+    assert!(matches!(
+        b.acquire_lease("B", 1_000, 5_000).expect("lease"),
+        Lease::Taken { .. }
+    ));
+    // Renewing is taking it again.
+    assert_eq!(
+        a.acquire_lease("A", 3_000, 5_000).expect("lease"),
+        Lease::Held
+    );
+    assert!(matches!(
+        b.acquire_lease("B", 4_000, 5_000).expect("lease"),
+        Lease::Taken { .. }
+    ));
+    if a.lease_needs_renewal() {
+        // A shared store's lease expires unless renewed: then another master
+        // takes it, and the old one learns it has lost it.
+        assert_eq!(
+            b.acquire_lease("B", 8_001, 5_000).expect("lease"),
+            Lease::Held
+        );
+        assert!(
+            matches!(a.acquire_lease("A", 8_002, 5_000).expect("lease"), Lease::Taken { owner, .. } if owner == "B")
+        );
+    } else {
+        // A local lock lasts as long as its holder has the store open.
+        drop(a);
+        assert_eq!(
+            b.acquire_lease("B", 4_000, 5_000).expect("lease"),
+            Lease::Held
+        );
+    }
 }
 
 fn job(id: JobId) -> JobRecord {

@@ -182,6 +182,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Who may be the active master of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// The caller holds it (until the time it asked for).
+    Held,
+    /// Another master holds it until `until` (0: for as long as it runs).
+    Taken { owner: String, until: Millis },
+}
+
 /// The seam between the master and its database. Calls come from one writer
 /// thread (and a reader for logs), so implementations are plain blocking code.
 pub trait Store: Send {
@@ -196,6 +205,12 @@ pub trait Store: Send {
     fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>>;
     /// Store round trips made so far (for the benchmark's per-task figure).
     fn round_trips(&self) -> u64;
+    /// Takes or renews the right to dispatch from this store until
+    /// `now + ttl_ms`, so that two masters never run the same farm.
+    fn acquire_lease(&mut self, owner: &str, now: Millis, ttl_ms: u64) -> StoreResult<Lease>;
+    /// Whether a held lease must be renewed (a shared database), or lasts as
+    /// long as the store is open (a local lock).
+    fn lease_needs_renewal(&self) -> bool;
 }
 
 #[cfg(test)]

@@ -407,4 +407,56 @@ impl Store for MongoStore {
     fn round_trips(&self) -> u64 {
         self.round_trips
     }
+
+    /// Compare-and-swap on the `lease` document of `meta`, keyed by a random
+    /// token (strings compare exactly on every server).
+    fn acquire_lease(&mut self, owner: &str, now: Millis, ttl_ms: u64) -> StoreResult<Lease> {
+        let meta = self.coll("meta");
+        let fresh = doc! {
+            "_id": "lease",
+            "owner": owner,
+            "expires_ms": (now + ttl_ms) as i64,
+            "token": format!("{:016x}", rand::random::<u64>()),
+        };
+        let current = meta.find_one(doc! {"_id": "lease"}).run().map_err(err)?;
+        self.round_trips += 2;
+        let Some(current) = current else {
+            return match meta.insert_one(fresh).run() {
+                Ok(_) => Ok(Lease::Held),
+                // Another master inserted it first.
+                Err(e) if e.to_string().contains("11000") || e.to_string().contains("uplicate") => {
+                    Ok(Lease::Taken {
+                        owner: "another master".into(),
+                        until: now + ttl_ms,
+                    })
+                }
+                Err(e) => Err(err(e)),
+            };
+        };
+        let holder = current.get_str("owner").unwrap_or("").to_string();
+        let expires = current.get("expires_ms").and_then(bson_u64).unwrap_or(0);
+        let token = current.get_str("token").unwrap_or("").to_string();
+        if holder != owner && expires > now {
+            return Ok(Lease::Taken {
+                owner: holder,
+                until: expires,
+            });
+        }
+        let swapped = meta
+            .replace_one(doc! {"_id": "lease", "token": token}, fresh)
+            .run()
+            .map_err(err)?;
+        if swapped.matched_count == 1 {
+            Ok(Lease::Held)
+        } else {
+            Ok(Lease::Taken {
+                owner: "another master".into(),
+                until: now + ttl_ms,
+            })
+        }
+    }
+
+    fn lease_needs_renewal(&self) -> bool {
+        true
+    }
 }

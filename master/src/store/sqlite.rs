@@ -14,6 +14,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct SqliteStore {
     conn: Connection,
     round_trips: u64,
+    /// `DIR/master.lock`: held (flock) by the active master of this store.
+    lock: std::fs::File,
+    dir: std::path::PathBuf,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -79,9 +82,20 @@ impl SqliteStore {
                 .map_err(err)?;
             }
         }
+        let lock_path = dir.join("master.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot open {}: {e}", lock_path.display()))
+            })?;
         Ok(SqliteStore {
             conn,
             round_trips: 0,
+            lock,
+            dir: dir.to_path_buf(),
         })
     }
 }
@@ -351,6 +365,29 @@ impl Store for SqliteStore {
 
     fn round_trips(&self) -> u64 {
         self.round_trips
+    }
+
+    /// A lock on `DIR/master.lock`, held for as long as this store is open.
+    fn acquire_lease(&mut self, owner: &str, _now: Millis, _ttl_ms: u64) -> StoreResult<Lease> {
+        use std::io::{Seek, Write};
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own.
+        let r = unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            let _ = self.lock.set_len(0);
+            let _ = self.lock.rewind();
+            let _ = self.lock.write_all(owner.as_bytes());
+            return Ok(Lease::Held);
+        }
+        let holder = std::fs::read_to_string(self.dir.join("master.lock")).unwrap_or_default();
+        Ok(Lease::Taken {
+            owner: holder.trim().to_string(),
+            until: 0,
+        })
+    }
+
+    fn lease_needs_renewal(&self) -> bool {
+        false
     }
 }
 
