@@ -20,7 +20,9 @@ mod blocked;
 #[cfg(test)]
 mod tests;
 
-use crate::store::{AttemptRecord, Batch, EngineRecord, JobRecord, Snapshot, TaskRecord};
+use crate::store::{
+    AttemptRecord, Batch, EngineRecord, JobRecord, PoolRecord, Snapshot, TaskRecord,
+};
 use drqueue_common::frames::Block;
 use drqueue_common::model::{
     Counts, EngineFacts, EngineId, EngineState, EngineView, JobId, JobSpec, JobStatus, JobView,
@@ -254,6 +256,8 @@ pub struct Scheduler {
     deleted_jobs: Vec<JobId>,
     attempts: Vec<AttemptRecord>,
     next_id_dirty: bool,
+    /// An engine joined or changed pools: rewrite the stored pools.
+    pools_dirty: bool,
 }
 
 impl Scheduler {
@@ -271,6 +275,7 @@ impl Scheduler {
             deleted_jobs: Vec::new(),
             attempts: Vec::new(),
             next_id_dirty: false,
+            pools_dirty: false,
         }
     }
 
@@ -642,6 +647,9 @@ impl Scheduler {
         let mut facts = facts;
         if facts.pools.is_empty() {
             facts.pools.push(DEFAULT_POOL.into());
+        }
+        if engine.facts.pools != facts.pools {
+            self.pools_dirty = true;
         }
         engine.facts = facts;
         engine.slots = slots.max(1);
@@ -1201,6 +1209,20 @@ impl Scheduler {
         batch.attempts = std::mem::take(&mut self.attempts);
         if std::mem::take(&mut self.next_id_dirty) {
             batch.next_job_id = Some(self.next_job_id);
+        }
+        if std::mem::take(&mut self.pools_dirty) {
+            let mut pools: BTreeMap<String, Vec<EngineId>> = BTreeMap::new();
+            for e in &self.engines {
+                for p in &e.facts.pools {
+                    pools.entry(p.clone()).or_default().push(e.id.clone());
+                }
+            }
+            batch.pools = Some(
+                pools
+                    .into_iter()
+                    .map(|(name, engines)| PoolRecord { name, engines })
+                    .collect(),
+            );
         }
         batch
     }

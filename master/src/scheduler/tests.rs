@@ -79,6 +79,7 @@ impl SimStore {
             jobs: self.jobs.values().cloned().collect(),
             tasks: self.tasks.values().cloned().collect(),
             engines: self.engines.values().cloned().collect(),
+            pools: Vec::new(),
             next_job_id: self.next_job_id,
         }
     }

@@ -59,7 +59,7 @@ fn one_master_holds_the_lease(open: Open) {
     }
 }
 
-fn job(id: JobId) -> JobRecord {
+pub(super) fn job(id: JobId) -> JobRecord {
     JobRecord {
         id,
         spec: JobSpec {
@@ -76,7 +76,7 @@ fn job(id: JobId) -> JobRecord {
     }
 }
 
-fn task(job: JobId, index: u32) -> TaskRecord {
+pub(super) fn task(job: JobId, index: u32) -> TaskRecord {
     TaskRecord {
         job,
         index,
@@ -95,7 +95,7 @@ fn task(job: JobId, index: u32) -> TaskRecord {
     }
 }
 
-fn engine(id: &str) -> EngineRecord {
+pub(super) fn engine(id: &str) -> EngineRecord {
     EngineRecord {
         id: id.into(),
         facts: EngineFacts {
@@ -142,6 +142,16 @@ fn a_batch_round_trips_and_replaces(open: Open) {
         tasks: vec![task(1, 0), task(1, 1), task(2, 0)],
         engines: vec![engine("e1")],
         next_job_id: Some(3),
+        pools: Some(vec![
+            PoolRecord {
+                name: "default".into(),
+                engines: vec!["e1".into()],
+            },
+            PoolRecord {
+                name: "gpu".into(),
+                engines: vec!["e1".into(), "e2".into()],
+            },
+        ]),
         ..Batch::default()
     };
     s.commit(&batch).expect("commit");
@@ -182,6 +192,32 @@ fn a_batch_round_trips_and_replaces(open: Open) {
     assert_eq!(snap.tasks, vec![done, cleared, task(2, 0)]);
     assert_eq!(snap.engines, vec![e1]);
     assert_eq!(snap.next_job_id, 3);
+    let pools: Vec<(String, usize)> = snap
+        .pools
+        .iter()
+        .map(|p| (p.name.clone(), p.engines.len()))
+        .collect();
+    assert_eq!(
+        pools,
+        vec![("default".to_string(), 1), ("gpu".to_string(), 2)]
+    );
+    // A later pool set replaces the whole of it.
+    s.commit(&Batch {
+        pools: Some(vec![PoolRecord {
+            name: "lookdev".into(),
+            engines: vec!["e3".into()],
+        }]),
+        ..Batch::default()
+    })
+    .expect("commit");
+    let pools: Vec<String> = s
+        .load()
+        .expect("load")
+        .pools
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(pools, vec!["lookdev".to_string()]);
 }
 
 fn state_survives_reopening(open: Open) {

@@ -118,6 +118,13 @@ pub struct AttemptRecord {
     pub counted: bool,
 }
 
+/// A pool and the engines in it (written whenever an engine's pools change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    pub name: String,
+    pub engines: Vec<EngineId>,
+}
+
 /// A chunk of an attempt's log at a byte offset. Chunks are idempotent: a
 /// chunk that starts before the stored end is trimmed, so an engine may
 /// re-send a whole log after a reconnect.
@@ -139,6 +146,8 @@ pub struct Batch {
     pub attempts: Vec<AttemptRecord>,
     pub logs: Vec<LogChunk>,
     pub next_job_id: Option<JobId>,
+    /// Every pool with its engines, replacing what is stored.
+    pub pools: Option<Vec<PoolRecord>>,
 }
 
 impl Batch {
@@ -150,6 +159,7 @@ impl Batch {
             && self.attempts.is_empty()
             && self.logs.is_empty()
             && self.next_job_id.is_none()
+            && self.pools.is_none()
     }
 
     /// How many records it writes.
@@ -169,6 +179,7 @@ pub struct Snapshot {
     pub jobs: Vec<JobRecord>,
     pub tasks: Vec<TaskRecord>,
     pub engines: Vec<EngineRecord>,
+    pub pools: Vec<PoolRecord>,
     pub next_job_id: JobId,
 }
 
@@ -279,6 +290,81 @@ mod tests {
         .expect("insert");
         let snap = s.load().expect("load survives bad rows");
         assert!(snap.jobs.is_empty() && snap.tasks.is_empty());
+    }
+
+    #[test]
+    fn mongo_stores_no_nulls() {
+        use mongodb::bson::{doc, Bson, Document};
+        fn has_null(b: &Bson) -> bool {
+            match b {
+                Bson::Null => true,
+                Bson::Document(d) => d.values().any(has_null),
+                Bson::Array(a) => a.iter().any(has_null),
+                _ => false,
+            }
+        }
+        let db = format!(
+            "nulls{}x{}",
+            std::process::id(),
+            drqueue_common::now_millis()
+        );
+        let Some(uri) = mongo_uri(&db) else {
+            return skipped();
+        };
+        let mut s = mongo::MongoStore::open(&uri).expect("open");
+        // Records full of absent optional values.
+        s.commit(&Batch {
+            jobs: vec![conformance::job(1)],
+            tasks: vec![conformance::task(1, 0)],
+            engines: vec![conformance::engine("e")],
+            attempts: vec![AttemptRecord {
+                attempt: AttemptKey {
+                    task: TaskKey { job: 1, index: 0 },
+                    attempt: 1,
+                },
+                engine: "e".into(),
+                ended_ms: 1,
+                outcome: Outcome::default(),
+                counted: false,
+            }],
+            logs: vec![LogChunk {
+                attempt: AttemptKey {
+                    task: TaskKey { job: 1, index: 0 },
+                    attempt: 1,
+                },
+                offset: 0,
+                data: vec![1],
+            }],
+            next_job_id: Some(2),
+            pools: Some(vec![PoolRecord {
+                name: "default".into(),
+                engines: vec!["e".into()],
+            }]),
+            ..Batch::default()
+        })
+        .expect("commit");
+        let raw = mongodb::sync::Client::with_uri_str(&uri)
+            .expect("client")
+            .database(&db);
+        let mut seen = 0;
+        for coll in [
+            "jobs", "tasks", "engines", "attempts", "logs", "pools", "meta",
+        ] {
+            for d in raw
+                .collection::<Document>(coll)
+                .find(doc! {})
+                .run()
+                .expect("find")
+            {
+                let d = d.expect("doc");
+                assert!(
+                    !has_null(&Bson::Document(d.clone())),
+                    "{coll} stores a null: {d}"
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 7, "every collection was written");
     }
 
     #[test]

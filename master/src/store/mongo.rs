@@ -63,7 +63,67 @@ struct AttemptDoc {
     job: i64,
     index: u32,
     attempt: u32,
-    record: AttemptRecord,
+    engine: String,
+    ended_ms: u64,
+    counted: bool,
+    outcome: OutcomeDoc,
+}
+
+/// [`Outcome`] as a document: absent values are left out, not stored as null.
+/// (The protocol type cannot skip fields: its wire format is not self-describing.)
+#[derive(Serialize, Deserialize)]
+struct OutcomeDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    wall_ms: u64,
+    cpu_ms: u64,
+    peak_rss_kb: u64,
+    timed_out: bool,
+    cancelled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    log_bytes: u64,
+}
+
+impl From<&Outcome> for OutcomeDoc {
+    fn from(o: &Outcome) -> Self {
+        OutcomeDoc {
+            exit_code: o.exit_code,
+            signal: o.signal,
+            wall_ms: o.wall_ms,
+            cpu_ms: o.cpu_ms,
+            peak_rss_kb: o.peak_rss_kb,
+            timed_out: o.timed_out,
+            cancelled: o.cancelled,
+            error: o.error.clone(),
+            log_bytes: o.log_bytes,
+        }
+    }
+}
+
+impl From<OutcomeDoc> for Outcome {
+    fn from(o: OutcomeDoc) -> Self {
+        Outcome {
+            exit_code: o.exit_code,
+            signal: o.signal,
+            wall_ms: o.wall_ms,
+            cpu_ms: o.cpu_ms,
+            peak_rss_kb: o.peak_rss_kb,
+            timed_out: o.timed_out,
+            cancelled: o.cancelled,
+            error: o.error,
+            log_bytes: o.log_bytes,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PoolDoc {
+    #[serde(rename = "_id")]
+    name: String,
+    engines: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -254,6 +314,7 @@ impl Store for MongoStore {
         let jobs: Vec<JobDoc> = self.load_all("jobs", doc! {}, doc! {"_id": 1})?;
         let tasks: Vec<TaskDoc> = self.load_all("tasks", doc! {}, doc! {})?;
         let engines: Vec<EngineDoc> = self.load_all("engines", doc! {}, doc! {})?;
+        let pools: Vec<PoolDoc> = self.load_all("pools", doc! {}, doc! {"_id": 1})?;
         let meta = self
             .coll("meta")
             .find_one(doc! {"_id": "meta"})
@@ -271,6 +332,13 @@ impl Store for MongoStore {
             jobs,
             tasks: tasks.into_iter().map(|t| t.task).collect(),
             engines: engines.into_iter().map(|e| e.engine).collect(),
+            pools: pools
+                .into_iter()
+                .map(|p| PoolRecord {
+                    name: p.name,
+                    engines: p.engines,
+                })
+                .collect(),
             next_job_id: next.max(max_id + 1),
         })
     }
@@ -327,7 +395,10 @@ impl Store for MongoStore {
                         job: k.task.job as i64,
                         index: k.task.index,
                         attempt: k.attempt,
-                        record: a.clone(),
+                        engine: a.engine.clone(),
+                        ended_ms: a.ended_ms,
+                        counted: a.counted,
+                        outcome: OutcomeDoc::from(&a.outcome),
                     })
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -377,6 +448,21 @@ impl Store for MongoStore {
             }
             self.round_trips += 4;
         }
+        if let Some(pools) = &b.pools {
+            // Small and rare (an engine joined or changed pools): rewrite all.
+            self.coll("pools").delete_many(doc! {}).run().map_err(err)?;
+            let docs = pools
+                .iter()
+                .map(|p| {
+                    to_doc(&PoolDoc {
+                        name: p.name.clone(),
+                        engines: p.engines.clone(),
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.round_trips += 1;
+            self.insert_new("pools", docs)?;
+        }
         if let Some(n) = b.next_job_id {
             let meta = to_doc(&MetaDoc {
                 id: "meta".into(),
@@ -401,7 +487,19 @@ impl Store for MongoStore {
     fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
         let filter = doc! {"job": task.job as i64, "index": task.index};
         let docs: Vec<AttemptDoc> = self.load_all("attempts", filter, doc! {"attempt": 1})?;
-        Ok(docs.into_iter().map(|d| d.record).collect())
+        Ok(docs
+            .into_iter()
+            .map(|d| AttemptRecord {
+                attempt: AttemptKey {
+                    task,
+                    attempt: d.attempt,
+                },
+                engine: d.engine,
+                ended_ms: d.ended_ms,
+                outcome: d.outcome.into(),
+                counted: d.counted,
+            })
+            .collect())
     }
 
     fn round_trips(&self) -> u64 {

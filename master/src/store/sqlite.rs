@@ -47,6 +47,7 @@ impl SqliteStore {
                  peak_rss_kb INTEGER, cpu_ms INTEGER,
                  PRIMARY KEY (job, idx)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS engines (id TEXT PRIMARY KEY, data TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, data TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS attempts (
                  job INTEGER NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
                  engine TEXT NOT NULL, ended_ms INTEGER NOT NULL, counted INTEGER NOT NULL,
@@ -184,6 +185,24 @@ impl Store for SqliteStore {
                 }
             }
         }
+        {
+            let mut st = self
+                .conn
+                .prepare("SELECT name, data FROM pools ORDER BY name")
+                .map_err(err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (name, data) = row.map_err(err)?;
+                match serde_json::from_str::<PoolRecord>(&data) {
+                    Ok(p) => snap.pools.push(p),
+                    Err(e) => {
+                        tracing::error!(pool = %name, "skipping stored pool that does not decode: {e}")
+                    }
+                }
+            }
+        }
         let next: Option<String> = self
             .conn
             .query_row(
@@ -295,6 +314,16 @@ impl Store for SqliteStore {
                     l.data
                 ])
                 .map_err(err)?;
+            }
+            if let Some(pools) = &b.pools {
+                tx.execute("DELETE FROM pools", []).map_err(err)?;
+                for p in pools {
+                    tx.execute(
+                        "INSERT INTO pools(name, data) VALUES (?1, ?2)",
+                        params![p.name, serde_json::to_string(p).map_err(err)?],
+                    )
+                    .map_err(err)?;
+                }
             }
             if let Some(n) = b.next_job_id {
                 tx.execute(

@@ -131,6 +131,9 @@ fn merge(into: &mut Batch, b: Batch) {
     if b.next_job_id.is_some() {
         into.next_job_id = b.next_job_id;
     }
+    if b.pools.is_some() {
+        into.pools = b.pools;
+    }
 }
 
 /// Commits, retrying with backoff while the store is unavailable. The master
