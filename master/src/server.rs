@@ -187,7 +187,8 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
 
     let stats = Arc::new(WriterStats::default());
     let (writer_tx, writer_rx) = mpsc::unbounded_channel();
-    let store_thread = writer::spawn(store, writer_rx, stats.clone());
+    let store_thread =
+        writer::spawn(store, writer_rx, stats.clone()).context("starting the store thread")?;
 
     let (socket, engines_endpoint) = router::bind(&opts.engines).await?;
     let listener = tokio::net::TcpListener::bind(&opts.http)

@@ -1003,7 +1003,9 @@ impl Scheduler {
             .iter()
             .enumerate()
             .any(|(i, o)| i as EngineIdx != e && o.accepts_work() && eligible(o, &job.spec));
-        let job = self.jobs.get_mut(&job_id).expect("checked above");
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return 0;
+        };
         let engine = &mut self.engines[e as usize];
         let mut batch = Vec::new();
         let mut skipped = Vec::new();

@@ -56,7 +56,7 @@ pub fn spawn(
     mut store: Box<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     stats: Arc<WriterStats>,
-) -> std::thread::JoinHandle<()> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("drqueue-store".into())
         .spawn(move || {
@@ -118,7 +118,6 @@ pub fn spawn(
                 }
             }
         })
-        .expect("spawning the store thread")
 }
 
 fn merge(into: &mut Batch, b: Batch) {
