@@ -3,7 +3,8 @@
 //! to do.
 
 use drqueue_common::model::{
-    ApiError, EngineView, JobId, JobSpec, JobStatus, JobView, PoolView, TaskStatus, TaskView,
+    ApiError, EngineView, JobId, JobSpec, JobStatus, JobView, LimitView, PoolView, TaskStatus,
+    TaskView,
 };
 use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
@@ -235,6 +236,22 @@ impl Client {
 
     pub fn pools(&self) -> Result<Vec<PoolView>> {
         self.get("/api/pools", &[])
+    }
+
+    pub fn limits(&self) -> Result<Vec<LimitView>> {
+        self.get("/api/limits", &[])
+    }
+
+    /// Sets a limit's token count (creating it).
+    pub fn set_limit(&self, name: &str, count: u32) -> Result<LimitView> {
+        let mut req = self.agent.put(self.url_for(&format!("/api/limits/{name}")));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let resp = req
+            .send_json(serde_json::json!({ "count": count }))
+            .map_err(|e| self.connect_error(e))?;
+        self.json(resp)
     }
 
     /// Polls until the job ends (or `timeout` passes), calling `progress`

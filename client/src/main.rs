@@ -97,6 +97,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List limits (named token counts) and how many are in use.
+    Limits {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a limit: `drqueue limit set houdini 5`.
+    Limit {
+        #[command(subcommand)]
+        action: LimitCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LimitCmd {
+    /// Set NAME to COUNT tokens (jobs name it with --limit NAME).
+    Set { name: String, count: u32 },
 }
 
 #[derive(Subcommand)]
@@ -485,6 +501,23 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
                 println!("engine {} enabled", e.name);
             }
         },
+        Cmd::Limits { json } => {
+            let limits = client.limits()?;
+            if json {
+                print_json(&limits)?;
+            } else {
+                println!("{:<20} {:>7} {:>7}", "LIMIT", "IN USE", "COUNT");
+                for l in limits {
+                    println!("{:<20} {:>7} {:>7}", l.name, l.in_use, l.count);
+                }
+            }
+        }
+        Cmd::Limit {
+            action: LimitCmd::Set { name, count },
+        } => {
+            let l = client.set_limit(&name, count)?;
+            println!("limit {} set to {} ({} in use)", l.name, l.count, l.in_use);
+        }
         Cmd::Pools { json } => {
             let pools = client.pools()?;
             if json {

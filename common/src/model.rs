@@ -448,6 +448,15 @@ pub struct PoolView {
     pub engines: u64,
 }
 
+/// A limit as `limits --json` shows it: a named count of tokens (licences,
+/// say); each running task of a job that names it holds one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitView {
+    pub name: String,
+    pub count: u32,
+    pub in_use: u32,
+}
+
 /// The body of an error answer from the HTTP API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

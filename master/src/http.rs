@@ -53,6 +53,8 @@ pub fn router(events: mpsc::UnboundedSender<Event>, tokens: Vec<String>) -> Rout
         .route("/api/engines/{id}", get(show_engine))
         .route("/api/engines/{id}/{action}", post(control_engine))
         .route("/api/pools", get(list_pools))
+        .route("/api/limits", get(list_limits))
+        .route("/api/limits/{name}", axum::routing::put(set_limit))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -474,6 +476,39 @@ async fn list_pools(State(s): State<ApiState>) -> ApiResult {
     })
     .await?;
     Ok(Json(pools).into_response())
+}
+
+async fn list_limits(State(s): State<ApiState>) -> ApiResult {
+    let limits = on_core(&s, |c| c.sched.limit_views()).await?;
+    Ok(Json(limits).into_response())
+}
+
+#[derive(Deserialize)]
+struct LimitBody {
+    count: u32,
+}
+
+async fn set_limit(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<LimitBody>, JsonRejection>,
+) -> ApiResult {
+    let Json(LimitBody { count }) = body.map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad limit: {} (send {{\"count\": N}})", e.body_text()),
+        )
+    })?;
+    let result = on_core(&s, move |c| {
+        c.sched.set_limit(&name, count)?;
+        Ok(c.sched.limit_views().into_iter().find(|l| l.name == name))
+    })
+    .await?;
+    match result {
+        Ok(Some(view)) => Ok(Json(view).into_response()),
+        Ok(None) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "limit vanished")),
+        Err(e) => Err(request_error(e)),
+    }
 }
 
 async fn dashboard() -> Html<&'static str> {

@@ -381,3 +381,55 @@ fn log_follow_streams_a_running_attempt_until_it_ends() {
         "line 1\nline 2\nline 3\n"
     );
 }
+
+#[test]
+fn a_limit_of_one_never_lets_two_tasks_overlap() {
+    let mut farm = Farm::start();
+    farm.engine("a", &["--slots", "2"]);
+    farm.engine("b", &["--slots", "2"]);
+    farm.wait_engines(2);
+    let out = farm.drqueue(&["limit", "set", "lic", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = farm.submit(&["--frames", "1-4", "--limit", "lic", "--", "sleep", "0.3"]);
+    let c = farm.client();
+    eventually(LONG, "a task to hold the token", || {
+        let l = c.limits().ok()?;
+        (l.len() == 1 && l[0].in_use == 1).then_some(())
+    });
+    let show: serde_json::Value =
+        serde_json::from_slice(&farm.drqueue(&["show", &id.to_string(), "--json"]).stdout).unwrap();
+    assert_eq!(
+        show["blocked"],
+        serde_json::json!(["limit `lic` 1/1 in use"])
+    );
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let mut spans: Vec<(u64, u64)> = c
+        .tasks(id, None)
+        .unwrap()
+        .iter()
+        .map(|t| (t.started_ms.unwrap(), t.ended_ms.unwrap()))
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "tasks overlapped: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let limits: serde_json::Value =
+        serde_json::from_slice(&farm.drqueue(&["limits", "--json"]).stdout).unwrap();
+    assert_eq!(
+        limits,
+        serde_json::json!([{"name": "lic", "count": 1, "in_use": 0}])
+    );
+    // The limit survives a master restart.
+    farm.kill_master();
+    farm.start_master();
+    assert_eq!(farm.client().limits().unwrap()[0].count, 1);
+}

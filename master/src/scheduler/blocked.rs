@@ -113,6 +113,20 @@ impl Scheduler {
         if !reasons.is_empty() {
             return reasons;
         }
+        let limits = self.limit_views();
+        for name in &spec.limits {
+            if let Some(l) = limits.iter().find(|l| l.name == *name) {
+                if l.in_use >= l.count {
+                    reasons.push(format!(
+                        "limit `{}` {}/{} in use",
+                        l.name, l.in_use, l.count
+                    ));
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            return reasons;
+        }
         let fitting: Vec<_> = usable.iter().filter(|e| eligible(e, spec)).collect();
         if !fitting.is_empty() && fitting.iter().all(|e| e.credit() == 0) {
             reasons.push(format!(

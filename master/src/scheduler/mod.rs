@@ -21,7 +21,7 @@ mod blocked;
 mod tests;
 
 use crate::store::{
-    AttemptRecord, Batch, EngineRecord, JobRecord, PoolRecord, Snapshot, TaskRecord,
+    AttemptRecord, Batch, EngineRecord, JobRecord, LimitRecord, PoolRecord, Snapshot, TaskRecord,
 };
 use drqueue_common::frames::Block;
 use drqueue_common::model::{
@@ -258,6 +258,10 @@ pub struct Scheduler {
     next_id_dirty: bool,
     /// An engine joined or changed pools: rewrite the stored pools.
     pools_dirty: bool,
+    /// Configured limits: name → tokens. A limit a job names but nobody set
+    /// does not constrain it.
+    limits: BTreeMap<String, u32>,
+    dirty_limits: BTreeSet<String>,
 }
 
 impl Scheduler {
@@ -276,6 +280,8 @@ impl Scheduler {
             attempts: Vec::new(),
             next_id_dirty: false,
             pools_dirty: false,
+            limits: BTreeMap::new(),
+            dirty_limits: BTreeSet::new(),
         }
     }
 
@@ -289,6 +295,7 @@ impl Scheduler {
     pub fn restore(cfg: Config, snap: Snapshot, now: Millis) -> Scheduler {
         let mut s = Scheduler::new(cfg);
         s.next_job_id = snap.next_job_id.max(1);
+        s.limits = snap.limits.into_iter().map(|l| (l.name, l.count)).collect();
         for rec in snap.engines {
             let idx = s.intern_engine(&rec.id);
             let e = &mut s.engines[idx as usize];
@@ -577,6 +584,70 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Sets (or changes) a limit's token count. Lowering it below what is in
+    /// use stops new tasks until enough finish; nothing running is killed.
+    pub fn set_limit(&mut self, name: &str, count: u32) -> Result<(), RequestError> {
+        let simple = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !simple {
+            return Err(RequestError::Invalid(format!(
+                "limit name {name:?} is not valid: use letters, digits, '-', '_' and '.'"
+            )));
+        }
+        self.limits.insert(name.to_string(), count);
+        self.dirty_limits.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Tokens held now, per limit: one per attempt an engine holds (a task
+    /// being cancelled keeps its token until it has really ended).
+    fn tokens_in_use(&self) -> HashMap<&str, u32> {
+        let mut used: HashMap<&str, u32> = HashMap::new();
+        for e in &self.engines {
+            for key in e.held.keys() {
+                if let Some(job) = self.jobs.get(&key.task.job) {
+                    for l in &job.spec.limits {
+                        *used.entry(l.as_str()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        used
+    }
+
+    /// How many more tasks of a job its limits allow to start now.
+    fn limit_room(&self, spec: &JobSpec) -> u32 {
+        let named: Vec<(&String, u32)> = spec
+            .limits
+            .iter()
+            .filter_map(|l| self.limits.get(l).map(|c| (l, *c)))
+            .collect();
+        if named.is_empty() {
+            return u32::MAX;
+        }
+        let used = self.tokens_in_use();
+        named
+            .iter()
+            .map(|(l, count)| count.saturating_sub(used.get(l.as_str()).copied().unwrap_or(0)))
+            .min()
+            .unwrap_or(u32::MAX)
+    }
+
+    pub fn limit_views(&self) -> Vec<drqueue_common::model::LimitView> {
+        let used = self.tokens_in_use();
+        self.limits
+            .iter()
+            .map(|(name, count)| drqueue_common::model::LimitView {
+                name: name.clone(),
+                count: *count,
+                in_use: used.get(name.as_str()).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
     pub fn set_engine_disabled(&mut self, id: &str, disabled: bool) -> Result<(), RequestError> {
         let idx = *self
             .engine_index
@@ -673,6 +744,12 @@ impl Scheduler {
     /// Adopt it when the task is still waiting to run (a restarted master
     /// lost the assignment); otherwise the engine must drop it.
     fn adopt(&mut self, e: EngineIdx, key: AttemptKey, now: Millis) -> bool {
+        // Adopting takes limit tokens like any start: with none free (the
+        // task's tokens went to others while this engine was away), drop it.
+        match self.jobs.get(&key.task.job) {
+            Some(job) if self.limit_room(&job.spec) > 0 => {}
+            _ => return false,
+        }
         let Some(job) = self.jobs.get_mut(&key.task.job) else {
             return false;
         };
@@ -997,6 +1074,10 @@ impl Scheduler {
         {
             return 0;
         }
+        let max = max.min(self.limit_room(&job.spec));
+        if max == 0 {
+            return 0;
+        }
         // Retries avoid the engine that failed them, unless no other could run them.
         let others_can_run = self
             .engines
@@ -1211,6 +1292,14 @@ impl Scheduler {
         batch.attempts = std::mem::take(&mut self.attempts);
         if std::mem::take(&mut self.next_id_dirty) {
             batch.next_job_id = Some(self.next_job_id);
+        }
+        for name in std::mem::take(&mut self.dirty_limits) {
+            if let Some(count) = self.limits.get(&name) {
+                batch.limits.push(LimitRecord {
+                    name,
+                    count: *count,
+                });
+            }
         }
         if std::mem::take(&mut self.pools_dirty) {
             let mut pools: BTreeMap<String, Vec<EngineId>> = BTreeMap::new();

@@ -3,7 +3,7 @@
 //! and a simulated store (so master restarts go through `restore`).
 
 use super::*;
-use crate::store::{JobRecord, TaskRecord};
+use crate::store::{JobRecord, LimitRecord, TaskRecord};
 use drqueue_common::model::{Dependency, Requirements};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -52,6 +52,7 @@ struct SimStore {
     jobs: BTreeMap<JobId, JobRecord>,
     tasks: BTreeMap<TaskKey, TaskRecord>,
     engines: BTreeMap<String, EngineRecord>,
+    limits: BTreeMap<String, u32>,
     next_job_id: JobId,
 }
 
@@ -73,6 +74,9 @@ impl SimStore {
         if let Some(n) = b.next_job_id {
             self.next_job_id = n;
         }
+        for l in b.limits {
+            self.limits.insert(l.name, l.count);
+        }
     }
     fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -80,6 +84,14 @@ impl SimStore {
             tasks: self.tasks.values().cloned().collect(),
             engines: self.engines.values().cloned().collect(),
             pools: Vec::new(),
+            limits: self
+                .limits
+                .iter()
+                .map(|(n, c)| LimitRecord {
+                    name: n.clone(),
+                    count: *c,
+                })
+                .collect(),
             next_job_id: self.next_job_id,
         }
     }
@@ -265,6 +277,27 @@ impl Sim {
         for (t, n) in live_holders {
             prop_assert!(n <= 1, "task {t} is held by {n} engines");
         }
+        // The master never hands out more tokens of a limit than it has.
+        let licensed = self
+            .s
+            .engines()
+            .iter()
+            .flat_map(|e| e.held.iter())
+            .filter(|(k, h)| {
+                !h.cancelling
+                    && self
+                        .s
+                        .jobs
+                        .get(&k.task.job)
+                        .is_some_and(|j| j.spec.limits.iter().any(|l| l == "lic"))
+            })
+            .count() as u32;
+        prop_assert!(
+            licensed <= LICENCES,
+            "{} tasks hold a `lic` token, the limit is {}",
+            licensed,
+            LICENCES
+        );
         for e in &self.engines {
             prop_assert!(
                 e.peak as u32 <= e.hwm,
@@ -334,8 +367,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Jobs of an even number of frames take a token of this limit.
+const LICENCES: u32 = 2;
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut sim = Sim::new();
+    sim.s.set_limit("lic", LICENCES).expect("valid limit");
     sim.add_engine(vec!["default"], 1, 2);
     let mut stopped: Vec<bool> = vec![false; 64];
     for op in ops {
@@ -348,6 +385,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 max_attempts,
             } => {
                 let mut sp = spec(&format!("1-{frames}"), blocksize);
+                if frames % 2 == 0 {
+                    sp.limits = vec!["lic".into()];
+                }
                 sp.priority = priority;
                 sp.pool = POOLS[pool].into();
                 sp.max_attempts = max_attempts;
@@ -763,4 +803,31 @@ fn a_result_delivered_with_the_register_is_not_run_again() {
     );
     let view = sim.s.job_view(id, sim.now).unwrap();
     assert_eq!(view.counts.get(TaskStatus::Done), 1);
+}
+
+#[test]
+fn a_limit_caps_running_tasks_and_says_so() {
+    let mut sim = Sim::new();
+    sim.s.set_limit("nuke", 1).unwrap();
+    sim.add_engine(vec!["default"], 2, 2);
+    sim.add_engine(vec!["default"], 2, 2);
+    let mut fx = Effects::default();
+    let mut sp = spec("1-4", 1);
+    sp.limits = vec!["nuke".into()];
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let held: usize = sim.engines.iter().map(|e| e.held.len()).sum();
+    assert_eq!(held, 1, "one token, one task");
+    assert_eq!(
+        sim.s.blocked_reasons(id, sim.now),
+        vec!["limit `nuke` 1/1 in use".to_string()]
+    );
+    let views = sim.s.limit_views();
+    assert_eq!((views[0].count, views[0].in_use), (1, 1));
+    for _ in 0..4 {
+        let e = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
+        sim.finish(e, 0, true);
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
+    assert!(sim.s.set_limit("bad name", 1).is_err());
 }

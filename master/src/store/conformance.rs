@@ -142,6 +142,16 @@ fn a_batch_round_trips_and_replaces(open: Open) {
         tasks: vec![task(1, 0), task(1, 1), task(2, 0)],
         engines: vec![engine("e1")],
         next_job_id: Some(3),
+        limits: vec![
+            LimitRecord {
+                name: "nuke".into(),
+                count: 5,
+            },
+            LimitRecord {
+                name: "houdini".into(),
+                count: 2,
+            },
+        ],
         pools: Some(vec![
             PoolRecord {
                 name: "default".into(),
@@ -200,6 +210,21 @@ fn a_batch_round_trips_and_replaces(open: Open) {
     assert_eq!(
         pools,
         vec![("default".to_string(), 1), ("gpu".to_string(), 2)]
+    );
+    let mut limits = snap.limits.clone();
+    limits.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        limits,
+        vec![
+            LimitRecord {
+                name: "houdini".into(),
+                count: 2
+            },
+            LimitRecord {
+                name: "nuke".into(),
+                count: 5
+            },
+        ]
     );
     // A later pool set replaces the whole of it.
     s.commit(&Batch {

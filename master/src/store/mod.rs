@@ -125,6 +125,13 @@ pub struct PoolRecord {
     pub engines: Vec<EngineId>,
 }
 
+/// A limit: a named count of tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitRecord {
+    pub name: String,
+    pub count: u32,
+}
+
 /// A chunk of an attempt's log at a byte offset. Chunks are idempotent: a
 /// chunk that starts before the stored end is trimmed, so an engine may
 /// re-send a whole log after a reconnect.
@@ -148,6 +155,8 @@ pub struct Batch {
     pub next_job_id: Option<JobId>,
     /// Every pool with its engines, replacing what is stored.
     pub pools: Option<Vec<PoolRecord>>,
+    /// Limits to insert or replace.
+    pub limits: Vec<LimitRecord>,
 }
 
 impl Batch {
@@ -160,6 +169,7 @@ impl Batch {
             && self.logs.is_empty()
             && self.next_job_id.is_none()
             && self.pools.is_none()
+            && self.limits.is_empty()
     }
 
     /// How many records it writes.
@@ -180,6 +190,7 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRecord>,
     pub engines: Vec<EngineRecord>,
     pub pools: Vec<PoolRecord>,
+    pub limits: Vec<LimitRecord>,
     pub next_job_id: JobId,
 }
 

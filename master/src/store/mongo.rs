@@ -120,6 +120,13 @@ impl From<OutcomeDoc> for Outcome {
 }
 
 #[derive(Serialize, Deserialize)]
+struct LimitDoc {
+    #[serde(rename = "_id")]
+    name: String,
+    count: u32,
+}
+
+#[derive(Serialize, Deserialize)]
 struct PoolDoc {
     #[serde(rename = "_id")]
     name: String,
@@ -315,6 +322,7 @@ impl Store for MongoStore {
         let tasks: Vec<TaskDoc> = self.load_all("tasks", doc! {}, doc! {})?;
         let engines: Vec<EngineDoc> = self.load_all("engines", doc! {}, doc! {})?;
         let pools: Vec<PoolDoc> = self.load_all("pools", doc! {}, doc! {"_id": 1})?;
+        let limits: Vec<LimitDoc> = self.load_all("limits", doc! {}, doc! {"_id": 1})?;
         let meta = self
             .coll("meta")
             .find_one(doc! {"_id": "meta"})
@@ -337,6 +345,13 @@ impl Store for MongoStore {
                 .map(|p| PoolRecord {
                     name: p.name,
                     engines: p.engines,
+                })
+                .collect(),
+            limits: limits
+                .into_iter()
+                .map(|l| LimitRecord {
+                    name: l.name,
+                    count: l.count,
                 })
                 .collect(),
             next_job_id: next.max(max_id + 1),
@@ -447,6 +462,19 @@ impl Store for MongoStore {
                     .map_err(err)?;
             }
             self.round_trips += 4;
+        }
+        if !b.limits.is_empty() {
+            let docs = b
+                .limits
+                .iter()
+                .map(|l| {
+                    to_doc(&LimitDoc {
+                        name: l.name.clone(),
+                        count: l.count,
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.upsert("limits", docs)?;
         }
         if let Some(pools) = &b.pools {
             // Small and rare (an engine joined or changed pools): rewrite all.

@@ -48,6 +48,7 @@ impl SqliteStore {
                  PRIMARY KEY (job, idx)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS engines (id TEXT PRIMARY KEY, data TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, data TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS limits (name TEXT PRIMARY KEY, count INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS attempts (
                  job INTEGER NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
                  engine TEXT NOT NULL, ended_ms INTEGER NOT NULL, counted INTEGER NOT NULL,
@@ -188,6 +189,26 @@ impl Store for SqliteStore {
         {
             let mut st = self
                 .conn
+                .prepare("SELECT name, count FROM limits ORDER BY name")
+                .map_err(err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(LimitRecord {
+                        name: r.get(0)?,
+                        count: r.get(1)?,
+                    })
+                })
+                .map_err(err)?;
+            for row in rows {
+                match row {
+                    Ok(l) => snap.limits.push(l),
+                    Err(e) => tracing::error!("skipping stored limit that does not decode: {e}"),
+                }
+            }
+        }
+        {
+            let mut st = self
+                .conn
                 .prepare("SELECT name, data FROM pools ORDER BY name")
                 .map_err(err)?;
             let rows = st
@@ -313,6 +334,13 @@ impl Store for SqliteStore {
                     l.offset as i64,
                     l.data
                 ])
+                .map_err(err)?;
+            }
+            for l in &b.limits {
+                tx.execute(
+                    "INSERT OR REPLACE INTO limits(name, count) VALUES (?1, ?2)",
+                    params![l.name, l.count],
+                )
                 .map_err(err)?;
             }
             if let Some(pools) = &b.pools {

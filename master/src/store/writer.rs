@@ -133,6 +133,7 @@ fn merge(into: &mut Batch, b: Batch) {
     if b.pools.is_some() {
         into.pools = b.pools;
     }
+    into.limits.extend(b.limits);
 }
 
 /// Commits, retrying with backoff while the store is unavailable. The master
