@@ -316,6 +316,11 @@ fn to_doc<T: Serialize>(v: &T) -> StoreResult<Document> {
     bson::to_document(v).map_err(err)
 }
 
+/// Each item as the document `f` makes of it.
+fn docs<T, D: Serialize>(items: &[T], f: impl Fn(&T) -> D) -> StoreResult<Vec<Document>> {
+    items.iter().map(|i| to_doc(&f(i))).collect()
+}
+
 impl Store for MongoStore {
     fn load(&mut self) -> StoreResult<Snapshot> {
         let jobs: Vec<JobDoc> = self.load_all("jobs", doc! {}, doc! {"_id": 1})?;
@@ -359,96 +364,70 @@ impl Store for MongoStore {
     }
 
     fn commit(&mut self, b: &Batch) -> StoreResult<()> {
-        if !b.jobs.is_empty() {
-            let docs = b
-                .jobs
-                .iter()
-                .map(|j| {
-                    to_doc(&JobDoc {
-                        id: j.id as i64,
-                        status: j.status.as_str().into(),
-                        job: j.clone(),
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.upsert("jobs", docs)?;
-        }
-        if !b.tasks.is_empty() {
-            let docs = b
-                .tasks
-                .iter()
-                .map(|t| {
-                    to_doc(&TaskDoc {
-                        id: task_id(t.job, t.index),
-                        task: t.clone(),
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.upsert("tasks", docs)?;
-        }
-        if !b.engines.is_empty() {
-            let docs = b
-                .engines
-                .iter()
-                .map(|e| {
-                    to_doc(&EngineDoc {
-                        id: e.id.clone(),
-                        engine: e.clone(),
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.upsert("engines", docs)?;
-        }
-        if !b.attempts.is_empty() {
-            let docs = b
-                .attempts
-                .iter()
-                .map(|a| {
-                    let k = a.attempt;
-                    to_doc(&AttemptDoc {
-                        id: format!("{}.{}", task_id(k.task.job, k.task.index), k.attempt),
-                        job: k.task.job as i64,
-                        index: k.task.index,
-                        attempt: k.attempt,
-                        engine: a.engine.clone(),
-                        ended_ms: a.ended_ms,
-                        counted: a.counted,
-                        outcome: OutcomeDoc::from(&a.outcome),
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.upsert("attempts", docs)?;
-        }
-        if !b.logs.is_empty() {
-            let docs = b
-                .logs
-                .iter()
-                .map(|l| {
-                    let k = l.attempt;
-                    to_doc(&LogDoc {
-                        // The length is part of the id: a re-sent log may
-                        // start at a stored offset with more bytes, and both
-                        // are kept (reading stitches overlaps).
-                        id: format!(
-                            "{}.{}.{}+{}",
-                            task_id(k.task.job, k.task.index),
-                            k.attempt,
-                            l.offset,
-                            l.data.len()
-                        ),
-                        job: k.task.job as i64,
-                        index: k.task.index,
-                        attempt: k.attempt,
-                        offset: l.offset as i64,
-                        data: Binary {
-                            subtype: bson::spec::BinarySubtype::Generic,
-                            bytes: l.data.clone(),
-                        },
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.insert_new("logs", docs)?;
-        }
+        self.upsert(
+            "jobs",
+            docs(&b.jobs, |j| JobDoc {
+                id: j.id as i64,
+                status: j.status.as_str().into(),
+                job: j.clone(),
+            })?,
+        )?;
+        self.upsert(
+            "tasks",
+            docs(&b.tasks, |t| TaskDoc {
+                id: task_id(t.job, t.index),
+                task: t.clone(),
+            })?,
+        )?;
+        self.upsert(
+            "engines",
+            docs(&b.engines, |e| EngineDoc {
+                id: e.id.clone(),
+                engine: e.clone(),
+            })?,
+        )?;
+        self.upsert(
+            "attempts",
+            docs(&b.attempts, |a| {
+                let k = a.attempt;
+                AttemptDoc {
+                    id: format!("{}.{}", task_id(k.task.job, k.task.index), k.attempt),
+                    job: k.task.job as i64,
+                    index: k.task.index,
+                    attempt: k.attempt,
+                    engine: a.engine.clone(),
+                    ended_ms: a.ended_ms,
+                    counted: a.counted,
+                    outcome: OutcomeDoc::from(&a.outcome),
+                }
+            })?,
+        )?;
+        self.insert_new(
+            "logs",
+            docs(&b.logs, |l| {
+                let k = l.attempt;
+                LogDoc {
+                    // The length is part of the id: a re-sent log may start at
+                    // a stored offset with more bytes, and both are kept
+                    // (reading stitches overlaps).
+                    id: format!(
+                        "{}.{}.{}+{}",
+                        task_id(k.task.job, k.task.index),
+                        k.attempt,
+                        l.offset,
+                        l.data.len()
+                    ),
+                    job: k.task.job as i64,
+                    index: k.task.index,
+                    attempt: k.attempt,
+                    offset: l.offset as i64,
+                    data: Binary {
+                        subtype: bson::spec::BinarySubtype::Generic,
+                        bytes: l.data.clone(),
+                    },
+                }
+            })?,
+        )?;
         for id in &b.deleted_jobs {
             let job = *id as i64;
             self.coll("jobs")
@@ -463,33 +442,22 @@ impl Store for MongoStore {
             }
             self.round_trips += 4;
         }
-        if !b.limits.is_empty() {
-            let docs = b
-                .limits
-                .iter()
-                .map(|l| {
-                    to_doc(&LimitDoc {
-                        name: l.name.clone(),
-                        count: l.count,
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.upsert("limits", docs)?;
-        }
+        self.upsert(
+            "limits",
+            docs(&b.limits, |l| LimitDoc {
+                name: l.name.clone(),
+                count: l.count,
+            })?,
+        )?;
         if let Some(pools) = &b.pools {
             // Small and rare (an engine joined or changed pools): rewrite all.
             self.coll("pools").delete_many(doc! {}).run().map_err(err)?;
-            let docs = pools
-                .iter()
-                .map(|p| {
-                    to_doc(&PoolDoc {
-                        name: p.name.clone(),
-                        engines: p.engines.clone(),
-                    })
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
             self.round_trips += 1;
-            self.insert_new("pools", docs)?;
+            let pools = docs(pools, |p| PoolDoc {
+                name: p.name.clone(),
+                engines: p.engines.clone(),
+            })?;
+            self.insert_new("pools", pools)?;
         }
         if let Some(n) = b.next_job_id {
             let meta = to_doc(&MetaDoc {
