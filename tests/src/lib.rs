@@ -368,6 +368,21 @@ impl Farm {
             .expect("submit prints the job id")
     }
 
+    /// Submits a job whose every task appends a line to `runs/<task>.txt`
+    /// (so a second run of a task shows), prints `task N`, then sleeps.
+    pub fn submit_counting(&self, frames: &str, sleep: &str) -> JobId {
+        std::fs::create_dir_all(self.dir.join("runs")).expect("runs dir");
+        let command = format!("echo run >> runs/$0.txt; echo task $0; sleep {sleep}");
+        self.submit(&["--frames", frames, "--", "sh", "-c", &command, "{task}"])
+    }
+
+    /// How many times a task of [`Farm::submit_counting`]'s job ran.
+    pub fn runs_of(&self, task: u32) -> usize {
+        std::fs::read_to_string(self.dir.join(format!("runs/{task}.txt")))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
     /// Waits for a job to end and returns its final view.
     pub fn wait_job(&self, id: JobId, limit: Duration) -> JobView {
         let c = self.client();

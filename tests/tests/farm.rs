@@ -6,6 +6,19 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(120);
 
+/// A task's attempt history from the HTTP API.
+fn attempts_of(farm: &Farm, job: u64, task: u32) -> serde_json::Value {
+    ureq::get(format!(
+        "{}/api/jobs/{job}/tasks/{task}/attempts",
+        farm.http
+    ))
+    .call()
+    .unwrap()
+    .into_body()
+    .read_json()
+    .unwrap()
+}
+
 #[test]
 fn two_engines_render_every_frame_exactly_once() {
     let mut farm = Farm::start();
@@ -78,13 +91,7 @@ fn two_engines_render_every_frame_exactly_once() {
     }
     assert_eq!(show["counts"].as_object().unwrap().len(), 7);
     // Each task's attempt history, its completing attempt included.
-    let attempts: serde_json::Value =
-        ureq::get(format!("{}/api/jobs/{id}/tasks/0/attempts", farm.http))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_json()
-            .unwrap();
+    let attempts: serde_json::Value = attempts_of(&farm, id, 0);
     let attempts = attempts.as_array().unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(
@@ -241,13 +248,7 @@ fn a_failing_command_is_retried_then_fails_the_job_with_a_log_per_attempt() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no attempt 9"));
     // Every failed attempt is in the history.
-    let history: serde_json::Value =
-        ureq::get(format!("{}/api/jobs/{id}/tasks/0/attempts", farm.http))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_json()
-            .unwrap();
+    let history: serde_json::Value = attempts_of(&farm, id, 0);
     let codes: Vec<i64> = history
         .as_array()
         .unwrap()

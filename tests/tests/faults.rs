@@ -7,26 +7,6 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(180);
 
-/// Each task appends a line to runs/<task>.txt, so a second run shows.
-fn counting_job(farm: &Farm, frames: &str, sleep: &str) -> u64 {
-    std::fs::create_dir_all(farm.dir.join("runs")).unwrap();
-    farm.submit(&[
-        "--frames",
-        frames,
-        "--",
-        "sh",
-        "-c",
-        &format!("echo run >> runs/$0.txt; sleep {sleep}"),
-        "{task}",
-    ])
-}
-
-fn runs_of(farm: &Farm, task: u32) -> usize {
-    std::fs::read_to_string(farm.dir.join(format!("runs/{task}.txt")))
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-}
-
 fn running_on(farm: &Farm, job: u64, engine_name: &str) -> bool {
     let c = farm.client();
     let id = c
@@ -47,7 +27,7 @@ fn a_task_on_a_killed_engine_runs_elsewhere() {
     let victim = farm.engine("victim", &[]);
     farm.engine("survivor", &[]);
     farm.wait_engines(2);
-    let id = counting_job(&farm, "1-4", "1");
+    let id = farm.submit_counting("1-4", "1");
     eventually(LONG, "a task running on the victim", || {
         running_on(&farm, id, "victim").then_some(())
     });
@@ -59,7 +39,7 @@ fn a_task_on_a_killed_engine_runs_elsewhere() {
     let victim = engines.iter().find(|e| e.name == "victim").unwrap();
     assert_eq!(victim.state.as_str(), "offline");
     for t in 0..4 {
-        assert!(runs_of(&farm, t) >= 1);
+        assert!(farm.runs_of(t) >= 1);
     }
 }
 
@@ -69,7 +49,7 @@ fn a_stopped_engine_is_noticed_and_its_late_result_does_not_double_count() {
     let frozen = farm.engine("frozen", &[]);
     farm.engine("awake", &[]);
     farm.wait_engines(2);
-    let id = counting_job(&farm, "1-4", "1");
+    let id = farm.submit_counting("1-4", "1");
     eventually(LONG, "a task running on the frozen engine", || {
         running_on(&farm, id, "frozen").then_some(())
     });
@@ -103,7 +83,7 @@ fn the_farm_carries_on_after_the_master_is_killed_and_restarted() {
     farm.engine("a", &["--slots", "2"]);
     farm.engine("b", &["--slots", "2"]);
     farm.wait_engines(2);
-    let id = counting_job(&farm, "1-24", "0.3");
+    let id = farm.submit_counting("1-24", "0.3");
     let c = farm.client();
     eventually(LONG, "some tasks done", || {
         (c.job(id).ok()?.counts.get(TaskStatus::Done) >= 4).then_some(())
@@ -116,10 +96,10 @@ fn the_farm_carries_on_after_the_master_is_killed_and_restarted() {
     assert_eq!(job.counts.get(TaskStatus::Done), 24);
     for t in 0..24 {
         assert_eq!(
-            runs_of(&farm, t),
+            farm.runs_of(t),
             1,
             "task {t} ran {} times; the engines survived, so once was enough",
-            runs_of(&farm, t)
+            farm.runs_of(t)
         );
     }
     // A job submitted after the restart runs too, with ids carrying on.

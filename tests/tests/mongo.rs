@@ -16,16 +16,7 @@ fn a_farm_on_mongodb_survives_a_killed_master_with_nothing_run_twice() {
     farm.engine("a", &["--slots", "2"]);
     farm.engine("b", &["--slots", "2"]);
     farm.wait_engines(2);
-    std::fs::create_dir_all(farm.dir.join("runs")).unwrap();
-    let id = farm.submit(&[
-        "--frames",
-        "1-16",
-        "--",
-        "sh",
-        "-c",
-        "echo run >> runs/$0.txt; echo task $0; sleep 0.3",
-        "{task}",
-    ]);
+    let id = farm.submit_counting("1-16", "0.3");
     let c = farm.client();
     eventually(LONG, "some tasks done", || {
         (c.job(id).ok()?.counts.get(TaskStatus::Done) >= 3).then_some(())
@@ -38,14 +29,7 @@ fn a_farm_on_mongodb_survives_a_killed_master_with_nothing_run_twice() {
         (JobStatus::Done, 16)
     );
     for t in 0..16 {
-        let runs =
-            std::fs::read_to_string(farm.dir.join(format!("runs/{t}.txt"))).unwrap_or_default();
-        assert_eq!(
-            runs.lines().count(),
-            1,
-            "task {t} ran {} times",
-            runs.lines().count()
-        );
+        assert_eq!(farm.runs_of(t), 1, "task {t} ran {} times", farm.runs_of(t));
     }
     // Logs and engines live in MongoDB too.
     let log = farm.drqueue(&["log", &id.to_string(), "5"]);
@@ -69,16 +53,7 @@ fn a_mongodb_outage_of_ten_seconds_loses_nothing() {
     farm.engine("a", &["--slots", "2"]);
     farm.engine("b", &["--slots", "2"]);
     farm.wait_engines(2);
-    std::fs::create_dir_all(farm.dir.join("runs")).unwrap();
-    let id = farm.submit(&[
-        "--frames",
-        "1-40",
-        "--",
-        "sh",
-        "-c",
-        "echo run >> runs/$0.txt; sleep 0.3",
-        "{task}",
-    ]);
+    let id = farm.submit_counting("1-40", "0.3");
     let c = farm.client();
     eventually(LONG, "some tasks done", || {
         (c.job(id).ok()?.counts.get(TaskStatus::Done) >= 4).then_some(())
@@ -95,14 +70,7 @@ fn a_mongodb_outage_of_ten_seconds_loses_nothing() {
         (JobStatus::Done, 40)
     );
     for t in 0..40 {
-        let runs =
-            std::fs::read_to_string(farm.dir.join(format!("runs/{t}.txt"))).unwrap_or_default();
-        assert_eq!(
-            runs.lines().count(),
-            1,
-            "task {t} ran {} times",
-            runs.lines().count()
-        );
+        assert_eq!(farm.runs_of(t), 1, "task {t} ran {} times", farm.runs_of(t));
     }
     // Nothing was lost on the way to MongoDB: a master restarted on it sees the job done.
     assert!(farm.stop_master().success());
@@ -164,16 +132,7 @@ fn a_standby_master_takes_over_when_the_active_one_is_killed() {
     farm.engine("a", &["--master", &masters, "--slots", "2"]);
     farm.engine("b", &["--master", &masters, "--slots", "2"]);
     farm.wait_engines(2);
-    std::fs::create_dir_all(farm.dir.join("runs")).unwrap();
-    let id = farm.submit(&[
-        "--frames",
-        "1-20",
-        "--",
-        "sh",
-        "-c",
-        "echo run >> runs/$0.txt; sleep 0.3",
-        "{task}",
-    ]);
+    let id = farm.submit_counting("1-20", "0.3");
     let c = farm.client();
     eventually(LONG, "some tasks done", || {
         (c.job(id).ok()?.counts.get(TaskStatus::Done) >= 3).then_some(())
@@ -196,9 +155,7 @@ fn a_standby_master_takes_over_when_the_active_one_is_killed() {
         (JobStatus::Done, 20)
     );
     for t in 0..20 {
-        let runs =
-            std::fs::read_to_string(farm.dir.join(format!("runs/{t}.txt"))).unwrap_or_default();
-        assert!(runs.lines().count() >= 1, "task {t} never ran");
+        assert!(farm.runs_of(t) >= 1, "task {t} never ran");
     }
     let log = standby_log();
     let (standby_at, active_at) = (
