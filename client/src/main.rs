@@ -129,9 +129,12 @@ enum EngineCmd {
     Enable {
         engine: String,
     },
-    /// Let current tasks finish, give it no new work.
+    /// Give it no new work and wait until its running tasks have finished.
     Drain {
         engine: String,
+        /// Give up waiting after this many seconds (the engine stays disabled).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
 }
 
@@ -139,6 +142,20 @@ enum EngineCmd {
 struct SubmitArgs {
     #[arg(long)]
     name: Option<String>,
+    /// Render with a known renderer: blender, povray, hrender, maya, nuke,
+    /// kick or prman (see README for each command line). Arguments after
+    /// `--` are appended to the renderer's command line.
+    #[arg(long, requires = "scene")]
+    preset: Option<drqueue_common::preset::Preset>,
+    /// The scene file the preset renders.
+    #[arg(long)]
+    scene: Option<String>,
+    /// Where the preset writes images (renderer's own pattern; `####` pads the frame).
+    #[arg(long)]
+    output: Option<String>,
+    /// Houdini ROP (default /out/mantra1) or Nuke Write node, for those presets.
+    #[arg(long)]
+    render_node: Option<String>,
     /// Frame set: 1-100, 1-100x5, 1,3,7-9.
     #[arg(long, default_value = "1")]
     frames: String,
@@ -190,8 +207,9 @@ struct SubmitArgs {
     /// Print the job as JSON instead of its id.
     #[arg(long)]
     json: bool,
-    /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true)]
+    /// The command and its arguments, after `--` (with --preset: extra
+    /// arguments for the renderer).
+    #[arg(last = true, required_unless_present = "preset")]
     command: Vec<String>,
 }
 
@@ -268,7 +286,31 @@ fn ms(t: Option<u64>) -> String {
 fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
     match cmd {
         Cmd::Submit(a) => {
-            let a = *a;
+            let mut a = *a;
+            if let Some(preset) = a.preset {
+                let frames = drqueue_common::frames::FrameSet::parse(&a.frames)
+                    .map_err(|e| ClientError::BadRequest(format!("frames: {e}")))?;
+                let scene = a.scene.take().unwrap_or_default();
+                if a.name.is_none() {
+                    a.name = scene.rsplit('/').next().map(String::from);
+                }
+                let args = drqueue_common::preset::PresetArgs {
+                    scene,
+                    output: a.output.take(),
+                    node: a.render_node.take(),
+                    extra: std::mem::take(&mut a.command),
+                };
+                let expanded = drqueue_common::preset::expand(preset, &args, &frames)
+                    .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+                a.command = expanded.command;
+                if !a.requires.contains(&expanded.capability) {
+                    a.requires.push(expanded.capability);
+                }
+            } else if a.scene.is_some() || a.output.is_some() || a.render_node.is_some() {
+                return Err(ClientError::BadRequest(
+                    "--scene, --output and --render-node go with --preset; without one, write the whole command after --".into(),
+                ));
+            }
             let spec = JobSpec {
                 name: a.name.unwrap_or_default(),
                 owner: std::env::var("USER")
@@ -339,6 +381,23 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
                 print_json(&j)?;
             } else {
                 show_job(&j);
+                if !j.blacklisted.is_empty() {
+                    let engines = client.engines()?;
+                    let names: Vec<String> = j
+                        .blacklisted
+                        .iter()
+                        .map(|id| {
+                            engines
+                                .iter()
+                                .find(|e| e.id == *id)
+                                .map_or_else(|| id.clone(), |e| e.name.clone())
+                        })
+                        .collect();
+                    println!(
+                        "  blacklisted {} (failed this job too often; `drqueue retry {job}` forgives them)",
+                        names.join(", ")
+                    );
+                }
                 if j.counts.get(TaskStatus::Failed) > 0 {
                     let failed = client.tasks(job, Some(TaskStatus::Failed))?;
                     println!("  failed tasks:");
@@ -474,7 +533,21 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
                     println!("  host      {} ({} {})", e.hostname, e.os, e.arch);
                     println!("  state     {}", e.state);
                     println!("  pools     {}", e.pools.join(", "));
-                    println!("  caps      {}", e.capabilities.join(", "));
+                    if let Some(why) = &e.sick {
+                        println!(
+                            "  sick      {why} (`drqueue engine enable {}` clears it)",
+                            e.name
+                        );
+                    }
+                    let caps: Vec<String> = e
+                        .capabilities
+                        .iter()
+                        .map(|c| match e.versions.get(c) {
+                            Some(v) => format!("{c} {v}"),
+                            None => c.clone(),
+                        })
+                        .collect();
+                    println!("  caps      {}", caps.join(", "));
                     println!(
                         "  cores     {}   RAM {} MB ({} MB free)   load {:.2}",
                         e.cores, e.ram_mb, e.free_ram_mb, e.load
@@ -484,17 +557,43 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
                         e.slots, e.hwm, e.running
                     );
                     println!(
-                        "  tasks     {} done, {} failed",
-                        e.tasks_done, e.tasks_failed
+                        "  tasks     {} done, {} failed ({} failed in a row)",
+                        e.tasks_done, e.tasks_failed, e.failures_in_row
                     );
                 }
             }
-            EngineCmd::Disable { engine } | EngineCmd::Drain { engine } => {
+            EngineCmd::Disable { engine } => {
                 let e = client.engine_control(&engine, "disable")?;
                 println!(
                     "engine {} disabled; its {} running task(s) finish",
                     e.name, e.running
                 );
+            }
+            EngineCmd::Drain { engine, timeout } => {
+                let e = client.engine_control(&engine, "drain")?;
+                let spinner = if std::io::stderr().is_terminal() {
+                    ProgressBar::new_spinner()
+                } else {
+                    ProgressBar::hidden()
+                };
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                let until = timeout.map(|t| std::time::Instant::now() + Duration::from_secs(t));
+                let mut running = e.running;
+                while running > 0 {
+                    spinner.set_message(format!("draining {}: {running} task(s) running", e.name));
+                    if until.is_some_and(|u| std::time::Instant::now() >= u) {
+                        spinner.finish_and_clear();
+                        eprintln!(
+                            "drqueue: engine {} still runs {running} task(s); it stays disabled",
+                            e.name
+                        );
+                        return Ok(ExitCode::from(1));
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    running = client.engine(&e.id)?.running;
+                }
+                spinner.finish_and_clear();
+                println!("engine {} drained and disabled", e.name);
             }
             EngineCmd::Enable { engine } => {
                 let e = client.engine_control(&engine, "enable")?;
@@ -628,6 +727,32 @@ fn show_job(j: &JobView) {
             })
             .collect();
         println!("  after      {}", deps.join(", "));
+    }
+    let mut rules = Vec::new();
+    if j.max_engines > 0 {
+        rules.push(format!("max_engines {}", j.max_engines));
+    }
+    if !j.limits.is_empty() {
+        rules.push(format!("limits {}", j.limits.join(", ")));
+    }
+    let r = &j.requirements;
+    if let Some(os) = &r.os {
+        rules.push(format!("os {os}"));
+    }
+    if r.min_cores > 0 {
+        rules.push(format!("{}+ cores", r.min_cores));
+    }
+    if r.min_ram_mb > 0 {
+        rules.push(format!("{}+ MB RAM", r.min_ram_mb));
+    }
+    if !r.capabilities.is_empty() {
+        rules.push(format!("needs {}", r.capabilities.join(", ")));
+    }
+    if !rules.is_empty() {
+        println!("  rules      {}", rules.join("; "));
+    }
+    if let Some(reason) = &j.reason {
+        println!("  reason     {reason}");
     }
     if !j.blocked.is_empty() {
         println!("  not running because:");

@@ -162,6 +162,14 @@ impl FrameSet {
         self.runs.is_empty()
     }
 
+    /// The lowest and highest frame: a renderer's animation range (POV-Ray's
+    /// clock runs from the first to the last frame of the whole job).
+    pub fn bounds(&self) -> (i64, i64) {
+        let first = self.runs.first().map_or(0, |r| r.first);
+        let last = self.runs.last().map_or(0, |r| r.last);
+        (first, last)
+    }
+
     /// The frames in ascending order.
     pub fn frames(&self) -> impl Iterator<Item = i64> + '_ {
         self.runs.iter().flat_map(|r| r.frames())

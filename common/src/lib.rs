@@ -5,12 +5,14 @@
 //!
 //! - [`frames`]: frame sets (`1-100x5`, `1,3,7-9`) and how a job is cut into tasks;
 //! - [`model`]: jobs, tasks, engines and their statuses as users see them;
+//! - [`preset`]: renderer presets (`--preset blender`) and their command lines;
 //! - [`template`]: the command-template placeholders (`{start}`, `{padframe:4}` …);
 //! - [`protocol`]: every message between master and engine, its framing,
 //!   version check and authentication.
 
 pub mod frames;
 pub mod model;
+pub mod preset;
 pub mod protocol;
 pub mod template;
 

@@ -126,6 +126,7 @@ string_enum!(
         Busy => "busy",
         Offline => "offline",
         Disabled => "disabled",
+        Sick => "sick",
     }
 );
 
@@ -369,6 +370,12 @@ pub struct JobView {
     pub requirements: Requirements,
     pub limits: Vec<String>,
     pub after: Vec<Dependency>,
+    /// Engines that failed this job too often and get no more of its tasks.
+    #[serde(default)]
+    pub blacklisted: Vec<EngineId>,
+    /// Why the job ended as it did, when that is not obvious.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub submitted_ms: Millis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<Millis>,
@@ -411,6 +418,9 @@ pub struct EngineFacts {
     pub ram_mb: u64,
     pub pools: Vec<String>,
     pub capabilities: Vec<String>,
+    /// Renderer versions where asking is cheap: capability → version.
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
 }
 
 /// An engine as the API shows it (`engines --json`).
@@ -427,7 +437,16 @@ pub struct EngineView {
     pub load: f32,
     pub pools: Vec<String>,
     pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
     pub state: EngineState,
+    /// Why the engine is sick (it failed this many tasks in a row); it gets
+    /// no work until enabled or until it passes its check task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sick: Option<String>,
+    /// Failed attempts since its last success.
+    #[serde(default)]
+    pub failures_in_row: u32,
     pub slots: u32,
     pub hwm: u32,
     /// Tasks it holds now (assigned or running).

@@ -25,7 +25,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::Sha256;
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest message either side accepts; larger ones are refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -62,6 +62,11 @@ pub enum FromEngine {
     /// The engine gives these attempts back unrun (or killed) on shutdown;
     /// they do not count as failed attempts.
     Release(Vec<AttemptKey>),
+    /// Fresh facts (renderers installed or removed, RAM changed), sent on
+    /// the engine's facts cache time.
+    Facts(EngineFacts),
+    /// How the check task of [`ToEngine::Check`] `id` went.
+    CheckResult { id: u64, ok: bool, detail: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +169,13 @@ pub enum ToEngine {
     /// if the reason is permanent (wrong version, wrong key).
     Refused {
         reason: String,
+    },
+    /// Run a known-good check task and answer [`FromEngine::CheckResult`]:
+    /// a sick engine that passes gets work again. An empty command means the
+    /// engine's built-in check (spawn a process, write and read a file).
+    Check {
+        id: u64,
+        command: Vec<String>,
     },
 }
 

@@ -34,6 +34,14 @@ pub struct EngineOptions {
     pub hwm: u32,
     pub state_dir: PathBuf,
     pub key: Option<FarmKey>,
+    /// How often the full facts (renderers, RAM) are gathered again.
+    pub facts_refresh: Duration,
+}
+
+/// Slow work done off the loop (it runs processes), reported back to it.
+enum Background {
+    Facts(EngineFacts),
+    Check { id: u64, ok: bool, detail: String },
 }
 
 struct Running {
@@ -58,6 +66,7 @@ struct State {
     pool: Pool,
     seq: SeqCounter,
     sys: sysinfo::System,
+    background: mpsc::UnboundedSender<Background>,
 }
 
 /// Reads the engine's id from its state directory, creating one on first start.
@@ -177,6 +186,15 @@ impl State {
                 }
             }
             ToEngine::Pong => {}
+            ToEngine::Check { id, command } => {
+                tracing::info!(id, ?command, "running the check task the master sent");
+                let tx = self.background.clone();
+                let dir = self.opts.state_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    let (ok, detail) = crate::check::run_check(&command, &dir);
+                    let _ = tx.send(Background::Check { id, ok, detail });
+                });
+            }
             ToEngine::Reregister => return Err(SessionEnd::Reregister),
             ToEngine::Refused { reason } => return Err(SessionEnd::Refused(reason)),
         }
@@ -297,6 +315,32 @@ impl State {
         out
     }
 
+    /// Gathers the facts again, off the loop.
+    fn refresh_facts(&self) {
+        let tx = self.background.clone();
+        let (name, pools) = (self.opts.name.clone(), self.opts.pools.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(Background::Facts(facts::gather(name, pools)));
+        });
+    }
+
+    /// Applies finished background work; returns what to tell the master.
+    fn on_background(&mut self, done: Background) -> FromEngine {
+        match done {
+            Background::Facts(f) => {
+                if f.capabilities != self.facts.capabilities || f.ram_mb != self.facts.ram_mb {
+                    tracing::info!(capabilities = ?f.capabilities, ram_mb = f.ram_mb, "facts changed");
+                }
+                self.facts = f.clone();
+                FromEngine::Facts(f)
+            }
+            Background::Check { id, ok, detail } => {
+                tracing::info!(id, ok, "check task: {detail}");
+                FromEngine::CheckResult { id, ok, detail }
+            }
+        }
+    }
+
     fn heartbeat(&mut self) -> FromEngine {
         let (load, free_ram_mb) = facts::load_and_free_ram(&mut self.sys);
         FromEngine::Heartbeat(Heartbeat {
@@ -335,6 +379,7 @@ pub async fn run(
     let facts = facts::gather(opts.name.clone(), opts.pools.clone());
     tracing::info!(engine = %id, name = %facts.name, pools = ?facts.pools, capabilities = ?facts.capabilities, slots = opts.slots, hwm = opts.hwm, "engine starting");
     let (events, mut runner_rx) = mpsc::unbounded_channel();
+    let (background, mut background_rx) = mpsc::unbounded_channel();
     let mut st = State {
         opts: opts.clone(),
         id,
@@ -350,6 +395,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("cannot start the slot threads: {e}"))?,
         seq: SeqCounter::from_clock(),
         sys: sysinfo::System::new(),
+        background,
     };
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(200);
@@ -357,7 +403,7 @@ pub async fn run(
     loop {
         let endpoint = opts.masters[master_index % opts.masters.len()].clone();
         let end = tokio::select! {
-            end = session(&mut st, &endpoint, &mut runner_rx) => end,
+            end = session(&mut st, &endpoint, &mut runner_rx, &mut background_rx) => end,
             _ = &mut shutdown => SessionEnd::Shutdown,
         };
         match end {
@@ -385,8 +431,10 @@ pub async fn run(
                     shutdown_gracefully(&mut st, None, &mut runner_rx).await;
                     return Ok(());
                 }
-                // Disconnected: results wait in `unacked` for the next Register.
+                // Disconnected: results wait in `unacked` for the next Register,
+                // fresh facts go with it, a check's answer is moot.
                 Some(ev) = runner_rx.recv() => { st.on_runner(ev); }
+                Some(done) = background_rx.recv() => { st.on_background(done); }
             }
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -400,6 +448,7 @@ async fn session(
     st: &mut State,
     endpoint: &str,
     runner_rx: &mut mpsc::UnboundedReceiver<RunnerEvent>,
+    background_rx: &mut mpsc::UnboundedReceiver<Background>,
 ) -> SessionEnd {
     let mut link = match Link::connect(endpoint, st.opts.key.clone(), CONNECT_TIMEOUT).await {
         Ok(l) => l,
@@ -439,6 +488,10 @@ async fn session(
     let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval(HEARTBEAT);
     let mut timeouts = tokio::time::interval(STARTED_DELAY);
+    let mut refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + st.opts.facts_refresh,
+        st.opts.facts_refresh,
+    );
     loop {
         for m in outbox.drain(..) {
             if let Err(e) = link.send(&m, &mut st.seq).await {
@@ -477,6 +530,8 @@ async fn session(
                 st.check_timeouts();
                 outbox.extend(st.due_starts());
             }
+            _ = refresh.tick() => st.refresh_facts(),
+            Some(done) = background_rx.recv() => outbox.push(st.on_background(done)),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! | [`link`] | one DEALER connection to the master (the only socket code) |
 //! | [`runner`] | one attempt's child processes: no shell, own process group, logs, rusage |
 //! | [`facts`] | what the engine reports about its machine and renderers |
+//! | [`check`] | the known-good check a sick engine runs to get work again |
+pub mod check;
 pub mod engine;
 pub mod facts;
 pub mod link;

@@ -32,6 +32,10 @@ struct Args {
     /// Farm key shared with the master.
     #[arg(long, env = "DRQUEUE_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// Seconds between full refreshes of the engine's facts (renderers on
+    /// PATH and their versions, RAM); load and free RAM go with every heartbeat.
+    #[arg(long, env = "DRQUEUE_FACTS_REFRESH", default_value_t = 300)]
+    facts_refresh: u64,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -88,6 +92,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         slots: args.slots,
         hwm,
         state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+        facts_refresh: std::time::Duration::from_secs(args.facts_refresh.max(1)),
         key,
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -236,6 +236,10 @@ impl Core {
                     .task_finished(&engine, f.attempt, f.outcome, now, &mut self.fx);
             }
             FromEngine::Release(keys) => self.sched.released(&engine, &keys, now),
+            FromEngine::Facts(facts) => self.sched.facts_refreshed(&engine, facts),
+            FromEngine::CheckResult { id, ok, detail } => {
+                self.sched.check_result(&engine, id, ok, &detail)
+            }
         }
     }
 

@@ -441,11 +441,13 @@ async fn control_engine(
             .map(|e| e.id.clone())
             .ok_or(RequestError::NoEngine(id))?;
         match action.as_str() {
-            "disable" => c.sched.set_engine_disabled(&id, true)?,
-            "enable" => c.sched.set_engine_disabled(&id, false)?,
+            // Drain is disable seen from the user's side: running tasks
+            // finish; `drqueue engine drain` then waits for them.
+            "disable" | "drain" => c.sched.set_engine_disabled(&id, true, c.now, &mut c.fx)?,
+            "enable" => c.sched.set_engine_disabled(&id, false, c.now, &mut c.fx)?,
             other => {
                 return Err(RequestError::Invalid(format!(
-                    "unknown action {other:?}; use disable or enable"
+                    "unknown action {other:?}; use disable, drain or enable"
                 )));
             }
         }

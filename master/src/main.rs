@@ -46,6 +46,22 @@ struct Args {
     /// unrenewed; a standby master takes over this long after it dies.
     #[arg(long, default_value_t = 10)]
     lease: u64,
+    /// An engine that fails this many attempts of one job gets no more of
+    /// that job (0 = never).
+    #[arg(long, default_value_t = 2)]
+    blacklist_after: u32,
+    /// An engine that fails this many attempts in a row is marked sick and
+    /// gets no work until enabled or until it passes its check (0 = never).
+    #[arg(long, default_value_t = 5)]
+    sick_after: u32,
+    /// Seconds between check tasks sent to a sick engine (0 = no checks:
+    /// only `drqueue engine enable` brings it back).
+    #[arg(long, default_value_t = 120)]
+    check_interval: u64,
+    /// The known-good check task, e.g. "/studio/bin/render-check --quick";
+    /// by default the engine's built-in check (start a process, write a file).
+    #[arg(long)]
+    check_command: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,6 +103,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             "--smtp/--mail-from are accepted but notifications are not sent by this version yet"
         );
     }
+    let check_command = match &args.check_command {
+        Some(c) => shlex::split(c)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--check-command {c:?} is not a command line"))?,
+        None => Vec::new(),
+    };
     let opts = MasterOptions {
         db: args.db,
         http: args.http,
@@ -98,6 +120,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         sched: Config {
             engine_timeout_ms: args.engine_timeout * 1000,
             recovery_ms: args.recovery * 1000,
+            blacklist_after: args.blacklist_after,
+            sick_after: args.sick_after,
+            check_interval_ms: args.check_interval * 1000,
+            check_command,
             ..Config::default()
         },
     };

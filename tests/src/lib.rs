@@ -29,6 +29,27 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Writes an executable script `name` into `dir` (created if need be): a
+/// stand-in renderer for tests, found by engines through their PATH.
+pub fn fake_program(dir: &Path, name: &str, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).expect("fake program directory");
+    let path = dir.join(name);
+    std::fs::write(&path, script).expect("write fake program");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("make fake program executable");
+    path
+}
+
+/// The test process's PATH with `dir` in front.
+pub fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Polls `f` until it returns Some, or panics after `limit` with `what`.
 /// The limit is a safety net against a hang, not a performance assertion.
 pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

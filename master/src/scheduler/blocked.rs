@@ -1,7 +1,7 @@
 //! "Why isn't it running?": human-readable reasons that a job's ready tasks
 //! are not on engines. Computed on demand for `show`, never on the dispatch path.
 
-use super::{eligible, Scheduler};
+use super::{eligible, Engine, Scheduler};
 use drqueue_common::model::{JobId, JobStatus, TaskStatus};
 use drqueue_common::Millis;
 
@@ -27,7 +27,11 @@ impl Scheduler {
                     }
                 }
                 if let Some(t) = job.spec.start_after.filter(|t| *t > now) {
-                    reasons.push(format!("starts in {}", human_duration(t - now)));
+                    reasons.push(format!(
+                        "starts at {} (in {})",
+                        clock_time(t, now),
+                        human_duration(t - now)
+                    ));
                 }
                 return reasons;
             }
@@ -60,9 +64,17 @@ impl Scheduler {
             ));
             return reasons;
         }
-        let usable: Vec<_> = online.iter().filter(|e| !e.disabled).collect();
+        let usable: Vec<_> = online
+            .iter()
+            .filter(|e| !e.disabled && e.sick.is_none())
+            .collect();
         if usable.is_empty() {
-            reasons.push(format!("every engine in pool `{}` is disabled", spec.pool));
+            let sick = online.iter().filter(|e| e.sick.is_some()).count();
+            let disabled = online.len() - sick;
+            reasons.push(format!(
+                "every online engine in pool `{}` is disabled ({disabled}) or sick ({sick}): `drqueue engine enable ENGINE`",
+                spec.pool
+            ));
             return reasons;
         }
         let r = &spec.requirements;
@@ -127,7 +139,42 @@ impl Scheduler {
         if !reasons.is_empty() {
             return reasons;
         }
-        let fitting: Vec<_> = usable.iter().filter(|e| eligible(e, spec)).collect();
+        if spec.max_engines > 0 && self.engines_running(id) >= spec.max_engines {
+            reasons.push(format!("max_engines {} reached", spec.max_engines));
+            return reasons;
+        }
+        // Blacklisted engines count only when no other could run the job
+        // (they then keep it, so it fails rather than waits forever).
+        let fitting: Vec<&Engine> = usable
+            .iter()
+            .map(|e| ***e)
+            .filter(|e| eligible(e, spec))
+            .collect();
+        let unbanned: Vec<&Engine> = fitting
+            .iter()
+            .copied()
+            .filter(|e| {
+                let idx = self.engine_index.get(&e.id).copied().unwrap_or(u32::MAX);
+                !job.is_blacklisted(idx, &self.cfg)
+            })
+            .collect();
+        let fitting = if unbanned.is_empty() {
+            fitting
+        } else {
+            unbanned
+        };
+        let need = r.min_ram_mb;
+        if need > 0 && fitting.iter().all(|e| self.ram_room(e, need) == 0) {
+            let most = fitting
+                .iter()
+                .map(|e| self.free_ram_estimate(e))
+                .max()
+                .unwrap_or(0);
+            reasons.push(format!(
+                "needs {need} MB RAM free; the most free on an eligible engine is {most} MB"
+            ));
+            return reasons;
+        }
         if !fitting.is_empty() && fitting.iter().all(|e| e.credit() == 0) {
             reasons.push(format!(
                 "all {} eligible engine{} busy",
@@ -136,6 +183,22 @@ impl Scheduler {
             ));
         }
         reasons
+    }
+}
+
+/// `22:00` today, or the date too when it is not today (the master's time zone).
+fn clock_time(t: Millis, now: Millis) -> String {
+    use chrono::{Local, TimeZone};
+    let (Some(at), Some(today)) = (
+        Local.timestamp_millis_opt(t as i64).single(),
+        Local.timestamp_millis_opt(now as i64).single(),
+    ) else {
+        return format!("{t} ms");
+    };
+    if at.date_naive() == today.date_naive() {
+        at.format("%H:%M").to_string()
+    } else {
+        at.format("%Y-%m-%d %H:%M").to_string()
     }
 }
 

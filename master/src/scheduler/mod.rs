@@ -10,9 +10,19 @@
 //! There is no socket, clock or database in here, so the same code runs under
 //! the master's I/O loops, the property tests and the benchmark.
 //!
+//! Dispatch order: higher priority first; within a priority, owners take
+//! turns (the owner holding the fewest attempts goes next), and each owner's
+//! jobs run in submission order. A job runs only on engines of its pool that
+//! meet its requirements, are neither disabled nor sick, and have not failed
+//! it `blacklist_after` times (sick: `sick_after` failures in a row, of more
+//! than one job); on at most `max_engines` engines at once; and
+//! only while its limits have tokens.
+//!
 //! Invariants (checked by `tests.rs` over thousands of generated runs):
 //! - an engine never holds more attempts than its HWM;
 //! - a task's live attempt is held by at most one engine;
+//! - no limit hands out more tokens than it has, no job runs on more than
+//!   `max_engines` engines, blacklisted and sick engines get no new work;
 //! - every task of a job that is neither paused nor cancelled ends done or
 //!   failed, whatever engines come and go.
 
@@ -21,7 +31,8 @@ mod blocked;
 mod tests;
 
 use crate::store::{
-    AttemptRecord, Batch, EngineRecord, JobRecord, LimitRecord, PoolRecord, Snapshot, TaskRecord,
+    AttemptRecord, Batch, EngineFailures, EngineRecord, JobRecord, LimitRecord, PoolRecord,
+    Snapshot, TaskRecord,
 };
 use drqueue_common::frames::Block;
 use drqueue_common::model::{
@@ -47,6 +58,17 @@ pub struct Config {
     /// After a restart, how long to wait for engines that were online to
     /// come back before their tasks are run elsewhere.
     pub recovery_ms: u64,
+    /// An engine that fails this many attempts of one job gets no more of
+    /// that job's tasks (0 = never).
+    pub blacklist_after: u32,
+    /// An engine that fails this many attempts in a row, across jobs, is
+    /// sick: no work until a user enables it or it passes a check (0 = never).
+    pub sick_after: u32,
+    /// How often a sick engine is sent its check task (0 = never: only a
+    /// user's `engine enable` brings it back).
+    pub check_interval_ms: u64,
+    /// The check task; empty means the engine's built-in check.
+    pub check_command: Vec<String>,
 }
 
 impl Default for Config {
@@ -55,6 +77,10 @@ impl Default for Config {
             heartbeat_ms: 1000,
             engine_timeout_ms: 5000,
             recovery_ms: 6000,
+            blacklist_after: 2,
+            sick_after: 5,
+            check_interval_ms: 120_000,
+            check_command: Vec::new(),
         }
     }
 }
@@ -109,11 +135,34 @@ pub struct Engine {
     pub peak_held: u32,
     pub tasks_done: u64,
     pub tasks_failed: u64,
+    /// Failed attempts since its last success.
+    pub failures_in_row: u32,
+    /// The job of the streak's first failure, and whether another job has
+    /// failed since: one bad job is the blacklist's business, not sickness.
+    streak_job: Option<JobId>,
+    streak_mixed: bool,
+    /// Why it is sick, if it is.
+    pub sick: Option<String>,
+    /// The check task sent and not yet answered, and when the next is due.
+    check_pending: Option<u64>,
+    check_due: Millis,
 }
 
 impl Engine {
     fn accepts_work(&self) -> bool {
-        self.online && !self.disabled
+        self.online && !self.disabled && self.sick.is_none()
+    }
+
+    /// Does it hold a live (not being cancelled) attempt of this job?
+    fn runs_job(&self, job: JobId) -> bool {
+        let from = AttemptKey {
+            task: TaskKey { job, index: 0 },
+            attempt: 0,
+        };
+        self.held
+            .range(from..)
+            .take_while(|(k, _)| k.task.job == job)
+            .any(|(_, h)| !h.cancelling)
     }
 
     /// Attempts it holds now, counting those being cancelled.
@@ -135,6 +184,8 @@ impl Engine {
             EngineState::Disabled
         } else if !self.online {
             EngineState::Offline
+        } else if self.sick.is_some() {
+            EngineState::Sick
         } else if self.held.is_empty() {
             EngineState::Idle
         } else {
@@ -153,6 +204,8 @@ impl Engine {
             last_seen_ms: self.last_seen,
             tasks_done: self.tasks_done,
             tasks_failed: self.tasks_failed,
+            failures_in_row: self.failures_in_row,
+            sick: self.sick.clone(),
         }
     }
 
@@ -169,7 +222,10 @@ impl Engine {
             load: self.load,
             pools: self.facts.pools.clone(),
             capabilities: self.facts.capabilities.clone(),
+            versions: self.facts.versions.clone(),
             state: self.state(),
+            sick: self.sick.clone(),
+            failures_in_row: self.failures_in_row,
             slots: self.slots,
             hwm: self.hwm,
             running: self.outstanding(),
@@ -213,6 +269,9 @@ struct Job {
     started_ms: Option<Millis>,
     finished_ms: Option<Millis>,
     reason: Option<String>,
+    /// Failed attempts per engine; at `blacklist_after` the engine gets no
+    /// more of this job.
+    engine_failures: BTreeMap<EngineIdx, u32>,
 }
 
 impl Job {
@@ -227,7 +286,7 @@ impl Job {
         matches!(self.status, JobStatus::Queued | JobStatus::Running)
     }
 
-    fn record(&self, id: JobId) -> JobRecord {
+    fn record(&self, id: JobId, engines: &[Engine]) -> JobRecord {
         JobRecord {
             id,
             spec: self.spec.clone(),
@@ -236,7 +295,23 @@ impl Job {
             started_ms: self.started_ms,
             finished_ms: self.finished_ms,
             reason: self.reason.clone(),
+            engine_failures: self
+                .engine_failures
+                .iter()
+                .map(|(e, count)| EngineFailures {
+                    engine: engines[*e as usize].id.clone(),
+                    count: *count,
+                })
+                .collect(),
         }
+    }
+
+    fn is_blacklisted(&self, e: EngineIdx, cfg: &Config) -> bool {
+        cfg.blacklist_after > 0
+            && self
+                .engine_failures
+                .get(&e)
+                .is_some_and(|n| *n >= cfg.blacklist_after)
     }
 }
 
@@ -262,6 +337,7 @@ pub struct Scheduler {
     /// does not constrain it.
     limits: BTreeMap<String, u32>,
     dirty_limits: BTreeSet<String>,
+    next_check_id: u64,
 }
 
 impl Scheduler {
@@ -282,6 +358,7 @@ impl Scheduler {
             pools_dirty: false,
             limits: BTreeMap::new(),
             dirty_limits: BTreeSet::new(),
+            next_check_id: 1,
         }
     }
 
@@ -307,6 +384,10 @@ impl Scheduler {
             e.last_seen = rec.last_seen_ms;
             e.tasks_done = rec.tasks_done;
             e.tasks_failed = rec.tasks_failed;
+            e.failures_in_row = rec.failures_in_row;
+            // Whether the stored streak spans jobs is not kept: a restart
+            // lets it prove so again.
+            e.sick = rec.sick;
         }
         let mut tasks_by_job: HashMap<JobId, Vec<TaskRecord>> = HashMap::new();
         for t in snap.tasks {
@@ -336,6 +417,10 @@ impl Scheduler {
             job.started_ms = rec.started_ms;
             job.finished_ms = rec.finished_ms;
             job.reason = rec.reason;
+            for f in &rec.engine_failures {
+                let e = s.intern_engine(&f.engine);
+                job.engine_failures.insert(e, f.count);
+            }
             job.counts = Counts::default();
             job.ready.clear();
             let by_index: HashMap<u32, TaskRecord> =
@@ -423,6 +508,12 @@ impl Scheduler {
             peak_held: 0,
             tasks_done: 0,
             tasks_failed: 0,
+            failures_in_row: 0,
+            streak_job: None,
+            streak_mixed: false,
+            sick: None,
+            check_pending: None,
+            check_due: 0,
         });
         self.engine_index.insert(id.clone(), idx);
         idx
@@ -547,6 +638,12 @@ impl Scheduler {
                 n += 1;
             }
         }
+        // A retry is a fresh start: engines the job had given up on get
+        // another chance (a sick one stays out until it is well).
+        if !job.engine_failures.is_empty() {
+            job.engine_failures.clear();
+            self.dirty_jobs.insert(id);
+        }
         if n > 0 {
             job.finished_ms = None;
             job.reason = None;
@@ -648,14 +745,60 @@ impl Scheduler {
             .collect()
     }
 
-    pub fn set_engine_disabled(&mut self, id: &str, disabled: bool) -> Result<(), RequestError> {
+    /// Disabling (or draining) gives an engine no new work: what it runs
+    /// finishes, what it only queued goes back to be run elsewhere.
+    /// Enabling also clears `sick`: the user vouches for the engine.
+    pub fn set_engine_disabled(
+        &mut self,
+        id: &str,
+        disabled: bool,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<(), RequestError> {
         let idx = *self
             .engine_index
             .get(id)
             .ok_or_else(|| RequestError::NoEngine(id.to_string()))?;
-        self.engines[idx as usize].disabled = disabled;
+        let e = &mut self.engines[idx as usize];
+        e.disabled = disabled;
+        if disabled {
+            self.withdraw_unstarted(idx, None, now, fx);
+        } else {
+            e.sick = None;
+            e.failures_in_row = 0;
+            e.streak_job = None;
+            e.streak_mixed = false;
+            e.check_pending = None;
+        }
         self.dirty_engines.insert(idx);
         Ok(())
+    }
+
+    /// Takes back the attempts engine `e` holds but has not started (of one
+    /// job, or all): they go back to ready at the front of the queue and
+    /// the engine is told to drop them. Started ones run on.
+    fn withdraw_unstarted(
+        &mut self,
+        e: EngineIdx,
+        job: Option<JobId>,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let mut keys = Vec::new();
+        for (k, h) in self.engines[e as usize].held.iter_mut() {
+            if !h.started && !h.cancelling && job.is_none_or(|j| j == k.task.job) {
+                h.cancelling = true;
+                keys.push(*k);
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        for k in &keys {
+            self.requeue_lost(e, *k, now);
+        }
+        fx.messages
+            .push((self.engines[e as usize].id.clone(), ToEngine::Cancel(keys)));
     }
 
     // ----- engine events ---------------------------------------------------
@@ -714,15 +857,9 @@ impl Scheduler {
                 cancel.push(*key);
             }
         }
+        self.set_facts(e, facts);
         let engine = &mut self.engines[e as usize];
-        let mut facts = facts;
-        if facts.pools.is_empty() {
-            facts.pools.push(DEFAULT_POOL.into());
-        }
-        if engine.facts.pools != facts.pools {
-            self.pools_dirty = true;
-        }
-        engine.facts = facts;
+        engine.check_pending = None;
         engine.slots = slots.max(1);
         engine.hwm = hwm.max(1);
         engine.online = true;
@@ -740,14 +877,66 @@ impl Scheduler {
         ));
     }
 
+    fn set_facts(&mut self, e: EngineIdx, mut facts: EngineFacts) {
+        if facts.pools.is_empty() {
+            facts.pools.push(DEFAULT_POOL.into());
+        }
+        let engine = &mut self.engines[e as usize];
+        if engine.facts.pools != facts.pools {
+            self.pools_dirty = true;
+        }
+        engine.facts = facts;
+        self.dirty_engines.insert(e);
+    }
+
+    /// An engine refreshed its facts (on its cache time): renderers
+    /// installed since, RAM added, pools changed by a restart of its wrapper.
+    pub fn facts_refreshed(&mut self, id: &str, facts: EngineFacts) {
+        if let Some(&e) = self.engine_index.get(id) {
+            self.set_facts(e, facts);
+        }
+    }
+
+    /// The answer to a check task: a sick engine that passes is well again.
+    pub fn check_result(&mut self, id: &str, check: u64, ok: bool, detail: &str) {
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        let engine = &mut self.engines[e as usize];
+        if engine.check_pending != Some(check) {
+            return;
+        }
+        engine.check_pending = None;
+        if engine.sick.is_none() {
+            return;
+        }
+        if ok {
+            tracing::info!(engine = %engine.id, "engine passed its check task; it gets work again");
+            engine.sick = None;
+            engine.failures_in_row = 0;
+            engine.streak_job = None;
+            engine.streak_mixed = false;
+        } else {
+            tracing::warn!(engine = %engine.id, "engine failed its check task: {detail}");
+            engine.sick = Some(format!(
+                "failed {} tasks in a row; check task failed: {detail}",
+                engine.failures_in_row
+            ));
+        }
+        self.dirty_engines.insert(e);
+    }
+
     /// An engine reports an attempt the master does not have it holding.
     /// Adopt it when the task is still waiting to run (a restarted master
     /// lost the assignment); otherwise the engine must drop it.
     fn adopt(&mut self, e: EngineIdx, key: AttemptKey, now: Millis) -> bool {
         // Adopting takes limit tokens like any start: with none free (the
         // task's tokens went to others while this engine was away), drop it.
+        // Nor may it put the job on more engines than max_engines allows.
         match self.jobs.get(&key.task.job) {
-            Some(job) if self.limit_room(&job.spec) > 0 => {}
+            Some(job)
+                if self.limit_room(&job.spec) > 0
+                    && !self.max_engines_reached(key.task.job, &job.spec, e) => {}
             _ => return false,
         }
         let Some(job) = self.jobs.get_mut(&key.task.job) else {
@@ -910,22 +1099,69 @@ impl Scheduler {
         t.exit_code = outcome.exit_code;
         t.cpu_ms = Some(outcome.cpu_ms);
         t.peak_rss_kb = Some(outcome.peak_rss_kb);
+        self.dirty_tasks.insert(key.task);
+        self.dirty_engines.insert(e);
+        let engine = &mut self.engines[e as usize];
         if outcome.is_success() {
             job.set_task_status(i, TaskStatus::Done);
-            self.engines[e as usize].tasks_done += 1;
+            engine.tasks_done += 1;
+            engine.failures_in_row = 0;
+            engine.streak_job = None;
+            engine.streak_mixed = false;
+            return;
+        }
+        engine.tasks_failed += 1;
+        let t = &mut job.tasks[i as usize];
+        t.failures += 1;
+        t.avoid = Some(e);
+        if t.failures >= max_attempts {
+            job.set_task_status(i, TaskStatus::Failed);
         } else {
-            self.engines[e as usize].tasks_failed += 1;
-            let t = &mut job.tasks[i as usize];
-            t.failures += 1;
-            t.avoid = Some(e);
-            if t.failures >= max_attempts {
-                job.set_task_status(i, TaskStatus::Failed);
-            } else {
-                job.set_task_status(i, TaskStatus::Ready);
-                job.ready.push_back(i);
+            job.set_task_status(i, TaskStatus::Ready);
+            job.ready.push_back(i);
+        }
+        if outcome.cancelled {
+            return; // stopped on purpose: says nothing about the engine
+        }
+        // The engine's record with this job, and across jobs.
+        *job.engine_failures.entry(e).or_default() += 1;
+        self.dirty_jobs.insert(key.task.job);
+        let newly_blacklisted = self.cfg.blacklist_after > 0
+            && job.engine_failures.get(&e) == Some(&self.cfg.blacklist_after);
+        engine.failures_in_row += 1;
+        match engine.streak_job {
+            None => engine.streak_job = Some(key.task.job),
+            Some(j) if j != key.task.job => engine.streak_mixed = true,
+            Some(_) => {}
+        }
+        let sick_now = self.cfg.sick_after > 0
+            && engine.sick.is_none()
+            && engine.streak_mixed
+            && engine.failures_in_row >= self.cfg.sick_after;
+        if newly_blacklisted {
+            tracing::warn!(engine = %engine.id, job = key.task.job, "engine failed this job {} times; it gets no more of its tasks while other engines can run them", self.cfg.blacklist_after);
+            let elsewhere = self
+                .jobs
+                .get(&key.task.job)
+                .is_some_and(|j| self.can_run_elsewhere(j, e));
+            if elsewhere {
+                self.withdraw_unstarted(e, Some(key.task.job), now, fx);
             }
         }
-        self.dirty_tasks.insert(key.task);
+        if sick_now {
+            let engine = &mut self.engines[e as usize];
+            let why = format!(
+                "failed {} tasks in a row (last: task {} attempt {}, {})",
+                engine.failures_in_row,
+                key.task,
+                key.attempt,
+                outcome.describe()
+            );
+            tracing::warn!(engine = %engine.id, "engine is sick: {why}; it gets no work until enabled or until it passes a check task");
+            engine.sick = Some(why);
+            engine.check_due = now + self.cfg.check_interval_ms;
+            self.withdraw_unstarted(e, None, now, fx);
+        }
     }
 
     /// The engine hands attempts back unrun (it is shutting down).
@@ -991,6 +1227,7 @@ impl Scheduler {
                 self.lose_engine(e, now);
             }
         }
+        self.send_checks(now, fx);
         let waiting: Vec<JobId> = self
             .jobs
             .iter()
@@ -999,6 +1236,29 @@ impl Scheduler {
             .collect();
         for id in waiting {
             self.update_job_status(id, now, fx);
+        }
+    }
+
+    /// Sick engines that are online get their check task when it is due.
+    fn send_checks(&mut self, now: Millis, fx: &mut Effects) {
+        if self.cfg.check_interval_ms == 0 {
+            return;
+        }
+        for e in &mut self.engines {
+            // An unanswered check is simply sent again when the next is due.
+            if e.online && e.sick.is_some() && now >= e.check_due {
+                let id = self.next_check_id;
+                self.next_check_id += 1;
+                e.check_pending = Some(id);
+                e.check_due = now + self.cfg.check_interval_ms;
+                fx.messages.push((
+                    e.id.clone(),
+                    ToEngine::Check {
+                        id,
+                        command: self.cfg.check_command.clone(),
+                    },
+                ));
+            }
         }
     }
 
@@ -1011,24 +1271,18 @@ impl Scheduler {
     /// Hands ready tasks to engines with credit. Two rounds: first fill idle
     /// slots everywhere (so one engine cannot hog a job it could only queue),
     /// then top each engine up to its HWM so its next task is already there
-    /// when a slot frees.
+    /// when a slot frees. Within a priority, owners take turns.
     pub fn dispatch(&mut self, now: Millis, fx: &mut Effects) -> u32 {
         if self.recovering(now) {
             return 0;
         }
-        let order: Vec<JobId> = {
-            let mut v: Vec<(u32, JobId)> = self
-                .jobs
-                .iter()
-                .filter(|(_, j)| j.is_dispatchable() && j.counts.get(TaskStatus::Ready) > 0)
-                .map(|(id, j)| (j.spec.priority, *id))
-                .collect();
-            if v.is_empty() {
-                return 0;
-            }
-            v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            v.into_iter().map(|(_, id)| id).collect()
-        };
+        let levels = self.priority_levels();
+        if levels.is_empty() {
+            return 0;
+        }
+        let first_message = fx.messages.len();
+        // Attempts each owner holds: computed only when owners must share.
+        let mut owner_load: Option<HashMap<String, u32>> = None;
         let mut total = 0;
         for round in 0..2 {
             let mut engines: Vec<EngineIdx> = (0..self.engines.len() as EngineIdx)
@@ -1043,17 +1297,114 @@ impl Scheduler {
                 } else {
                     engine.credit()
                 };
-                for &job_id in &order {
+                for level in &levels {
                     if want == 0 {
                         break;
                     }
-                    let n = self.assign_from(job_id, e, want, now, fx);
+                    let n = match level.as_slice() {
+                        [(_, jobs)] => self.assign_in_order(jobs, e, want, now, fx),
+                        owners => {
+                            let load = owner_load.get_or_insert_with(|| self.owner_load());
+                            self.assign_by_turns(owners, load, e, want, now, fx)
+                        }
+                    };
                     want -= n;
                     total += n;
                 }
             }
         }
+        coalesce_assigns(&mut fx.messages, first_message);
         total
+    }
+
+    /// Jobs with ready tasks, grouped by priority (highest first), then by
+    /// owner (in order of each owner's oldest job), each owner's jobs in
+    /// submission order.
+    fn priority_levels(&self) -> Vec<Vec<(String, Vec<JobId>)>> {
+        let mut by_priority: BTreeMap<std::cmp::Reverse<u32>, Vec<(String, Vec<JobId>)>> =
+            BTreeMap::new();
+        // Job ids ascend, so each owner's list is in submission order and
+        // owners appear in order of their oldest job.
+        for (id, j) in &self.jobs {
+            if !j.is_dispatchable() || j.counts.get(TaskStatus::Ready) == 0 {
+                continue;
+            }
+            let owners = by_priority
+                .entry(std::cmp::Reverse(j.spec.priority))
+                .or_default();
+            match owners.iter_mut().find(|(o, _)| *o == j.spec.owner) {
+                Some((_, jobs)) => jobs.push(*id),
+                None => owners.push((j.spec.owner.clone(), vec![*id])),
+            }
+        }
+        by_priority.into_values().collect()
+    }
+
+    /// Live attempts held per owner, farm-wide.
+    fn owner_load(&self) -> HashMap<String, u32> {
+        let mut load: HashMap<String, u32> = HashMap::new();
+        for e in &self.engines {
+            for (k, h) in &e.held {
+                if let (false, Some(job)) = (h.cancelling, self.jobs.get(&k.task.job)) {
+                    *load.entry(job.spec.owner.clone()).or_default() += 1;
+                }
+            }
+        }
+        load
+    }
+
+    /// Gives engine `e` up to `want` tasks from `jobs`, oldest job first.
+    fn assign_in_order(
+        &mut self,
+        jobs: &[JobId],
+        e: EngineIdx,
+        mut want: u32,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> u32 {
+        let mut n = 0;
+        for &job in jobs {
+            if want == 0 {
+                break;
+            }
+            let got = self.assign_from(job, e, want, now, fx);
+            want -= got;
+            n += got;
+        }
+        n
+    }
+
+    /// Owners of one priority take turns: each task goes to the owner
+    /// holding the fewest attempts (ties to the owner with the oldest job),
+    /// so equal owners alternate and a newcomer catches up first.
+    fn assign_by_turns(
+        &mut self,
+        owners: &[(String, Vec<JobId>)],
+        load: &mut HashMap<String, u32>,
+        e: EngineIdx,
+        mut want: u32,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> u32 {
+        let mut able: Vec<usize> = (0..owners.len()).collect();
+        let mut n = 0;
+        while want > 0 {
+            let Some((pos, &o)) = able
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, &o)| (load.get(&owners[o].0).copied().unwrap_or(0), o))
+            else {
+                break;
+            };
+            if self.assign_in_order(&owners[o].1, e, 1, now, fx) == 0 {
+                able.remove(pos); // nothing of theirs fits this engine now
+                continue;
+            }
+            *load.entry(owners[o].0.clone()).or_default() += 1;
+            want -= 1;
+            n += 1;
+        }
+        n
     }
 
     /// Gives engine `e` up to `max` ready tasks of one job; returns how many.
@@ -1068,22 +1419,27 @@ impl Scheduler {
         let Some(job) = self.jobs.get(&job_id) else {
             return 0;
         };
+        let engine = &self.engines[e as usize];
         if !job.is_dispatchable()
             || job.counts.get(TaskStatus::Ready) == 0
-            || !eligible(&self.engines[e as usize], &job.spec)
+            || !eligible(engine, &job.spec)
+            || self.max_engines_reached(job_id, &job.spec, e)
         {
             return 0;
         }
-        let max = max.min(self.limit_room(&job.spec));
+        // Retries avoid the engine that failed them, and a blacklisted
+        // engine gets none of the job, unless no other engine could run it:
+        // then the job fails by its max_attempts instead of waiting forever.
+        let others_can_run = self.can_run_elsewhere(job, e);
+        if job.is_blacklisted(e, &self.cfg) && others_can_run {
+            return 0;
+        }
+        let max = max
+            .min(self.ram_room(engine, job.spec.requirements.min_ram_mb))
+            .min(self.limit_room(&job.spec));
         if max == 0 {
             return 0;
         }
-        // Retries avoid the engine that failed them, unless no other could run them.
-        let others_can_run = self
-            .engines
-            .iter()
-            .enumerate()
-            .any(|(i, o)| i as EngineIdx != e && o.accepts_work() && eligible(o, &job.spec));
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return 0;
         };
@@ -1150,6 +1506,57 @@ impl Scheduler {
             ));
         }
         n
+    }
+
+    /// RAM engine `e` can still promise: its whole RAM when it holds
+    /// nothing; otherwise the free RAM of its last heartbeat, but never more
+    /// than what the requirements of the tasks it holds leave.
+    fn free_ram_estimate(&self, engine: &Engine) -> u64 {
+        if engine.held.is_empty() {
+            return engine.facts.ram_mb;
+        }
+        let reserved: u64 = engine
+            .held
+            .iter()
+            .filter(|(_, h)| !h.cancelling)
+            .filter_map(|(k, _)| self.jobs.get(&k.task.job))
+            .map(|j| j.spec.requirements.min_ram_mb)
+            .sum();
+        engine
+            .free_ram_mb
+            .min(engine.facts.ram_mb.saturating_sub(reserved))
+    }
+
+    /// How many more tasks needing `need_mb` each the engine has room for.
+    fn ram_room(&self, engine: &Engine, need_mb: u64) -> u32 {
+        if need_mb == 0 {
+            return u32::MAX;
+        }
+        (self.free_ram_estimate(engine) / need_mb).min(u32::MAX as u64) as u32
+    }
+
+    /// Could an engine other than `e`, online and not blacklisted, run the job?
+    fn can_run_elsewhere(&self, job: &Job, e: EngineIdx) -> bool {
+        self.engines.iter().enumerate().any(|(i, o)| {
+            let i = i as EngineIdx;
+            i != e
+                && o.accepts_work()
+                && eligible(o, &job.spec)
+                && !job.is_blacklisted(i, &self.cfg)
+        })
+    }
+
+    /// Would giving engine `e` this job put it on more engines than its
+    /// `max_engines` allows?
+    fn max_engines_reached(&self, job: JobId, spec: &JobSpec, e: EngineIdx) -> bool {
+        spec.max_engines > 0
+            && !self.engines[e as usize].runs_job(job)
+            && self.engines_running(job) >= spec.max_engines
+    }
+
+    /// How many engines hold a live attempt of this job.
+    fn engines_running(&self, job: JobId) -> u32 {
+        self.engines.iter().filter(|o| o.runs_job(job)).count() as u32
     }
 
     // ----- job status ------------------------------------------------------
@@ -1274,7 +1681,7 @@ impl Scheduler {
         let mut batch = Batch::default();
         for id in std::mem::take(&mut self.dirty_jobs) {
             if let Some(job) = self.jobs.get(&id) {
-                batch.jobs.push(job.record(id));
+                batch.jobs.push(job.record(id, &self.engines));
             }
         }
         let mut keys: Vec<TaskKey> = std::mem::take(&mut self.dirty_tasks).into_iter().collect();
@@ -1361,6 +1768,13 @@ impl Scheduler {
             requirements: job.spec.requirements.clone(),
             limits: job.spec.limits.clone(),
             after: job.spec.after.clone(),
+            blacklisted: job
+                .engine_failures
+                .keys()
+                .filter(|e| job.is_blacklisted(**e, &self.cfg))
+                .map(|e| self.engines[*e as usize].id.clone())
+                .collect(),
+            reason: job.reason.clone(),
             submitted_ms: job.submitted_ms,
             started_ms: job.started_ms,
             finished_ms: job.finished_ms,
@@ -1416,6 +1830,32 @@ impl Scheduler {
             .values()
             .filter(|j| !j.status.is_terminal())
             .count()
+    }
+}
+
+/// Merges the Assign messages from `from` on that go to the same engine for
+/// the same job (owners taking turns, or the two dispatch rounds, produce
+/// several): the job's command then travels once.
+fn coalesce_assigns(messages: &mut Vec<(EngineId, ToEngine)>, from: usize) {
+    if messages.len() - from < 2 {
+        return;
+    }
+    let tail = messages.split_off(from);
+    let mut first: HashMap<(EngineId, JobId), usize> = HashMap::new();
+    for (engine, msg) in tail {
+        if let ToEngine::Assign(a) = msg {
+            let key = (engine, a.job.id);
+            if let Some(&i) = first.get(&key) {
+                if let ToEngine::Assign(earlier) = &mut messages[i].1 {
+                    earlier.tasks.extend(a.tasks);
+                }
+                continue;
+            }
+            first.insert(key.clone(), messages.len());
+            messages.push((key.0, ToEngine::Assign(a)));
+        } else {
+            messages.push((engine, msg));
+        }
     }
 }
 
@@ -1488,5 +1928,6 @@ fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Millis) -> Job {
         started_ms: None,
         finished_ms: None,
         reason: None,
+        engine_failures: BTreeMap::new(),
     }
 }

@@ -103,16 +103,27 @@ struct Sim {
     engines: Vec<SimEngine>,
     store: SimStore,
     jobs: Vec<JobId>,
+    /// Work handed where it must not go, seen as it arrives.
+    violations: Vec<String>,
+}
+
+/// Checks come often enough for the generated runs to see them.
+fn sim_config() -> Config {
+    Config {
+        check_interval_ms: 10_000,
+        ..Config::default()
+    }
 }
 
 impl Sim {
     fn new() -> Sim {
         Sim {
-            s: Scheduler::new(Config::default()),
+            s: Scheduler::new(sim_config()),
             now: 1_000_000,
             engines: Vec::new(),
             store: SimStore::default(),
             jobs: Vec::new(),
+            violations: Vec::new(),
         }
     }
 
@@ -169,6 +180,7 @@ impl Sim {
                 }
                 match m {
                     ToEngine::Assign(a) => {
+                        self.check_assignment(&id, a.job.id);
                         for t in a.tasks {
                             self.engines[i].held.push(AttemptKey {
                                 task: TaskKey {
@@ -193,10 +205,32 @@ impl Sim {
                             }
                         }
                     }
+                    // The built-in check passes: the engine is well again.
+                    ToEngine::Check { id: check, .. } => {
+                        self.s.check_result(&id, check, true, "");
+                    }
                     _ => {}
                 }
             }
             fx = next;
+        }
+    }
+
+    /// A sick engine, or one a job has blacklisted, must get none of its work.
+    fn check_assignment(&mut self, engine: &str, job: JobId) {
+        let Some(&e) = self.s.engine_index.get(engine) else {
+            return;
+        };
+        if let Some(why) = &self.s.engines[e as usize].sick {
+            self.violations
+                .push(format!("sick engine {engine} ({why}) was given job {job}"));
+        }
+        if let Some(j) = self.s.jobs.get(&job) {
+            if j.is_blacklisted(e, &self.s.cfg) && self.s.can_run_elsewhere(j, e) {
+                self.violations.push(format!(
+                    "engine {engine} is blacklisted by job {job} but got its tasks"
+                ));
+            }
         }
     }
 
@@ -248,7 +282,7 @@ impl Sim {
 
     /// The master dies and restarts from what it had committed.
     fn restart_master(&mut self) {
-        self.s = Scheduler::restore(Config::default(), self.store.snapshot(), self.now);
+        self.s = Scheduler::restore(sim_config(), self.store.snapshot(), self.now);
         // Engines that are alive notice and re-register with what they hold.
         for i in 0..self.engines.len() {
             if self.engines[i].alive {
@@ -307,7 +341,18 @@ impl Sim {
                 e.hwm
             );
         }
+        prop_assert!(self.violations.is_empty(), "{:?}", self.violations);
         for (id, job) in &self.s.jobs {
+            if job.spec.max_engines > 0 {
+                let on = self.s.engines_running(*id);
+                prop_assert!(
+                    on <= job.spec.max_engines,
+                    "job {} runs on {} engines, max_engines is {}",
+                    id,
+                    on,
+                    job.spec.max_engines
+                );
+            }
             let mut c = Counts::default();
             for t in &job.tasks {
                 c.add(t.status);
@@ -326,6 +371,8 @@ enum Op {
         priority: u32,
         pool: usize,
         max_attempts: u32,
+        owner: usize,
+        max_engines: u32,
     },
     AddEngine {
         pool: usize,
@@ -345,16 +392,18 @@ enum Op {
     Resume(usize),
     Cancel(usize),
     Retry(usize),
+    Enable(usize),
     RestartMaster,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (1u32..20, 1u32..4, 0u32..3, 0usize..3, 1u32..4).prop_map(|(frames, blocksize, p, pool, max_attempts)| Op::Submit {
-            frames, blocksize, priority: p * 100, pool, max_attempts
+        3 => (1u32..20, 1u32..4, 0u32..3, 0usize..3, 1u32..4, 0usize..3, 0u32..3).prop_map(|(frames, blocksize, p, pool, max_attempts, owner, max_engines)| Op::Submit {
+            frames, blocksize, priority: p * 100, pool, max_attempts, owner, max_engines
         }),
         1 => (0usize..3, 1u32..3, 0u32..3).prop_map(|(pool, slots, extra_hwm)| Op::AddEngine { pool, slots, extra_hwm }),
-        12 => (0usize..8, 0usize..4, prop::bool::weighted(0.8)).prop_map(|(engine, pick, success)| Op::Finish { engine, pick, success }),
+        // One attempt in four fails: enough for blacklists and sick engines.
+        12 => (0usize..8, 0usize..4, prop::bool::weighted(0.75)).prop_map(|(engine, pick, success)| Op::Finish { engine, pick, success }),
         2 => (100u64..7000).prop_map(Op::Advance),
         1 => (0usize..8).prop_map(Op::Kill),
         1 => (0usize..8).prop_map(Op::Stop),
@@ -363,6 +412,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..8).prop_map(Op::Resume),
         1 => (0usize..8).prop_map(Op::Cancel),
         1 => (0usize..8).prop_map(Op::Retry),
+        1 => (0usize..8).prop_map(Op::Enable),
         1 => Just(Op::RestartMaster),
     ]
 }
@@ -383,8 +433,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 priority,
                 pool,
                 max_attempts,
+                owner,
+                max_engines,
             } => {
                 let mut sp = spec(&format!("1-{frames}"), blocksize);
+                sp.owner = ["ana", "ben", "cy"][owner].into();
+                sp.max_engines = max_engines;
                 if frames % 2 == 0 {
                     sp.limits = vec!["lic".into()];
                 }
@@ -411,6 +465,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 success,
             } => {
                 if engine < sim.engines.len() && !stopped[engine] {
+                    // Engine 1 is a bad node: it fails far more often, so
+                    // runs see it fall sick, recover, and fall sick again.
+                    let success = success && (engine != 1 || pick % 4 == 0);
                     sim.finish(engine, pick, success);
                 }
             }
@@ -466,6 +523,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some(id) = sim.jobs.get(j).copied() {
                     let mut fx = Effects::default();
                     let _ = sim.s.retry(id, sim.now, &mut fx);
+                    sim.settle(fx);
+                }
+            }
+            Op::Enable(i) => {
+                if i < sim.engines.len() {
+                    let id = sim.engines[i].id.clone();
+                    let mut fx = Effects::default();
+                    let _ = sim.s.set_engine_disabled(&id, false, sim.now, &mut fx);
                     sim.settle(fx);
                 }
             }
@@ -767,7 +832,7 @@ fn a_result_delivered_with_the_register_is_not_run_again() {
     sim.settle(fx);
     let done = sim.engines[0].held.remove(0);
     let still_held = sim.engines[0].held.clone();
-    sim.s = Scheduler::restore(Config::default(), sim.store.snapshot(), sim.now);
+    sim.s = Scheduler::restore(sim_config(), sim.store.snapshot(), sim.now);
     let mut fx = Effects::default();
     sim.s.engine_registered(
         &"engine-0".to_string(),
@@ -830,4 +895,317 @@ fn a_limit_caps_running_tasks_and_says_so() {
     }
     assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
     assert!(sim.s.set_limit("bad name", 1).is_err());
+}
+
+#[test]
+fn owners_of_equal_priority_take_turns() {
+    let mut sim = Sim::new();
+    let mut fx = Effects::default();
+    // Ana submits two big jobs first; Ben's job comes later.
+    let mut ids = Vec::new();
+    for owner in ["ana", "ana", "ben"] {
+        let mut sp = spec("1-10", 1);
+        sp.owner = owner.into();
+        ids.push(sim.s.submit(sp, sim.now, &mut fx).unwrap());
+    }
+    sim.settle(fx);
+    for _ in 0..4 {
+        sim.add_engine(vec!["default"], 1, 1);
+    }
+    let per_owner = |sim: &Sim, owner: &str| {
+        sim.engines
+            .iter()
+            .flat_map(|e| &e.held)
+            .filter(|k| sim.s.jobs[&k.task.job].spec.owner == owner)
+            .count()
+    };
+    assert_eq!((per_owner(&sim, "ana"), per_owner(&sim, "ben")), (2, 2));
+    // Within Ana's share, her older job goes first.
+    assert!(sim
+        .engines
+        .iter()
+        .flat_map(|e| &e.held)
+        .all(|k| k.task.job != ids[1]));
+    // Freed slots keep the balance.
+    for _ in 0..3 {
+        for e in 0..4 {
+            sim.finish(e, 0, true);
+        }
+        assert_eq!((per_owner(&sim, "ana"), per_owner(&sim, "ben")), (2, 2));
+    }
+}
+
+#[test]
+fn higher_priority_still_beats_fair_share() {
+    let mut sim = Sim::new();
+    let mut fx = Effects::default();
+    let mut urgent = spec("1-10", 1);
+    urgent.owner = "ana".into();
+    urgent.priority = 900;
+    let urgent = sim.s.submit(urgent, sim.now, &mut fx).unwrap();
+    let mut other = spec("1-10", 1);
+    other.owner = "ben".into();
+    sim.s.submit(other, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    sim.add_engine(vec!["default"], 2, 2);
+    sim.add_engine(vec!["default"], 2, 2);
+    assert!(sim
+        .engines
+        .iter()
+        .flat_map(|e| &e.held)
+        .all(|k| k.task.job == urgent));
+}
+
+#[test]
+fn max_engines_caps_the_engines_one_job_runs_on() {
+    let mut sim = Sim::new();
+    for _ in 0..3 {
+        sim.add_engine(vec!["default"], 2, 2);
+    }
+    let mut fx = Effects::default();
+    let mut sp = spec("1-20", 1);
+    sp.max_engines = 2;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let busy = sim.engines.iter().filter(|e| !e.held.is_empty()).count();
+    assert_eq!(busy, 2);
+    assert_eq!(sim.s.engines_running(id), 2);
+    assert_eq!(
+        sim.s.blocked_reasons(id, sim.now),
+        vec!["max_engines 2 reached".to_string()]
+    );
+    // Each of the two engines holds what its HWM allows.
+    assert_eq!(sim.engines.iter().map(|e| e.held.len()).sum::<usize>(), 4);
+}
+
+#[test]
+fn an_engine_that_fails_a_job_twice_gets_no_more_of_it() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 2);
+    let mut fx = Effects::default();
+    let mut sp = spec("1-6", 1);
+    sp.max_attempts = 5;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    let other = sim.s.submit(spec("1-4", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    // A second engine joins, busy with the other job for now.
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.finish(0, 0, false);
+    sim.finish(0, 0, false);
+    // Blacklisted: engine 0's queued task of the job was taken back; from
+    // now on it runs only the other job.
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    assert_eq!(view.blacklisted, vec!["engine-0".to_string()]);
+    for _ in 0..20 {
+        assert!(sim.engines[0].held.iter().all(|k| k.task.job == other));
+        sim.finish(0, 0, true);
+        sim.finish(1, 0, true);
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
+    // Retry forgives it.
+    let mut fx = Effects::default();
+    sim.s.retry(id, sim.now, &mut fx).unwrap();
+    assert!(sim.s.job_view(id, sim.now).unwrap().blacklisted.is_empty());
+}
+
+#[test]
+fn a_blacklisted_engine_keeps_a_job_no_other_engine_can_run() {
+    // One engine, a job that always fails: it must end failed by its
+    // max_attempts, not wait forever for an engine that will never come.
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.max_attempts = 4;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    for _ in 0..4 {
+        sim.finish(0, 0, false);
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Failed));
+    assert_eq!(sim.s.task_views(id, None).unwrap()[0].attempts, 4);
+}
+
+#[test]
+fn five_failures_in_a_row_make_an_engine_sick_until_it_is_enabled() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    // One attempt each: the failures are of different jobs.
+    let ids: Vec<JobId> = (0..6)
+        .map(|_| {
+            let mut sp = spec("1", 1);
+            sp.max_attempts = 1;
+            sim.s.submit(sp, sim.now, &mut fx).unwrap()
+        })
+        .collect();
+    sim.settle(fx);
+    for _ in 0..5 {
+        sim.finish(0, 0, false);
+    }
+    let e = sim.s.engine("engine-0").unwrap();
+    assert_eq!(e.view().state, EngineState::Sick);
+    assert!(e
+        .sick
+        .as_deref()
+        .unwrap()
+        .starts_with("failed 5 tasks in a row"));
+    assert!(sim.engines[0].held.is_empty(), "no work for a sick engine");
+    let reasons = sim.s.blocked_reasons(ids[5], sim.now);
+    assert!(reasons[0].contains("sick (1)"), "{reasons:?}");
+    let mut fx = Effects::default();
+    sim.s
+        .set_engine_disabled("engine-0", false, sim.now, &mut fx)
+        .unwrap();
+    sim.settle(fx);
+    assert_eq!(sim.s.engine("engine-0").unwrap().failures_in_row, 0);
+    assert_eq!(sim.engines[0].held.len(), 1, "enabled: work again");
+}
+
+#[test]
+fn one_bad_job_does_not_make_an_engine_sick() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.max_attempts = 8;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    for _ in 0..8 {
+        sim.finish(0, 0, false);
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Failed));
+    let e = sim.s.engine("engine-0").unwrap();
+    assert_eq!((e.failures_in_row, e.sick.is_none()), (8, true));
+}
+
+#[test]
+fn a_sick_engine_that_passes_its_check_gets_work_again() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    for _ in 0..6 {
+        let mut sp = spec("1", 1);
+        sp.max_attempts = 1;
+        sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    }
+    sim.settle(fx);
+    for _ in 0..5 {
+        sim.finish(0, 0, false);
+    }
+    assert!(sim.s.engine("engine-0").unwrap().sick.is_some());
+    // Before the check interval nothing is sent; after it the simulated
+    // engine answers its check with a pass.
+    sim.advance(1000);
+    assert!(sim.s.engine("engine-0").unwrap().sick.is_some());
+    sim.advance(4000);
+    sim.advance(4000);
+    sim.advance(2000);
+    assert!(sim.s.engine("engine-0").unwrap().sick.is_none());
+    assert_eq!(sim.engines[0].held.len(), 1);
+    // A failed check keeps it sick and says why.
+    let e = sim.s.engine_index["engine-0"];
+    sim.s.engines[e as usize].sick = Some("x".into());
+    sim.s.engines[e as usize].check_pending = Some(99);
+    sim.s.check_result("engine-0", 99, false, "disk full");
+    assert!(sim
+        .s
+        .engine("engine-0")
+        .unwrap()
+        .sick
+        .as_deref()
+        .unwrap()
+        .ends_with("disk full"));
+}
+
+#[test]
+fn ram_requirements_use_the_free_ram_of_the_last_heartbeat() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 4, 4);
+    let mut fx = Effects::default();
+    let mut sp = spec("1-8", 1);
+    sp.requirements.min_ram_mb = 6000;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    // 16000 MB and nothing running: room for two.
+    assert_eq!(sim.engines[0].held.len(), 2);
+    // The next heartbeat says 1000 MB free (the simulation's figure): when
+    // a task ends, its successor does not fit.
+    sim.advance(100);
+    sim.finish(0, 0, true);
+    assert_eq!(sim.engines[0].held.len(), 1);
+    let reasons = sim.s.blocked_reasons(id, sim.now);
+    assert_eq!(
+        reasons,
+        vec!["needs 6000 MB RAM free; the most free on an eligible engine is 1000 MB".to_string()]
+    );
+}
+
+#[test]
+fn refreshed_facts_bring_new_renderers_into_play() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.requirements.capabilities = vec!["houdini".into()];
+    sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert!(sim.engines[0].held.is_empty());
+    let mut f = facts(&["default"]);
+    f.capabilities.push("houdini".into());
+    sim.s.facts_refreshed("engine-0", f);
+    sim.settle(Effects::default());
+    assert_eq!(sim.engines[0].held.len(), 1);
+}
+
+#[test]
+fn disabling_an_engine_hands_its_queued_tasks_to_others() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 3);
+    let mut fx = Effects::default();
+    sim.s.submit(spec("1-3", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(sim.engines[0].held.len(), 3);
+    // The first has started; the two prefetched ones have not.
+    let running = sim.engines[0].held[0];
+    sim.s.task_started("engine-0", running, sim.now);
+    let mut fx = Effects::default();
+    sim.s
+        .set_engine_disabled("engine-0", true, sim.now, &mut fx)
+        .unwrap();
+    sim.settle(fx);
+    assert_eq!(sim.engines[0].held, vec![running]);
+    sim.add_engine(vec!["default"], 2, 2);
+    assert_eq!(sim.engines[1].held.len(), 2);
+}
+
+#[test]
+fn one_assign_per_engine_and_job_per_dispatch() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 2, 6);
+    let mut fx = Effects::default();
+    sim.s.submit(spec("1-10", 1), sim.now, &mut fx).unwrap();
+    sim.s.dispatch(sim.now, &mut fx);
+    let assigns: Vec<usize> = fx
+        .messages
+        .iter()
+        .filter_map(|(_, m)| match m {
+            ToEngine::Assign(a) => Some(a.tasks.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(assigns, vec![6], "idle slots and prefetch in one message");
+}
+
+#[test]
+fn start_after_names_the_clock_time() {
+    let mut sim = Sim::new();
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.start_after = Some(sim.now + 90 * 60 * 1000);
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    let reasons = sim.s.blocked_reasons(id, sim.now);
+    assert_eq!(reasons.len(), 1);
+    assert!(reasons[0].starts_with("starts at "), "{reasons:?}");
+    assert!(reasons[0].ends_with("(in 1h 30m)"), "{reasons:?}");
 }

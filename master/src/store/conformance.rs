@@ -73,6 +73,11 @@ pub(super) fn job(id: JobId) -> JobRecord {
         started_ms: None,
         finished_ms: None,
         reason: None,
+        // A dotted id: safe as a value, not as a MongoDB field name.
+        engine_failures: vec![EngineFailures {
+            engine: "render.node-1".into(),
+            count: 2,
+        }],
     }
 }
 
@@ -103,6 +108,7 @@ pub(super) fn engine(id: &str) -> EngineRecord {
             pools: vec!["default".into(), "gpu".into()],
             cores: 16,
             ram_mb: 64000,
+            versions: [("povray".to_string(), "3.7.0.10".to_string())].into(),
             ..Default::default()
         },
         slots: 2,
@@ -112,6 +118,8 @@ pub(super) fn engine(id: &str) -> EngineRecord {
         last_seen_ms: 5,
         tasks_done: 7,
         tasks_failed: 1,
+        failures_in_row: 5,
+        sick: Some("failed 5 tasks in a row".into()),
     }
 }
 

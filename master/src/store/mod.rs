@@ -34,6 +34,18 @@ pub struct JobRecord {
     /// because a dependency failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Failed attempts per engine: an engine that failed the job
+    /// `blacklist_after` times gets no more of its tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engine_failures: Vec<EngineFailures>,
+}
+
+/// How often one engine failed one job. A list, not a map: engine ids are
+/// not safe as MongoDB field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineFailures {
+    pub engine: EngineId,
+    pub count: u32,
 }
 
 /// A task as stored.
@@ -104,6 +116,13 @@ pub struct EngineRecord {
     pub last_seen_ms: Millis,
     pub tasks_done: u64,
     pub tasks_failed: u64,
+    /// Failed attempts since its last success.
+    #[serde(default)]
+    pub failures_in_row: u32,
+    /// Why it is sick, if it is: it gets no work until enabled or until it
+    /// passes a check task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sick: Option<String>,
 }
 
 /// One finished attempt, kept as history (including results that arrive for
