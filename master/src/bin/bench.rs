@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! target/release/drqueue-bench [dispatch|e2e|util|all] [--tasks N]
+//! target/release/drqueue-bench [sched|dispatch|e2e|util|all] [--tasks N]
 //! ```
 //!
+//! - `sched`: the scheduler alone (no socket, no store): 50 engines, jobs
+//!   from 1 owner and then from 8 owners taking turns, with and without
+//!   limits and `max_engines`; what the rules cost per decision.
 //! - `dispatch` (a): an in-process master (SQLite store, persistence on) and
 //!   4 simulated engines on real DEALER sockets that finish every task the
 //!   instant it arrives: the scheduler, protocol, transport and store alone.
@@ -46,10 +49,13 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--db")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    if !["dispatch", "e2e", "util", "all"].contains(&case.as_str()) {
+    if !["sched", "dispatch", "e2e", "util", "all"].contains(&case.as_str()) {
         anyhow::bail!(
-            "usage: drqueue-bench [dispatch|e2e|util|all] [--tasks N] [--db DIR|mongodb://…]"
+            "usage: drqueue-bench [sched|dispatch|e2e|util|all] [--tasks N] [--db DIR|mongodb://…]"
         );
+    }
+    if case == "sched" || case == "all" {
+        scheduler_alone(tasks_arg.unwrap_or(200_000));
     }
     // The master's runtime, as drqueue-master builds it (DRQUEUE_BENCH_CT=1: current-thread,
     // which measured no better here).
@@ -73,6 +79,89 @@ fn main() -> anyhow::Result<()> {
         rt.block_on(utilisation(tasks_arg.unwrap_or(2_000)))?;
     }
     Ok(())
+}
+
+/// The pure scheduler under a simulated farm: every held attempt finishes
+/// at once, then the scheduler dispatches again.
+fn scheduler_alone(tasks: u64) {
+    use drqueue_master::scheduler::{Config, Effects, Scheduler};
+    println!("== scheduler alone: 50 engines (4 slots, HWM 5), {tasks} tasks in 200 jobs, no I/O");
+    for (label, owners, rules) in [
+        ("1 owner", 1usize, false),
+        ("8 owners taking turns", 8, false),
+        ("8 owners, a limit and max_engines on every job", 8, true),
+    ] {
+        let mut s = Scheduler::new(Config::default());
+        let mut fx = Effects::default();
+        let now = 1_000_000;
+        if rules {
+            s.set_limit("lic", 120).expect("valid limit");
+        }
+        for i in 0..50 {
+            let facts = EngineFacts {
+                name: format!("e{i}"),
+                os: "linux".into(),
+                cores: 16,
+                ram_mb: 64_000,
+                pools: vec!["default".into()],
+                ..Default::default()
+            };
+            s.engine_registered(&format!("e{i}"), facts, 4, 5, &[], &[], now, &mut fx);
+        }
+        let per_job = (tasks / 200).max(1);
+        for j in 0..200 {
+            let mut sp = spec(&["true"], per_job);
+            sp.owner = format!("artist{}", j % owners);
+            if rules {
+                sp.limits = vec!["lic".into()];
+                sp.max_engines = 10;
+            }
+            s.submit(sp, now, &mut fx).expect("valid job");
+        }
+        let _ = s.take_batch();
+        fx = Effects::default();
+        let start = Instant::now();
+        let (mut done, mut rounds) = (0u64, 0u64);
+        let mut dispatch_time = Duration::ZERO;
+        while done < per_job * 200 {
+            let t = Instant::now();
+            s.dispatch(now, &mut fx);
+            dispatch_time += t.elapsed();
+            rounds += 1;
+            let msgs = std::mem::take(&mut fx.messages);
+            if msgs.is_empty() {
+                break;
+            }
+            for (engine, m) in msgs {
+                if let ToEngine::Assign(a) = m {
+                    for t in a.tasks {
+                        let key = AttemptKey {
+                            task: TaskKey {
+                                job: a.job.id,
+                                index: t.index,
+                            },
+                            attempt: t.attempt,
+                        };
+                        let ok = Outcome {
+                            exit_code: Some(0),
+                            ..Default::default()
+                        };
+                        s.task_finished(&engine, key, ok, now, &mut fx);
+                        done += 1;
+                    }
+                }
+            }
+            fx.after_commit.clear();
+            fx.ended_jobs.clear();
+            let _ = s.take_batch();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "   {label}: {done} tasks in {secs:.2} s = {:.0} tasks/s; dispatch {:.1} µs per round over {rounds} rounds",
+            done as f64 / secs,
+            dispatch_time.as_secs_f64() * 1e6 / rounds as f64
+        );
+    }
 }
 
 fn scratch(name: &str) -> PathBuf {

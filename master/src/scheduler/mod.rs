@@ -701,13 +701,13 @@ impl Scheduler {
 
     /// Tokens held now, per limit: one per attempt an engine holds (a task
     /// being cancelled keeps its token until it has really ended).
-    fn tokens_in_use(&self) -> HashMap<&str, u32> {
-        let mut used: HashMap<&str, u32> = HashMap::new();
+    fn tokens_in_use(&self) -> HashMap<String, u32> {
+        let mut used: HashMap<String, u32> = HashMap::new();
         for e in &self.engines {
             for key in e.held.keys() {
                 if let Some(job) = self.jobs.get(&key.task.job) {
                     for l in &job.spec.limits {
-                        *used.entry(l.as_str()).or_default() += 1;
+                        *used.entry(l.clone()).or_default() += 1;
                     }
                 }
             }
@@ -715,20 +715,26 @@ impl Scheduler {
         used
     }
 
+    /// Does any limit the job names exist (and so constrain it)?
+    fn has_set_limits(&self, spec: &JobSpec) -> bool {
+        spec.limits.iter().any(|l| self.limits.contains_key(l))
+    }
+
     /// How many more tasks of a job its limits allow to start now.
     fn limit_room(&self, spec: &JobSpec) -> u32 {
-        let named: Vec<(&String, u32)> = spec
-            .limits
-            .iter()
-            .filter_map(|l| self.limits.get(l).map(|c| (l, *c)))
-            .collect();
-        if named.is_empty() {
+        if !self.has_set_limits(spec) {
             return u32::MAX;
         }
-        let used = self.tokens_in_use();
-        named
+        self.limit_room_with(spec, &self.tokens_in_use())
+    }
+
+    fn limit_room_with(&self, spec: &JobSpec, used: &HashMap<String, u32>) -> u32 {
+        spec.limits
             .iter()
-            .map(|(l, count)| count.saturating_sub(used.get(l.as_str()).copied().unwrap_or(0)))
+            .filter_map(|l| {
+                let count = self.limits.get(l)?;
+                Some(count.saturating_sub(used.get(l).copied().unwrap_or(0)))
+            })
             .min()
             .unwrap_or(u32::MAX)
     }
@@ -740,7 +746,7 @@ impl Scheduler {
             .map(|(name, count)| drqueue_common::model::LimitView {
                 name: name.clone(),
                 count: *count,
-                in_use: used.get(name.as_str()).copied().unwrap_or(0),
+                in_use: used.get(name).copied().unwrap_or(0),
             })
             .collect()
     }
@@ -1283,6 +1289,7 @@ impl Scheduler {
         let first_message = fx.messages.len();
         // Attempts each owner holds: computed only when owners must share.
         let mut owner_load: Option<HashMap<String, u32>> = None;
+        let mut tally = Tally::default();
         let mut total = 0;
         for round in 0..2 {
             let mut engines: Vec<EngineIdx> = (0..self.engines.len() as EngineIdx)
@@ -1302,10 +1309,10 @@ impl Scheduler {
                         break;
                     }
                     let n = match level.as_slice() {
-                        [(_, jobs)] => self.assign_in_order(jobs, e, want, now, fx),
+                        [(_, jobs)] => self.assign_in_order(jobs, e, want, &mut tally, now, fx),
                         owners => {
                             let load = owner_load.get_or_insert_with(|| self.owner_load());
-                            self.assign_by_turns(owners, load, e, want, now, fx)
+                            self.assign_by_turns(owners, load, e, want, &mut tally, now, fx)
                         }
                     };
                     want -= n;
@@ -1359,6 +1366,7 @@ impl Scheduler {
         jobs: &[JobId],
         e: EngineIdx,
         mut want: u32,
+        tally: &mut Tally,
         now: Millis,
         fx: &mut Effects,
     ) -> u32 {
@@ -1367,7 +1375,7 @@ impl Scheduler {
             if want == 0 {
                 break;
             }
-            let got = self.assign_from(job, e, want, now, fx);
+            let got = self.assign_from(job, e, want, tally, now, fx);
             want -= got;
             n += got;
         }
@@ -1377,12 +1385,14 @@ impl Scheduler {
     /// Owners of one priority take turns: each task goes to the owner
     /// holding the fewest attempts (ties to the owner with the oldest job),
     /// so equal owners alternate and a newcomer catches up first.
+    #[allow(clippy::too_many_arguments)]
     fn assign_by_turns(
         &mut self,
         owners: &[(String, Vec<JobId>)],
         load: &mut HashMap<String, u32>,
         e: EngineIdx,
         mut want: u32,
+        tally: &mut Tally,
         now: Millis,
         fx: &mut Effects,
     ) -> u32 {
@@ -1396,7 +1406,7 @@ impl Scheduler {
             else {
                 break;
             };
-            if self.assign_in_order(&owners[o].1, e, 1, now, fx) == 0 {
+            if self.assign_in_order(&owners[o].1, e, 1, tally, now, fx) == 0 {
                 able.remove(pos); // nothing of theirs fits this engine now
                 continue;
             }
@@ -1413,6 +1423,7 @@ impl Scheduler {
         job_id: JobId,
         e: EngineIdx,
         max: u32,
+        tally: &mut Tally,
         now: Millis,
         fx: &mut Effects,
     ) -> u32 {
@@ -1423,20 +1434,41 @@ impl Scheduler {
         if !job.is_dispatchable()
             || job.counts.get(TaskStatus::Ready) == 0
             || !eligible(engine, &job.spec)
-            || self.max_engines_reached(job_id, &job.spec, e)
         {
             return 0;
+        }
+        let new_engine_for_job = job.spec.max_engines > 0 && !engine.runs_job(job_id);
+        if new_engine_for_job {
+            let on = *tally
+                .engines_on
+                .entry(job_id)
+                .or_insert_with(|| self.engines_running(job_id));
+            if on >= job.spec.max_engines {
+                return 0;
+            }
         }
         // Retries avoid the engine that failed them, and a blacklisted
         // engine gets none of the job, unless no other engine could run it:
         // then the job fails by its max_attempts instead of waiting forever.
-        let others_can_run = self.can_run_elsewhere(job, e);
+        let able = *tally
+            .able
+            .entry(job_id)
+            .or_insert_with(|| self.unbanned_engines(job));
+        let e_counts = engine.accepts_work() && !job.is_blacklisted(e, &self.cfg);
+        let others_can_run = able > u32::from(e_counts);
         if job.is_blacklisted(e, &self.cfg) && others_can_run {
             return 0;
         }
+        let limited = self.has_set_limits(&job.spec);
+        let limit_room = if limited {
+            let used = tally.tokens.get_or_insert_with(|| self.tokens_in_use());
+            self.limit_room_with(&job.spec, used)
+        } else {
+            u32::MAX
+        };
         let max = max
             .min(self.ram_room(engine, job.spec.requirements.min_ram_mb))
-            .min(self.limit_room(&job.spec));
+            .min(limit_room);
         if max == 0 {
             return 0;
         }
@@ -1491,6 +1523,14 @@ impl Scheduler {
         }
         let n = batch.len() as u32;
         if n > 0 {
+            if let (true, Some(used)) = (limited, tally.tokens.as_mut()) {
+                for l in &job.spec.limits {
+                    *used.entry(l.clone()).or_default() += n;
+                }
+            }
+            if new_engine_for_job {
+                *tally.engines_on.entry(job_id).or_default() += 1;
+            }
             engine.peak_outstanding = engine.peak_outstanding.max(engine.outstanding());
             if job.status == JobStatus::Queued {
                 job.status = JobStatus::Running;
@@ -1539,11 +1579,19 @@ impl Scheduler {
     fn can_run_elsewhere(&self, job: &Job, e: EngineIdx) -> bool {
         self.engines.iter().enumerate().any(|(i, o)| {
             let i = i as EngineIdx;
-            i != e
-                && o.accepts_work()
-                && eligible(o, &job.spec)
-                && !job.is_blacklisted(i, &self.cfg)
+            i != e && self.runs_unbanned(job, o, i)
         })
+    }
+
+    /// How many engines could run the job now without a blacklist waiver.
+    fn unbanned_engines(&self, job: &Job) -> u32 {
+        (0..self.engines.len() as EngineIdx)
+            .filter(|&i| self.runs_unbanned(job, &self.engines[i as usize], i))
+            .count() as u32
+    }
+
+    fn runs_unbanned(&self, job: &Job, o: &Engine, i: EngineIdx) -> bool {
+        o.accepts_work() && eligible(o, &job.spec) && !job.is_blacklisted(i, &self.cfg)
     }
 
     /// Would giving engine `e` this job put it on more engines than its
@@ -1831,6 +1879,19 @@ impl Scheduler {
             .filter(|j| !j.status.is_terminal())
             .count()
     }
+}
+
+/// Counts one dispatch call keeps as it assigns, so that each decision does
+/// not recount every held attempt. Valid for one call only: within it,
+/// attempts are only added, and no engine changes state.
+#[derive(Default)]
+struct Tally {
+    /// Tokens in use per limit (computed when a limited job is first seen).
+    tokens: Option<HashMap<String, u32>>,
+    /// Engines running each capped job.
+    engines_on: HashMap<JobId, u32>,
+    /// Engines that could run each job without a blacklist waiver.
+    able: HashMap<JobId, u32>,
 }
 
 /// Merges the Assign messages from `from` on that go to the same engine for
