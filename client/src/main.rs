@@ -201,6 +201,9 @@ struct SubmitArgs {
     /// Address to mail when the job ends (repeatable).
     #[arg(long = "notify")]
     notify: Vec<String>,
+    /// Which endings send the mail: done, failed (failed or cancelled) or both.
+    #[arg(long, default_value = "both")]
+    notify_on: drqueue_common::model::NotifyOn,
     /// Submit paused.
     #[arg(long)]
     paused: bool,
@@ -340,6 +343,7 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
                 after: a.after,
                 start_after: a.start_after,
                 notify: a.notify,
+                notify_on: a.notify_on,
                 paused: a.paused,
             };
             // Judge it here too, for an error before any network round trip.
@@ -753,6 +757,22 @@ fn show_job(j: &JobView) {
     }
     if let Some(reason) = &j.reason {
         println!("  reason     {reason}");
+    }
+    if let Some(n) = &j.notification {
+        let mut line = format!("{} (on {}): {}", n.to.join(", "), n.on, n.state);
+        if n.attempts > 0 {
+            line.push_str(&format!(", {} attempt(s)", n.attempts));
+        }
+        if let Some(t) = n.sent_ms {
+            line.push_str(&format!(" at {}", ms(Some(t))));
+        }
+        if let Some(t) = n.next_try_ms {
+            line.push_str(&format!(", next try {}", ms(Some(t))));
+        }
+        if let Some(e) = &n.last_error {
+            line.push_str(&format!("; last error: {e}"));
+        }
+        println!("  notify     {line}");
     }
     if !j.blocked.is_empty() {
         println!("  not running because:");

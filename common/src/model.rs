@@ -130,6 +130,64 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// Which endings of a job send its notification.
+    NotifyOn {
+        Done => "done",
+        Failed => "failed",
+        Both => "both",
+    }
+);
+
+// string_enum! takes no variant attributes, so `#[default]` cannot be used.
+#[allow(clippy::derivable_impls)]
+impl Default for NotifyOn {
+    fn default() -> Self {
+        NotifyOn::Both
+    }
+}
+
+impl NotifyOn {
+    /// Does a job that ended `status` notify? `failed` covers cancelled too:
+    /// anything that did not render.
+    pub fn fires_on(self, status: JobStatus) -> bool {
+        match self {
+            NotifyOn::Both => status.is_terminal(),
+            NotifyOn::Done => status == JobStatus::Done,
+            NotifyOn::Failed => matches!(status, JobStatus::Failed | JobStatus::Cancelled),
+        }
+    }
+}
+
+string_enum!(
+    /// Where a job's notification stands.
+    NotifyState {
+        Waiting => "waiting",
+        Pending => "pending",
+        Sending => "sending",
+        Sent => "sent",
+        Failed => "failed",
+        Skipped => "skipped",
+    }
+);
+
+/// A job's email notification: a dependent task that runs on the master
+/// when the job ends, persisted with the job and retried until sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub state: NotifyState,
+    pub to: Vec<String>,
+    pub on: NotifyOn,
+    /// Sending attempts made so far.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_try_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<Millis>,
+}
+
 /// Task counts by status; serialised as a map with every status present.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts(pub [u64; 7]);
@@ -232,6 +290,7 @@ pub struct JobSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_after: Option<Millis>,
     pub notify: Vec<String>,
+    pub notify_on: NotifyOn,
     pub paused: bool,
 }
 
@@ -255,6 +314,7 @@ impl Default for JobSpec {
             after: Vec::new(),
             start_after: None,
             notify: Vec::new(),
+            notify_on: NotifyOn::Both,
             paused: false,
         }
     }
@@ -273,6 +333,8 @@ pub enum SpecError {
     MaxAttempts,
     #[error("{field} {value:?} is not a valid name: use letters, digits, '-', '_' and '.'")]
     BadName { field: &'static str, value: String },
+    #[error("--notify {0:?} is not an email address (user@example.com)")]
+    BadAddress(String),
     #[error("{field} is too long: {len} bytes, the limit is {max}")]
     TooLong {
         field: &'static str,
@@ -312,6 +374,16 @@ impl JobSpec {
                 field: "pool",
                 value: self.pool.clone(),
             });
+        }
+        for a in &self.notify {
+            let plausible = a.len() <= 254
+                && a.split_once('@').is_some_and(|(user, host)| {
+                    !user.is_empty() && (host.contains('.') || host == "localhost")
+                })
+                && !a.chars().any(|c| c.is_whitespace() || "<>,;\"".contains(c));
+            if !plausible {
+                return Err(SpecError::BadAddress(a.clone()));
+            }
         }
         for l in &self.limits {
             if !is_simple_name(l) {
@@ -376,6 +448,9 @@ pub struct JobView {
     /// Why the job ended as it did, when that is not obvious.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The email notification, for jobs submitted with `--notify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
     pub submitted_ms: Millis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<Millis>,

@@ -7,6 +7,7 @@
 //! Because only this task touches the scheduler, nothing on the dispatch path
 //! takes a lock.
 
+use crate::notify::Mailer;
 use crate::router::Outgoing;
 use crate::scheduler::{Effects, Scheduler};
 use crate::store::writer::{PostCommit, WriterMsg};
@@ -58,6 +59,11 @@ pub struct Core {
     out: mpsc::UnboundedSender<Outgoing>,
     writer: mpsc::UnboundedSender<WriterMsg>,
     authenticated: bool,
+    /// None when the master has no `--smtp`: notifications then fail with
+    /// that reason.
+    mailer: Option<Mailer>,
+    /// The HTTP API as users reach it, for links in mails.
+    public_url: String,
 }
 
 impl Core {
@@ -79,7 +85,16 @@ impl Core {
             out,
             writer,
             authenticated,
+            mailer: None,
+            public_url: String::new(),
         }
+    }
+
+    /// Sets how notifications go out.
+    pub fn with_mail(mut self, mailer: Option<Mailer>, public_url: String) -> Core {
+        self.mailer = mailer;
+        self.public_url = public_url;
+        self
     }
 
     /// Runs `f` once everything changed so far is committed.
@@ -122,6 +137,8 @@ impl Core {
                 }
             } else {
                 self.sched.tick(self.now, &mut self.fx);
+                let (mailer, url) = (self.mailer.clone(), self.public_url.clone());
+                crate::notify::send_due(&mut self, mailer.as_ref(), &url);
             }
             self.flush();
             if let Some(done) = shutdown {

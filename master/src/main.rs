@@ -58,6 +58,13 @@ struct Args {
     /// only `drqueue engine enable` brings it back).
     #[arg(long, default_value_t = 120)]
     check_interval: u64,
+    /// Attempts at sending a job's email before it is marked failed.
+    #[arg(long, default_value_t = 10)]
+    mail_attempts: u32,
+    /// The HTTP API's address as users reach it, for links in mails
+    /// (default: the address it listens on).
+    #[arg(long, env = "DRQUEUE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// The known-good check task, e.g. "/studio/bin/render-check --quick";
     /// by default the engine's built-in check (start a process, write a file).
     #[arg(long)]
@@ -98,11 +105,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    if args.smtp.is_some() || args.mail_from.is_some() {
-        tracing::warn!(
-            "--smtp/--mail-from are accepted but notifications are not sent by this version yet"
-        );
+    if args.smtp.is_none() && args.mail_from.is_some() {
+        tracing::warn!("--mail-from without --smtp: notifications cannot be sent");
     }
+    let mail = args
+        .smtp
+        .clone()
+        .map(|smtp| drqueue_master::notify::MailConfig {
+            smtp,
+            from: args.mail_from.clone(),
+            user: std::env::var("DRQUEUE_SMTP_USER").ok(),
+            password: std::env::var("DRQUEUE_SMTP_PASSWORD").ok(),
+        });
     let check_command = match &args.check_command {
         Some(c) => shlex::split(c)
             .filter(|v| !v.is_empty())
@@ -117,6 +131,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         key,
         tokens,
         lease_ms: args.lease * 1000,
+        mail,
+        public_url: args.public_url,
         sched: Config {
             engine_timeout_ms: args.engine_timeout * 1000,
             recovery_ms: args.recovery * 1000,
@@ -124,6 +140,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             sick_after: args.sick_after,
             check_interval_ms: args.check_interval * 1000,
             check_command,
+            mail_attempts: args.mail_attempts.max(1),
             ..Config::default()
         },
     };

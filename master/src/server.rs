@@ -28,6 +28,11 @@ pub struct MasterOptions {
     /// How long the active master's lease on a shared store lasts unrenewed:
     /// a standby takes over this long after the active master dies.
     pub lease_ms: u64,
+    /// SMTP for notifications; None: notifications fail saying so.
+    pub mail: Option<crate::notify::MailConfig>,
+    /// The HTTP API's address as users reach it (for links in mails);
+    /// default: the address the master listens on.
+    pub public_url: Option<String>,
 }
 
 impl Default for MasterOptions {
@@ -41,6 +46,8 @@ impl Default for MasterOptions {
             tokens: Vec::new(),
             sched: Config::default(),
             lease_ms: 10_000,
+            mail: None,
+            public_url: None,
         }
     }
 }
@@ -96,11 +103,19 @@ pub fn open_store(db: &str) -> anyhow::Result<Box<dyn Store>> {
 }
 
 /// This master's name in the lease: host, process and a random tag.
+/// This machine's name (Linux), or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 fn master_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!(
         "{}:{}:{:04x}",
-        host.trim(),
+        hostname(),
         std::process::id(),
         rand::random::<u16>()
     )
@@ -205,7 +220,14 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         out_tx.clone(),
         out_rx,
     );
-    let core = Core::new(sched, out_tx, writer_tx, opts.key.is_some());
+    let mailer = opts
+        .mail
+        .clone()
+        .map(|cfg| crate::notify::Mailer::start(cfg, writer_tx.clone(), events_tx.clone()))
+        .transpose()?;
+    let public_url = opts.public_url.clone().unwrap_or_else(|| http_url.clone());
+    let core =
+        Core::new(sched, out_tx, writer_tx, opts.key.is_some()).with_mail(mailer, public_url);
     tokio::spawn(core.run(events_rx));
     let app = http::router(events_tx.clone(), opts.tokens.clone());
     tokio::spawn(async move {

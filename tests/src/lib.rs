@@ -170,6 +170,88 @@ impl Drop for TestMongo {
     }
 }
 
+/// A real SMTP server for a test: aiosmtpd (from PyPI, which `scripts/test`
+/// installs and names in `DRQUEUE_TEST_SMTPD`) writing each mail it accepts
+/// into a maildir, with the envelope in `X-MailFrom` / `X-RcptTo` headers.
+pub struct TestSmtp {
+    python: PathBuf,
+    maildir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl TestSmtp {
+    /// A server on a free port, not yet started; None (with a visible note)
+    /// without aiosmtpd, which CI must have.
+    pub fn new(dir: &Path) -> Option<TestSmtp> {
+        let Some(python) = std::env::var_os("DRQUEUE_TEST_SMTPD").filter(|p| !p.is_empty()) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "DRQUEUE_TEST_SMTPD is not set: scripts/test installs aiosmtpd and sets it"
+            );
+            eprintln!("skipped: no SMTP test server (run the tests with scripts/test)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Some(TestSmtp {
+            python: python.into(),
+            maildir: dir.join(format!("maildir-{port}")),
+            port,
+            child: None,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&mut self) {
+        let child = Command::new(&self.python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&self.maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually(Duration::from_secs(30), "the SMTP server to listen", || {
+            std::net::TcpStream::connect(&addr).ok().map(|_| ())
+        });
+    }
+
+    /// Stops it, as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every mail received so far, headers and body as text.
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir.join("new"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect()
+    }
+}
+
+impl Drop for TestSmtp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 pub struct EngineProc {
     pub child: Child,
     pub name: String,

@@ -37,7 +37,7 @@ use crate::store::{
 use drqueue_common::frames::Block;
 use drqueue_common::model::{
     Counts, EngineFacts, EngineId, EngineState, EngineView, JobId, JobSpec, JobStatus, JobView,
-    TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
+    Notification, NotifyState, TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
 };
 use drqueue_common::protocol::{
     Assign, Assignment, AttemptKey, Heartbeat, JobBody, Outcome, ToEngine,
@@ -69,6 +69,8 @@ pub struct Config {
     pub check_interval_ms: u64,
     /// The check task; empty means the engine's built-in check.
     pub check_command: Vec<String>,
+    /// Sending attempts for a job's email before it is given up as failed.
+    pub mail_attempts: u32,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             sick_after: 5,
             check_interval_ms: 120_000,
             check_command: Vec::new(),
+            mail_attempts: 10,
         }
     }
 }
@@ -272,6 +275,8 @@ struct Job {
     /// Failed attempts per engine; at `blacklist_after` the engine gets no
     /// more of this job.
     engine_failures: BTreeMap<EngineIdx, u32>,
+    /// The email to send when the job ends (`--notify`).
+    notification: Option<Notification>,
 }
 
 impl Job {
@@ -303,6 +308,14 @@ impl Job {
                     count: *count,
                 })
                 .collect(),
+            notification: self.notification.clone().map(|mut n| {
+                // A send in flight is stored as pending: after a crash it
+                // is tried again rather than forgotten.
+                if n.state == NotifyState::Sending {
+                    n.state = NotifyState::Pending;
+                }
+                n
+            }),
         }
     }
 
@@ -420,6 +433,9 @@ impl Scheduler {
             for f in &rec.engine_failures {
                 let e = s.intern_engine(&f.engine);
                 job.engine_failures.insert(e, f.count);
+            }
+            if rec.notification.is_some() {
+                job.notification = rec.notification;
             }
             job.counts = Counts::default();
             job.ready.clear();
@@ -647,6 +663,11 @@ impl Scheduler {
         if n > 0 {
             job.finished_ms = None;
             job.reason = None;
+            // It will end again, and tell again.
+            if let Some(note) = job.notification.as_mut() {
+                note.state = NotifyState::Waiting;
+                note.next_try_ms = None;
+            }
             if job.status.is_terminal() {
                 job.status = JobStatus::Queued;
             }
@@ -1707,8 +1728,24 @@ impl Scheduler {
         DepState::Met
     }
 
-    /// Jobs waiting on this one may now start (or be cancelled).
+    /// Jobs waiting on this one may now start (or be cancelled), and its
+    /// notification becomes due.
     fn on_job_ended(&mut self, id: JobId, now: Millis, fx: &mut Effects) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            let status = job.status;
+            if let Some(n) = job.notification.as_mut() {
+                n.attempts = 0;
+                n.last_error = None;
+                if n.on.fires_on(status) {
+                    n.state = NotifyState::Pending;
+                    n.next_try_ms = Some(now);
+                } else {
+                    n.state = NotifyState::Skipped;
+                    n.next_try_ms = None;
+                }
+                self.dirty_jobs.insert(id);
+            }
+        }
         let dependents: Vec<JobId> = self
             .jobs
             .iter()
@@ -1793,6 +1830,62 @@ impl Scheduler {
         })
     }
 
+    // ----- notifications ---------------------------------------------------
+
+    /// Notifications due now: marked `sending` (in memory only) and returned
+    /// for the mailer. Each is in flight at most once.
+    pub fn due_notifications(&mut self, now: Millis) -> Vec<JobId> {
+        let mut due = Vec::new();
+        for (id, job) in self.jobs.iter_mut() {
+            if let Some(n) = job.notification.as_mut() {
+                if n.state == NotifyState::Pending && n.next_try_ms.is_none_or(|t| t <= now) {
+                    n.state = NotifyState::Sending;
+                    n.attempts += 1;
+                    due.push(*id);
+                }
+            }
+        }
+        due
+    }
+
+    /// How a sending attempt went. A failure is retried with backoff (1 s,
+    /// doubling, at most 5 min) until `mail_attempts` are used, or at once
+    /// given up when `permanent` (no SMTP server configured, bad address).
+    pub fn notification_result(
+        &mut self,
+        id: JobId,
+        result: Result<(), String>,
+        permanent: bool,
+        now: Millis,
+    ) {
+        let Some(n) = self.jobs.get_mut(&id).and_then(|j| j.notification.as_mut()) else {
+            return;
+        };
+        if n.state != NotifyState::Sending {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                n.state = NotifyState::Sent;
+                n.sent_ms = Some(now);
+                n.next_try_ms = None;
+                n.last_error = None;
+            }
+            Err(e) => {
+                if permanent || n.attempts >= self.cfg.mail_attempts {
+                    n.state = NotifyState::Failed;
+                    n.next_try_ms = None;
+                } else {
+                    let backoff = 1000u64 << n.attempts.saturating_sub(1).min(9);
+                    n.state = NotifyState::Pending;
+                    n.next_try_ms = Some(now + backoff.min(300_000));
+                }
+                n.last_error = Some(e);
+            }
+        }
+        self.dirty_jobs.insert(id);
+    }
+
     // ----- queries ---------------------------------------------------------
 
     pub fn job_view(&self, id: JobId, now: Millis) -> Option<JobView> {
@@ -1823,6 +1916,7 @@ impl Scheduler {
                 .map(|e| self.engines[*e as usize].id.clone())
                 .collect(),
             reason: job.reason.clone(),
+            notification: job.notification.clone(),
             submitted_ms: job.submitted_ms,
             started_ms: job.started_ms,
             finished_ms: job.finished_ms,
@@ -1974,6 +2068,7 @@ fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Millis) -> Job {
         .collect();
     let mut counts = Counts::default();
     counts.0[initial.index()] = tasks.len() as u64;
+    let (spec_notify, notify_on) = (spec.notify.clone(), spec.notify_on);
     Job {
         status: if spec.paused {
             JobStatus::Paused
@@ -1990,5 +2085,14 @@ fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Millis) -> Job {
         finished_ms: None,
         reason: None,
         engine_failures: BTreeMap::new(),
+        notification: (!spec_notify.is_empty()).then_some(Notification {
+            state: NotifyState::Waiting,
+            to: spec_notify,
+            on: notify_on,
+            attempts: 0,
+            last_error: None,
+            next_try_ms: None,
+            sent_ms: None,
+        }),
     }
 }

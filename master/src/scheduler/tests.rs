@@ -1209,3 +1209,112 @@ fn start_after_names_the_clock_time() {
     assert!(reasons[0].starts_with("starts at "), "{reasons:?}");
     assert!(reasons[0].ends_with("(in 1h 30m)"), "{reasons:?}");
 }
+
+#[test]
+fn a_notification_waits_for_the_end_then_retries_with_backoff_until_sent() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.notify = vec!["ana@example.com".into()];
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let state = |sim: &Sim| sim.s.jobs[&id].notification.clone().unwrap();
+    assert_eq!(state(&sim).state, NotifyState::Waiting);
+    assert!(sim.s.due_notifications(sim.now).is_empty());
+    sim.finish(0, 0, true);
+    assert_eq!(state(&sim).state, NotifyState::Pending);
+    // Due once: a second call while it is in flight gives nothing.
+    assert_eq!(sim.s.due_notifications(sim.now), vec![id]);
+    assert!(sim.s.due_notifications(sim.now).is_empty());
+    // In flight is stored as pending: a crash now sends it again, never loses it.
+    let stored = sim.s.jobs[&id].record(id, &sim.s.engines).notification;
+    assert_eq!(stored.map(|n| n.state), Some(NotifyState::Pending));
+    sim.s
+        .notification_result(id, Err("SMTP: refused".into()), false, sim.now);
+    let n = state(&sim);
+    assert_eq!(
+        (n.state, n.attempts, n.next_try_ms),
+        (NotifyState::Pending, 1, Some(sim.now + 1000))
+    );
+    assert!(sim.s.due_notifications(sim.now + 999).is_empty());
+    assert_eq!(sim.s.due_notifications(sim.now + 1000), vec![id]);
+    sim.s
+        .notification_result(id, Err("SMTP: refused".into()), false, sim.now + 1000);
+    assert_eq!(
+        state(&sim).next_try_ms,
+        Some(sim.now + 3000),
+        "backoff doubles"
+    );
+    sim.s.due_notifications(sim.now + 3000);
+    sim.s.notification_result(id, Ok(()), false, sim.now + 3000);
+    let n = state(&sim);
+    assert_eq!(
+        (n.state, n.attempts, n.last_error),
+        (NotifyState::Sent, 3, None)
+    );
+    // A late or repeated result changes nothing.
+    sim.s
+        .notification_result(id, Err("late".into()), false, sim.now + 4000);
+    assert_eq!(state(&sim).state, NotifyState::Sent);
+}
+
+#[test]
+fn a_notification_gives_up_after_its_attempts_or_at_once_when_permanent() {
+    let mut sim = Sim::new();
+    sim.s.cfg.mail_attempts = 2;
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.notify = vec!["ana@example.com".into()];
+    sp.notify_on = drqueue_common::model::NotifyOn::Failed;
+    let quiet = sim.s.submit(sp.clone(), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    sim.finish(0, 0, true);
+    let n = sim.s.jobs[&quiet].notification.clone().unwrap();
+    assert_eq!(
+        n.state,
+        NotifyState::Skipped,
+        "done, but only failures notify"
+    );
+
+    let mut fx = Effects::default();
+    sp.notify_on = drqueue_common::model::NotifyOn::Both;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    sim.finish(0, 0, true);
+    for t in [0, 1000] {
+        assert_eq!(sim.s.due_notifications(sim.now + t), vec![id]);
+        sim.s
+            .notification_result(id, Err("SMTP: refused".into()), false, sim.now + t);
+    }
+    let n = sim.s.jobs[&id].notification.clone().unwrap();
+    assert_eq!(
+        (n.state, n.attempts, n.last_error.as_deref()),
+        (NotifyState::Failed, 2, Some("SMTP: refused"))
+    );
+}
+
+#[test]
+fn retrying_a_job_arms_its_notification_for_the_next_end() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.notify = vec!["ana@example.com".into()];
+    sp.max_attempts = 1;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    sim.finish(0, 0, false);
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Failed));
+    sim.s.due_notifications(sim.now);
+    sim.s.notification_result(id, Ok(()), false, sim.now);
+    let mut fx = Effects::default();
+    assert_eq!(sim.s.retry(id, sim.now, &mut fx).unwrap(), 1);
+    sim.settle(fx);
+    let n = sim.s.jobs[&id].notification.clone().unwrap();
+    assert_eq!(n.state, NotifyState::Waiting);
+    sim.finish(0, 0, true);
+    let n = sim.s.jobs[&id].notification.clone().unwrap();
+    assert_eq!((n.state, n.attempts), (NotifyState::Pending, 0));
+}

@@ -78,6 +78,15 @@ pub(super) fn job(id: JobId) -> JobRecord {
             engine: "render.node-1".into(),
             count: 2,
         }],
+        notification: Some(drqueue_common::model::Notification {
+            state: drqueue_common::model::NotifyState::Pending,
+            to: vec!["wrangler@example.com".into()],
+            on: drqueue_common::model::NotifyOn::Failed,
+            attempts: 2,
+            last_error: Some("connection refused".into()),
+            next_try_ms: Some(5000),
+            sent_ms: None,
+        }),
     }
 }
 

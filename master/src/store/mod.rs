@@ -13,7 +13,7 @@ pub mod sqlite;
 pub mod writer;
 
 use drqueue_common::model::{
-    EngineFacts, EngineId, JobId, JobSpec, JobStatus, TaskKey, TaskStatus,
+    EngineFacts, EngineId, JobId, JobSpec, JobStatus, Notification, TaskKey, TaskStatus,
 };
 use drqueue_common::protocol::{AttemptKey, Outcome};
 use drqueue_common::Millis;
@@ -38,6 +38,10 @@ pub struct JobRecord {
     /// `blacklist_after` times gets no more of its tasks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub engine_failures: Vec<EngineFailures>,
+    /// The job's email notification and where it stands; written in the
+    /// same batch as the job's end, so an ended job never lacks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
 }
 
 /// How often one engine failed one job. A list, not a map: engine ids are
