@@ -150,6 +150,12 @@ impl Client {
         self.post("/api/jobs", Some(spec))
     }
 
+    /// Submits a graph of jobs in one request: all are created, or none.
+    /// The jobs come back dependencies first.
+    pub fn submit_graph(&self, graph: &drqueue_common::graph::Graph) -> Result<Vec<JobView>> {
+        self.post("/api/graphs", Some(graph))
+    }
+
     pub fn jobs(&self, status: Option<JobStatus>) -> Result<Vec<JobView>> {
         let q: Vec<(&str, String)> = status
             .map(|s| ("status", s.to_string()))

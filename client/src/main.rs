@@ -107,6 +107,21 @@ enum Cmd {
         #[command(subcommand)]
         action: LimitCmd,
     },
+    /// Run a job or a job file's graph on this machine, no master: to debug
+    /// it before it goes to the farm. Exits 1 if anything failed.
+    RunLocal(Box<RunLocalArgs>),
+}
+
+#[derive(Args)]
+struct RunLocalArgs {
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Where attempt logs go (JOB-TASK-ATTEMPT.log).
+    #[arg(long, default_value = "drqueue-local")]
+    log_dir: std::path::PathBuf,
+    #[command(flatten)]
+    submit: SubmitArgs,
 }
 
 #[derive(Subcommand)]
@@ -140,6 +155,15 @@ enum EngineCmd {
 
 #[derive(Args)]
 struct SubmitArgs {
+    /// A job file (TOML, or JSON by its .json name): one job, or a graph of
+    /// named jobs with `after` by name. Submitted all or nothing.
+    #[arg(long, conflicts_with_all = ["preset", "command"])]
+    file: Option<std::path::PathBuf>,
+    /// Run a command after this job is done, as a dependent one-task job:
+    /// `… -- CMD ARGS --then -- CMD2 ARGS`, or `--preset … --then -- CMD2`.
+    /// In CMD2, {job} is this job's id and {start}/{end} its first and last frame.
+    #[arg(long)]
+    then: bool,
     #[arg(long)]
     name: Option<String>,
     /// Render with a known renderer: blender, povray, hrender, maya, nuke,
@@ -212,7 +236,7 @@ struct SubmitArgs {
     json: bool,
     /// The command and its arguments, after `--` (with --preset: extra
     /// arguments for the renderer).
-    #[arg(last = true, required_unless_present = "preset")]
+    #[arg(last = true, required_unless_present_any = ["preset", "file"])]
     command: Vec<String>,
 }
 
@@ -238,24 +262,7 @@ fn parse_after(s: &str) -> Result<Dependency, String> {
 }
 
 fn parse_time(s: &str) -> Result<u64, String> {
-    if let Some(rel) = s.strip_prefix('+') {
-        let (num, unit) =
-            rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: expected +N followed by s, m, h or d"))?;
-        let secs = match unit {
-            "s" | "" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86400,
-            _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
-        };
-        return Ok(drqueue_common::now_millis() + secs * 1000);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis().max(0) as u64)
-        .map_err(|e| format!("{s:?} is not RFC 3339 (2026-11-23T22:00:00+01:00) or +2h: {e}"))
+    drqueue_common::graph::parse_time(s, drqueue_common::now_millis())
 }
 
 fn main() -> ExitCode {
@@ -289,73 +296,20 @@ fn ms(t: Option<u64>) -> String {
 fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
     match cmd {
         Cmd::Submit(a) => {
-            let mut a = *a;
-            if let Some(preset) = a.preset {
-                let frames = drqueue_common::frames::FrameSet::parse(&a.frames)
-                    .map_err(|e| ClientError::BadRequest(format!("frames: {e}")))?;
-                let scene = a.scene.take().unwrap_or_default();
-                if a.name.is_none() {
-                    a.name = scene.rsplit('/').next().map(String::from);
+            let json = a.json;
+            match submission(*a)? {
+                Submission::One(spec) => {
+                    let job = client.submit(&spec)?;
+                    if json {
+                        print_json(&job)?;
+                    } else {
+                        println!("{}", job.id);
+                    }
                 }
-                let args = drqueue_common::preset::PresetArgs {
-                    scene,
-                    output: a.output.take(),
-                    node: a.render_node.take(),
-                    extra: std::mem::take(&mut a.command),
-                };
-                let expanded = drqueue_common::preset::expand(preset, &args, &frames)
-                    .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-                a.command = expanded.command;
-                if !a.requires.contains(&expanded.capability) {
-                    a.requires.push(expanded.capability);
-                }
-            } else if a.scene.is_some() || a.output.is_some() || a.render_node.is_some() {
-                return Err(ClientError::BadRequest(
-                    "--scene, --output and --render-node go with --preset; without one, write the whole command after --".into(),
-                ));
-            }
-            let spec = JobSpec {
-                name: a.name.unwrap_or_default(),
-                owner: std::env::var("USER")
-                    .or_else(|_| std::env::var("LOGNAME"))
-                    .unwrap_or_else(|_| "unknown".into()),
-                command: a.command,
-                frames: a.frames,
-                blocksize: a.blocksize,
-                priority: a.priority,
-                pool: a.pool,
-                requirements: Requirements {
-                    os: a.os,
-                    min_cores: a.min_cores,
-                    min_ram_mb: a.min_ram_mb,
-                    capabilities: a.requires,
-                },
-                env: a.env.into_iter().collect::<BTreeMap<_, _>>(),
-                cwd: a.cwd.or_else(|| {
-                    std::env::current_dir()
-                        .ok()
-                        .map(|d| d.display().to_string())
-                }),
-                max_attempts: a.max_attempts,
-                timeout_secs: a.timeout,
-                max_engines: a.max_engines,
-                limits: a.limits,
-                after: a.after,
-                start_after: a.start_after,
-                notify: a.notify,
-                notify_on: a.notify_on,
-                paused: a.paused,
-            };
-            // Judge it here too, for an error before any network round trip.
-            spec.validate()
-                .map_err(|e| ClientError::BadRequest(e.to_string()))?;
-            let job = client.submit(&spec)?;
-            if a.json {
-                print_json(&job)?;
-            } else {
-                println!("{}", job.id);
+                Submission::Graph(g) => print_submitted(&client.submit_graph(&g)?, json)?,
             }
         }
+        Cmd::RunLocal(r) => return run_local(*r),
         Cmd::Jobs { status, json } => {
             let jobs = client.jobs(status)?;
             if json {
@@ -634,6 +588,263 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `run-local`: the graph on this machine, with a progress bar per job.
+fn run_local(r: RunLocalArgs) -> Result<ExitCode, ClientError> {
+    use drqueue_common::graph::{Graph, GraphJob};
+    use drqueue_engine::local::{self, AttemptEnd, JobProgress, Observer};
+    let graph = match submission(r.submit)? {
+        Submission::Graph(g) => g,
+        Submission::One(spec) => {
+            let mut spec = *spec;
+            if spec.name.is_empty() {
+                spec.name = spec.default_name();
+            }
+            Graph {
+                jobs: vec![GraphJob {
+                    name: spec.name.clone(),
+                    spec,
+                    after_names: Vec::new(),
+                }],
+            }
+        }
+    };
+    struct Bars {
+        multi: indicatif::MultiProgress,
+        bars: Vec<ProgressBar>,
+    }
+    impl Observer for Bars {
+        fn progress(&mut self, jobs: &[JobProgress]) {
+            while self.bars.len() < jobs.len() {
+                let bar = self.multi.add(progress_bar(true));
+                self.bars.push(bar);
+            }
+            for (bar, j) in self.bars.iter().zip(jobs) {
+                bar.set_prefix(format!("job {} {}", j.id, j.name));
+                bar.set_length(j.tasks);
+                bar.set_position(j.counts.get(TaskStatus::Done) + j.counts.get(TaskStatus::Failed));
+                bar.set_message(format!(
+                    "{} | {} running",
+                    j.status,
+                    j.counts.get(TaskStatus::Running)
+                ));
+            }
+        }
+        fn attempt_ended(&mut self, e: &AttemptEnd) {
+            if !e.outcome.is_success() {
+                let _ = self.multi.println(format!(
+                    "job {} {} task {} (frames {}-{}) attempt {}: {}; log: {}",
+                    e.job,
+                    e.name,
+                    e.task,
+                    e.block.first,
+                    e.block.last,
+                    e.attempt,
+                    e.outcome.describe(),
+                    e.log.display()
+                ));
+            }
+        }
+    }
+    let multi = indicatif::MultiProgress::new();
+    if !std::io::stderr().is_terminal() {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut bars = Bars {
+        multi,
+        bars: Vec::new(),
+    };
+    let ends = local::run(&graph, r.slots, &r.log_dir, &mut bars)
+        .map_err(|e| ClientError::BadRequest(format!("{e:#}")))?;
+    for b in &bars.bars {
+        b.finish();
+    }
+    let mut ok = true;
+    for j in &ends {
+        println!(
+            "job {} {}: {} ({} of {} tasks done)",
+            j.id,
+            j.name,
+            j.status,
+            j.counts.get(TaskStatus::Done),
+            j.tasks
+        );
+        ok &= j.status == JobStatus::Done;
+    }
+    println!("logs in {}", r.log_dir.display());
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What `submit` (or `run-local`) was asked to run.
+enum Submission {
+    One(Box<JobSpec>),
+    Graph(drqueue_common::graph::Graph),
+}
+
+fn submission(mut a: SubmitArgs) -> Result<Submission, ClientError> {
+    let owner = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    if let Some(path) = &a.file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::BadRequest(format!("cannot read {}: {e}", path.display())))?;
+        let graph = drqueue_common::graph::parse(
+            &path.display().to_string(),
+            &text,
+            &owner,
+            drqueue_common::now_millis(),
+        )
+        .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        return Ok(Submission::Graph(graph));
+    }
+    // `… -- CMD --then -- CMD2`: split the trailing arguments.
+    let mut then_cmd = None;
+    if let Some(at) = a.command.iter().position(|x| x == "--then") {
+        let mut rest = a.command.split_off(at);
+        rest.remove(0);
+        if rest.first().is_some_and(|x| x == "--") {
+            rest.remove(0);
+        }
+        then_cmd = Some(rest);
+    } else if a.then {
+        if a.preset.is_none() {
+            return Err(ClientError::BadRequest(
+                        "--then goes after the job's command: drqueue submit … -- CMD ARGS --then -- CMD2 ARGS".into(),
+                    ));
+        }
+        then_cmd = Some(std::mem::take(&mut a.command));
+    }
+    if then_cmd.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(ClientError::BadRequest(
+            "--then needs a command: --then -- ffmpeg -i frames/%04d.png movie.mp4".into(),
+        ));
+    }
+    if let Some(preset) = a.preset {
+        let frames = drqueue_common::frames::FrameSet::parse(&a.frames)
+            .map_err(|e| ClientError::BadRequest(format!("frames: {e}")))?;
+        let scene = a.scene.take().unwrap_or_default();
+        if a.name.is_none() {
+            a.name = scene.rsplit('/').next().map(String::from);
+        }
+        let args = drqueue_common::preset::PresetArgs {
+            scene,
+            output: a.output.take(),
+            node: a.render_node.take(),
+            extra: std::mem::take(&mut a.command),
+        };
+        let expanded = drqueue_common::preset::expand(preset, &args, &frames)
+            .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+        a.command = expanded.command;
+        if !a.requires.contains(&expanded.capability) {
+            a.requires.push(expanded.capability);
+        }
+    } else if a.scene.is_some() || a.output.is_some() || a.render_node.is_some() {
+        return Err(ClientError::BadRequest(
+                    "--scene, --output and --render-node go with --preset; without one, write the whole command after --".into(),
+                ));
+    }
+    let spec = JobSpec {
+        name: a.name.unwrap_or_default(),
+        owner,
+        command: a.command,
+        frames: a.frames,
+        blocksize: a.blocksize,
+        priority: a.priority,
+        pool: a.pool,
+        requirements: Requirements {
+            os: a.os,
+            min_cores: a.min_cores,
+            min_ram_mb: a.min_ram_mb,
+            capabilities: a.requires,
+        },
+        env: a.env.into_iter().collect::<BTreeMap<_, _>>(),
+        cwd: a.cwd.or_else(|| {
+            std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string())
+        }),
+        max_attempts: a.max_attempts,
+        timeout_secs: a.timeout,
+        max_engines: a.max_engines,
+        limits: a.limits,
+        after: a.after,
+        start_after: a.start_after,
+        notify: a.notify,
+        notify_on: a.notify_on,
+        paused: a.paused,
+    };
+    // Judge it here too, for an error before any network round trip.
+    let frames = spec
+        .validate()
+        .map_err(|e| ClientError::BadRequest(e.to_string()))?;
+    Ok(match then_cmd {
+        Some(cmd) => Submission::Graph(then_graph(spec, &frames, cmd)),
+        None => Submission::One(Box::new(spec)),
+    })
+}
+
+/// The job and its `--then` job as a graph: the second waits for the first
+/// to be done and runs once over the first's whole frame range.
+fn then_graph(
+    mut spec: JobSpec,
+    frames: &drqueue_common::frames::FrameSet,
+    command: Vec<String>,
+) -> drqueue_common::graph::Graph {
+    use drqueue_common::graph::{Graph, GraphJob, NamedDependency};
+    if spec.name.is_empty() {
+        spec.name = spec.default_name();
+    }
+    let (first, last) = frames.bounds();
+    let main = spec.name.clone();
+    let then = JobSpec {
+        name: format!("{main} then"),
+        owner: spec.owner.clone(),
+        command: command
+            .into_iter()
+            .map(|a| a.replace("{job}", &format!("{{job:{main}}}")))
+            .collect(),
+        frames: format!("{first}-{last}"),
+        blocksize: u32::try_from(last - first + 1).unwrap_or(u32::MAX),
+        priority: spec.priority,
+        pool: spec.pool.clone(),
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        ..JobSpec::default()
+    };
+    Graph {
+        jobs: vec![
+            GraphJob {
+                name: main.clone(),
+                spec,
+                after_names: Vec::new(),
+            },
+            GraphJob {
+                name: then.name.clone(),
+                spec: then,
+                after_names: vec![NamedDependency {
+                    name: main,
+                    on: vec![JobStatus::Done],
+                }],
+            },
+        ],
+    }
+}
+
+/// Ids one per line, dependencies first (the jobs as JSON with --json).
+fn print_submitted(jobs: &[JobView], json: bool) -> Result<(), ClientError> {
+    if json {
+        return print_json(&jobs);
+    }
+    for j in jobs {
+        println!("{}", j.id);
+        eprintln!("job {}: {}", j.id, j.name);
+    }
+    Ok(())
 }
 
 fn report(v: JobView) {

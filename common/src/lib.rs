@@ -4,6 +4,7 @@
 //! and nowhere else:
 //!
 //! - [`frames`]: frame sets (`1-100x5`, `1,3,7-9`) and how a job is cut into tasks;
+//! - [`graph`]: job files (TOML or JSON), one job or a graph of named jobs;
 //! - [`model`]: jobs, tasks, engines and their statuses as users see them;
 //! - [`preset`]: renderer presets (`--preset blender`) and their command lines;
 //! - [`template`]: the command-template placeholders (`{start}`, `{padframe:4}` …);
@@ -11,6 +12,7 @@
 //!   version check and authentication.
 
 pub mod frames;
+pub mod graph;
 pub mod model;
 pub mod preset;
 pub mod protocol;

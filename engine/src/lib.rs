@@ -7,8 +7,10 @@
 //! | [`runner`] | one attempt's child processes: no shell, own process group, logs, rusage |
 //! | [`facts`] | what the engine reports about its machine and renderers |
 //! | [`check`] | the known-good check a sick engine runs to get work again |
+//! | [`local`] | `drqueue run-local`: a job or graph run here, no master |
 pub mod check;
 pub mod engine;
 pub mod facts;
 pub mod link;
+pub mod local;
 pub mod runner;

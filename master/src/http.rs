@@ -9,7 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::core::{ApiCall, Core, Event};
-use crate::scheduler::{Effects, RequestError};
+use crate::scheduler::{Effects, RequestError, Scheduler};
 use crate::store::writer::WriterMsg;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
@@ -19,8 +19,12 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use drqueue_common::model::{ApiError, JobId, JobSpec, JobStatus, PoolView, TaskKey, TaskStatus};
+use drqueue_common::graph::Graph;
+use drqueue_common::model::{
+    ApiError, JobId, JobSpec, JobStatus, JobView, PoolView, TaskKey, TaskStatus,
+};
 use drqueue_common::protocol::AttemptKey;
+use drqueue_common::Millis;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +48,7 @@ pub fn router(events: mpsc::UnboundedSender<Event>, tokens: Vec<String>) -> Rout
             get(|| async { Json(serde_json::json!({"ok": true})) }),
         )
         .route("/api/jobs", get(list_jobs).post(submit))
+        .route("/api/graphs", post(submit_graph))
         .route("/api/jobs/{id}", get(show_job).delete(delete_job))
         .route("/api/jobs/{id}/tasks", get(list_tasks))
         .route("/api/jobs/{id}/tasks/{index}/log", get(task_log))
@@ -195,17 +200,54 @@ async fn submit(
             format!("bad job: {}", e.body_text()),
         )
     })?;
+    let mut views = create(&s, move |sched, now, fx| {
+        sched.submit(spec, now, fx).map(|id| vec![id])
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(views.remove(0))).into_response())
+}
+
+/// A graph of jobs (`drqueue submit --file`, `--then`): all or nothing.
+async fn submit_graph(
+    State(s): State<ApiState>,
+    body: Result<Json<Graph>, JsonRejection>,
+) -> ApiResult {
+    let Json(graph) = body.map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad job graph: {}", e.body_text()),
+        )
+    })?;
+    let views = create(&s, move |sched, now, fx| {
+        sched
+            .submit_graph(graph, now, fx)
+            .map(|jobs| jobs.into_iter().map(|(_, id)| id).collect())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(views)).into_response())
+}
+
+/// Runs a submission on the core and answers once the new jobs are committed.
+async fn create(
+    s: &ApiState,
+    f: impl FnOnce(&mut Scheduler, Millis, &mut Effects) -> Result<Vec<JobId>, RequestError>
+        + Send
+        + 'static,
+) -> Result<Vec<JobView>, Response> {
     let (tx, rx) = oneshot::channel();
-    on_core(&s, move |c| {
+    on_core(s, move |c| {
         let mut fx = Effects::default();
-        match c.sched.submit(spec, c.now, &mut fx) {
-            Ok(id) => {
+        match f(&mut c.sched, c.now, &mut fx) {
+            Ok(ids) => {
                 c.fx.messages.append(&mut fx.messages);
                 c.fx.ended_jobs.append(&mut fx.ended_jobs);
-                let view = c.sched.job_view(id, c.now);
-                tracing::info!(job = id, "job submitted");
+                let views: Vec<JobView> = ids
+                    .iter()
+                    .filter_map(|id| c.sched.job_view(*id, c.now))
+                    .collect();
+                tracing::info!(jobs = ?ids, "submitted");
                 c.after_commit(move || {
-                    let _ = tx.send(Ok(view));
+                    let _ = tx.send(Ok(views));
                 });
             }
             Err(e) => {
@@ -215,8 +257,8 @@ async fn submit(
     })
     .await?;
     match rx.await {
-        Ok(Ok(Some(view))) => Ok((StatusCode::CREATED, Json(view)).into_response()),
-        Ok(Ok(None)) => Err(error(
+        Ok(Ok(views)) if !views.is_empty() => Ok(views),
+        Ok(Ok(_)) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "job vanished after submit",
         )),

@@ -35,9 +35,10 @@ use crate::store::{
     Snapshot, TaskRecord,
 };
 use drqueue_common::frames::Block;
+use drqueue_common::graph::{topological_order, Graph, GraphJob};
 use drqueue_common::model::{
-    Counts, EngineFacts, EngineId, EngineState, EngineView, JobId, JobSpec, JobStatus, JobView,
-    Notification, NotifyState, TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
+    Counts, Dependency, EngineFacts, EngineId, EngineState, EngineView, JobId, JobSpec, JobStatus,
+    JobView, Notification, NotifyState, TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
 };
 use drqueue_common::protocol::{
     Assign, Assignment, AttemptKey, Heartbeat, JobBody, Outcome, ToEngine,
@@ -544,30 +545,125 @@ impl Scheduler {
         now: Millis,
         fx: &mut Effects,
     ) -> Result<JobId, RequestError> {
+        let blocks = self.check_spec(&spec)?;
+        Ok(self.create_job(spec, &blocks, now, fx))
+    }
+
+    /// Accepts a graph of jobs, all or nothing: every job is checked before
+    /// any is created, and all are created in one round, so one commit
+    /// stores them together. `{job:NAME}` in a command becomes the id of the
+    /// graph's job NAME. Returns each job's name and id, dependencies first.
+    pub fn submit_graph(
+        &mut self,
+        graph: Graph,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<Vec<(String, JobId)>, RequestError> {
+        let order = topological_order(&graph.jobs).map_err(|cycle| {
+            RequestError::Invalid(format!(
+                "the jobs wait for each other in a cycle: {}",
+                cycle.join(" → ")
+            ))
+        })?;
+        let mut by_name: HashMap<String, GraphJob> = HashMap::new();
+        for j in graph.jobs {
+            let name = j.name.clone();
+            if by_name.insert(name.clone(), j).is_some() {
+                return Err(RequestError::Invalid(format!(
+                    "{name:?} names two jobs; names must be unique"
+                )));
+            }
+        }
+        let ids: HashMap<String, JobId> = order
+            .iter()
+            .enumerate()
+            .map(|(k, n)| (n.clone(), self.next_job_id + k as JobId))
+            .collect();
+        let mut ready = Vec::new();
+        for name in &order {
+            let Some(j) = by_name.remove(name) else {
+                continue;
+            };
+            let mut spec = j.spec;
+            for dep in j.after_names {
+                let Some(id) = ids.get(&dep.name) else {
+                    return Err(RequestError::Invalid(format!(
+                        "job {name:?} waits for {:?}, which is not in the graph",
+                        dep.name
+                    )));
+                };
+                spec.after.push(Dependency {
+                    job: *id,
+                    on: dep.on,
+                });
+            }
+            for arg in &mut spec.command {
+                for (n, id) in &ids {
+                    let placeholder = format!("{{job:{n}}}");
+                    if arg.contains(&placeholder) {
+                        *arg = arg.replace(&placeholder, &id.to_string());
+                    }
+                }
+            }
+            if spec.name.is_empty() {
+                spec.name = name.clone();
+            }
+            // Dependencies inside the graph are created just before.
+            let blocks = self.check_spec_in(&spec, &ids)?;
+            ready.push((name.clone(), spec, blocks));
+        }
+        Ok(ready
+            .into_iter()
+            .map(|(name, spec, blocks)| (name, self.create_job(spec, &blocks, now, fx)))
+            .collect())
+    }
+
+    /// Checks a spec and cuts its tasks; `after` must name existing jobs.
+    fn check_spec(&self, spec: &JobSpec) -> Result<Vec<Block>, RequestError> {
+        self.check_spec_in(spec, &HashMap::new())
+    }
+
+    /// As [`Self::check_spec`], where `after` may also name jobs about to be
+    /// created (`pending`, by name → id).
+    fn check_spec_in(
+        &self,
+        spec: &JobSpec,
+        pending: &HashMap<String, JobId>,
+    ) -> Result<Vec<Block>, RequestError> {
         let frames = spec
             .validate()
-            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+            .map_err(|e| RequestError::Invalid(format!("job {:?}: {e}", spec.name)))?;
         let blocks = frames
             .blocks(spec.blocksize)
-            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+            .map_err(|e| RequestError::Invalid(format!("job {:?}: {e}", spec.name)))?;
         for dep in &spec.after {
-            if !self.jobs.contains_key(&dep.job) {
+            if !self.jobs.contains_key(&dep.job) && !pending.values().any(|id| *id == dep.job) {
                 return Err(RequestError::Invalid(format!(
                     "--after names job {}, which does not exist",
                     dep.job
                 )));
             }
         }
+        Ok(blocks)
+    }
+
+    fn create_job(
+        &mut self,
+        spec: JobSpec,
+        blocks: &[Block],
+        now: Millis,
+        fx: &mut Effects,
+    ) -> JobId {
         let id = self.next_job_id;
         self.next_job_id += 1;
         self.next_id_dirty = true;
-        let job = new_job(id, spec, &blocks, now);
+        let job = new_job(id, spec, blocks, now);
         self.dirty_tasks
             .extend((0..job.tasks.len() as u32).map(|index| TaskKey { job: id, index }));
         self.jobs.insert(id, job);
         self.dirty_jobs.insert(id);
         self.update_job_status(id, now, fx);
-        Ok(id)
+        id
     }
 
     pub fn pause(&mut self, id: JobId) -> Result<(), RequestError> {

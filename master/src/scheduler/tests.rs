@@ -1318,3 +1318,53 @@ fn retrying_a_job_arms_its_notification_for_the_next_end() {
     let n = sim.s.jobs[&id].notification.clone().unwrap();
     assert_eq!((n.state, n.attempts), (NotifyState::Pending, 0));
 }
+
+#[test]
+fn a_graph_is_created_whole_or_not_at_all() {
+    use drqueue_common::graph::{Graph, GraphJob, NamedDependency};
+    let mut sim = Sim::new();
+    let job = |name: &str, after: &[&str], cmd: &str| GraphJob {
+        name: name.into(),
+        spec: JobSpec {
+            command: vec![cmd.into()],
+            ..spec("1", 1)
+        },
+        after_names: after
+            .iter()
+            .map(|a| NamedDependency {
+                name: a.to_string(),
+                on: vec![JobStatus::Done],
+            })
+            .collect(),
+    };
+    let mut fx = Effects::default();
+    // A cycle, or a bad spec anywhere: nothing is created.
+    let cyclic = Graph {
+        jobs: vec![job("a", &["b"], "x"), job("b", &["a"], "x")],
+    };
+    assert!(sim.s.submit_graph(cyclic, sim.now, &mut fx).is_err());
+    let mut broken = job("c", &["a"], "x");
+    broken.spec.frames = "nope".into();
+    let bad = Graph {
+        jobs: vec![job("a", &[], "x"), broken],
+    };
+    assert!(sim.s.submit_graph(bad, sim.now, &mut fx).is_err());
+    assert!(sim.s.jobs.is_empty() && sim.s.next_job_id == 1);
+    // A good one: dependencies first, names resolved to ids in `after` and
+    // in `{job:NAME}`.
+    let good = Graph {
+        jobs: vec![
+            job("encode", &["render"], "ffmpeg-{job:render}"),
+            job("render", &[], "blender"),
+        ],
+    };
+    let ids = sim.s.submit_graph(good, sim.now, &mut fx).unwrap();
+    assert_eq!(
+        ids,
+        vec![("render".to_string(), 1), ("encode".to_string(), 2)]
+    );
+    let encode = &sim.s.jobs[&2];
+    assert_eq!(encode.spec.command, ["ffmpeg-1"]);
+    assert_eq!(encode.spec.after[0].job, 1);
+    assert_eq!(encode.status, JobStatus::Waiting);
+}
