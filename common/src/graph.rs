@@ -151,6 +151,7 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
         }
         names.push(name);
     }
+    let single_unnamed = jobs.len() == 1 && jobs[0].name.is_none();
     let mut out = Vec::new();
     for (i, (j, name)) in jobs.into_iter().zip(&names).enumerate() {
         let at = |field: &str, value: &str| locate(text, field, value, 1);
@@ -263,8 +264,12 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
                 }
             }
         }
+        // A lone job without a name is named as `submit` names it.
+        if single_unnamed {
+            spec.name = spec.default_name();
+        }
         out.push(GraphJob {
-            name: name.clone(),
+            name: spec.name.clone(),
             spec,
             after_names,
         });

@@ -1,0 +1,420 @@
+"""DrQueue from Python: submit and watch jobs, build job graphs, run functions
+on the farm.
+
+Every call to the master goes through the same Rust client library as the
+``drqueue`` CLI (the compiled ``drqueue._native``), with the GIL released
+while it waits on the network. Job options have the CLI flags' meaning.
+
+    >>> import drqueue
+    >>> farm = drqueue.Client()                      # DRQUEUE_URL, DRQUEUE_TOKEN
+    >>> job = farm.submit(["blender", "-b", "shot.blend", "-s", "{start}",
+    ...                    "-e", "{end}", "-a"], frames="1-100", blocksize=10)
+    >>> job.wait()                                   # raises JobFailed if it failed
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import pickle
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ._native import (
+    ConnectionFailed,
+    DrQueueError,
+    InvalidRequest,
+    NativeClient,
+    NotFound,
+    Unauthorized,
+    WaitTimeout,
+)
+from ._native import parse_graph as _parse_graph
+from ._native import run_local as _run_local
+
+__all__ = [
+    "Client",
+    "Job",
+    "Graph",
+    "GraphJob",
+    "DrQueueError",
+    "ConnectionFailed",
+    "Unauthorized",
+    "NotFound",
+    "InvalidRequest",
+    "WaitTimeout",
+    "JobFailed",
+    "RemoteError",
+]
+
+RESULT_MARK = "DRQUEUE-RESULT:"
+ERROR_MARK = "DRQUEUE-ERROR:"
+
+
+class JobFailed(DrQueueError):
+    """``Job.wait()`` on a job that ended failed or cancelled."""
+
+    def __init__(self, job: "Job"):
+        self.job = job
+        c = job.counts
+        super().__init__(
+            f"job {job.id} ({job.name}) ended {job.status}: {c.get('done', 0)} done, "
+            f"{c.get('failed', 0)} failed, {c.get('cancelled', 0)} cancelled; "
+            f"read a failed task's log with job.log(TASK) or `drqueue log {job.id} TASK`"
+        )
+
+
+class RemoteError(DrQueueError):
+    """A function run with ``submit_callable`` raised on the engine. The
+    remote traceback is in ``remote_traceback`` (and in the message)."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str):
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            f"{type_name}: {message}\n\nRemote traceback (on the engine):\n{remote_traceback}"
+        )
+
+
+# Keyword arguments as the job-file keys (the CLI flags' long names).
+_OPTION_KEYS = {
+    "requires": "require",
+    "limits": "limit",
+}
+_OPTIONS = {
+    "name", "frames", "blocksize", "priority", "pool", "os", "min_cores",
+    "min_ram_mb", "requires", "env", "cwd", "max_attempts", "timeout",
+    "max_engines", "limits", "start_after", "notify", "notify_on", "paused",
+    "preset", "scene", "output", "render_node",
+}
+
+
+def _job_entry(command: Sequence[str] | None, options: Mapping[str, Any]) -> dict:
+    """A job as a job-file entry (what ``drqueue submit --file`` reads)."""
+    unknown = set(options) - _OPTIONS - {"after"}
+    if unknown:
+        raise InvalidRequest(
+            f"unknown job option(s) {sorted(unknown)}; known: {sorted(_OPTIONS | {'after'})}"
+        )
+    entry: dict[str, Any] = {}
+    if command is not None:
+        if isinstance(command, str):
+            raise InvalidRequest(
+                "command must be a list of arguments, e.g. ['blender', '-b', 'shot.blend'] "
+                "(it never goes through a shell)"
+            )
+        entry["command"] = [str(a) for a in command]
+    for key, value in options.items():
+        if value is None or key == "after":
+            continue
+        if key == "frames" and isinstance(value, int):
+            value = str(value)
+        entry[_OPTION_KEYS.get(key, key)] = value
+    return entry
+
+
+def _after_entries(after: Iterable[Any] | None) -> list:
+    out: list = []
+    for a in after or []:
+        if isinstance(a, Job):
+            out.append(a.id)
+        elif isinstance(a, GraphJob):
+            out.append(a.name)
+        elif isinstance(a, (int, str)):
+            out.append(a)
+        else:
+            raise InvalidRequest(f"after takes jobs, job ids or graph jobs, not {a!r}")
+    return out
+
+
+def _owner() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in a container
+        return os.environ.get("USER", "unknown")
+
+
+class Client:
+    """A connection to a master: ``url`` defaults to ``DRQUEUE_URL`` (then
+    http://127.0.0.1:5580), ``token`` to ``DRQUEUE_TOKEN``."""
+
+    def __init__(self, url: str | None = None, token: str | None = None):
+        self._native = NativeClient(url, token)
+
+    @property
+    def url(self) -> str:
+        return self._native.url
+
+    def __repr__(self) -> str:
+        return f"drqueue.Client({self.url!r})"
+
+    def submit(
+        self,
+        command: Sequence[str] | None = None,
+        frames: str | int = "1",
+        blocksize: int = 1,
+        *,
+        after: Iterable[Any] | None = None,
+        **options: Any,
+    ) -> "Job":
+        """Submits a job. Options are the CLI flags: name, priority, pool, os,
+        min_cores, min_ram_mb, requires, env, cwd, max_attempts, timeout,
+        max_engines, limits, start_after, notify, notify_on, paused, and
+        preset/scene/output/render_node. ``after`` takes jobs or ids."""
+        entry = _job_entry(command, dict(options, frames=frames, blocksize=blocksize))
+        if "cwd" not in entry:
+            entry["cwd"] = os.getcwd()
+        entry["after"] = _after_entries(after)
+        graph = json.loads(_parse_graph("submit.json", json.dumps(entry), _owner()))
+        spec = graph["jobs"][0]["spec"]
+        return Job(self, json.loads(self._native.submit(json.dumps(spec))))
+
+    def submit_callable(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **job_options: Any,
+    ) -> "Job":
+        """Runs ``fn(*args, **kwargs)`` on an engine (one that has ``python3``
+        with this module installed). ``job.result()`` gives its return value,
+        or raises :class:`RemoteError` with the remote traceback. Uses
+        cloudpickle when installed (lambdas, closures), else pickle."""
+        payload = base64.b64encode(_pickle_call(fn, tuple(args), dict(kwargs or {}))).decode()
+        if len(payload) > 48 * 1024:
+            raise InvalidRequest(
+                f"the pickled function and arguments take {len(payload)} bytes; the limit is "
+                "48 KiB: pass a path to the data instead of the data"
+            )
+        requires = list(job_options.pop("requires", []))
+        if "python3" not in requires:
+            requires.append("python3")
+        job_options.setdefault("name", getattr(fn, "__name__", "callable"))
+        return self.submit(
+            ["python3", "-m", "drqueue.remote", payload], requires=requires, **job_options
+        )
+
+    def job(self, id: int) -> "Job":
+        return Job(self, json.loads(self._native.job(int(id))))
+
+    def jobs(self, status: str | None = None) -> list["Job"]:
+        return [Job(self, v) for v in json.loads(self._native.jobs(status))]
+
+    def engines(self) -> list[dict]:
+        """Engines as ``drqueue engines --json`` shows them."""
+        return json.loads(self._native.engines())
+
+    def pools(self) -> list[dict]:
+        return json.loads(self._native.pools())
+
+
+def _pickle_call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
+    """Pickles a call. With cloudpickle, functions from the caller's own
+    scripts and test files travel by value (the engine cannot import them);
+    functions from installed packages travel by reference, so the engine
+    needs those packages."""
+    try:
+        import cloudpickle  # type: ignore[import-not-found]
+    except ImportError:
+        return pickle.dumps((fn, args, kwargs))
+    import sys
+    import sysconfig
+
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
+    path = getattr(module, "__file__", None) or ""
+    by_value = (
+        module is not None
+        and module.__name__ != "__main__"
+        and not any(path.startswith(p) for p in installed)
+    )
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps((fn, args, kwargs))
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+class Job:
+    """A job on the farm, as of its last refresh."""
+
+    def __init__(self, client: Client, view: dict):
+        self._client = client
+        self._view = view
+
+    def _update(self, view: dict) -> "Job":
+        self._view = view
+        return self
+
+    @property
+    def id(self) -> int:
+        return self._view["id"]
+
+    @property
+    def name(self) -> str:
+        return self._view["name"]
+
+    @property
+    def status(self) -> str:
+        return self._view["status"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self._view["counts"]
+
+    @property
+    def blocked(self) -> list[str]:
+        """Why ready tasks are not running (empty when nothing blocks)."""
+        return self._view["blocked"]
+
+    @property
+    def data(self) -> dict:
+        """Everything ``drqueue show --json`` gives."""
+        return self._view
+
+    def __repr__(self) -> str:
+        return f"<drqueue.Job {self.id} {self.name!r} {self.status}>"
+
+    def refresh(self) -> "Job":
+        return self._update(json.loads(self._client._native.job(self.id)))
+
+    def wait(self, timeout: float | None = None) -> "Job":
+        """Waits for the job to end (Ctrl-C interrupts). Raises
+        :class:`JobFailed` if it ended failed or cancelled, and
+        :class:`WaitTimeout` after ``timeout`` seconds."""
+        self._update(json.loads(self._client._native.wait(self.id, timeout)))
+        if self.status != "done":
+            raise JobFailed(self)
+        return self
+
+    def _control(self, action: str) -> "Job":
+        return self._update(json.loads(self._client._native.control(self.id, action)))
+
+    def cancel(self) -> "Job":
+        return self._control("cancel")
+
+    def pause(self) -> "Job":
+        return self._control("pause")
+
+    def resume(self) -> "Job":
+        return self._control("resume")
+
+    def retry(self) -> "Job":
+        return self._control("retry")
+
+    def tasks(self, status: str | None = None) -> list[dict]:
+        """Tasks as ``drqueue tasks --json`` shows them."""
+        return json.loads(self._client._native.tasks(self.id, status))
+
+    def log(self, task: int, attempt: int | None = None) -> str:
+        """A task's log: the latest attempt, or ``attempt``."""
+        return self._client._native.log(self.id, task, attempt).decode("utf-8", "replace")
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The return value of a ``submit_callable`` job (waits for it);
+        raises :class:`RemoteError` if the function raised."""
+        try:
+            self.wait(timeout)
+        except JobFailed:
+            pass
+        log = self.log(0)
+        for line in reversed(log.splitlines()):
+            if line.startswith(RESULT_MARK) and self.status == "done":
+                return pickle.loads(base64.b64decode(line[len(RESULT_MARK):]))
+            if line.startswith(ERROR_MARK):
+                type_name, message, tb = pickle.loads(base64.b64decode(line[len(ERROR_MARK):]))
+                raise RemoteError(type_name, message, tb)
+        if self.status != "done":
+            raise JobFailed(self)
+        raise DrQueueError(
+            f"job {self.id} did not print a result: was it submitted with submit_callable?"
+        )
+
+
+class GraphJob:
+    """A job in a :class:`Graph`; pass it in another job's ``after``."""
+
+    def __init__(self, graph: "Graph", name: str, entry: dict):
+        self.graph = graph
+        self.name = name
+        self.entry = entry
+
+    def __repr__(self) -> str:
+        return f"<drqueue.GraphJob {self.name!r}>"
+
+
+class Graph:
+    """Jobs that wait for each other, submitted all or nothing (in the spirit
+    of OpenRenderManagement/Puli). Keyword arguments are defaults for every
+    job (e.g. ``pool``, ``priority``).
+
+        g = drqueue.Graph("shot010", pool="gpu")
+        sim = g.add_job(["hython", "sim.py"], name="sim")
+        render = g.add_job(["blender", ...], frames="1-100", after=[sim])
+        g.submit(client)  # or g.run_local(slots=2), or g.save("shot010.json")
+    """
+
+    def __init__(self, name: str, **defaults: Any):
+        self.name = name
+        self.defaults = defaults
+        self.jobs: list[GraphJob] = []
+
+    def add_job(
+        self,
+        command: Sequence[str] | None = None,
+        frames: str | int = "1",
+        blocksize: int = 1,
+        *,
+        name: str | None = None,
+        after: Iterable[Any] | None = None,
+        **options: Any,
+    ) -> GraphJob:
+        name = name or f"{self.name}-{len(self.jobs) + 1}"
+        if any(j.name == name for j in self.jobs):
+            raise InvalidRequest(f"graph {self.name!r} already has a job named {name!r}")
+        merged = dict(self.defaults)
+        merged.update(options)
+        entry = _job_entry(command, dict(merged, frames=frames, blocksize=blocksize))
+        entry["name"] = name
+        entry["after"] = _after_entries(after)
+        job = GraphJob(self, name, entry)
+        self.jobs.append(job)
+        return job
+
+    def add_chain(self, jobs: Sequence[GraphJob]) -> None:
+        """Makes each job wait for the one before it."""
+        for before, job in zip(jobs, jobs[1:]):
+            if before.name not in job.entry["after"]:
+                job.entry["after"].append(before.name)
+
+    def to_dict(self) -> dict:
+        """The graph in the job-file format (``drqueue submit --file``)."""
+        return {"jobs": [dict(j.entry) for j in self.jobs]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the graph as a JSON job file (give it a ``.json`` name)."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json() + "\n")
+
+    def _checked(self) -> str:
+        """The graph checked as the CLI checks files, as the master's JSON."""
+        for j in self.jobs:
+            j.entry.setdefault("cwd", os.getcwd())
+        return _parse_graph(f"{self.name}.json", self.to_json(), _owner())
+
+    def submit(self, client: Client) -> dict[str, Job]:
+        """Submits every job, all or nothing; answers jobs by name."""
+        views = json.loads(client._native.submit_graph(self._checked()))
+        return {v["name"]: Job(client, v) for v in views}
+
+    def run_local(self, slots: int = 1, log_dir: str = "drqueue-local") -> dict[str, str]:
+        """Runs the graph on this machine, no master; answers each job's end
+        status by name (``done``, ``failed`` or ``cancelled``)."""
+        ends = json.loads(_run_local(self._checked(), slots, log_dir))
+        return {e["name"]: e["status"] for e in ends}

@@ -1,0 +1,88 @@
+"""A real farm for the Python tests: drqueue-master and one drqueue-engine
+started from the built binaries (DRQUEUE_BIN_DIR, default ../target/debug),
+on free ports in a temporary directory. The engine finds `python3` in this
+interpreter's environment first, so callables run with this drqueue module."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import drqueue
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _bin(name: str) -> str:
+    base = os.environ.get("DRQUEUE_BIN_DIR") or str(ROOT / "target" / "debug")
+    path = pathlib.Path(base) / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: build it with `cargo build --workspace --bins` "
+                    "(scripts/test does) or set DRQUEUE_BIN_DIR")
+    return str(path)
+
+
+class Farm:
+    def __init__(self, tmp: pathlib.Path, master_args: list[str] | None = None):
+        self.dir = tmp
+        ready = tmp / "ready.json"
+        self.master_log = open(tmp / "master.log", "w")
+        self.master = subprocess.Popen(
+            [_bin("drqueue-master"), "--db", str(tmp / "db"), "--http", "127.0.0.1:0",
+             "--engines", "tcp://127.0.0.1:0", "--ready-file", str(ready),
+             *(master_args or [])],
+            stdout=subprocess.DEVNULL, stderr=self.master_log, cwd=tmp,
+        )
+        deadline = time.time() + 30
+        while not ready.exists():
+            if time.time() > deadline or self.master.poll() is not None:
+                raise RuntimeError("the master did not start: " + (tmp / "master.log").read_text())
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        self.url, self.engines_endpoint = info["http"], info["engines"]
+        self.engines: list[subprocess.Popen] = []
+        self.client = drqueue.Client(self.url)
+
+    def engine(self, name: str, *args: str) -> None:
+        env = dict(os.environ)
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        env.pop("DRQUEUE_POOL", None)
+        log = open(self.dir / f"engine-{name}.log", "w")
+        self.engines.append(subprocess.Popen(
+            [_bin("drqueue-engine"), "--master", self.engines_endpoint, "--name", name,
+             "--state-dir", str(self.dir / f"engine-{name}"), *args],
+            stdout=subprocess.DEVNULL, stderr=log, cwd=self.dir, env=env,
+        ))
+        deadline = time.time() + 30
+        while not any(e["name"] == name and e["state"] != "offline"
+                      for e in self.client.engines()):
+            if time.time() > deadline:
+                raise RuntimeError(f"engine {name} did not register")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for p in [*self.engines, self.master]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in [*self.engines, self.master]:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.master_log.close()
+
+
+@pytest.fixture
+def farm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    f = Farm(tmp_path)
+    f.engine("py1", "--slots", "2")
+    yield f
+    f.stop()
