@@ -4,6 +4,7 @@ use clap::Parser;
 use drqueue_common::protocol::FarmKey;
 use drqueue_engine::engine::{self, EngineOptions};
 use drqueue_engine::facts;
+use drqueue_engine::logfile::RotatingFile;
 use std::path::PathBuf;
 
 /// The DrQueue engine: connects to the master, registers this machine, and
@@ -36,6 +37,15 @@ struct Args {
     /// PATH and their versions, RAM); load and free RAM go with every heartbeat.
     #[arg(long, env = "DRQUEUE_FACTS_REFRESH", default_value_t = 300)]
     facts_refresh: u64,
+    /// Log to this file, rotated by size, instead of stderr (journald).
+    #[arg(long, env = "DRQUEUE_LOG_FILE")]
+    log_file: Option<PathBuf>,
+    /// Rotate the log file when it would pass this many bytes.
+    #[arg(long, env = "DRQUEUE_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    log_max_bytes: u64,
+    /// Old log files kept (NAME.1 … NAME.N).
+    #[arg(long, env = "DRQUEUE_LOG_KEEP", default_value_t = 5)]
+    log_keep: u32,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -46,13 +56,29 @@ fn default_state_dir() -> PathBuf {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match &args.log_file {
+        Some(path) => match RotatingFile::open(path, args.log_max_bytes, args.log_keep) {
+            Ok(file) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init(),
+            Err(e) => {
+                eprintln!(
+                    "drqueue-engine: cannot open log file {}: {e}",
+                    path.display()
+                );
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
