@@ -244,6 +244,18 @@ fn the_systemd_units_verify() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs a checker; fails the test with its output unless it passes.
+fn passes(cmd: &mut Command) {
+    let out = cmd.output().expect("run the checker");
+    assert!(
+        out.status.success(),
+        "{:?}:\n{}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `puppet apply` with scratch directories, against a scratch root.
 fn puppet_apply(puppet: &Path, work: &Path, manifest: &str) -> (i32, String) {
     let out = Command::new(puppet)
@@ -275,44 +287,25 @@ fn the_puppet_module_validates_lints_and_applies_an_engine_that_joins_its_pool()
         return;
     };
     let module = repo().join("deploy/puppet/drqueue");
-    let manifests: Vec<PathBuf> = std::fs::read_dir(module.join("manifests"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    let out = Command::new(&puppet)
-        .args(["parser", "validate"])
-        .args(&manifests)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let files_in = |dir: &str| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(module.join(dir))
+            .expect("module directory")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        v.sort();
+        v
+    };
+    passes(
+        Command::new(&puppet)
+            .args(["parser", "validate"])
+            .args(files_in("manifests")),
     );
-    let templates: Vec<PathBuf> = std::fs::read_dir(module.join("templates"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    let out = Command::new(&puppet)
-        .args(["epp", "validate"])
-        .args(&templates)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    passes(
+        Command::new(&puppet)
+            .args(["epp", "validate"])
+            .args(files_in("templates")),
     );
-    let out = Command::new(&lint)
-        .arg("--fail-on-warnings")
-        .arg(&module)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    passes(Command::new(&lint).arg("--fail-on-warnings").arg(&module));
 
     // A farm for the engine Puppet sets up to join.
     let farm = Farm::start();

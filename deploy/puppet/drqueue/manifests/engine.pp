@@ -75,14 +75,9 @@ class drqueue::engine (
   }
 
   if $manage_service {
-    # Providers that cannot enable a service at boot (no systemd) are not asked to.
-    $enable = $drqueue::service_provider ? {
-      'base'  => undef,
-      default => true,
-    }
     service { 'drqueue-engine':
       ensure    => $service_ensure,
-      enable    => $enable,
+      enable    => $drqueue::service_enable,
       provider  => $drqueue::service_provider,
       subscribe => [
         File["${root}/etc/drqueue/engine.env"],

@@ -66,6 +66,12 @@ class drqueue (
     }
   }
 
+  # Providers that cannot enable a service at boot (no systemd) are not asked to.
+  $service_enable = $service_provider ? {
+    'base'  => undef,
+    default => true,
+  }
+
   $config_dir = "${root}/etc/drqueue"
   file { ["${root}/etc", $config_dir, "${root}/etc/systemd", "${root}/etc/systemd/system", "${root}/usr", "${root}/usr/bin"]:
     ensure => directory,

@@ -92,13 +92,9 @@ class drqueue::master (
   }
 
   if $manage_service {
-    $enable = $drqueue::service_provider ? {
-      'base'  => undef,
-      default => true,
-    }
     service { 'drqueue-master':
       ensure    => $service_ensure,
-      enable    => $enable,
+      enable    => $drqueue::service_enable,
       provider  => $drqueue::service_provider,
       subscribe => [
         File["${root}/etc/drqueue/master.env"],
