@@ -437,7 +437,7 @@ fn key_of(line: &str) -> Option<&str> {
 
 fn toml_line(text: &str, e: &toml::de::Error) -> Option<usize> {
     e.span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .map(|s| text.get(..s.start).unwrap_or(text).matches('\n').count() + 1)
 }
 
 fn locate_json_error(_text: &str, e: &serde_json::Error) -> Option<usize> {

@@ -30,6 +30,14 @@ after = ["render"]
 command = ["sh", "-c", "echo comp >> order.txt"]
 "#;
 
+/// The job ids `submit` printed, one per line.
+fn ids_printed(out: &std::process::Output) -> Vec<u64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().expect("one id per line"))
+        .collect()
+}
+
 /// order.txt's lines grouped: all of sim, then render, then comp.
 fn check_order(dir: &Path, sim_id: u64, render_id: u64) {
     let text = std::fs::read_to_string(dir.join("order.txt")).expect("order.txt");
@@ -62,10 +70,7 @@ fn a_graph_file_runs_in_dependency_order_on_the_farm_and_with_run_local() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ids: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.parse().expect("one id per line"))
-        .collect();
+    let ids = ids_printed(&out);
     assert_eq!(ids.len(), 3);
     let c = farm.client();
     assert_eq!(c.job(ids[2]).unwrap().status, JobStatus::Waiting);
@@ -148,10 +153,7 @@ fn then_runs_a_command_after_the_job_with_its_id_and_frame_range() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ids: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let ids = ids_printed(&out);
     assert_eq!(ids.len(), 2);
     assert_eq!(farm.wait_job(ids[1], LONG).status, JobStatus::Done);
     assert_eq!(
