@@ -1,7 +1,8 @@
 //! "Why isn't it running?": human-readable reasons that a job's ready tasks
 //! are not on engines. Computed on demand for `show`, never on the dispatch path.
 
-use super::{eligible, Engine, Scheduler};
+use super::fitness::eligible;
+use super::{Engine, Scheduler};
 use drqueue_common::model::{JobId, JobStatus, TaskStatus};
 use drqueue_common::Millis;
 

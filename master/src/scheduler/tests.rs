@@ -3,8 +3,11 @@
 //! and a simulated store (so master restarts go through `restore`).
 
 use super::*;
-use crate::store::{JobRecord, LimitRecord, TaskRecord};
-use drqueue_common::model::{Dependency, Requirements};
+use crate::store::{Batch, EngineRecord, JobRecord, LimitRecord, Snapshot, TaskRecord};
+use drqueue_common::model::{
+    Counts, Dependency, EngineState, JobSpec, JobStatus, NotifyState, Requirements, TaskStatus,
+};
+use drqueue_common::protocol::{AttemptKey, Heartbeat, Outcome};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 

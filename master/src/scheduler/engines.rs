@@ -1,0 +1,294 @@
+//! Engine events and liveness: registration, facts, heartbeats, checks,
+//! hand-backs, and engines declared lost.
+
+use super::state::Held;
+use super::{Effects, EngineIdx, Scheduler};
+use drqueue_common::model::{EngineFacts, EngineId, JobId, JobStatus, TaskStatus, DEFAULT_POOL};
+use drqueue_common::protocol::{AttemptKey, Heartbeat, ToEngine};
+use drqueue_common::Millis;
+use std::collections::HashSet;
+
+impl Scheduler {
+    /// An engine (re)connected. `held` is what it says it holds and
+    /// `finished` the attempts whose results it is about to deliver; the
+    /// answer is a [`ToEngine::Welcome`] naming held attempts it must drop.
+    #[allow(clippy::too_many_arguments)]
+    pub fn engine_registered(
+        &mut self,
+        id: &EngineId,
+        facts: EngineFacts,
+        slots: u32,
+        hwm: u32,
+        held: &[AttemptKey],
+        finished: &[AttemptKey],
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let e = self.intern_engine(id);
+        // What the master thought the engine held but the engine no longer
+        // has (it restarted) goes back to the queue. Finished attempts are
+        // not forgotten: their results follow.
+        let reported: HashSet<AttemptKey> = held.iter().chain(finished).copied().collect();
+        let forgotten: Vec<AttemptKey> = self.engines[e as usize]
+            .held
+            .keys()
+            .filter(|k| !reported.contains(k))
+            .copied()
+            .collect();
+        for key in forgotten {
+            self.engines[e as usize].held.remove(&key);
+            self.requeue_lost(e, key, now);
+        }
+        let mut cancel = Vec::new();
+        for key in held {
+            if self.engines[e as usize].held.contains_key(key) {
+                continue;
+            }
+            if self.adopt(e, *key, now) {
+                self.engines[e as usize].held.insert(
+                    *key,
+                    Held {
+                        started: false,
+                        cancelling: false,
+                    },
+                );
+            } else {
+                self.engines[e as usize].held.insert(
+                    *key,
+                    Held {
+                        started: false,
+                        cancelling: true,
+                    },
+                );
+                cancel.push(*key);
+            }
+        }
+        self.set_facts(e, facts);
+        let engine = &mut self.engines[e as usize];
+        engine.check_pending = None;
+        engine.slots = slots.max(1);
+        engine.hwm = hwm.max(1);
+        engine.online = true;
+        engine.recovering = false;
+        engine.last_seen = now;
+        engine.free_ram_mb = engine.facts.ram_mb;
+        engine.peak_outstanding = engine.peak_outstanding.max(engine.outstanding());
+        self.dirty_engines.insert(e);
+        fx.messages.push((
+            id.clone(),
+            ToEngine::Welcome {
+                heartbeat_ms: self.cfg.heartbeat_ms,
+                cancel,
+            },
+        ));
+    }
+
+    pub(super) fn set_facts(&mut self, e: EngineIdx, mut facts: EngineFacts) {
+        if facts.pools.is_empty() {
+            facts.pools.push(DEFAULT_POOL.into());
+        }
+        let engine = &mut self.engines[e as usize];
+        if engine.facts.pools != facts.pools {
+            self.pools_dirty = true;
+        }
+        engine.facts = facts;
+        self.dirty_engines.insert(e);
+    }
+
+    /// An engine refreshed its facts (on its cache time): renderers
+    /// installed since, RAM added, pools changed by a restart of its wrapper.
+    pub fn facts_refreshed(&mut self, id: &str, facts: EngineFacts) {
+        if let Some(&e) = self.engine_index.get(id) {
+            self.set_facts(e, facts);
+        }
+    }
+
+    /// The answer to a check task: a sick engine that passes is well again.
+    pub fn check_result(&mut self, id: &str, check: u64, ok: bool, detail: &str) {
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        let engine = &mut self.engines[e as usize];
+        if engine.check_pending != Some(check) {
+            return;
+        }
+        engine.check_pending = None;
+        if engine.sick.is_none() {
+            return;
+        }
+        if ok {
+            tracing::info!(engine = %engine.id, "engine passed its check task; it gets work again");
+            engine.sick = None;
+            engine.failures_in_row = 0;
+            engine.streak_job = None;
+            engine.streak_mixed = false;
+        } else {
+            tracing::warn!(engine = %engine.id, "engine failed its check task: {detail}");
+            engine.sick = Some(format!(
+                "failed {} tasks in a row; check task failed: {detail}",
+                engine.failures_in_row
+            ));
+        }
+        self.dirty_engines.insert(e);
+    }
+
+    /// An engine reports an attempt the master does not have it holding.
+    /// Adopt it when the task is still waiting to run (a restarted master
+    /// lost the assignment); otherwise the engine must drop it.
+    pub(super) fn adopt(&mut self, e: EngineIdx, key: AttemptKey, now: Millis) -> bool {
+        // Adopting takes limit tokens like any start: with none free (the
+        // task's tokens went to others while this engine was away), drop it.
+        // Nor may it put the job on more engines than max_engines allows.
+        match self.jobs.get(&key.task.job) {
+            Some(job)
+                if self.limit_room(&job.spec) > 0
+                    && !self.max_engines_reached(key.task.job, &job.spec, e) => {}
+            _ => return false,
+        }
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return false;
+        };
+        let Some(task) = job.tasks.get(key.task.index as usize) else {
+            return false;
+        };
+        if task.status != TaskStatus::Ready || key.attempt < task.attempts || !job.is_dispatchable()
+        {
+            return false;
+        }
+        job.set_task_status(key.task.index, TaskStatus::Assigned);
+        let task = &mut job.tasks[key.task.index as usize];
+        task.attempts = key.attempt;
+        task.engine = Some(e);
+        task.started_ms = Some(now);
+        if job.status == JobStatus::Queued {
+            job.status = JobStatus::Running;
+            job.started_ms.get_or_insert(now);
+            self.dirty_jobs.insert(key.task.job);
+        }
+        self.dirty_tasks.insert(key.task);
+        true
+    }
+
+    /// Any message from an engine proves it is alive.
+    pub fn engine_seen(&mut self, id: &str, now: Millis) -> bool {
+        match self.engine_index.get(id) {
+            Some(&e) if self.engines[e as usize].online => {
+                self.engines[e as usize].last_seen = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn heartbeat(&mut self, id: &str, hb: Heartbeat, now: Millis) {
+        if let Some(&e) = self.engine_index.get(id) {
+            let engine = &mut self.engines[e as usize];
+            engine.last_seen = now;
+            engine.load = hb.load;
+            engine.free_ram_mb = hb.free_ram_mb;
+            engine.peak_held = engine.peak_held.max(hb.peak_held);
+        }
+    }
+
+    /// The engine hands attempts back unrun (it is shutting down).
+    pub fn released(&mut self, id: &str, keys: &[AttemptKey], now: Millis) {
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        for key in keys {
+            if self.engines[e as usize].held.remove(key).is_some() {
+                self.requeue_lost(e, *key, now);
+            }
+        }
+    }
+
+    /// The engine is gone (silent past the timeout, or closed). Its live
+    /// attempts go back to the queue, not counted as failures.
+    pub fn engine_lost(&mut self, id: &str, now: Millis) {
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        self.lose_engine(e, now);
+    }
+
+    pub(super) fn lose_engine(&mut self, e: EngineIdx, now: Millis) {
+        let engine = &mut self.engines[e as usize];
+        if !engine.online && !engine.recovering {
+            return;
+        }
+        tracing::warn!(engine = %engine.id, host = %engine.facts.hostname, held = engine.held.len(), "engine lost; its tasks go back to the queue");
+        engine.online = false;
+        engine.recovering = false;
+        let held = std::mem::take(&mut engine.held);
+        for key in held.keys() {
+            self.requeue_lost(e, *key, now);
+        }
+        self.dirty_engines.insert(e);
+    }
+
+    /// Puts a task back to ready if `key` is its live attempt on `e`.
+    pub(super) fn requeue_lost(&mut self, e: EngineIdx, key: AttemptKey, _now: Millis) {
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return;
+        };
+        let Some(task) = job.tasks.get(key.task.index as usize) else {
+            return;
+        };
+        if task.status.is_held() && task.attempts == key.attempt && task.engine == Some(e) {
+            job.set_task_status(key.task.index, TaskStatus::Ready);
+            job.ready.push_front(key.task.index);
+            self.dirty_tasks.insert(key.task);
+        }
+    }
+
+    /// Time passes: engines that fell silent are lost, held jobs may start.
+    pub fn tick(&mut self, now: Millis, fx: &mut Effects) {
+        let timeout = self.cfg.engine_timeout_ms;
+        let past_recovery = now >= self.recovery_deadline;
+        for e in 0..self.engines.len() as EngineIdx {
+            let engine = &self.engines[e as usize];
+            let silent = engine.online && now.saturating_sub(engine.last_seen) > timeout;
+            let not_back = engine.recovering && past_recovery;
+            if silent || not_back {
+                self.lose_engine(e, now);
+            }
+        }
+        self.send_checks(now, fx);
+        let waiting: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.status == JobStatus::Waiting)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.update_job_status(id, now, fx);
+        }
+    }
+
+    /// Sick engines that are online get their check task when it is due.
+    pub(super) fn send_checks(&mut self, now: Millis, fx: &mut Effects) {
+        if self.cfg.check_interval_ms == 0 {
+            return;
+        }
+        for e in &mut self.engines {
+            // An unanswered check is simply sent again when the next is due.
+            if e.online && e.sick.is_some() && now >= e.check_due {
+                let id = self.next_check_id;
+                self.next_check_id += 1;
+                e.check_pending = Some(id);
+                e.check_due = now + self.cfg.check_interval_ms;
+                fx.messages.push((
+                    e.id.clone(),
+                    ToEngine::Check {
+                        id,
+                        command: self.cfg.check_command.clone(),
+                    },
+                ));
+            }
+        }
+    }
+
+    pub(super) fn recovering(&self, now: Millis) -> bool {
+        now < self.recovery_deadline && self.engines.iter().any(|e| e.recovering)
+    }
+}

@@ -1,0 +1,77 @@
+//! Persistence: the dirty sets turned into one store batch.
+
+use super::Scheduler;
+use crate::store::{Batch, LimitRecord, PoolRecord, TaskRecord};
+use drqueue_common::model::{EngineId, TaskKey};
+use std::collections::BTreeMap;
+
+impl Scheduler {
+    /// Everything changed since the last call, as one store batch.
+    pub fn take_batch(&mut self) -> Batch {
+        let mut batch = Batch::default();
+        for id in std::mem::take(&mut self.dirty_jobs) {
+            if let Some(job) = self.jobs.get(&id) {
+                batch.jobs.push(job.record(id, &self.engines));
+            }
+        }
+        let mut keys: Vec<TaskKey> = std::mem::take(&mut self.dirty_tasks).into_iter().collect();
+        keys.sort_unstable();
+        batch.tasks.reserve(keys.len());
+        for key in keys {
+            if let Some(rec) = self.task_record(key) {
+                batch.tasks.push(rec);
+            }
+        }
+        for e in std::mem::take(&mut self.dirty_engines) {
+            batch.engines.push(self.engines[e as usize].record());
+        }
+        batch.deleted_jobs = std::mem::take(&mut self.deleted_jobs);
+        batch.attempts = std::mem::take(&mut self.attempts);
+        if std::mem::take(&mut self.next_id_dirty) {
+            batch.next_job_id = Some(self.next_job_id);
+        }
+        for name in std::mem::take(&mut self.dirty_limits) {
+            if let Some(count) = self.limits.get(&name) {
+                batch.limits.push(LimitRecord {
+                    name,
+                    count: *count,
+                });
+            }
+        }
+        if std::mem::take(&mut self.pools_dirty) {
+            let mut pools: BTreeMap<String, Vec<EngineId>> = BTreeMap::new();
+            for e in &self.engines {
+                for p in &e.facts.pools {
+                    pools.entry(p.clone()).or_default().push(e.id.clone());
+                }
+            }
+            batch.pools = Some(
+                pools
+                    .into_iter()
+                    .map(|(name, engines)| PoolRecord { name, engines })
+                    .collect(),
+            );
+        }
+        batch
+    }
+
+    pub fn task_record(&self, key: TaskKey) -> Option<TaskRecord> {
+        let t = self.jobs.get(&key.job)?.tasks.get(key.index as usize)?;
+        Some(TaskRecord {
+            job: key.job,
+            index: key.index,
+            first: t.block.first,
+            last: t.block.last,
+            step: t.block.step,
+            status: t.status,
+            attempts: t.attempts,
+            failures: t.failures,
+            engine: t.engine.map(|e| self.engines[e as usize].id.clone()),
+            started_ms: t.started_ms,
+            ended_ms: t.ended_ms,
+            exit_code: t.exit_code,
+            peak_rss_kb: t.peak_rss_kb,
+            cpu_ms: t.cpu_ms,
+        })
+    }
+}

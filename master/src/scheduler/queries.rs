@@ -1,0 +1,94 @@
+//! Read-only views of the state for the API.
+
+use super::{Engine, Scheduler};
+use crate::store::TaskRecord;
+use drqueue_common::model::{JobId, JobStatus, JobView, TaskKey, TaskStatus, TaskView};
+use drqueue_common::Millis;
+
+impl Scheduler {
+    pub fn job_view(&self, id: JobId, now: Millis) -> Option<JobView> {
+        let job = self.jobs.get(&id)?;
+        Some(JobView {
+            id,
+            name: job.spec.name.clone(),
+            owner: job.spec.owner.clone(),
+            status: job.status,
+            priority: job.spec.priority,
+            pool: job.spec.pool.clone(),
+            counts: job.counts,
+            tasks_total: job.tasks.len() as u64,
+            blocked: self.blocked_reasons(id, now),
+            command: job.spec.command.clone(),
+            frames: job.spec.frames.clone(),
+            blocksize: job.spec.blocksize,
+            max_attempts: job.spec.max_attempts,
+            timeout_secs: job.spec.timeout_secs,
+            max_engines: job.spec.max_engines,
+            requirements: job.spec.requirements.clone(),
+            limits: job.spec.limits.clone(),
+            after: job.spec.after.clone(),
+            blacklisted: job
+                .engine_failures
+                .keys()
+                .filter(|e| job.is_blacklisted(**e, &self.cfg))
+                .map(|e| self.engines[*e as usize].id.clone())
+                .collect(),
+            reason: job.reason.clone(),
+            notification: job.notification.clone(),
+            submitted_ms: job.submitted_ms,
+            started_ms: job.started_ms,
+            finished_ms: job.finished_ms,
+        })
+    }
+
+    pub fn job_views(&self, status: Option<JobStatus>, now: Millis) -> Vec<JobView> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| status.is_none_or(|s| j.status == s))
+            .filter_map(|(id, _)| self.job_view(*id, now))
+            .collect()
+    }
+
+    pub fn task_views(&self, id: JobId, status: Option<TaskStatus>) -> Option<Vec<TaskView>> {
+        let job = self.jobs.get(&id)?;
+        Some(
+            (0..job.tasks.len() as u32)
+                .filter(|i| status.is_none_or(|s| job.tasks[*i as usize].status == s))
+                .filter_map(|index| self.task_record(TaskKey { job: id, index }))
+                .map(TaskRecord::view)
+                .collect(),
+        )
+    }
+
+    pub fn task_attempts(&self, key: TaskKey) -> Option<u32> {
+        Some(
+            self.jobs
+                .get(&key.job)?
+                .tasks
+                .get(key.index as usize)?
+                .attempts,
+        )
+    }
+
+    pub fn engines(&self) -> &[Engine] {
+        &self.engines
+    }
+
+    pub fn engine(&self, id: &str) -> Option<&Engine> {
+        self.engine_index
+            .get(id)
+            .map(|e| &self.engines[*e as usize])
+    }
+
+    pub fn job_status(&self, id: JobId) -> Option<JobStatus> {
+        self.jobs.get(&id).map(|j| j.status)
+    }
+
+    /// Jobs whose tasks are still to finish (not terminal).
+    pub fn unfinished_jobs(&self) -> usize {
+        self.jobs
+            .values()
+            .filter(|j| !j.status.is_terminal())
+            .count()
+    }
+}

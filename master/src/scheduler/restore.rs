@@ -1,0 +1,135 @@
+//! Rebuilding the scheduler from what a previous master stored.
+
+use super::state::{new_job, Held};
+use super::{Config, Scheduler};
+use crate::store::{Snapshot, TaskRecord};
+use drqueue_common::model::{Counts, JobId, TaskKey, TaskStatus};
+use drqueue_common::protocol::AttemptKey;
+use drqueue_common::Millis;
+use std::collections::HashMap;
+
+impl Scheduler {
+    /// Rebuilds the state a previous master left. Engines that were online
+    /// keep their attempts for `recovery_ms`, waiting to re-register;
+    /// meanwhile nothing is dispatched, so no task runs twice.
+    pub fn restore(cfg: Config, snap: Snapshot, now: Millis) -> Scheduler {
+        let mut s = Scheduler::new(cfg);
+        s.next_job_id = snap.next_job_id.max(1);
+        s.limits = snap.limits.into_iter().map(|l| (l.name, l.count)).collect();
+        for rec in snap.engines {
+            let idx = s.intern_engine(&rec.id);
+            let e = &mut s.engines[idx as usize];
+            e.facts = rec.facts;
+            e.slots = rec.slots;
+            e.hwm = rec.hwm;
+            e.disabled = rec.disabled;
+            e.recovering = rec.online;
+            e.last_seen = rec.last_seen_ms;
+            e.tasks_done = rec.tasks_done;
+            e.tasks_failed = rec.tasks_failed;
+            e.failures_in_row = rec.failures_in_row;
+            // Whether the stored streak spans jobs is not kept: a restart
+            // lets it prove so again.
+            e.sick = rec.sick;
+        }
+        let mut tasks_by_job: HashMap<JobId, Vec<TaskRecord>> = HashMap::new();
+        for t in snap.tasks {
+            tasks_by_job.entry(t.job).or_default().push(t);
+        }
+        for rec in snap.jobs {
+            let mut recs = tasks_by_job.remove(&rec.id).unwrap_or_default();
+            recs.sort_by_key(|t| t.index);
+            // A job whose tasks are not all there (a torn or hand-edited
+            // store) is rebuilt from its spec rather than half-loaded.
+            let blocks = match rec
+                .spec
+                .validate()
+                .and_then(|f| Ok(f.blocks(rec.spec.blocksize)?))
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(
+                        job = rec.id,
+                        "skipping stored job whose spec is invalid: {e}"
+                    );
+                    continue;
+                }
+            };
+            let mut job = new_job(rec.id, rec.spec.clone(), &blocks, rec.submitted_ms);
+            job.status = rec.status;
+            job.started_ms = rec.started_ms;
+            job.finished_ms = rec.finished_ms;
+            job.reason = rec.reason;
+            for f in &rec.engine_failures {
+                let e = s.intern_engine(&f.engine);
+                job.engine_failures.insert(e, f.count);
+            }
+            if rec.notification.is_some() {
+                job.notification = rec.notification;
+            }
+            job.counts = Counts::default();
+            job.ready.clear();
+            let by_index: HashMap<u32, TaskRecord> =
+                recs.into_iter().map(|t| (t.index, t)).collect();
+            for (i, task) in job.tasks.iter_mut().enumerate() {
+                if let Some(r) = by_index.get(&(i as u32)) {
+                    task.status = r.status;
+                    task.attempts = r.attempts;
+                    task.failures = r.failures;
+                    task.engine = r.engine.as_ref().map(|id| {
+                        // Engines named only by tasks are interned offline.
+                        *s.engine_index.get(id).unwrap_or(&u32::MAX)
+                    });
+                    if task.engine == Some(u32::MAX) {
+                        task.engine = None;
+                    }
+                    task.started_ms = r.started_ms;
+                    task.ended_ms = r.ended_ms;
+                    task.exit_code = r.exit_code;
+                    task.peak_rss_kb = r.peak_rss_kb;
+                    task.cpu_ms = r.cpu_ms;
+                }
+            }
+            for i in 0..job.tasks.len() {
+                let t = &mut job.tasks[i];
+                if t.status.is_held() {
+                    match t.engine {
+                        Some(e) if s.engines[e as usize].recovering => {
+                            s.engines[e as usize].held.insert(
+                                AttemptKey {
+                                    task: TaskKey {
+                                        job: rec.id,
+                                        index: i as u32,
+                                    },
+                                    attempt: t.attempts,
+                                },
+                                Held {
+                                    started: t.status == TaskStatus::Running,
+                                    cancelling: false,
+                                },
+                            );
+                        }
+                        _ => {
+                            // Its engine was already gone: run it again.
+                            t.status = TaskStatus::Ready;
+                            s.dirty_tasks.insert(TaskKey {
+                                job: rec.id,
+                                index: i as u32,
+                            });
+                        }
+                    }
+                }
+                let st = job.tasks[i].status;
+                job.counts.add(st);
+                if st == TaskStatus::Ready {
+                    job.ready.push_back(i as u32);
+                }
+            }
+            s.jobs.insert(rec.id, job);
+        }
+        if s.engines.iter().any(|e| e.recovering) {
+            s.recovery_deadline = now + s.cfg.recovery_ms;
+        }
+        s
+    }
+}

@@ -1,0 +1,190 @@
+//! Attempt results: started, finished, and what a failure means for the
+//! task, the job's blacklist and the engine's health.
+
+use super::{Effects, EngineIdx, Scheduler};
+use crate::store::AttemptRecord;
+use drqueue_common::model::{EngineId, TaskStatus};
+use drqueue_common::protocol::{AttemptKey, Outcome, ToEngine};
+use drqueue_common::Millis;
+
+impl Scheduler {
+    /// The engine started an attempt's process at `at`.
+    pub fn task_started(&mut self, id: &str, key: AttemptKey, at: Millis) {
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        if let Some(h) = self.engines[e as usize].held.get_mut(&key) {
+            h.started = true;
+        }
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return;
+        };
+        let Some(task) = job.tasks.get(key.task.index as usize) else {
+            return;
+        };
+        if task.status == TaskStatus::Assigned
+            && task.attempts == key.attempt
+            && task.engine == Some(e)
+        {
+            job.set_task_status(key.task.index, TaskStatus::Running);
+            job.tasks[key.task.index as usize].started_ms = Some(at);
+            self.dirty_tasks.insert(key.task);
+        }
+    }
+
+    /// An attempt ended on an engine. The result is recorded whatever it is;
+    /// it changes the task only if it is the task's live attempt, or a
+    /// success for a task not yet done. The engine is acknowledged once the
+    /// record is committed.
+    pub fn task_finished(
+        &mut self,
+        id: &str,
+        key: AttemptKey,
+        outcome: Outcome,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let engine_id: EngineId = id.to_string();
+        fx.after_commit
+            .push((engine_id.clone(), ToEngine::Ack(vec![key])));
+        let Some(&e) = self.engine_index.get(id) else {
+            return;
+        };
+        self.engines[e as usize].held.remove(&key);
+        self.dirty_engines.insert(e);
+        let mut counted = false;
+        if let Some(job) = self.jobs.get_mut(&key.task.job) {
+            if let Some(task) = job.tasks.get(key.task.index as usize) {
+                let live =
+                    task.status.is_held() && task.attempts == key.attempt && task.engine == Some(e);
+                let late_success = !live && outcome.is_success() && !task.status.is_terminal();
+                if live || late_success {
+                    counted = true;
+                    self.apply_result(e, key, &outcome, live, now, fx);
+                }
+            }
+        }
+        // The attempt that completes a task lives on in the task's own record;
+        // history rows are for the others (failures, superseded attempts),
+        // which halves the writes of a farm that mostly succeeds.
+        if !(counted && outcome.is_success()) {
+            self.attempts.push(AttemptRecord {
+                attempt: key,
+                engine: engine_id,
+                ended_ms: now,
+                outcome,
+                counted,
+            });
+        }
+        self.update_job_status(key.task.job, now, fx);
+    }
+
+    pub(super) fn apply_result(
+        &mut self,
+        e: EngineIdx,
+        key: AttemptKey,
+        outcome: &Outcome,
+        live: bool,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return;
+        };
+        let i = key.task.index;
+        let max_attempts = job.spec.max_attempts;
+        if !live {
+            // A success from an attempt we had given up on: the frames are
+            // rendered, so take it, and stop the attempt that replaced it.
+            let t = &job.tasks[i as usize];
+            if t.status.is_held() {
+                if let Some(other) = t.engine {
+                    let cur = AttemptKey {
+                        task: key.task,
+                        attempt: t.attempts,
+                    };
+                    if let Some(h) = self.engines[other as usize].held.get_mut(&cur) {
+                        h.cancelling = true;
+                        fx.messages.push((
+                            self.engines[other as usize].id.clone(),
+                            ToEngine::Cancel(vec![cur]),
+                        ));
+                    }
+                }
+            }
+        }
+        let t = &mut job.tasks[i as usize];
+        if !live || t.started_ms.is_none() {
+            // No Started came (a quick task): the run began wall_ms ago.
+            t.started_ms = Some(now.saturating_sub(outcome.wall_ms));
+        }
+        t.engine = Some(e);
+        t.ended_ms = Some(now);
+        t.exit_code = outcome.exit_code;
+        t.cpu_ms = Some(outcome.cpu_ms);
+        t.peak_rss_kb = Some(outcome.peak_rss_kb);
+        self.dirty_tasks.insert(key.task);
+        self.dirty_engines.insert(e);
+        let engine = &mut self.engines[e as usize];
+        if outcome.is_success() {
+            job.set_task_status(i, TaskStatus::Done);
+            engine.tasks_done += 1;
+            engine.failures_in_row = 0;
+            engine.streak_job = None;
+            engine.streak_mixed = false;
+            return;
+        }
+        engine.tasks_failed += 1;
+        let t = &mut job.tasks[i as usize];
+        t.failures += 1;
+        t.avoid = Some(e);
+        if t.failures >= max_attempts {
+            job.set_task_status(i, TaskStatus::Failed);
+        } else {
+            job.set_task_status(i, TaskStatus::Ready);
+            job.ready.push_back(i);
+        }
+        if outcome.cancelled {
+            return; // stopped on purpose: says nothing about the engine
+        }
+        // The engine's record with this job, and across jobs.
+        *job.engine_failures.entry(e).or_default() += 1;
+        self.dirty_jobs.insert(key.task.job);
+        let newly_blacklisted = self.cfg.blacklist_after > 0
+            && job.engine_failures.get(&e) == Some(&self.cfg.blacklist_after);
+        engine.failures_in_row += 1;
+        match engine.streak_job {
+            None => engine.streak_job = Some(key.task.job),
+            Some(j) if j != key.task.job => engine.streak_mixed = true,
+            Some(_) => {}
+        }
+        let sick_now = self.cfg.sick_after > 0
+            && engine.sick.is_none()
+            && engine.streak_mixed
+            && engine.failures_in_row >= self.cfg.sick_after;
+        if newly_blacklisted {
+            tracing::warn!(engine = %engine.id, job = key.task.job, "engine failed this job {} times; it gets no more of its tasks while other engines can run them", self.cfg.blacklist_after);
+            let elsewhere = self
+                .jobs
+                .get(&key.task.job)
+                .is_some_and(|j| self.can_run_elsewhere(j, e));
+            if elsewhere {
+                self.withdraw_unstarted(e, Some(key.task.job), now, fx);
+            }
+        }
+        if sick_now {
+            let engine = &mut self.engines[e as usize];
+            let why = format!(
+                "failed {} tasks in a row (last: task {} attempt {}, {})",
+                engine.failures_in_row,
+                key.task,
+                key.attempt,
+                outcome.describe()
+            );
+            tracing::warn!(engine = %engine.id, "engine is sick: {why}; it gets no work until enabled or until it passes a check task");
+            engine.sick = Some(why);
+            engine.check_due = now + self.cfg.check_interval_ms;
+            self.withdraw_unstarted(e, None, now, fx);
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! What the scheduler knows of each engine, job and task, and how each
+//! turns into a store record or a view.
+
+use super::{Config, EngineIdx};
+use crate::store::{EngineFailures, EngineRecord, JobRecord};
+use drqueue_common::frames::Block;
+use drqueue_common::model::{
+    Counts, EngineFacts, EngineId, EngineState, EngineView, JobId, JobSpec, JobStatus,
+    Notification, NotifyState, TaskKey, TaskStatus,
+};
+use drqueue_common::protocol::{AttemptKey, JobBody};
+use drqueue_common::Millis;
+use std::collections::{BTreeMap, VecDeque};
+
+/// An attempt an engine holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Held {
+    pub(super) started: bool,
+    /// Asked to stop (cancelled, or superseded while the engine was away);
+    /// it still counts against the HWM until the engine reports it ended.
+    pub(super) cancelling: bool,
+}
+
+/// An engine as the scheduler knows it.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub id: EngineId,
+    pub facts: EngineFacts,
+    pub slots: u32,
+    pub hwm: u32,
+    pub online: bool,
+    /// Known online before a master restart and not yet back.
+    pub recovering: bool,
+    pub disabled: bool,
+    pub(super) held: BTreeMap<AttemptKey, Held>,
+    pub last_seen: Millis,
+    pub load: f32,
+    pub free_ram_mb: u64,
+    pub peak_outstanding: u32,
+    pub peak_held: u32,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+    /// Failed attempts since its last success.
+    pub failures_in_row: u32,
+    /// The job of the streak's first failure, and whether another job has
+    /// failed since: one bad job is the blacklist's business, not sickness.
+    pub(super) streak_job: Option<JobId>,
+    pub(super) streak_mixed: bool,
+    /// Why it is sick, if it is.
+    pub sick: Option<String>,
+    /// The check task sent and not yet answered, and when the next is due.
+    pub(super) check_pending: Option<u64>,
+    pub(super) check_due: Millis,
+}
+
+impl Engine {
+    pub(super) fn accepts_work(&self) -> bool {
+        self.online && !self.disabled && self.sick.is_none()
+    }
+
+    /// Does it hold a live (not being cancelled) attempt of this job?
+    pub(super) fn runs_job(&self, job: JobId) -> bool {
+        let from = AttemptKey {
+            task: TaskKey { job, index: 0 },
+            attempt: 0,
+        };
+        self.held
+            .range(from..)
+            .take_while(|(k, _)| k.task.job == job)
+            .any(|(_, h)| !h.cancelling)
+    }
+
+    /// Attempts it holds now, counting those being cancelled.
+    pub fn outstanding(&self) -> u32 {
+        self.held.len() as u32
+    }
+
+    pub(super) fn credit(&self) -> u32 {
+        self.hwm.saturating_sub(self.outstanding())
+    }
+
+    /// Free slots: tasks it could start this instant.
+    pub(super) fn idle_slots(&self) -> u32 {
+        self.slots.saturating_sub(self.outstanding())
+    }
+
+    pub(super) fn state(&self) -> EngineState {
+        if self.disabled {
+            EngineState::Disabled
+        } else if !self.online {
+            EngineState::Offline
+        } else if self.sick.is_some() {
+            EngineState::Sick
+        } else if self.held.is_empty() {
+            EngineState::Idle
+        } else {
+            EngineState::Busy
+        }
+    }
+
+    pub(super) fn record(&self) -> EngineRecord {
+        EngineRecord {
+            id: self.id.clone(),
+            facts: self.facts.clone(),
+            slots: self.slots,
+            hwm: self.hwm,
+            online: self.online || self.recovering,
+            disabled: self.disabled,
+            last_seen_ms: self.last_seen,
+            tasks_done: self.tasks_done,
+            tasks_failed: self.tasks_failed,
+            failures_in_row: self.failures_in_row,
+            sick: self.sick.clone(),
+        }
+    }
+
+    pub fn view(&self) -> EngineView {
+        EngineView {
+            id: self.id.clone(),
+            name: self.facts.name.clone(),
+            hostname: self.facts.hostname.clone(),
+            os: self.facts.os.clone(),
+            arch: self.facts.arch.clone(),
+            cores: self.facts.cores,
+            ram_mb: self.facts.ram_mb,
+            free_ram_mb: self.free_ram_mb,
+            load: self.load,
+            pools: self.facts.pools.clone(),
+            capabilities: self.facts.capabilities.clone(),
+            versions: self.facts.versions.clone(),
+            state: self.state(),
+            sick: self.sick.clone(),
+            failures_in_row: self.failures_in_row,
+            slots: self.slots,
+            hwm: self.hwm,
+            running: self.outstanding(),
+            peak_outstanding: self.peak_outstanding,
+            peak_held: self.peak_held,
+            last_heartbeat_ms: self.last_seen,
+            tasks_done: self.tasks_done,
+            tasks_failed: self.tasks_failed,
+        }
+    }
+}
+
+/// A task as the scheduler keeps it: small, since a job may have a million.
+#[derive(Debug, Clone)]
+pub(super) struct Task {
+    pub(super) block: Block,
+    pub(super) status: TaskStatus,
+    pub(super) attempts: u32,
+    pub(super) failures: u32,
+    pub(super) engine: Option<EngineIdx>,
+    /// The engine of the last failure: retries prefer another one.
+    pub(super) avoid: Option<EngineIdx>,
+    pub(super) started_ms: Option<Millis>,
+    pub(super) ended_ms: Option<Millis>,
+    pub(super) exit_code: Option<i32>,
+    pub(super) peak_rss_kb: Option<u64>,
+    pub(super) cpu_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) spec: JobSpec,
+    pub(super) body: JobBody,
+    pub(super) status: JobStatus,
+    pub(super) tasks: Vec<Task>,
+    pub(super) counts: Counts,
+    /// Ready task indices in dispatch order. Entries go stale when a task
+    /// leaves `ready` another way; they are skipped when popped.
+    pub(super) ready: VecDeque<u32>,
+    pub(super) submitted_ms: Millis,
+    pub(super) started_ms: Option<Millis>,
+    pub(super) finished_ms: Option<Millis>,
+    pub(super) reason: Option<String>,
+    /// Failed attempts per engine; at `blacklist_after` the engine gets no
+    /// more of this job.
+    pub(super) engine_failures: BTreeMap<EngineIdx, u32>,
+    /// The email to send when the job ends (`--notify`).
+    pub(super) notification: Option<Notification>,
+}
+
+impl Job {
+    pub(super) fn set_task_status(&mut self, index: u32, status: TaskStatus) {
+        let task = &mut self.tasks[index as usize];
+        self.counts.remove(task.status);
+        task.status = status;
+        self.counts.add(status);
+    }
+
+    pub(super) fn is_dispatchable(&self) -> bool {
+        matches!(self.status, JobStatus::Queued | JobStatus::Running)
+    }
+
+    pub(super) fn record(&self, id: JobId, engines: &[Engine]) -> JobRecord {
+        JobRecord {
+            id,
+            spec: self.spec.clone(),
+            status: self.status,
+            submitted_ms: self.submitted_ms,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+            reason: self.reason.clone(),
+            engine_failures: self
+                .engine_failures
+                .iter()
+                .map(|(e, count)| EngineFailures {
+                    engine: engines[*e as usize].id.clone(),
+                    count: *count,
+                })
+                .collect(),
+            notification: self.notification.clone().map(|mut n| {
+                // A send in flight is stored as pending: after a crash it
+                // is tried again rather than forgotten.
+                if n.state == NotifyState::Sending {
+                    n.state = NotifyState::Pending;
+                }
+                n
+            }),
+        }
+    }
+
+    pub(super) fn is_blacklisted(&self, e: EngineIdx, cfg: &Config) -> bool {
+        cfg.blacklist_after > 0
+            && self
+                .engine_failures
+                .get(&e)
+                .is_some_and(|n| *n >= cfg.blacklist_after)
+    }
+}
+
+pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Millis) -> Job {
+    if spec.name.is_empty() {
+        spec.name = spec.default_name();
+    }
+    let body = JobBody {
+        id,
+        command: spec.command.clone(),
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        cwd: spec.cwd.clone(),
+        timeout_secs: spec.timeout_secs,
+    };
+    let initial = TaskStatus::Waiting;
+    let tasks: Vec<Task> = blocks
+        .iter()
+        .map(|b| Task {
+            block: *b,
+            status: initial,
+            attempts: 0,
+            failures: 0,
+            engine: None,
+            avoid: None,
+            started_ms: None,
+            ended_ms: None,
+            exit_code: None,
+            peak_rss_kb: None,
+            cpu_ms: None,
+        })
+        .collect();
+    let mut counts = Counts::default();
+    counts.0[initial.index()] = tasks.len() as u64;
+    let (spec_notify, notify_on) = (spec.notify.clone(), spec.notify_on);
+    Job {
+        status: if spec.paused {
+            JobStatus::Paused
+        } else {
+            JobStatus::Waiting
+        },
+        spec,
+        body,
+        tasks,
+        counts,
+        ready: VecDeque::new(),
+        submitted_ms: now,
+        started_ms: None,
+        finished_ms: None,
+        reason: None,
+        engine_failures: BTreeMap::new(),
+        notification: (!spec_notify.is_empty()).then_some(Notification {
+            state: NotifyState::Waiting,
+            to: spec_notify,
+            on: notify_on,
+            attempts: 0,
+            last_error: None,
+            next_try_ms: None,
+            sent_ms: None,
+        }),
+    }
+}
