@@ -896,7 +896,7 @@ fn update_bar(bar: &ProgressBar, v: &JobView) {
     if v.counts.get(TaskStatus::Failed) > 0 {
         msg.push_str(&format!(", {} failed", v.counts.get(TaskStatus::Failed)));
     }
-    if let Some(reason) = v.blocked.first() {
+    if let Some(reason) = v.blocked_here(drqueue_common::now_millis()).first() {
         msg.push_str(&format!(" | {reason}"));
     }
     bar.set_message(msg);
@@ -985,9 +985,10 @@ fn show_job(j: &JobView) {
         }
         println!("  notify     {line}");
     }
-    if !j.blocked.is_empty() {
+    let blocked = j.blocked_here(drqueue_common::now_millis());
+    if !blocked.is_empty() {
         println!("  not running because:");
-        for r in &j.blocked {
+        for r in &blocked {
             println!("    - {r}");
         }
     }

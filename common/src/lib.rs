@@ -3,6 +3,7 @@
 //! Everything the master, the engines and the clients must agree on lives here
 //! and nowhere else:
 //!
+//! - [`display`]: how durations and clock times read, in one place;
 //! - [`frames`]: frame sets (`1-100x5`, `1,3,7-9`) and how a job is cut into tasks;
 //! - [`graph`]: job files (TOML or JSON), one job or a graph of named jobs;
 //! - [`model`]: jobs, tasks, engines and their statuses as users see them;
@@ -11,6 +12,7 @@
 //! - [`protocol`]: every message between master and engine, its framing,
 //!   version check and authentication.
 
+pub mod display;
 pub mod frames;
 pub mod graph;
 pub mod model;
@@ -28,4 +30,13 @@ pub fn now_millis() -> Millis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// This machine's name (Linux), or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

@@ -1,32 +1,28 @@
 //! The HTTP/JSON API and the dashboard.
 //!
-//! Every handler turns into a closure run on the [`Core`], so the API sees
-//! exactly the scheduler's state. Writes need a bearer token when the master
-//! has tokens; a submit is answered only once the job is committed. Errors are
-//! `{"error": "..."}` with a 4xx status that says whose fault it was.
+//! Every handler parses its input, sends one typed [`Request`] to the core
+//! and awaits its reply, so the API sees exactly the scheduler's state and a
+//! reader can follow each call into the scheduler. Writes need a bearer token
+//! when the master has tokens; a submit is answered only once the job is
+//! committed. Errors are `{"error": "..."}` with a 4xx status that says whose
+//! fault it was.
 
 // Handlers return an HTTP response as their error; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
-use crate::core::{ApiCall, Core, Event};
-use crate::scheduler::{Effects, RequestError, Scheduler};
-use crate::store::writer::WriterMsg;
+use crate::events::{Event, LogRead, Reply, Request};
+use crate::scheduler::RequestError;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use drqueue_common::graph::Graph;
-use drqueue_common::model::{
-    ApiError, JobId, JobSpec, JobStatus, JobView, PoolView, TaskKey, TaskStatus,
-};
-use drqueue_common::protocol::AttemptKey;
-use drqueue_common::Millis;
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use drqueue_common::model::{ApiError, JobId, JobSpec, JobStatus, TaskKey, TaskStatus};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -78,10 +74,39 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 
 fn request_error(e: RequestError) -> Response {
     let status = match e {
-        RequestError::NoJob(_) | RequestError::NoEngine(_) => StatusCode::NOT_FOUND,
+        RequestError::NoJob(_)
+        | RequestError::NoEngine(_)
+        | RequestError::NoTask(_)
+        | RequestError::NoAttempt { .. } => StatusCode::NOT_FOUND,
         RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
     };
     error(status, e.to_string())
+}
+
+fn shutting_down() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the master is shutting down",
+    )
+}
+
+/// Sends a request to the core and awaits its reply. `make` builds the
+/// request around the reply channel.
+async fn ask<T>(state: &ApiState, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    state
+        .events
+        .send(Event::Request(make(tx)))
+        .map_err(|_| shutting_down())?;
+    rx.await.map_err(|_| shutting_down())
+}
+
+/// As [`ask`], for requests the scheduler may refuse.
+async fn ask_core<T>(
+    state: &ApiState,
+    make: impl FnOnce(Reply<Result<T, RequestError>>) -> Request,
+) -> Result<T, Response> {
+    ask(state, make).await?.map_err(request_error)
 }
 
 /// Waits for the store thread's answer to a read.
@@ -93,40 +118,24 @@ async fn store_answer<T>(
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-fn shutting_down() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the master is shutting down",
-    )
-}
-
-/// Runs `f` on the core and returns its answer.
-async fn on_core<T: Send + 'static>(
-    state: &ApiState,
-    f: impl FnOnce(&mut Core) -> T + Send + 'static,
-) -> Result<T, Response> {
-    let (tx, rx) = oneshot::channel();
-    let call: ApiCall = Box::new(move |core| {
-        let _ = tx.send(f(core));
-    });
-    state.events.send(Event::Api(call)).map_err(|_| {
+/// A JSON body, or 400 naming what was expected and what was wrong.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>, what: &str) -> Result<T, Response> {
+    body.map(|Json(v)| v).map_err(|e| {
         error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the master is shutting down",
-        )
-    })?;
-    rx.await.map_err(|_| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the master is shutting down",
+            StatusCode::BAD_REQUEST,
+            format!("bad {what}: {}", e.body_text()),
         )
     })
+}
+
+fn json(value: impl Serialize) -> ApiResult {
+    Ok(Json(value).into_response())
 }
 
 async fn require_token(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    req: Request,
+    req: HttpRequest,
     next: Next,
 ) -> Response {
     if state.tokens.is_empty() || matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -184,26 +193,29 @@ fn parse_id(id: &str) -> Result<JobId, Response> {
     })
 }
 
+fn parse_action<T: std::str::FromStr<Err = String>>(action: &str) -> Result<T, Response> {
+    action
+        .parse()
+        .map_err(|e: String| error(StatusCode::BAD_REQUEST, e))
+}
+
 async fn list_jobs(State(s): State<ApiState>, Query(q): Query<StatusFilter>) -> ApiResult {
     let status: Option<JobStatus> = parse_status(q.status)?;
-    let jobs = on_core(&s, move |c| c.sched.job_views(status, c.now)).await?;
-    Ok(Json(jobs).into_response())
+    json(ask(&s, |reply| Request::ListJobs { status, reply }).await?)
 }
 
 async fn submit(
     State(s): State<ApiState>,
     body: Result<Json<JobSpec>, JsonRejection>,
 ) -> ApiResult {
-    let Json(spec) = body.map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("bad job: {}", e.body_text()),
-        )
-    })?;
-    let mut views = create(&s, move |sched, now, fx| {
-        sched.submit(spec, now, fx).map(|id| vec![id])
-    })
-    .await?;
+    let spec = Box::new(json_body(body, "job")?);
+    let mut views = ask_core(&s, |reply| Request::Submit { spec, reply }).await?;
+    if views.is_empty() {
+        return Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "job vanished after submit",
+        ));
+    }
     Ok((StatusCode::CREATED, Json(views.remove(0))).into_response())
 }
 
@@ -212,70 +224,14 @@ async fn submit_graph(
     State(s): State<ApiState>,
     body: Result<Json<Graph>, JsonRejection>,
 ) -> ApiResult {
-    let Json(graph) = body.map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("bad job graph: {}", e.body_text()),
-        )
-    })?;
-    let views = create(&s, move |sched, now, fx| {
-        sched
-            .submit_graph(graph, now, fx)
-            .map(|jobs| jobs.into_iter().map(|(_, id)| id).collect())
-    })
-    .await?;
+    let graph = json_body(body, "job graph")?;
+    let views = ask_core(&s, |reply| Request::SubmitGraph { graph, reply }).await?;
     Ok((StatusCode::CREATED, Json(views)).into_response())
-}
-
-/// Runs a submission on the core and answers once the new jobs are committed.
-async fn create(
-    s: &ApiState,
-    f: impl FnOnce(&mut Scheduler, Millis, &mut Effects) -> Result<Vec<JobId>, RequestError>
-        + Send
-        + 'static,
-) -> Result<Vec<JobView>, Response> {
-    let (tx, rx) = oneshot::channel();
-    on_core(s, move |c| {
-        let mut fx = Effects::default();
-        match f(&mut c.sched, c.now, &mut fx) {
-            Ok(ids) => {
-                c.fx.messages.append(&mut fx.messages);
-                c.fx.ended_jobs.append(&mut fx.ended_jobs);
-                let views: Vec<JobView> = ids
-                    .iter()
-                    .filter_map(|id| c.sched.job_view(*id, c.now))
-                    .collect();
-                tracing::info!(jobs = ?ids, "submitted");
-                c.after_commit(move || {
-                    let _ = tx.send(Ok(views));
-                });
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-            }
-        }
-    })
-    .await?;
-    match rx.await {
-        Ok(Ok(views)) if !views.is_empty() => Ok(views),
-        Ok(Ok(_)) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "job vanished after submit",
-        )),
-        Ok(Err(e)) => Err(request_error(e)),
-        Err(_) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the master is shutting down",
-        )),
-    }
 }
 
 async fn show_job(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     let id = parse_id(&id)?;
-    match on_core(&s, move |c| c.sched.job_view(id, c.now)).await? {
-        Some(v) => Ok(Json(v).into_response()),
-        None => Err(request_error(RequestError::NoJob(id))),
-    }
+    json(ask_core(&s, |reply| Request::ShowJob { id, reply }).await?)
 }
 
 async fn list_tasks(
@@ -285,10 +241,7 @@ async fn list_tasks(
 ) -> ApiResult {
     let id = parse_id(&id)?;
     let status: Option<TaskStatus> = parse_status(q.status)?;
-    match on_core(&s, move |c| c.sched.task_views(id, status)).await? {
-        Some(v) => Ok(Json(v).into_response()),
-        None => Err(request_error(RequestError::NoJob(id))),
-    }
+    json(ask_core(&s, |reply| Request::ListTasks { id, status, reply }).await?)
 }
 
 #[derive(Deserialize)]
@@ -305,41 +258,25 @@ async fn task_log(
     Path((id, index)): Path<(String, u32)>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult {
-    let id = parse_id(&id)?;
-    let task = TaskKey { job: id, index };
-    let (tx, rx) = oneshot::channel();
-    let found = on_core(&s, move |c| {
-        let views = c.sched.task_views(id, None)?;
-        let t = views.get(index as usize)?.clone();
-        let attempt = q.attempt.unwrap_or(t.attempts);
-        c.to_store(WriterMsg::ReadLog {
-            attempt: AttemptKey { task, attempt },
-            offset: q.offset,
-            reply: tx,
-        });
-        Some((t, attempt))
-    })
-    .await?;
-    let Some((t, attempt)) = found else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no task {index} in job {id}: list them with `drqueue tasks {id}`"),
-        ));
+    let task = TaskKey {
+        job: parse_id(&id)?,
+        index,
     };
-    if attempt == 0 || attempt > t.attempts {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "task {id}.{index} has {} attempt(s); there is no attempt {attempt}",
-                t.attempts
-            ),
-        ));
-    }
-    let bytes = store_answer(rx).await?;
-    let live = attempt == t.attempts && !t.status.is_terminal() && t.status != TaskStatus::Ready;
+    let (bytes, bytes_rx) = oneshot::channel();
+    let read = LogRead {
+        task,
+        attempt: q.attempt,
+        offset: q.offset,
+        bytes,
+    };
+    let target = ask_core(&s, |reply| Request::TaskLog { read, reply }).await?;
+    let bytes = store_answer(bytes_rx).await?;
+    let t = &target.task;
+    let live =
+        target.attempt == t.attempts && !t.status.is_terminal() && t.status != TaskStatus::Ready;
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header("x-drqueue-attempt", attempt.to_string())
+        .header("x-drqueue-attempt", target.attempt.to_string())
         .header("x-drqueue-task-status", t.status.as_str())
         .header("x-drqueue-live", if live { "1" } else { "0" })
         .body(Body::from(bytes))
@@ -350,48 +287,18 @@ async fn task_attempts(
     State(s): State<ApiState>,
     Path((id, index)): Path<(String, u32)>,
 ) -> ApiResult {
-    let id = parse_id(&id)?;
-    let (tx, rx) = oneshot::channel();
-    let task = on_core(&s, move |c| {
-        c.to_store(WriterMsg::Attempts {
-            task: TaskKey { job: id, index },
-            reply: tx,
-        });
-        c.sched.task_record(TaskKey { job: id, index })
+    let task = TaskKey {
+        job: parse_id(&id)?,
+        index,
+    };
+    let (attempts, rx) = oneshot::channel();
+    ask_core(&s, |reply| Request::TaskAttempts {
+        task,
+        reply,
+        attempts,
     })
-    .await?
-    .ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            format!("no task {index} in job {id}"),
-        )
-    })?;
-    let mut attempts = store_answer(rx).await?;
-    // A task's completing attempt is kept in the task itself: add it back.
-    let recorded = attempts.iter().any(|a| a.attempt.attempt == task.attempts);
-    if task.status == TaskStatus::Done && !recorded {
-        attempts.push(crate::store::AttemptRecord {
-            attempt: AttemptKey {
-                task: TaskKey { job: id, index },
-                attempt: task.attempts,
-            },
-            engine: task.engine.clone().unwrap_or_default(),
-            ended_ms: task.ended_ms.unwrap_or_default(),
-            outcome: drqueue_common::protocol::Outcome {
-                exit_code: task.exit_code,
-                cpu_ms: task.cpu_ms.unwrap_or_default(),
-                peak_rss_kb: task.peak_rss_kb.unwrap_or_default(),
-                wall_ms: task
-                    .ended_ms
-                    .zip(task.started_ms)
-                    .map(|(e, s)| e.saturating_sub(s))
-                    .unwrap_or_default(),
-                ..Default::default()
-            },
-            counted: true,
-        });
-    }
-    Ok(Json(attempts).into_response())
+    .await?;
+    json(store_answer(rx).await?)
 }
 
 #[derive(Deserialize)]
@@ -405,25 +312,8 @@ async fn control_job(
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult {
     let id = parse_id(&id)?;
-    let result = on_core(&s, move |c| {
-        let now = c.now;
-        let fx = &mut c.fx;
-        match action.as_str() {
-            "pause" => c.sched.pause(id),
-            "resume" => c.sched.resume(id, now, fx),
-            "cancel" => c.sched.cancel(id, now, fx),
-            "retry" => c.sched.retry(id, now, fx).map(|_| ()),
-            other => Err(RequestError::Invalid(format!(
-                "unknown action {other:?}; use pause, resume, cancel or retry"
-            ))),
-        }
-        .map(|()| c.sched.job_view(id, now))
-    })
-    .await?;
-    match result {
-        Ok(view) => Ok(Json(view).into_response()),
-        Err(e) => Err(request_error(e)),
-    }
+    let action = parse_action(&action)?;
+    json(ask_core(&s, |reply| Request::ControlJob { id, action, reply }).await?)
 }
 
 async fn delete_job(
@@ -432,99 +322,40 @@ async fn delete_job(
     Query(q): Query<ForceQuery>,
 ) -> ApiResult {
     let id = parse_id(&id)?;
-    let result = on_core(&s, move |c| {
-        let now = c.now;
-        c.sched.delete(id, q.force, now, &mut c.fx)
-    })
-    .await?;
-    match result {
-        Ok(()) => Ok(Json(serde_json::json!({"deleted": id})).into_response()),
-        Err(e) => Err(request_error(e)),
-    }
+    let force = q.force;
+    ask_core(&s, |reply| Request::DeleteJob { id, force, reply }).await?;
+    json(serde_json::json!({ "deleted": id }))
 }
 
 async fn list_engines(State(s): State<ApiState>) -> ApiResult {
-    let engines = on_core(&s, |c| {
-        c.sched
-            .engines()
-            .iter()
-            .map(|e| e.view())
-            .collect::<Vec<_>>()
-    })
-    .await?;
-    Ok(Json(engines).into_response())
+    json(ask(&s, |reply| Request::ListEngines { reply }).await?)
 }
 
-async fn show_engine(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
-    let found = on_core(&s, move |c| {
-        c.sched
-            .engines()
-            .iter()
-            .find(|e| e.id == id || e.facts.name == id)
-            .map(|e| e.view())
-            .ok_or(RequestError::NoEngine(id))
-    })
-    .await?;
-    found
-        .map(|v| Json(v).into_response())
-        .map_err(request_error)
+async fn show_engine(State(s): State<ApiState>, Path(engine): Path<String>) -> ApiResult {
+    json(ask_core(&s, |reply| Request::ShowEngine { engine, reply }).await?)
 }
 
 async fn control_engine(
     State(s): State<ApiState>,
-    Path((id, action)): Path<(String, String)>,
+    Path((engine, action)): Path<(String, String)>,
 ) -> ApiResult {
-    let result = on_core(&s, move |c| {
-        let id = c
-            .sched
-            .engines()
-            .iter()
-            .find(|e| e.id == id || e.facts.name == id)
-            .map(|e| e.id.clone())
-            .ok_or(RequestError::NoEngine(id))?;
-        match action.as_str() {
-            // Drain is disable seen from the user's side: running tasks
-            // finish; `drqueue engine drain` then waits for them.
-            "disable" | "drain" => c.sched.set_engine_disabled(&id, true, c.now, &mut c.fx)?,
-            "enable" => c.sched.set_engine_disabled(&id, false, c.now, &mut c.fx)?,
-            other => {
-                return Err(RequestError::Invalid(format!(
-                    "unknown action {other:?}; use disable, drain or enable"
-                )));
-            }
-        }
-        c.sched
-            .engine(&id)
-            .map(|e| e.view())
-            .ok_or(RequestError::NoEngine(id))
-    })
-    .await?;
-    result
-        .map(|v| Json(v).into_response())
-        .map_err(request_error)
+    let action = parse_action(&action)?;
+    json(
+        ask_core(&s, |reply| Request::ControlEngine {
+            engine,
+            action,
+            reply,
+        })
+        .await?,
+    )
 }
 
 async fn list_pools(State(s): State<ApiState>) -> ApiResult {
-    let pools = on_core(&s, |c| {
-        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        counts.insert(drqueue_common::model::DEFAULT_POOL.into(), 0);
-        for e in c.sched.engines() {
-            for p in &e.facts.pools {
-                *counts.entry(p.clone()).or_default() += 1;
-            }
-        }
-        counts
-            .into_iter()
-            .map(|(name, engines)| PoolView { name, engines })
-            .collect::<Vec<_>>()
-    })
-    .await?;
-    Ok(Json(pools).into_response())
+    json(ask(&s, |reply| Request::ListPools { reply }).await?)
 }
 
 async fn list_limits(State(s): State<ApiState>) -> ApiResult {
-    let limits = on_core(&s, |c| c.sched.limit_views()).await?;
-    Ok(Json(limits).into_response())
+    json(ask(&s, |reply| Request::ListLimits { reply }).await?)
 }
 
 #[derive(Deserialize)]
@@ -537,22 +368,8 @@ async fn set_limit(
     Path(name): Path<String>,
     body: Result<Json<LimitBody>, JsonRejection>,
 ) -> ApiResult {
-    let Json(LimitBody { count }) = body.map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("bad limit: {} (send {{\"count\": N}})", e.body_text()),
-        )
-    })?;
-    let result = on_core(&s, move |c| {
-        c.sched.set_limit(&name, count)?;
-        Ok(c.sched.limit_views().into_iter().find(|l| l.name == name))
-    })
-    .await?;
-    match result {
-        Ok(Some(view)) => Ok(Json(view).into_response()),
-        Ok(None) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "limit vanished")),
-        Err(e) => Err(request_error(e)),
-    }
+    let LimitBody { count } = json_body(body, "limit (send {\"count\": N})")?;
+    json(ask_core(&s, |reply| Request::SetLimit { name, count, reply }).await?)
 }
 
 async fn dashboard() -> Html<&'static str> {

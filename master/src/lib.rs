@@ -3,6 +3,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`scheduler`] | the pure state machine that decides what runs where |
+//! | [`events`] | what flows into the core: events, typed API requests, replies |
 //! | [`core`] | the event loop that owns the scheduler and feeds it |
 //! | [`router`] | the engines' ZeroMQ ROUTER socket: decode, authenticate, send |
 //! | [`http`] | the HTTP/JSON API and dashboard |
@@ -10,6 +11,7 @@
 //! | [`store`] | persistence behind one trait, group-committed by one writer thread |
 //! | [`server`] | wiring it all together |
 pub mod core;
+pub mod events;
 pub mod http;
 pub mod notify;
 pub mod router;

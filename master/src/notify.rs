@@ -16,8 +16,9 @@
 //! again after a restart; the Message-ID is the same both times
 //! (`<drqueue-JOB-END@HOST>`), so mail clients show one.
 
-use crate::core::{Core, Event};
+use crate::events::{Event, MailReport};
 use crate::store::writer::WriterMsg;
+use drqueue_common::display::duration;
 use drqueue_common::model::{JobId, JobView, TaskKey, TaskStatus, TaskView};
 use drqueue_common::protocol::AttemptKey;
 use lettre::message::{header::ContentType, Mailbox};
@@ -102,15 +103,16 @@ impl Mailer {
                         tracing::warn!(job, permanent, "notification not sent: {e}")
                     }
                 }
-                let report: Box<dyn FnOnce(&mut Core) + Send> = Box::new(move |c: &mut Core| {
-                    let (r, permanent) = match result {
-                        Ok(()) => (Ok(()), false),
-                        Err((e, p)) => (Err(e), p),
-                    };
-                    let now = c.now;
-                    c.sched.notification_result(job, r, permanent, now);
-                });
-                if events.send(Event::Api(report)).is_err() {
+                let (result, permanent) = match result {
+                    Ok(()) => (Ok(()), false),
+                    Err((e, p)) => (Err(e), p),
+                };
+                let report = MailReport {
+                    job,
+                    result,
+                    permanent,
+                };
+                if events.send(Event::MailReport(report)).is_err() {
                     return; // the master is stopping
                 }
             }
@@ -140,7 +142,7 @@ fn transport(cfg: &MailConfig) -> anyhow::Result<SmtpTransport> {
 }
 
 fn host() -> String {
-    crate::server::hostname()
+    drqueue_common::hostname()
 }
 
 /// The last lines of each failed task's latest attempt, read through the
@@ -260,46 +262,4 @@ pub fn body(req: &MailRequest, logs: &[String]) -> String {
         }
     }
     s
-}
-
-fn duration(ms: u64) -> String {
-    let s = ms / 1000;
-    if s >= 3600 {
-        format!("{}h {}m {}s", s / 3600, (s % 3600) / 60, s % 60)
-    } else if s >= 60 {
-        format!("{}m {}s", s / 60, s % 60)
-    } else {
-        format!("{}.{}s", s, (ms % 1000) / 100)
-    }
-}
-
-/// Queues the notifications that are due: after the current batch commits
-/// (so the job's end is stored before anyone hears of it).
-pub fn send_due(core: &mut Core, mailer: Option<&Mailer>, public_url: &str) {
-    let now = core.now;
-    for id in core.sched.due_notifications(now) {
-        let Some(mailer) = mailer else {
-            core.sched.notification_result(
-                id,
-                Err("no SMTP server: start drqueue-master with --smtp smtp://HOST:PORT".into()),
-                true,
-                now,
-            );
-            continue;
-        };
-        let Some(job) = core.sched.job_view(id, now) else {
-            continue;
-        };
-        let failed = core
-            .sched
-            .task_views(id, Some(TaskStatus::Failed))
-            .unwrap_or_default();
-        let req = MailRequest {
-            link: format!("{public_url}/api/jobs/{id}"),
-            job,
-            failed,
-        };
-        let mailer = mailer.clone();
-        core.after_commit(move || mailer.send(req));
-    }
 }

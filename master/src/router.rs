@@ -6,7 +6,7 @@
 //! sends, each send under a timeout so one stuck engine cannot stall the master.
 //! This is the only module that knows the socket library.
 
-use crate::core::Event;
+use crate::events::{Event, Outgoing};
 use bytes::Bytes;
 use drqueue_common::protocol::{
     decode, encode, DecodeError, FarmKey, FromEngine, SeqCounter, ToEngine,
@@ -16,9 +16,6 @@ use tokio::sync::mpsc;
 use zeromq::{
     RouterRecvHalf, RouterSendHalf, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage,
 };
-
-/// A message for the engine behind a ZeroMQ identity.
-pub type Outgoing = (Bytes, ToEngine);
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 

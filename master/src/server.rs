@@ -2,8 +2,9 @@
 //! starts the core, router, HTTP and store tasks. Used by `main.rs`, the
 //! benchmark and tests that want a master in-process.
 
-use crate::core::{Core, Event};
-use crate::scheduler::{Config, Scheduler};
+use crate::core::{log_notice, Core};
+use crate::events::{Event, Request};
+use crate::scheduler::{Config, Effects, Scheduler};
 use crate::store::sqlite::SqliteStore;
 use crate::store::writer::{self, WriterStats};
 use crate::store::{Lease, Store};
@@ -76,14 +77,13 @@ impl RunningMaster {
     /// Waits until everything the master has decided so far is committed.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        let call: crate::core::ApiCall =
-            Box::new(move |core| core.to_store(writer::WriterMsg::Flush(tx)));
-        if self.events.send(Event::Api(call)).is_ok() {
+        let request = Request::Flush { reply: tx };
+        if self.events.send(Event::Request(request)).is_ok() {
             let _ = rx.await;
         }
     }
 
-    /// Runs a closure on the core (for the benchmark and tests).
+    /// The core's event channel (for the benchmark and tests).
     pub fn events(&self) -> mpsc::UnboundedSender<Event> {
         self.events.clone()
     }
@@ -103,19 +103,10 @@ pub fn open_store(db: &str) -> anyhow::Result<Box<dyn Store>> {
 }
 
 /// This master's name in the lease: host, process and a random tag.
-/// This machine's name (Linux), or `localhost`.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 fn master_name() -> String {
     format!(
         "{}:{}:{:04x}",
-        hostname(),
+        drqueue_common::hostname(),
         std::process::id(),
         rand::random::<u16>()
     )
@@ -197,7 +188,9 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
             .spawn(move || keep_lease(&db, &owner, lease_ms))?;
     }
     let (jobs, tasks, engines) = (snap.jobs.len(), snap.tasks.len(), snap.engines.len());
-    let sched = Scheduler::restore(opts.sched.clone(), snap, now_millis());
+    let mut restored = Effects::default();
+    let sched = Scheduler::restore(opts.sched.clone(), snap, now_millis(), &mut restored);
+    restored.notices.iter().for_each(log_notice);
     tracing::info!(jobs, tasks, engines, db = %opts.db, "store loaded");
 
     let stats = Arc::new(WriterStats::default());

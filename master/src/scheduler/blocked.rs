@@ -1,20 +1,20 @@
-//! "Why isn't it running?": human-readable reasons that a job's ready tasks
-//! are not on engines. Computed on demand for `show`, never on the dispatch path.
+//! "Why isn't it running?": typed reasons that a job's ready tasks are not
+//! on engines. Computed on demand for `show`, never on the dispatch path.
 
 use super::fitness::eligible;
 use super::{Engine, Scheduler};
-use drqueue_common::model::{JobId, JobStatus, TaskStatus};
+use drqueue_common::model::{Blocked, JobId, JobStatus, TaskStatus};
 use drqueue_common::Millis;
 
 impl Scheduler {
-    pub fn blocked_reasons(&self, id: JobId, now: Millis) -> Vec<String> {
+    pub fn blocked_reasons(&self, id: JobId, now: Millis) -> Vec<Blocked> {
         let Some(job) = self.jobs.get(&id) else {
             return Vec::new();
         };
         let mut reasons = Vec::new();
         match job.status {
             JobStatus::Paused => {
-                reasons.push("paused".to_string());
+                reasons.push(Blocked::Paused);
                 return reasons;
             }
             JobStatus::Waiting => {
@@ -24,15 +24,11 @@ impl Scheduler {
                         .get(&dep.job)
                         .is_some_and(|d| !d.status.is_terminal())
                     {
-                        reasons.push(format!("waiting for job {}", dep.job));
+                        reasons.push(Blocked::WaitingFor { job: dep.job });
                     }
                 }
                 if let Some(t) = job.spec.start_after.filter(|t| *t > now) {
-                    reasons.push(format!(
-                        "starts at {} (in {})",
-                        clock_time(t, now),
-                        human_duration(t - now)
-                    ));
+                    reasons.push(Blocked::StartsAt { at_ms: t });
                 }
                 return reasons;
             }
@@ -43,7 +39,7 @@ impl Scheduler {
             return reasons;
         }
         if self.recovering(now) {
-            reasons.push("the master restarted and is waiting for engines to reconnect".into());
+            reasons.push(Blocked::Recovering);
             return reasons;
         }
         let spec = &job.spec;
@@ -54,15 +50,16 @@ impl Scheduler {
             .collect();
         let online: Vec<_> = in_pool.iter().filter(|e| e.online).collect();
         if in_pool.is_empty() {
-            reasons.push(format!("no engine in pool `{}`", spec.pool));
+            reasons.push(Blocked::NoEngineInPool {
+                pool: spec.pool.clone(),
+            });
             return reasons;
         }
         if online.is_empty() {
-            reasons.push(format!(
-                "no online engine in pool `{}` ({} offline)",
-                spec.pool,
-                in_pool.len()
-            ));
+            reasons.push(Blocked::NoOnlineEngineInPool {
+                pool: spec.pool.clone(),
+                offline: in_pool.len() as u32,
+            });
             return reasons;
         }
         let usable: Vec<_> = online
@@ -72,10 +69,11 @@ impl Scheduler {
         if usable.is_empty() {
             let sick = online.iter().filter(|e| e.sick.is_some()).count();
             let disabled = online.len() - sick;
-            reasons.push(format!(
-                "every online engine in pool `{}` is disabled ({disabled}) or sick ({sick}): `drqueue engine enable ENGINE`",
-                spec.pool
-            ));
+            reasons.push(Blocked::NoUsableEngineInPool {
+                pool: spec.pool.clone(),
+                disabled: disabled as u32,
+                sick: sick as u32,
+            });
             return reasons;
         }
         let r = &spec.requirements;
@@ -85,28 +83,28 @@ impl Scheduler {
                 .filter(|e| !e.facts.os.eq_ignore_ascii_case(os))
                 .count();
             if n == usable.len() {
-                reasons.push(format!(
-                    "needs OS `{os}`; no engine in pool `{}` runs it",
-                    spec.pool
-                ));
+                reasons.push(Blocked::NeedsOs {
+                    os: os.clone(),
+                    pool: spec.pool.clone(),
+                });
             }
         }
         if r.min_cores > 0 {
             let max = usable.iter().map(|e| e.facts.cores).max().unwrap_or(0);
             if max < r.min_cores {
-                reasons.push(format!(
-                    "needs {} cores, the largest engine has {max}",
-                    r.min_cores
-                ));
+                reasons.push(Blocked::NeedsCores {
+                    need: r.min_cores,
+                    largest: max,
+                });
             }
         }
         if r.min_ram_mb > 0 {
             let max = usable.iter().map(|e| e.facts.ram_mb).max().unwrap_or(0);
             if max < r.min_ram_mb {
-                reasons.push(format!(
-                    "needs {} MB RAM, the largest engine has {max} MB",
-                    r.min_ram_mb
-                ));
+                reasons.push(Blocked::NeedsRam {
+                    need_mb: r.min_ram_mb,
+                    largest_mb: max,
+                });
             }
         }
         for cap in &r.capabilities {
@@ -115,12 +113,10 @@ impl Scheduler {
                 .filter(|e| !e.facts.capabilities.contains(cap))
                 .count();
             if lacking > 0 && lacking == usable.len() {
-                let noun = if lacking == 1 {
-                    "engine lacks"
-                } else {
-                    "engines lack"
-                };
-                reasons.push(format!("{lacking} {noun} capability `{cap}`"));
+                reasons.push(Blocked::LacksCapability {
+                    capability: cap.clone(),
+                    engines: lacking as u32,
+                });
             }
         }
         if !reasons.is_empty() {
@@ -130,10 +126,11 @@ impl Scheduler {
         for name in &spec.limits {
             if let Some(l) = limits.iter().find(|l| l.name == *name) {
                 if l.in_use >= l.count {
-                    reasons.push(format!(
-                        "limit `{}` {}/{} in use",
-                        l.name, l.in_use, l.count
-                    ));
+                    reasons.push(Blocked::LimitInUse {
+                        limit: l.name.clone(),
+                        in_use: l.in_use,
+                        count: l.count,
+                    });
                 }
             }
         }
@@ -141,7 +138,9 @@ impl Scheduler {
             return reasons;
         }
         if spec.max_engines > 0 && self.engines_running(id) >= spec.max_engines {
-            reasons.push(format!("max_engines {} reached", spec.max_engines));
+            reasons.push(Blocked::MaxEngines {
+                max: spec.max_engines,
+            });
             return reasons;
         }
         // Blacklisted engines count only when no other could run the job
@@ -155,8 +154,9 @@ impl Scheduler {
             .iter()
             .copied()
             .filter(|e| {
-                let idx = self.engine_index.get(&e.id).copied().unwrap_or(u32::MAX);
-                !job.is_blacklisted(idx, &self.cfg)
+                self.engine_index
+                    .get(&e.id)
+                    .is_none_or(|&idx| !job.is_blacklisted(idx, &self.cfg))
             })
             .collect();
         let fitting = if unbanned.is_empty() {
@@ -171,43 +171,17 @@ impl Scheduler {
                 .map(|e| self.free_ram_estimate(e))
                 .max()
                 .unwrap_or(0);
-            reasons.push(format!(
-                "needs {need} MB RAM free; the most free on an eligible engine is {most} MB"
-            ));
+            reasons.push(Blocked::NeedsFreeRam {
+                need_mb: need,
+                most_free_mb: most,
+            });
             return reasons;
         }
         if !fitting.is_empty() && fitting.iter().all(|e| e.credit() == 0) {
-            reasons.push(format!(
-                "all {} eligible engine{} busy",
-                fitting.len(),
-                if fitting.len() == 1 { " is" } else { "s are" }
-            ));
+            reasons.push(Blocked::AllBusy {
+                engines: fitting.len() as u32,
+            });
         }
         reasons
-    }
-}
-
-/// `22:00` today, or the date too when it is not today (the master's time zone).
-fn clock_time(t: Millis, now: Millis) -> String {
-    use chrono::{Local, TimeZone};
-    let (Some(at), Some(today)) = (
-        Local.timestamp_millis_opt(t as i64).single(),
-        Local.timestamp_millis_opt(now as i64).single(),
-    ) else {
-        return format!("{t} ms");
-    };
-    if at.date_naive() == today.date_naive() {
-        at.format("%H:%M").to_string()
-    } else {
-        at.format("%Y-%m-%d %H:%M").to_string()
-    }
-}
-
-fn human_duration(ms: Millis) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {}s", s / 60, s % 60),
-        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
     }
 }

@@ -2,7 +2,7 @@
 //! hand-backs, and engines declared lost.
 
 use super::state::Held;
-use super::{Effects, EngineIdx, Scheduler};
+use super::{Effects, EngineIdx, Notice, Scheduler};
 use drqueue_common::model::{EngineFacts, EngineId, JobId, JobStatus, TaskStatus, DEFAULT_POOL};
 use drqueue_common::protocol::{AttemptKey, Heartbeat, ToEngine};
 use drqueue_common::Millis;
@@ -104,7 +104,7 @@ impl Scheduler {
     }
 
     /// The answer to a check task: a sick engine that passes is well again.
-    pub fn check_result(&mut self, id: &str, check: u64, ok: bool, detail: &str) {
+    pub fn check_result(&mut self, id: &str, check: u64, ok: bool, detail: &str, fx: &mut Effects) {
         let Some(&e) = self.engine_index.get(id) else {
             return;
         };
@@ -117,13 +117,18 @@ impl Scheduler {
             return;
         }
         if ok {
-            tracing::info!(engine = %engine.id, "engine passed its check task; it gets work again");
+            fx.notices.push(Notice::CheckPassed {
+                engine: engine.id.clone(),
+            });
             engine.sick = None;
             engine.failures_in_row = 0;
             engine.streak_job = None;
             engine.streak_mixed = false;
         } else {
-            tracing::warn!(engine = %engine.id, "engine failed its check task: {detail}");
+            fx.notices.push(Notice::CheckFailed {
+                engine: engine.id.clone(),
+                detail: detail.to_string(),
+            });
             engine.sick = Some(format!(
                 "failed {} tasks in a row; check task failed: {detail}",
                 engine.failures_in_row
@@ -202,21 +207,19 @@ impl Scheduler {
         }
     }
 
-    /// The engine is gone (silent past the timeout, or closed). Its live
-    /// attempts go back to the queue, not counted as failures.
-    pub fn engine_lost(&mut self, id: &str, now: Millis) {
-        let Some(&e) = self.engine_index.get(id) else {
-            return;
-        };
-        self.lose_engine(e, now);
-    }
-
-    pub(super) fn lose_engine(&mut self, e: EngineIdx, now: Millis) {
+    /// The engine is gone (silent past the timeout, or not back after a
+    /// restart). Its live attempts go back to the queue, not counted as
+    /// failures.
+    pub(super) fn lose_engine(&mut self, e: EngineIdx, now: Millis, fx: &mut Effects) {
         let engine = &mut self.engines[e as usize];
         if !engine.online && !engine.recovering {
             return;
         }
-        tracing::warn!(engine = %engine.id, host = %engine.facts.hostname, held = engine.held.len(), "engine lost; its tasks go back to the queue");
+        fx.notices.push(Notice::EngineLost {
+            engine: engine.id.clone(),
+            host: engine.facts.hostname.clone(),
+            held: engine.held.len(),
+        });
         engine.online = false;
         engine.recovering = false;
         let held = std::mem::take(&mut engine.held);
@@ -250,7 +253,7 @@ impl Scheduler {
             let silent = engine.online && now.saturating_sub(engine.last_seen) > timeout;
             let not_back = engine.recovering && past_recovery;
             if silent || not_back {
-                self.lose_engine(e, now);
+                self.lose_engine(e, now, fx);
             }
         }
         self.send_checks(now, fx);

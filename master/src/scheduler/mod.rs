@@ -117,6 +117,43 @@ pub struct Effects {
     pub after_commit: Vec<(EngineId, ToEngine)>,
     /// Jobs that reached a terminal status.
     pub ended_jobs: Vec<JobId>,
+    /// Things worth telling the wrangler, for the I/O side to log.
+    pub notices: Vec<Notice>,
+}
+
+/// Something the scheduler decided that a wrangler should hear of. The
+/// scheduler does no logging of its own: the core logs these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A stored job whose spec no longer validates was left out at restore.
+    SkippedStoredJob {
+        job: JobId,
+        error: String,
+    },
+    /// An engine went silent (or did not return after a restart).
+    EngineLost {
+        engine: EngineId,
+        host: String,
+        held: usize,
+    },
+    /// An engine failed one job `failures` times and gets no more of it.
+    Blacklisted {
+        engine: EngineId,
+        job: JobId,
+        failures: u32,
+    },
+    /// An engine failed too many attempts in a row, across jobs.
+    Sick {
+        engine: EngineId,
+        why: String,
+    },
+    CheckPassed {
+        engine: EngineId,
+    },
+    CheckFailed {
+        engine: EngineId,
+        detail: String,
+    },
 }
 
 /// Why a client request was refused.
@@ -126,6 +163,14 @@ pub enum RequestError {
     NoJob(JobId),
     #[error("no engine {0:?}: list engines with `drqueue engines`")]
     NoEngine(String),
+    #[error("no task {} in job {}: list them with `drqueue tasks {}`", .0.index, .0.job, .0.job)]
+    NoTask(TaskKey),
+    #[error("task {task} has {attempts} attempt(s); there is no attempt {asked}")]
+    NoAttempt {
+        task: TaskKey,
+        attempts: u32,
+        asked: u32,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -2,12 +2,16 @@
 
 use super::{Engine, Scheduler};
 use crate::store::TaskRecord;
-use drqueue_common::model::{JobId, JobStatus, JobView, TaskKey, TaskStatus, TaskView};
+use drqueue_common::model::{
+    JobId, JobStatus, JobView, PoolView, TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
+};
 use drqueue_common::Millis;
+use std::collections::BTreeMap;
 
 impl Scheduler {
     pub fn job_view(&self, id: JobId, now: Millis) -> Option<JobView> {
         let job = self.jobs.get(&id)?;
+        let blocked_by = self.blocked_reasons(id, now);
         Some(JobView {
             id,
             name: job.spec.name.clone(),
@@ -17,7 +21,12 @@ impl Scheduler {
             pool: job.spec.pool.clone(),
             counts: job.counts,
             tasks_total: job.tasks.len() as u64,
-            blocked: self.blocked_reasons(id, now),
+            // UTC, not the host's zone: the same farm reads the same anywhere.
+            blocked: blocked_by
+                .iter()
+                .map(|b| b.text(now, &chrono::Utc))
+                .collect(),
+            blocked_by,
             command: job.spec.command.clone(),
             frames: job.spec.frames.clone(),
             blocksize: job.spec.blocksize,
@@ -72,6 +81,27 @@ impl Scheduler {
 
     pub fn engines(&self) -> &[Engine] {
         &self.engines
+    }
+
+    /// An engine by id or by name, as users type either.
+    pub fn find_engine(&self, id_or_name: &str) -> Option<&Engine> {
+        self.engine(id_or_name)
+            .or_else(|| self.engines.iter().find(|e| e.facts.name == id_or_name))
+    }
+
+    /// Every pool an engine is in (and `default`), with how many engines.
+    pub fn pool_views(&self) -> Vec<PoolView> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        counts.insert(DEFAULT_POOL.into(), 0);
+        for e in &self.engines {
+            for p in &e.facts.pools {
+                *counts.entry(p.clone()).or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(name, engines)| PoolView { name, engines })
+            .collect()
     }
 
     pub fn engine(&self, id: &str) -> Option<&Engine> {

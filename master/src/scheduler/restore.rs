@@ -1,7 +1,7 @@
 //! Rebuilding the scheduler from what a previous master stored.
 
 use super::state::{new_job, Held};
-use super::{Config, Scheduler};
+use super::{Config, Effects, Notice, Scheduler};
 use crate::store::{Snapshot, TaskRecord};
 use drqueue_common::model::{Counts, JobId, TaskKey, TaskStatus};
 use drqueue_common::protocol::AttemptKey;
@@ -11,8 +11,9 @@ use std::collections::HashMap;
 impl Scheduler {
     /// Rebuilds the state a previous master left. Engines that were online
     /// keep their attempts for `recovery_ms`, waiting to re-register;
-    /// meanwhile nothing is dispatched, so no task runs twice.
-    pub fn restore(cfg: Config, snap: Snapshot, now: Millis) -> Scheduler {
+    /// meanwhile nothing is dispatched, so no task runs twice. Stored jobs
+    /// that cannot be rebuilt are left out, with a notice in `fx`.
+    pub fn restore(cfg: Config, snap: Snapshot, now: Millis, fx: &mut Effects) -> Scheduler {
         let mut s = Scheduler::new(cfg);
         s.next_job_id = snap.next_job_id.max(1);
         s.limits = snap.limits.into_iter().map(|l| (l.name, l.count)).collect();
@@ -48,10 +49,10 @@ impl Scheduler {
             {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(
-                        job = rec.id,
-                        "skipping stored job whose spec is invalid: {e}"
-                    );
+                    fx.notices.push(Notice::SkippedStoredJob {
+                        job: rec.id,
+                        error: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -76,13 +77,10 @@ impl Scheduler {
                     task.status = r.status;
                     task.attempts = r.attempts;
                     task.failures = r.failures;
-                    task.engine = r.engine.as_ref().map(|id| {
-                        // Engines named only by tasks are interned offline.
-                        *s.engine_index.get(id).unwrap_or(&u32::MAX)
-                    });
-                    if task.engine == Some(u32::MAX) {
-                        task.engine = None;
-                    }
+                    // An engine named only by tasks (its own record is
+                    // missing) is interned offline: the task keeps saying
+                    // who ran it, and held attempts there run again below.
+                    task.engine = r.engine.as_ref().map(|id| s.intern_engine(id));
                     task.started_ms = r.started_ms;
                     task.ended_ms = r.ended_ms;
                     task.exit_code = r.exit_code;

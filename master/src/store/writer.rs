@@ -6,7 +6,7 @@
 //! engines, replies to a submit) rides along and runs after the commit. A
 //! failed commit is retried with backoff, never dropped.
 
-use super::{AttemptRecord, Batch, Store, StoreResult};
+use super::{AttemptRecord, Batch, Store, StoreResult, TaskRecord};
 use drqueue_common::model::TaskKey;
 use drqueue_common::protocol::AttemptKey;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +27,10 @@ pub enum WriterMsg {
         offset: u64,
         reply: oneshot::Sender<StoreResult<Vec<u8>>>,
     },
+    /// A task's whole attempt history: the stored rows plus the completing
+    /// attempt, which lives in the task's own record.
     Attempts {
-        task: TaskKey,
+        task: TaskRecord,
         reply: oneshot::Sender<StoreResult<Vec<AttemptRecord>>>,
     },
     /// Answered once everything sent before it is committed.
@@ -108,7 +110,11 @@ pub fn spawn(
                             let _ = reply.send(store.read_log(attempt, offset));
                         }
                         WriterMsg::Attempts { task, reply } => {
-                            let _ = reply.send(store.attempts(task));
+                            let stored = store.attempts(TaskKey {
+                                job: task.job,
+                                index: task.index,
+                            });
+                            let _ = reply.send(stored.map(|rows| task.history(rows)));
                         }
                         WriterMsg::Flush(reply) => {
                             let _ = reply.send(());

@@ -1,39 +1,38 @@
 //! The master's event loop: the one task that owns the [`Scheduler`].
 //!
-//! Engine messages (already decoded by [`crate::router`]), API calls (from
-//! [`crate::http`]) and clock ticks arrive on one channel. After each burst of
-//! events the loop dispatches, sends the resulting messages, and hands one
-//! batch of changes to the store writer, with the acks that must wait for it.
+//! Engine messages (already decoded by [`crate::router`]), API requests (from
+//! [`crate::http`]), the mailer's reports and clock ticks arrive as
+//! [`Event`]s on one channel. After each burst of events the loop
+//! dispatches, sends the resulting messages, and hands one batch of changes
+//! to the store writer, with the acks and replies that must wait for it.
 //! Because only this task touches the scheduler, nothing on the dispatch path
 //! takes a lock.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `mod.rs` | the loop, flushing outputs to sockets and the store |
+//! | `engine_link.rs` | engine connections: registration, replay guard, messages |
+//! | `requests.rs` | one arm per API [`Request`](crate::events::Request) |
+//! | `notices.rs` | the scheduler's notices, logged; notifications handed to the mailer |
 
+mod engine_link;
+mod notices;
+mod requests;
+
+pub use notices::log_notice;
+
+use crate::events::{Event, MailReport, Outgoing};
 use crate::notify::Mailer;
-use crate::router::Outgoing;
 use crate::scheduler::{Effects, Scheduler};
 use crate::store::writer::{PostCommit, WriterMsg};
 use crate::store::LogChunk;
 use bytes::Bytes;
 use drqueue_common::model::EngineId;
-use drqueue_common::protocol::{AttemptKey, FromEngine, ReplayGuard, ToEngine};
+use drqueue_common::protocol::{AttemptKey, ReplayGuard, ToEngine};
 use drqueue_common::{now_millis, Millis};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// A request from the HTTP API, run on the core with full access to it.
-pub type ApiCall = Box<dyn FnOnce(&mut Core) + Send>;
-
-pub enum Event {
-    /// A message from an engine, authenticated and decoded.
-    FromEngine {
-        identity: Bytes,
-        seq: u64,
-        msg: Box<FromEngine>,
-    },
-    Api(ApiCall),
-    /// Stop: flush everything to the store, then answer.
-    Shutdown(oneshot::Sender<()>),
-}
 
 /// One engine connection (a ZeroMQ peer identity) and whose it is.
 struct Conn {
@@ -48,9 +47,9 @@ const REGISTER_WINDOW_MS: u64 = 10 * 60 * 1000;
 const MAX_EVENTS_PER_ROUND: usize = 2048;
 
 pub struct Core {
-    pub sched: Scheduler,
-    pub fx: Effects,
-    pub now: Millis,
+    sched: Scheduler,
+    fx: Effects,
+    now: Millis,
     post_commit: Vec<PostCommit>,
     logs: Vec<LogChunk>,
     conns: HashMap<Bytes, Conn>,
@@ -98,12 +97,12 @@ impl Core {
     }
 
     /// Runs `f` once everything changed so far is committed.
-    pub fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
+    fn after_commit(&mut self, f: impl FnOnce() + Send + 'static) {
         self.post_commit.push(Box::new(f));
     }
 
     /// Sends a request to the store thread (answered after pending commits).
-    pub fn to_store(&mut self, msg: WriterMsg) {
+    fn ask_store(&mut self, msg: WriterMsg) {
         self.flush();
         let _ = self.writer.send(msg);
     }
@@ -137,8 +136,7 @@ impl Core {
                 }
             } else {
                 self.sched.tick(self.now, &mut self.fx);
-                let (mailer, url) = (self.mailer.clone(), self.public_url.clone());
-                crate::notify::send_due(&mut self, mailer.as_ref(), &url);
+                self.send_due_notifications();
             }
             self.flush();
             if let Some(done) = shutdown {
@@ -154,7 +152,14 @@ impl Core {
     fn handle(&mut self, ev: Event) -> Option<oneshot::Sender<()>> {
         match ev {
             Event::FromEngine { identity, seq, msg } => self.on_engine(identity, seq, *msg),
-            Event::Api(call) => call(self),
+            Event::Request(request) => self.on_request(request),
+            Event::MailReport(MailReport {
+                job,
+                result,
+                permanent,
+            }) => self
+                .sched
+                .notification_result(job, result, permanent, self.now),
             Event::Shutdown(done) => return Some(done),
         }
         None
@@ -162,102 +167,6 @@ impl Core {
 
     fn send_to(&self, identity: &Bytes, msg: ToEngine) {
         let _ = self.out.send((identity.clone(), msg));
-    }
-
-    fn on_engine(&mut self, identity: Bytes, seq: u64, msg: FromEngine) {
-        let now = self.now;
-        if let FromEngine::Register(r) = msg {
-            if self.authenticated && r.time_ms.abs_diff(now) > REGISTER_WINDOW_MS {
-                tracing::warn!(engine = %r.engine, "refusing a Register whose clock is {} s off (a replay, or an engine without NTP)", r.time_ms.abs_diff(now) / 1000);
-                self.send_to(
-                    &identity,
-                    ToEngine::Refused {
-                        reason: "clock too far from the master's (check NTP)".into(),
-                    },
-                );
-                return;
-            }
-            if !self.guards.entry(r.engine.clone()).or_default().accept(seq) {
-                tracing::warn!(engine = %r.engine, "refusing a replayed Register");
-                return;
-            }
-            if let Some(old) = self.engine_conn.insert(r.engine.clone(), identity.clone()) {
-                if old != identity {
-                    self.conns.remove(&old);
-                }
-            }
-            self.conns.insert(
-                identity,
-                Conn {
-                    engine: r.engine.clone(),
-                },
-            );
-            tracing::info!(engine = %r.engine, host = %r.facts.hostname, pools = ?r.facts.pools, slots = r.slots, hwm = r.hwm, held = r.held.len(), "engine registered");
-            let finished: Vec<AttemptKey> = r.finished.iter().map(|f| f.attempt).collect();
-            self.sched.engine_registered(
-                &r.engine,
-                r.facts,
-                r.slots,
-                r.hwm,
-                &r.held,
-                &finished,
-                now,
-                &mut self.fx,
-            );
-            for f in r.finished {
-                self.sched
-                    .task_finished(&r.engine, f.attempt, f.outcome, now, &mut self.fx);
-            }
-            return;
-        }
-        let Some(conn) = self.conns.get(&identity) else {
-            self.send_to(&identity, ToEngine::Reregister);
-            return;
-        };
-        let engine = conn.engine.clone();
-        if !self.guards.entry(engine.clone()).or_default().accept(seq) {
-            tracing::warn!(%engine, seq, "dropping a replayed message");
-            return;
-        }
-        if !self.sched.engine_seen(&engine, now) {
-            // Declared lost meanwhile: it must register again (and report
-            // what it holds) before anything it says counts.
-            self.conns.remove(&identity);
-            self.send_to(&identity, ToEngine::Reregister);
-            return;
-        }
-        match msg {
-            FromEngine::Register(_) => unreachable!("handled above"),
-            FromEngine::Heartbeat(hb) => {
-                self.sched.heartbeat(&engine, hb, now);
-                self.send_to(&identity, ToEngine::Pong);
-            }
-            FromEngine::Started { attempt, ago_ms } => {
-                self.sched
-                    .task_started(&engine, attempt, now.saturating_sub(ago_ms as u64))
-            }
-            FromEngine::Log {
-                attempt,
-                offset,
-                data,
-            } => self.logs.push(LogChunk {
-                attempt,
-                offset,
-                data,
-            }),
-            FromEngine::Finished(f) => {
-                if !f.outcome.is_success() {
-                    tracing::info!(%engine, task = %f.attempt.task, attempt = f.attempt.attempt, "attempt failed: {}", f.outcome.describe());
-                }
-                self.sched
-                    .task_finished(&engine, f.attempt, f.outcome, now, &mut self.fx);
-            }
-            FromEngine::Release(keys) => self.sched.released(&engine, &keys, now),
-            FromEngine::Facts(facts) => self.sched.facts_refreshed(&engine, facts),
-            FromEngine::CheckResult { id, ok, detail } => {
-                self.sched.check_result(&engine, id, ok, &detail)
-            }
-        }
     }
 
     /// Dispatches, sends, and hands the changes to the store writer.
@@ -268,6 +177,9 @@ impl Core {
             if let Some(identity) = self.engine_conn.get(&engine) {
                 let _ = self.out.send((identity.clone(), msg));
             }
+        }
+        for notice in self.fx.notices.drain(..) {
+            log_notice(&notice);
         }
         for job in self.fx.ended_jobs.drain(..) {
             if let Some(view) = self.sched.job_view(job, now) {

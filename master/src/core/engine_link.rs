@@ -1,0 +1,106 @@
+//! Engine connections as the core sees them: which ZeroMQ identity is which
+//! engine, the replay guard, and each decoded message fed to the scheduler.
+
+use super::{Conn, Core, REGISTER_WINDOW_MS};
+use crate::store::LogChunk;
+use bytes::Bytes;
+use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine};
+
+impl Core {
+    pub(super) fn on_engine(&mut self, identity: Bytes, seq: u64, msg: FromEngine) {
+        let now = self.now;
+        if let FromEngine::Register(r) = msg {
+            if self.authenticated && r.time_ms.abs_diff(now) > REGISTER_WINDOW_MS {
+                tracing::warn!(engine = %r.engine, "refusing a Register whose clock is {} s off (a replay, or an engine without NTP)", r.time_ms.abs_diff(now) / 1000);
+                self.send_to(
+                    &identity,
+                    ToEngine::Refused {
+                        reason: "clock too far from the master's (check NTP)".into(),
+                    },
+                );
+                return;
+            }
+            if !self.guards.entry(r.engine.clone()).or_default().accept(seq) {
+                tracing::warn!(engine = %r.engine, "refusing a replayed Register");
+                return;
+            }
+            if let Some(old) = self.engine_conn.insert(r.engine.clone(), identity.clone()) {
+                if old != identity {
+                    self.conns.remove(&old);
+                }
+            }
+            self.conns.insert(
+                identity,
+                Conn {
+                    engine: r.engine.clone(),
+                },
+            );
+            tracing::info!(engine = %r.engine, host = %r.facts.hostname, pools = ?r.facts.pools, slots = r.slots, hwm = r.hwm, held = r.held.len(), "engine registered");
+            let finished: Vec<AttemptKey> = r.finished.iter().map(|f| f.attempt).collect();
+            self.sched.engine_registered(
+                &r.engine,
+                r.facts,
+                r.slots,
+                r.hwm,
+                &r.held,
+                &finished,
+                now,
+                &mut self.fx,
+            );
+            for f in r.finished {
+                self.sched
+                    .task_finished(&r.engine, f.attempt, f.outcome, now, &mut self.fx);
+            }
+            return;
+        }
+        let Some(conn) = self.conns.get(&identity) else {
+            self.send_to(&identity, ToEngine::Reregister);
+            return;
+        };
+        let engine = conn.engine.clone();
+        if !self.guards.entry(engine.clone()).or_default().accept(seq) {
+            tracing::warn!(%engine, seq, "dropping a replayed message");
+            return;
+        }
+        if !self.sched.engine_seen(&engine, now) {
+            // Declared lost meanwhile: it must register again (and report
+            // what it holds) before anything it says counts.
+            self.conns.remove(&identity);
+            self.send_to(&identity, ToEngine::Reregister);
+            return;
+        }
+        match msg {
+            FromEngine::Register(_) => unreachable!("handled above"),
+            FromEngine::Heartbeat(hb) => {
+                self.sched.heartbeat(&engine, hb, now);
+                self.send_to(&identity, ToEngine::Pong);
+            }
+            FromEngine::Started { attempt, ago_ms } => {
+                self.sched
+                    .task_started(&engine, attempt, now.saturating_sub(ago_ms as u64))
+            }
+            FromEngine::Log {
+                attempt,
+                offset,
+                data,
+            } => self.logs.push(LogChunk {
+                attempt,
+                offset,
+                data,
+            }),
+            FromEngine::Finished(f) => {
+                if !f.outcome.is_success() {
+                    tracing::info!(%engine, task = %f.attempt.task, attempt = f.attempt.attempt, "attempt failed: {}", f.outcome.describe());
+                }
+                self.sched
+                    .task_finished(&engine, f.attempt, f.outcome, now, &mut self.fx);
+            }
+            FromEngine::Release(keys) => self.sched.released(&engine, &keys, now),
+            FromEngine::Facts(facts) => self.sched.facts_refreshed(&engine, facts),
+            FromEngine::CheckResult { id, ok, detail } => {
+                self.sched
+                    .check_result(&engine, id, ok, &detail, &mut self.fx)
+            }
+        }
+    }
+}

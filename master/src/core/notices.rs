@@ -1,0 +1,70 @@
+//! The scheduler's notices, logged here (the scheduler does no logging), and
+//! due notifications handed to the mailer.
+
+use super::Core;
+use crate::notify::MailRequest;
+use crate::scheduler::Notice;
+use drqueue_common::model::TaskStatus;
+
+/// Logs one notice at the level its harm deserves.
+pub fn log_notice(notice: &Notice) {
+    match notice {
+        Notice::SkippedStoredJob { job, error } => {
+            tracing::error!(job, "skipping stored job whose spec is invalid: {error}")
+        }
+        Notice::EngineLost { engine, host, held } => {
+            tracing::warn!(%engine, %host, held, "engine lost; its tasks go back to the queue")
+        }
+        Notice::Blacklisted {
+            engine,
+            job,
+            failures,
+        } => tracing::warn!(
+            %engine,
+            job,
+            "engine failed this job {failures} times; it gets no more of its tasks while other engines can run them"
+        ),
+        Notice::Sick { engine, why } => tracing::warn!(
+            %engine,
+            "engine is sick: {why}; it gets no work until enabled or until it passes a check task"
+        ),
+        Notice::CheckPassed { engine } => {
+            tracing::info!(%engine, "engine passed its check task; it gets work again")
+        }
+        Notice::CheckFailed { engine, detail } => {
+            tracing::warn!(%engine, "engine failed its check task: {detail}")
+        }
+    }
+}
+
+impl Core {
+    /// Queues the notifications that are due, to go out after the current
+    /// batch commits (so the job's end is stored before anyone hears of it).
+    pub(super) fn send_due_notifications(&mut self) {
+        let now = self.now;
+        for id in self.sched.due_notifications(now) {
+            let Some(mailer) = self.mailer.clone() else {
+                self.sched.notification_result(
+                    id,
+                    Err("no SMTP server: start drqueue-master with --smtp smtp://HOST:PORT".into()),
+                    true,
+                    now,
+                );
+                continue;
+            };
+            let Some(job) = self.sched.job_view(id, now) else {
+                continue;
+            };
+            let failed = self
+                .sched
+                .task_views(id, Some(TaskStatus::Failed))
+                .unwrap_or_default();
+            let req = MailRequest {
+                link: format!("{}/api/jobs/{id}", self.public_url),
+                job,
+                failed,
+            };
+            self.after_commit(move || mailer.send(req));
+        }
+    }
+}

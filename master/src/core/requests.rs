@@ -1,0 +1,169 @@
+//! The API's requests, one arm each: what the core asks of the scheduler
+//! and the store for every [`Request`].
+
+use super::Core;
+use crate::events::{EngineAction, JobAction, LogTarget, Reply, Request};
+use crate::scheduler::RequestError;
+use crate::store::writer::WriterMsg;
+use drqueue_common::model::{JobId, JobView};
+use drqueue_common::protocol::AttemptKey;
+
+impl Core {
+    pub(super) fn on_request(&mut self, request: Request) {
+        let now = self.now;
+        match request {
+            Request::ListJobs { status, reply } => {
+                let _ = reply.send(self.sched.job_views(status, now));
+            }
+            Request::Submit { spec, reply } => {
+                let created = self.sched.submit(*spec, now, &mut self.fx);
+                self.reply_when_committed(created.map(|id| vec![id]), reply);
+            }
+            Request::SubmitGraph { graph, reply } => {
+                let created = self.sched.submit_graph(graph, now, &mut self.fx);
+                let ids = created.map(|jobs| jobs.into_iter().map(|(_, id)| id).collect());
+                self.reply_when_committed(ids, reply);
+            }
+            Request::ShowJob { id, reply } => {
+                let _ = reply.send(self.sched.job_view(id, now).ok_or(RequestError::NoJob(id)));
+            }
+            Request::ListTasks { id, status, reply } => {
+                let tasks = self.sched.task_views(id, status);
+                let _ = reply.send(tasks.ok_or(RequestError::NoJob(id)));
+            }
+            Request::TaskLog { read, reply } => {
+                let Some(task) = self.sched.task_record(read.task) else {
+                    let _ = reply.send(Err(RequestError::NoTask(read.task)));
+                    return;
+                };
+                let attempt = read.attempt.unwrap_or(task.attempts);
+                if attempt == 0 || attempt > task.attempts {
+                    let _ = reply.send(Err(RequestError::NoAttempt {
+                        task: read.task,
+                        attempts: task.attempts,
+                        asked: attempt,
+                    }));
+                    return;
+                }
+                self.ask_store(WriterMsg::ReadLog {
+                    attempt: AttemptKey {
+                        task: read.task,
+                        attempt,
+                    },
+                    offset: read.offset,
+                    reply: read.bytes,
+                });
+                let _ = reply.send(Ok(LogTarget {
+                    task: task.view(),
+                    attempt,
+                }));
+            }
+            Request::TaskAttempts {
+                task,
+                reply,
+                attempts,
+            } => match self.sched.task_record(task) {
+                Some(record) => {
+                    self.ask_store(WriterMsg::Attempts {
+                        task: record,
+                        reply: attempts,
+                    });
+                    let _ = reply.send(Ok(()));
+                }
+                None => {
+                    let _ = reply.send(Err(RequestError::NoTask(task)));
+                }
+            },
+            Request::ControlJob { id, action, reply } => {
+                let fx = &mut self.fx;
+                let done = match action {
+                    JobAction::Pause => self.sched.pause(id),
+                    JobAction::Resume => self.sched.resume(id, now, fx),
+                    JobAction::Cancel => self.sched.cancel(id, now, fx),
+                    JobAction::Retry => self.sched.retry(id, now, fx).map(|_| ()),
+                };
+                let view =
+                    done.and_then(|()| self.sched.job_view(id, now).ok_or(RequestError::NoJob(id)));
+                let _ = reply.send(view);
+            }
+            Request::DeleteJob { id, force, reply } => {
+                let _ = reply.send(self.sched.delete(id, force, now, &mut self.fx));
+            }
+            Request::ListEngines { reply } => {
+                let _ = reply.send(self.sched.engines().iter().map(|e| e.view()).collect());
+            }
+            Request::ShowEngine { engine, reply } => {
+                let view = self.sched.find_engine(&engine).map(|e| e.view());
+                let _ = reply.send(view.ok_or(RequestError::NoEngine(engine)));
+            }
+            Request::ControlEngine {
+                engine,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.control_engine(&engine, action));
+            }
+            Request::ListPools { reply } => {
+                let _ = reply.send(self.sched.pool_views());
+            }
+            Request::ListLimits { reply } => {
+                let _ = reply.send(self.sched.limit_views());
+            }
+            Request::SetLimit { name, count, reply } => {
+                let set = self.sched.set_limit(&name, count).and_then(|()| {
+                    let view = self
+                        .sched
+                        .limit_views()
+                        .into_iter()
+                        .find(|l| l.name == name);
+                    view.ok_or(RequestError::Invalid(format!("limit {name:?} vanished")))
+                });
+                let _ = reply.send(set);
+            }
+            Request::Flush { reply } => self.ask_store(WriterMsg::Flush(reply)),
+        }
+    }
+
+    /// New jobs are announced only once they are committed: a client that
+    /// got an id can rely on the job surviving a crash.
+    fn reply_when_committed(
+        &mut self,
+        created: Result<Vec<JobId>, RequestError>,
+        reply: Reply<Result<Vec<JobView>, RequestError>>,
+    ) {
+        match created {
+            Ok(ids) => {
+                let views: Vec<JobView> = ids
+                    .iter()
+                    .filter_map(|id| self.sched.job_view(*id, self.now))
+                    .collect();
+                tracing::info!(jobs = ?ids, "submitted");
+                self.after_commit(move || {
+                    let _ = reply.send(Ok(views));
+                });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn control_engine(
+        &mut self,
+        engine: &str,
+        action: EngineAction,
+    ) -> Result<drqueue_common::model::EngineView, RequestError> {
+        let id = self
+            .sched
+            .find_engine(engine)
+            .map(|e| e.id.clone())
+            .ok_or_else(|| RequestError::NoEngine(engine.to_string()))?;
+        let disabled = matches!(action, EngineAction::Disable | EngineAction::Drain);
+        self.sched
+            .set_engine_disabled(&id, disabled, self.now, &mut self.fx)?;
+        self.sched
+            .engine(&id)
+            .map(|e| e.view())
+            .ok_or(RequestError::NoEngine(id))
+    }
+}
