@@ -1,7 +1,7 @@
 //! Attempt results: started, finished, and what a failure means for the
 //! task, the job's blacklist and the engine's health.
 
-use super::{Effects, EngineIdx, Scheduler};
+use super::{Effects, EngineIdx, Notice, Scheduler};
 use crate::store::AttemptRecord;
 use drqueue_common::model::{EngineId, TaskStatus};
 use drqueue_common::protocol::{AttemptKey, Outcome, ToEngine};
@@ -119,6 +119,9 @@ impl Scheduler {
             t.started_ms = Some(now.saturating_sub(outcome.wall_ms));
         }
         t.engine = Some(e);
+        // A result can name an attempt the store never saw assigned (its
+        // commit was lost in a crash): the task has run that many times.
+        t.attempts = t.attempts.max(key.attempt);
         t.ended_ms = Some(now);
         t.exit_code = outcome.exit_code;
         t.cpu_ms = Some(outcome.cpu_ms);
@@ -163,7 +166,11 @@ impl Scheduler {
             && engine.streak_mixed
             && engine.failures_in_row >= self.cfg.sick_after;
         if newly_blacklisted {
-            tracing::warn!(engine = %engine.id, job = key.task.job, "engine failed this job {} times; it gets no more of its tasks while other engines can run them", self.cfg.blacklist_after);
+            fx.notices.push(Notice::Blacklisted {
+                engine: engine.id.clone(),
+                job: key.task.job,
+                failures: self.cfg.blacklist_after,
+            });
             let elsewhere = self
                 .jobs
                 .get(&key.task.job)
@@ -181,7 +188,10 @@ impl Scheduler {
                 key.attempt,
                 outcome.describe()
             );
-            tracing::warn!(engine = %engine.id, "engine is sick: {why}; it gets no work until enabled or until it passes a check task");
+            fx.notices.push(Notice::Sick {
+                engine: engine.id.clone(),
+                why: why.clone(),
+            });
             engine.sick = Some(why);
             engine.check_due = now + self.cfg.check_interval_ms;
             self.withdraw_unstarted(e, None, now, fx);

@@ -119,6 +119,15 @@ fn sim_config() -> Config {
 }
 
 impl Sim {
+    /// A job's blocked reasons as the API words them.
+    fn blocked(&self, job: JobId, now: Millis) -> Vec<String> {
+        self.s
+            .blocked_reasons(job, now)
+            .iter()
+            .map(|b| b.text(now, &chrono::Utc))
+            .collect()
+    }
+
     fn new() -> Sim {
         Sim {
             s: Scheduler::new(sim_config()),
@@ -210,7 +219,7 @@ impl Sim {
                     }
                     // The built-in check passes: the engine is well again.
                     ToEngine::Check { id: check, .. } => {
-                        self.s.check_result(&id, check, true, "");
+                        self.s.check_result(&id, check, true, "", &mut next);
                     }
                     _ => {}
                 }
@@ -285,7 +294,12 @@ impl Sim {
 
     /// The master dies and restarts from what it had committed.
     fn restart_master(&mut self) {
-        self.s = Scheduler::restore(sim_config(), self.store.snapshot(), self.now);
+        self.s = Scheduler::restore(
+            sim_config(),
+            self.store.snapshot(),
+            self.now,
+            &mut Effects::default(),
+        );
         // Engines that are alive notice and re-register with what they hold.
         for i in 0..self.engines.len() {
             if self.engines[i].alive {
@@ -732,7 +746,7 @@ fn restart_waits_for_engines_then_gives_up_on_them() {
         sim.engines[1].held.is_empty(),
         "nothing dispatched while engine 0 may come back"
     );
-    assert!(!sim.s.blocked_reasons(id, sim.now).is_empty());
+    assert!(!sim.blocked(id, sim.now).is_empty());
     sim.advance(7000);
     assert_eq!(sim.engines[1].held.len(), 1);
 }
@@ -758,7 +772,7 @@ fn dependencies_wait_then_run_or_cancel() {
     sim.settle(fx);
     assert_eq!(sim.s.job_status(b), Some(JobStatus::Waiting));
     assert_eq!(
-        sim.s.blocked_reasons(b, sim.now),
+        sim.blocked(b, sim.now),
         vec![format!("waiting for job {a}")]
     );
     sim.finish(0, 0, true);
@@ -810,10 +824,10 @@ fn blocked_reasons_name_pool_and_requirements() {
     let big = sim.s.submit(big, sim.now, &mut fx).unwrap();
     sim.settle(fx);
     assert_eq!(
-        sim.s.blocked_reasons(gpu, sim.now),
+        sim.blocked(gpu, sim.now),
         vec!["no engine in pool `gpu`".to_string()]
     );
-    let reasons = sim.s.blocked_reasons(big, sim.now);
+    let reasons = sim.blocked(big, sim.now);
     assert!(
         reasons.contains(&"needs 64000 MB RAM, the largest engine has 16000 MB".to_string()),
         "{reasons:?}"
@@ -835,7 +849,12 @@ fn a_result_delivered_with_the_register_is_not_run_again() {
     sim.settle(fx);
     let done = sim.engines[0].held.remove(0);
     let still_held = sim.engines[0].held.clone();
-    sim.s = Scheduler::restore(sim_config(), sim.store.snapshot(), sim.now);
+    sim.s = Scheduler::restore(
+        sim_config(),
+        sim.store.snapshot(),
+        sim.now,
+        &mut Effects::default(),
+    );
     let mut fx = Effects::default();
     sim.s.engine_registered(
         &"engine-0".to_string(),
@@ -887,7 +906,7 @@ fn a_limit_caps_running_tasks_and_says_so() {
     let held: usize = sim.engines.iter().map(|e| e.held.len()).sum();
     assert_eq!(held, 1, "one token, one task");
     assert_eq!(
-        sim.s.blocked_reasons(id, sim.now),
+        sim.blocked(id, sim.now),
         vec!["limit `nuke` 1/1 in use".to_string()]
     );
     let views = sim.s.limit_views();
@@ -974,7 +993,7 @@ fn max_engines_caps_the_engines_one_job_runs_on() {
     assert_eq!(busy, 2);
     assert_eq!(sim.s.engines_running(id), 2);
     assert_eq!(
-        sim.s.blocked_reasons(id, sim.now),
+        sim.blocked(id, sim.now),
         vec!["max_engines 2 reached".to_string()]
     );
     // Each of the two engines holds what its HWM allows.
@@ -1054,7 +1073,7 @@ fn five_failures_in_a_row_make_an_engine_sick_until_it_is_enabled() {
         .unwrap()
         .starts_with("failed 5 tasks in a row"));
     assert!(sim.engines[0].held.is_empty(), "no work for a sick engine");
-    let reasons = sim.s.blocked_reasons(ids[5], sim.now);
+    let reasons = sim.blocked(ids[5], sim.now);
     assert!(reasons[0].contains("sick (1)"), "{reasons:?}");
     let mut fx = Effects::default();
     sim.s
@@ -1110,7 +1129,8 @@ fn a_sick_engine_that_passes_its_check_gets_work_again() {
     let e = sim.s.engine_index["engine-0"];
     sim.s.engines[e as usize].sick = Some("x".into());
     sim.s.engines[e as usize].check_pending = Some(99);
-    sim.s.check_result("engine-0", 99, false, "disk full");
+    sim.s
+        .check_result("engine-0", 99, false, "disk full", &mut Effects::default());
     assert!(sim
         .s
         .engine("engine-0")
@@ -1137,7 +1157,7 @@ fn ram_requirements_use_the_free_ram_of_the_last_heartbeat() {
     sim.advance(100);
     sim.finish(0, 0, true);
     assert_eq!(sim.engines[0].held.len(), 1);
-    let reasons = sim.s.blocked_reasons(id, sim.now);
+    let reasons = sim.blocked(id, sim.now);
     assert_eq!(
         reasons,
         vec!["needs 6000 MB RAM free; the most free on an eligible engine is 1000 MB".to_string()]
@@ -1207,7 +1227,7 @@ fn start_after_names_the_clock_time() {
     let mut sp = spec("1", 1);
     sp.start_after = Some(sim.now + 90 * 60 * 1000);
     let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    let reasons = sim.s.blocked_reasons(id, sim.now);
+    let reasons = sim.blocked(id, sim.now);
     assert_eq!(reasons.len(), 1);
     assert!(reasons[0].starts_with("starts at "), "{reasons:?}");
     assert!(reasons[0].ends_with("(in 1h 30m)"), "{reasons:?}");
@@ -1370,4 +1390,53 @@ fn a_graph_is_created_whole_or_not_at_all() {
     assert_eq!(encode.spec.command, ["ffmpeg-1"]);
     assert_eq!(encode.spec.after[0].job, 1);
     assert_eq!(encode.status, JobStatus::Waiting);
+}
+
+/// The audit's defect: the assignment's commit is lost in a crash, the
+/// engine runs the attempt anyway and delivers its result inside Register.
+/// The task must end done with the attempt it ran (not "attempt 0"), so its
+/// log and history can be read.
+#[test]
+fn a_result_in_register_after_a_lost_assignment_keeps_its_attempt() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let id = sim.s.submit(spec("1", 1), sim.now, &mut fx).unwrap();
+    sim.store.commit(sim.s.take_batch());
+    let before_assignment = sim.store.snapshot();
+    sim.settle(fx);
+    let key = sim.engines[0].held.pop().expect("the engine got the task");
+    assert_eq!(key.attempt, 1);
+
+    // The master dies having lost the assignment's commit; the engine ran
+    // the attempt meanwhile and reports it on registering again.
+    sim.now += 1000;
+    let mut fx = Effects::default();
+    sim.s = Scheduler::restore(sim_config(), before_assignment, sim.now, &mut fx);
+    sim.s.engine_registered(
+        &"engine-0".to_string(),
+        facts(&["default"]),
+        1,
+        1,
+        &[],
+        &[key],
+        sim.now,
+        &mut fx,
+    );
+    let ok = Outcome {
+        exit_code: Some(0),
+        wall_ms: 10,
+        ..Default::default()
+    };
+    sim.s.task_finished("engine-0", key, ok, sim.now, &mut fx);
+    sim.settle(fx);
+
+    let task = sim.s.task_record(TaskKey { job: id, index: 0 }).unwrap();
+    assert_eq!(task.status, TaskStatus::Done);
+    assert_eq!(task.attempts, 1, "the attempt that ran, not attempt 0");
+    assert_eq!(task.engine.as_deref(), Some("engine-0"));
+    let history = task.history(Vec::new());
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].attempt, key);
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
 }
