@@ -41,13 +41,52 @@ pub fn fake_program(dir: &Path, name: &str, script: &str) -> PathBuf {
     path
 }
 
-/// The test process's PATH with `dir` in front.
+/// The shell and core tools tasks in these tests run, and nothing else:
+/// no renderer the host happens to have installed can reach an engine.
+const BASE_TOOLS: &[&str] = &[
+    "sh", "bash", "true", "false", "sleep", "echo", "printf", "cat", "test", "[", "touch", "mkdir",
+    "rm", "mv", "cp", "ls", "env", "setsid", "seq", "head", "tail", "wc", "date", "dd", "kill",
+    "sync", "yes", "id", "uname", "grep", "sed", "awk", "dirname", "basename", "tr", "cut", "sort",
+    "tee", "expr", "chmod", "ln", "readlink", "stat", "nproc", "pwd",
+];
+
+/// A directory of links to [`BASE_TOOLS`], made once per test process: the
+/// PATH every engine of a [`Farm`] gets unless a test says otherwise.
+pub fn base_path() -> &'static str {
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("drqueue-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("base tools directory");
+        for tool in BASE_TOOLS {
+            let found = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(tool))
+                .find(|p| p.is_file());
+            if let Some(target) = found {
+                let link = dir.join(tool);
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(target, link).expect("link a base tool");
+            }
+        }
+        dir.display().to_string()
+    })
+}
+
+/// A PATH of `dir` in front of the base tools: a test's stand-in renderers
+/// and nothing from the host.
 pub fn path_with(dir: &Path) -> String {
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
+    format!("{}:{}", dir.display(), base_path())
+}
+
+/// Links one host program (a real renderer a test needs) into `dir`, for
+/// [`path_with`].
+pub fn link_program(dir: &Path, program: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("program directory");
+    let name = program.file_name().expect("a program file name");
+    let link = dir.join(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(program, &link).expect("link program");
+    link
 }
 
 /// Polls `f` until it returns Some, or panics after `limit` with `what`.
@@ -75,6 +114,10 @@ pub fn test_mongo_db(name: &str) -> Option<String> {
         .ok()
         .filter(|u| !u.is_empty())
     else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "DRQUEUE_TEST_MONGO_URI is not set: scripts/test starts a MongoDB test server and sets it"
+        );
         eprintln!("skipped: no MongoDB (set DRQUEUE_TEST_MONGO_URI; scripts/test starts one)");
         return None;
     };
@@ -108,6 +151,10 @@ impl TestMongo {
             .map(PathBuf::from)
             .filter(|p| p.exists())
         else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "DRQUEUE_TEST_NX is not set: scripts/test installs nx-27017 and sets it"
+            );
             eprintln!("skipped: no MongoDB test server (set DRQUEUE_TEST_NX; scripts/test does)");
             return None;
         };
@@ -387,6 +434,7 @@ impl Farm {
             .arg(&state_dir)
             .args(args)
             .env("RUST_LOG", "info")
+            .env("PATH", base_path())
             .env_remove("DRQUEUE_POOL")
             .current_dir(&self.dir)
             .stdout(Stdio::null())

@@ -4,7 +4,7 @@
 //! renderers (small scripts named `blender`, `render`) on their PATH.
 
 use drqueue_common::model::{JobStatus, TaskView};
-use drqueue_tests::{eventually, fake_program, path_with, Farm};
+use drqueue_tests::{eventually, fake_program, link_program, path_with, Farm};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -473,8 +473,11 @@ fn povray_renders_an_animation_through_the_preset() {
     };
     eprintln!("using {}", povray.display());
     let mut farm = Farm::start();
-    farm.engine("pov1", &[]);
-    farm.engine("pov2", &[]);
+    let bin = farm.dir.join("povray-bin");
+    link_program(&bin, &povray);
+    let path = path_with(&bin);
+    farm.engine_with_env("pov1", &[], &[("PATH", &path)]);
+    farm.engine_with_env("pov2", &[], &[("PATH", &path)]);
     farm.wait_engines(2);
     let scene = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/orbit.pov");
     let out_dir = farm.dir.join("renders");
