@@ -10,7 +10,6 @@
 
 use crate::facts;
 use crate::link::Link;
-use crate::runner::{Attempt, Control, Pool, RunnerEvent};
 use drqueue_common::frames::Block;
 use drqueue_common::model::EngineFacts;
 use drqueue_common::now_millis;
@@ -18,6 +17,7 @@ use drqueue_common::protocol::{
     AttemptKey, FarmKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, Register, SeqCounter,
     ToEngine,
 };
+use drqueue_runner::{Attempt, Control, Pool, RunnerEvent};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

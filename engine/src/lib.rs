@@ -1,10 +1,10 @@
-//! The DrQueue engine: runs tasks on a render node.
+//! The DrQueue engine: runs tasks on a render node. The processes
+//! themselves are `drqueue_runner`'s, shared with `drqueue run-local`.
 //!
 //! | module | concern |
 //! |---|---|
 //! | [`engine`] | the loop: link supervision, queue, slots, results kept until acknowledged |
 //! | [`link`] | one DEALER connection to the master (the only socket code) |
-//! | [`runner`] | one attempt's child processes: no shell, own process group, logs, rusage |
 //! | [`facts`] | what the engine reports about its machine and renderers |
 //! | [`check`] | the known-good check a sick engine runs to get work again |
 //! | [`local`] | `drqueue run-local`: a job or graph run here, no master |
@@ -15,4 +15,3 @@ pub mod facts;
 pub mod link;
 pub mod local;
 pub mod logfile;
-pub mod runner;

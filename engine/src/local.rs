@@ -9,11 +9,11 @@
 //! then graph order. Pools, requirements, limits and `start_after` do not
 //! apply here.
 
-use crate::runner::{Attempt, Control, Pool, RunnerEvent};
 use drqueue_common::frames::Block;
 use drqueue_common::graph::Graph;
 use drqueue_common::model::{Counts, JobId, JobStatus, TaskKey, TaskStatus};
 use drqueue_common::protocol::{AttemptKey, JobBody, Outcome};
+use drqueue_runner::{Attempt, Control, Pool, RunnerEvent};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,8 +1,8 @@
-//! The DrQueue master.
+//! The DrQueue master: the I/O around `drqueue_scheduler`, the pure state
+//! machine that decides what runs where (re-exported as [`scheduler`]).
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`scheduler`] | the pure state machine that decides what runs where |
 //! | [`events`] | what flows into the core: events, typed API requests, replies |
 //! | [`core`] | the event loop that owns the scheduler and feeds it |
 //! | [`router`] | the engines' ZeroMQ ROUTER socket: decode, authenticate, send |
@@ -15,6 +15,7 @@ pub mod events;
 pub mod http;
 pub mod notify;
 pub mod router;
-pub mod scheduler;
 pub mod server;
 pub mod store;
+
+pub use drqueue_scheduler as scheduler;

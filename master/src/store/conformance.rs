@@ -3,7 +3,7 @@
 //! the same store again (to check persistence), a new name a fresh one.
 
 use super::*;
-use drqueue_common::model::{EngineFacts, JobSpec, JobStatus, TaskStatus};
+use drqueue_common::model::{EngineFacts, JobId, JobSpec, JobStatus, TaskStatus};
 use drqueue_common::protocol::Outcome;
 
 pub type Open<'a> = &'a dyn Fn(&str) -> Box<dyn Store>;

@@ -10,9 +10,12 @@
 //! again; no transactions are needed (a standalone mongod has none).
 
 use super::*;
+use drqueue_common::model::JobId;
+use drqueue_common::protocol::Outcome;
 use mongodb::bson::{self, doc, Binary, Bson, Document};
 use mongodb::sync::{Client, Collection, Database};
 use mongodb::IndexModel;
+use serde::{Deserialize, Serialize};
 
 /// Bumped when documents change shape.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -5,6 +5,7 @@
 //! transaction, so a crash leaves either all of a batch or none of it.
 
 use super::*;
+use drqueue_common::model::TaskStatus;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 

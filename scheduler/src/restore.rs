@@ -2,7 +2,7 @@
 
 use super::state::{new_job, Held};
 use super::{Config, Effects, Notice, Scheduler};
-use crate::store::{Snapshot, TaskRecord};
+use crate::records::{Snapshot, TaskRecord};
 use drqueue_common::model::{Counts, JobId, TaskKey, TaskStatus};
 use drqueue_common::protocol::AttemptKey;
 use drqueue_common::Millis;

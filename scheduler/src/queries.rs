@@ -1,7 +1,7 @@
 //! Read-only views of the state for the API.
 
 use super::{Engine, Scheduler};
-use crate::store::TaskRecord;
+use crate::records::TaskRecord;
 use drqueue_common::model::{
     JobId, JobStatus, JobView, PoolView, TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
 };

@@ -1,7 +1,7 @@
 //! Persistence: the dirty sets turned into one store batch.
 
 use super::Scheduler;
-use crate::store::{Batch, LimitRecord, PoolRecord, TaskRecord};
+use crate::records::{Batch, LimitRecord, PoolRecord, TaskRecord};
 use drqueue_common::model::{EngineId, TaskKey};
 use std::collections::BTreeMap;
 

@@ -3,13 +3,12 @@
 //! and a simulated store (so master restarts go through `restore`).
 
 use super::*;
-use crate::store::{Batch, EngineRecord, JobRecord, LimitRecord, Snapshot, TaskRecord};
+use crate::memory::MemoryStore;
 use drqueue_common::model::{
     Counts, Dependency, EngineState, JobSpec, JobStatus, NotifyState, Requirements, TaskStatus,
 };
 use drqueue_common::protocol::{AttemptKey, Heartbeat, Outcome};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 
 const POOLS: [&str; 3] = ["default", "gpu", "cpu"];
 
@@ -49,62 +48,11 @@ struct SimEngine {
     peak: usize,
 }
 
-/// The store as the simulation keeps it: batches applied to maps.
-#[derive(Default)]
-struct SimStore {
-    jobs: BTreeMap<JobId, JobRecord>,
-    tasks: BTreeMap<TaskKey, TaskRecord>,
-    engines: BTreeMap<String, EngineRecord>,
-    limits: BTreeMap<String, u32>,
-    next_job_id: JobId,
-}
-
-impl SimStore {
-    fn commit(&mut self, b: Batch) {
-        for j in b.jobs {
-            self.jobs.insert(j.id, j);
-        }
-        for t in b.tasks {
-            self.tasks.insert(t.key(), t);
-        }
-        for e in b.engines {
-            self.engines.insert(e.id.clone(), e);
-        }
-        for id in b.deleted_jobs {
-            self.jobs.remove(&id);
-            self.tasks.retain(|k, _| k.job != id);
-        }
-        if let Some(n) = b.next_job_id {
-            self.next_job_id = n;
-        }
-        for l in b.limits {
-            self.limits.insert(l.name, l.count);
-        }
-    }
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            jobs: self.jobs.values().cloned().collect(),
-            tasks: self.tasks.values().cloned().collect(),
-            engines: self.engines.values().cloned().collect(),
-            pools: Vec::new(),
-            limits: self
-                .limits
-                .iter()
-                .map(|(n, c)| LimitRecord {
-                    name: n.clone(),
-                    count: *c,
-                })
-                .collect(),
-            next_job_id: self.next_job_id,
-        }
-    }
-}
-
 struct Sim {
     s: Scheduler,
     now: Millis,
     engines: Vec<SimEngine>,
-    store: SimStore,
+    store: MemoryStore,
     jobs: Vec<JobId>,
     /// Work handed where it must not go, seen as it arrives.
     violations: Vec<String>,
@@ -133,7 +81,7 @@ impl Sim {
             s: Scheduler::new(sim_config()),
             now: 1_000_000,
             engines: Vec::new(),
-            store: SimStore::default(),
+            store: MemoryStore::default(),
             jobs: Vec::new(),
             violations: Vec::new(),
         }

@@ -46,8 +46,10 @@ mod engines;
 mod fitness;
 mod lifecycle;
 mod limits;
+pub mod memory;
 mod persist;
 mod queries;
+pub mod records;
 mod requests;
 mod restore;
 mod results;
@@ -63,7 +65,7 @@ use drqueue_common::protocol::ToEngine;
 use drqueue_common::Millis;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::store::AttemptRecord;
+use crate::records::AttemptRecord;
 
 /// Index of an engine in the scheduler's table (engines are never removed).
 pub type EngineIdx = u32;

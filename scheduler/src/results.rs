@@ -2,7 +2,7 @@
 //! task, the job's blacklist and the engine's health.
 
 use super::{Effects, EngineIdx, Notice, Scheduler};
-use crate::store::AttemptRecord;
+use crate::records::AttemptRecord;
 use drqueue_common::model::{EngineId, TaskStatus};
 use drqueue_common::protocol::{AttemptKey, Outcome, ToEngine};
 use drqueue_common::Millis;

@@ -2,7 +2,7 @@
 //! turns into a store record or a view.
 
 use super::{Config, EngineIdx};
-use crate::store::{EngineFailures, EngineRecord, JobRecord};
+use crate::records::{EngineFailures, EngineRecord, JobRecord};
 use drqueue_common::frames::Block;
 use drqueue_common::model::{
     Counts, EngineFacts, EngineId, EngineState, EngineView, JobId, JobSpec, JobStatus,

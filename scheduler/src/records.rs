@@ -1,0 +1,241 @@
+//! What the scheduler stores and loads: one record per job, task, engine,
+//! attempt, pool and limit, and the [`Batch`] that carries a round's changes.
+//! Every store backend writes these; the scheduler knows nothing of how.
+
+use drqueue_common::model::{
+    EngineFacts, EngineId, JobId, JobSpec, JobStatus, Notification, TaskKey, TaskStatus,
+};
+use drqueue_common::protocol::{AttemptKey, Outcome};
+use drqueue_common::Millis;
+use serde::{Deserialize, Serialize};
+
+/// A job as stored: its spec and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub status: JobStatus,
+    pub submitted_ms: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<Millis>,
+    /// Why the job ended as it did, when that is not obvious (e.g. cancelled
+    /// because a dependency failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Failed attempts per engine: an engine that failed the job
+    /// `blacklist_after` times gets no more of its tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engine_failures: Vec<EngineFailures>,
+    /// The job's email notification and where it stands; written in the
+    /// same batch as the job's end, so an ended job never lacks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
+}
+
+/// How often one engine failed one job. A list, not a map: engine ids are
+/// not safe as MongoDB field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineFailures {
+    pub engine: EngineId,
+    pub count: u32,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub job: JobId,
+    pub index: u32,
+    pub first: i64,
+    pub last: i64,
+    pub step: i64,
+    pub status: TaskStatus,
+    /// Attempts started so far; also the number of the latest attempt.
+    pub attempts: u32,
+    /// Attempts that failed (engine loss does not count).
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+}
+
+impl TaskRecord {
+    /// The task's attempt history from its stored rows: the completing
+    /// attempt is kept in the task itself (halving a healthy farm's writes),
+    /// so it is added back here.
+    pub fn history(&self, mut stored: Vec<AttemptRecord>) -> Vec<AttemptRecord> {
+        let recorded = stored.iter().any(|a| a.attempt.attempt == self.attempts);
+        if self.status == TaskStatus::Done && !recorded {
+            stored.push(AttemptRecord {
+                attempt: AttemptKey {
+                    task: TaskKey {
+                        job: self.job,
+                        index: self.index,
+                    },
+                    attempt: self.attempts,
+                },
+                engine: self.engine.clone().unwrap_or_default(),
+                ended_ms: self.ended_ms.unwrap_or_default(),
+                outcome: Outcome {
+                    exit_code: self.exit_code,
+                    cpu_ms: self.cpu_ms.unwrap_or_default(),
+                    peak_rss_kb: self.peak_rss_kb.unwrap_or_default(),
+                    wall_ms: self
+                        .ended_ms
+                        .zip(self.started_ms)
+                        .map(|(e, s)| e.saturating_sub(s))
+                        .unwrap_or_default(),
+                    ..Default::default()
+                },
+                counted: true,
+            });
+        }
+        stored
+    }
+
+    /// The task as the API shows it.
+    pub fn view(self) -> drqueue_common::model::TaskView {
+        drqueue_common::model::TaskView {
+            index: self.index,
+            first: self.first,
+            last: self.last,
+            step: self.step,
+            status: self.status,
+            attempts: self.attempts,
+            engine: self.engine,
+            started_ms: self.started_ms,
+            ended_ms: self.ended_ms,
+            exit_code: self.exit_code,
+            peak_rss_kb: self.peak_rss_kb,
+            cpu_ms: self.cpu_ms,
+        }
+    }
+
+    pub fn key(&self) -> TaskKey {
+        TaskKey {
+            job: self.job,
+            index: self.index,
+        }
+    }
+}
+
+/// An engine ("slave") as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineRecord {
+    pub id: EngineId,
+    pub facts: EngineFacts,
+    pub slots: u32,
+    pub hwm: u32,
+    /// Was it online when last written? A restarted master waits for the
+    /// engines that were online to come back before it dispatches.
+    pub online: bool,
+    pub disabled: bool,
+    pub last_seen_ms: Millis,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+    /// Failed attempts since its last success.
+    #[serde(default)]
+    pub failures_in_row: u32,
+    /// Why it is sick, if it is: it gets no work until enabled or until it
+    /// passes a check task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sick: Option<String>,
+}
+
+/// One finished attempt, kept as history (including results that arrive for
+/// attempts the master had already given up on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: AttemptKey,
+    pub engine: EngineId,
+    pub ended_ms: Millis,
+    pub outcome: Outcome,
+    /// False when the result was for an attempt the master had replaced.
+    pub counted: bool,
+}
+
+/// A pool and the engines in it (written whenever an engine's pools change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    pub name: String,
+    pub engines: Vec<EngineId>,
+}
+
+/// A limit: a named count of tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitRecord {
+    pub name: String,
+    pub count: u32,
+}
+
+/// A chunk of an attempt's log at a byte offset. Chunks are idempotent: a
+/// chunk that starts before the stored end is trimmed, so an engine may
+/// re-send a whole log after a reconnect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogChunk {
+    pub attempt: AttemptKey,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// Everything to commit at once.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub jobs: Vec<JobRecord>,
+    /// Tasks to insert or replace.
+    pub tasks: Vec<TaskRecord>,
+    pub deleted_jobs: Vec<JobId>,
+    pub engines: Vec<EngineRecord>,
+    pub attempts: Vec<AttemptRecord>,
+    pub logs: Vec<LogChunk>,
+    pub next_job_id: Option<JobId>,
+    /// Every pool with its engines, replacing what is stored.
+    pub pools: Option<Vec<PoolRecord>>,
+    /// Limits to insert or replace.
+    pub limits: Vec<LimitRecord>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+            && self.tasks.is_empty()
+            && self.deleted_jobs.is_empty()
+            && self.engines.is_empty()
+            && self.attempts.is_empty()
+            && self.logs.is_empty()
+            && self.next_job_id.is_none()
+            && self.pools.is_none()
+            && self.limits.is_empty()
+    }
+
+    /// How many records it writes.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+            + self.tasks.len()
+            + self.deleted_jobs.len()
+            + self.engines.len()
+            + self.attempts.len()
+            + self.logs.len()
+    }
+}
+
+/// What a master loads at start.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub jobs: Vec<JobRecord>,
+    pub tasks: Vec<TaskRecord>,
+    pub engines: Vec<EngineRecord>,
+    pub pools: Vec<PoolRecord>,
+    pub limits: Vec<LimitRecord>,
+    pub next_job_id: JobId,
+}
