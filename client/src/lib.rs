@@ -1,6 +1,9 @@
 //! The DrQueue client library: the one HTTP client the `drqueue` CLI and the
 //! Python module share. Blocking calls, typed answers, errors that say what
-//! to do.
+//! to do. [`local`] runs a graph on this machine with the farm's own
+//! scheduler (`drqueue run-local`).
+
+pub mod local;
 
 use drqueue_common::model::{
     ApiError, EngineView, JobId, JobSpec, JobStatus, JobView, LimitView, PoolView, TaskStatus,

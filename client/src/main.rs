@@ -592,8 +592,9 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
 
 /// `run-local`: the graph on this machine, with a progress bar per job.
 fn run_local(r: RunLocalArgs) -> Result<ExitCode, ClientError> {
+    use drqueue_client::local::{self, AttemptEnd, JobProgress, Observer};
     use drqueue_common::graph::{Graph, GraphJob};
-    use drqueue_engine::local::{self, AttemptEnd, JobProgress, Observer};
+    let json = r.submit.json;
     let graph = match submission(r.submit)? {
         Submission::Graph(g) => g,
         Submission::One(spec) => {
@@ -660,7 +661,15 @@ fn run_local(r: RunLocalArgs) -> Result<ExitCode, ClientError> {
     for b in &bars.bars {
         b.finish();
     }
-    let mut ok = true;
+    let ok = ends.iter().all(|j| j.status == JobStatus::Done);
+    if json {
+        print_json(&ends)?;
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     for j in &ends {
         println!(
             "job {} {}: {} ({} of {} tasks done)",
@@ -670,7 +679,6 @@ fn run_local(r: RunLocalArgs) -> Result<ExitCode, ClientError> {
             j.counts.get(TaskStatus::Done),
             j.tasks
         );
-        ok &= j.status == JobStatus::Done;
     }
     println!("logs in {}", r.log_dir.display());
     Ok(if ok {

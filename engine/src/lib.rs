@@ -7,11 +7,9 @@
 //! | [`link`] | one DEALER connection to the master (the only socket code) |
 //! | [`facts`] | what the engine reports about its machine and renderers |
 //! | [`check`] | the known-good check a sick engine runs to get work again |
-//! | [`local`] | `drqueue run-local`: a job or graph run here, no master |
 //! | [`logfile`] | the engine's own log file, rotated by size |
 pub mod check;
 pub mod engine;
 pub mod facts;
 pub mod link;
-pub mod local;
 pub mod logfile;

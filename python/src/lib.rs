@@ -200,7 +200,7 @@ fn parse_graph(file: &str, text: &str, owner: &str) -> PyResult<String> {
 #[pyfunction]
 #[pyo3(signature = (graph, slots=1, log_dir="drqueue-local"))]
 fn run_local(py: Python<'_>, graph: &str, slots: u32, log_dir: &str) -> PyResult<String> {
-    use drqueue_engine::local::{self, AttemptEnd, JobProgress, Observer};
+    use drqueue_client::local::{self, AttemptEnd, JobProgress, Observer};
     struct Quiet;
     impl Observer for Quiet {
         fn progress(&mut self, _: &[JobProgress]) {}

@@ -222,3 +222,110 @@ fn each_class_of_malformed_graph_file_gets_its_error_and_nothing_is_submitted() 
         "all or nothing"
     );
 }
+
+/// A graph with a retried task, a failing job, a dependency that breaks and
+/// one that accepts the failure.
+const RULES_GRAPH: &str = r#"
+[[jobs]]
+name = "prep"
+frames = "1-3"
+max_attempts = 2
+command = ["sh", "-c", "test {start} != 2 || test $DRQUEUE_ATTEMPT = 2"]
+
+[[jobs]]
+name = "render"
+after = ["prep"]
+frames = "1-4"
+max_attempts = 2
+command = ["sh", "-c", "test {start} != 3"]
+
+[[jobs]]
+name = "encode"
+after = ["render"]
+command = ["true"]
+
+[[jobs]]
+name = "report"
+after = ["render:failed"]
+command = ["true"]
+"#;
+
+/// run-local drives the farm's own scheduler: the same graph ends the same
+/// way, job by job and task by task, on a farm and on one machine.
+#[test]
+fn the_farm_and_run_local_end_every_job_and_task_alike() {
+    let mut farm = Farm::start();
+    farm.engine("a", &["--slots", "2"]);
+    farm.engine("b", &["--slots", "2"]);
+    farm.wait_engines(2);
+    std::fs::write(farm.dir.join("rules.toml"), RULES_GRAPH).unwrap();
+    let out = farm.drqueue(&["submit", "--file", "rules.toml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = ids_printed(&out);
+    let c = farm.client();
+    let mut on_farm = Vec::new();
+    for id in &ids {
+        let job = farm.wait_job(*id, LONG);
+        let statuses: Vec<String> = c
+            .tasks(*id, None)
+            .unwrap()
+            .iter()
+            .map(|t| t.status.to_string())
+            .collect();
+        on_farm.push((job.name, job.status.to_string(), statuses));
+    }
+
+    let here = farm.dir.join("local");
+    std::fs::create_dir_all(&here).unwrap();
+    std::fs::write(here.join("rules.toml"), RULES_GRAPH).unwrap();
+    let out = Command::new(bin("drqueue"))
+        .args([
+            "run-local",
+            "--file",
+            "rules.toml",
+            "--slots",
+            "2",
+            "--json",
+        ])
+        .current_dir(&here)
+        .env_remove("DRQUEUE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a job failed");
+    let ends: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run-local --json");
+    let local: Vec<(String, String, Vec<String>)> = ends
+        .as_array()
+        .expect("an array of jobs")
+        .iter()
+        .map(|j| {
+            let tasks = j["task_status"]
+                .as_array()
+                .expect("task statuses")
+                .iter()
+                .map(|s| s.as_str().unwrap_or_default().to_string())
+                .collect();
+            (
+                j["name"].as_str().unwrap_or_default().to_string(),
+                j["status"].as_str().unwrap_or_default().to_string(),
+                tasks,
+            )
+        })
+        .collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let expected = vec![
+        ("prep".to_string(), "done".to_string(), s(&["done"; 3])),
+        (
+            "render".into(),
+            "failed".into(),
+            s(&["done", "done", "failed", "done"]),
+        ),
+        ("encode".into(), "cancelled".into(), s(&["cancelled"])),
+        ("report".into(), "done".into(), s(&["done"])),
+    ];
+    assert_eq!(on_farm, expected, "on the farm");
+    assert_eq!(local, expected, "with run-local");
+}
