@@ -360,10 +360,7 @@ fn run(client: &Client, cmd: Cmd) -> Result<ExitCode, ClientError> {
                     let failed = client.tasks(job, Some(TaskStatus::Failed))?;
                     println!("  failed tasks:");
                     for t in failed.iter().take(10) {
-                        let exit = t
-                            .exit_code
-                            .map(|c| format!("exit code {c}"))
-                            .unwrap_or_else(|| "killed or could not run".into());
+                        let exit = t.exit_description();
                         println!(
                             "    - task {} (frames {}-{}), {} attempts, {exit}: drqueue log {job} {}",
                             t.index, t.first, t.last, t.attempts, t.index
@@ -599,9 +596,7 @@ fn run_local(r: RunLocalArgs) -> Result<ExitCode, ClientError> {
         Submission::Graph(g) => g,
         Submission::One(spec) => {
             let mut spec = *spec;
-            if spec.name.is_empty() {
-                spec.name = spec.default_name();
-            }
+            spec.ensure_name();
             Graph {
                 jobs: vec![GraphJob {
                     name: spec.name.clone(),
@@ -804,9 +799,7 @@ fn then_graph(
     command: Vec<String>,
 ) -> drqueue_common::graph::Graph {
     use drqueue_common::graph::{Graph, GraphJob, NamedDependency};
-    if spec.name.is_empty() {
-        spec.name = spec.default_name();
-    }
+    spec.ensure_name();
     let (first, last) = frames.bounds();
     let main = spec.name.clone();
     let then = JobSpec {

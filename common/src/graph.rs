@@ -266,7 +266,7 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
         }
         // A lone job without a name is named as `submit` names it.
         if single_unnamed {
-            spec.name = spec.default_name();
+            spec.ensure_name();
         }
         out.push(GraphJob {
             name: spec.name.clone(),

@@ -18,6 +18,8 @@ pub mod graph;
 pub mod model;
 pub mod preset;
 pub mod protocol;
+#[cfg(feature = "signals")]
+pub mod signals;
 pub mod template;
 
 /// Milliseconds since the Unix epoch: the one time unit of the model.

@@ -417,6 +417,14 @@ impl JobSpec {
             .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
             .unwrap_or_else(|| "job".into())
     }
+
+    /// Gives the spec its default name if it has none (the one place that
+    /// rule is applied).
+    pub fn ensure_name(&mut self) {
+        if self.name.is_empty() {
+            self.name = self.default_name();
+        }
+    }
 }
 
 /// A job as the API shows it (`show --json`, `jobs --json`).
@@ -483,6 +491,15 @@ pub struct TaskView {
     pub peak_rss_kb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u64>,
+}
+
+impl TaskView {
+    /// How its latest attempt ended, in words: for `show` and mails.
+    pub fn exit_description(&self) -> String {
+        self.exit_code
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| "killed or could not run".into())
+    }
 }
 
 /// What an engine tells the master about its machine.

@@ -12,13 +12,13 @@ use std::path::PathBuf;
 #[command(name = "drqueue-master", version)]
 struct Args {
     /// Where to keep state: a directory for the embedded store, or mongodb://…
-    #[arg(long, env = "DRQUEUE_DB", default_value = "./drqueue-data")]
+    #[arg(long, env = "DRQUEUE_DB", default_value = server::DEFAULT_DB)]
     db: String,
     /// Address for the HTTP API and dashboard (port 0 picks a free port).
-    #[arg(long, env = "DRQUEUE_HTTP", default_value = "127.0.0.1:5580")]
+    #[arg(long, env = "DRQUEUE_HTTP", default_value = server::DEFAULT_HTTP)]
     http: String,
     /// ZeroMQ endpoint engines connect to (port 0 picks a free port).
-    #[arg(long, env = "DRQUEUE_ENGINES", default_value = "tcp://127.0.0.1:5555")]
+    #[arg(long, env = "DRQUEUE_ENGINES", default_value = server::DEFAULT_ENGINES)]
     engines: String,
     /// SMTP server for notifications, smtp://HOST:PORT or smtps://…
     #[arg(long, env = "DRQUEUE_SMTP")]
@@ -36,30 +36,30 @@ struct Args {
     #[arg(long, env = "DRQUEUE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Seconds of silence after which an engine is declared lost.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = Config::default().engine_timeout_ms / 1000)]
     engine_timeout: u64,
     /// Seconds a restarted master waits for engines to come back before
     /// running their tasks elsewhere.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = Config::default().recovery_ms / 1000)]
     recovery: u64,
     /// Seconds the active master's lease on a shared (MongoDB) store lasts
     /// unrenewed; a standby master takes over this long after it dies.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = MasterOptions::default().lease_ms / 1000)]
     lease: u64,
     /// An engine that fails this many attempts of one job gets no more of
     /// that job (0 = never).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = Config::default().blacklist_after)]
     blacklist_after: u32,
     /// An engine that fails this many attempts in a row is marked sick and
     /// gets no work until enabled or until it passes its check (0 = never).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = Config::default().sick_after)]
     sick_after: u32,
     /// Seconds between check tasks sent to a sick engine (0 = no checks:
     /// only `drqueue engine enable` brings it back).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = Config::default().check_interval_ms / 1000)]
     check_interval: u64,
     /// Attempts at sending a job's email before it is marked failed.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = Config::default().mail_attempts)]
     mail_attempts: u32,
     /// The HTTP API's address as users reach it, for links in mails
     /// (default: the address it listens on).
@@ -150,25 +150,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let master = server::start(opts).await?;
-        wait_for_signal().await;
+        drqueue_common::signals::wait_for_stop().await;
         tracing::info!("stopping: committing state");
         master.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -241,10 +241,7 @@ pub fn body(req: &MailRequest, logs: &[String]) -> String {
     if !req.failed.is_empty() {
         s.push_str(&format!("\nFailed tasks ({}):\n", req.failed.len()));
         for (t, log) in req.failed.iter().zip(logs) {
-            let exit = t
-                .exit_code
-                .map(|c| format!("exit code {c}"))
-                .unwrap_or_else(|| "killed or could not run".into());
+            let exit = t.exit_description();
             s.push_str(&format!(
                 "\n- task {} (frames {}-{}), {} attempts, {exit}; last {LOG_LINES} lines of its log:\n",
                 t.index, t.first, t.last, t.attempts

@@ -16,6 +16,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+/// Where a master keeps state, serves HTTP and listens for engines when
+/// nothing says otherwise (SPEC's defaults; loopback only).
+pub const DEFAULT_DB: &str = "./drqueue-data";
+pub const DEFAULT_HTTP: &str = "127.0.0.1:5580";
+pub const DEFAULT_ENGINES: &str = "tcp://127.0.0.1:5555";
+
 #[derive(Debug, Clone)]
 pub struct MasterOptions {
     /// A directory for the embedded store, or a `mongodb://` URI.
@@ -39,9 +45,9 @@ pub struct MasterOptions {
 impl Default for MasterOptions {
     fn default() -> Self {
         MasterOptions {
-            db: "./drqueue-data".into(),
-            http: "127.0.0.1:5580".into(),
-            engines: "tcp://127.0.0.1:5555".into(),
+            db: DEFAULT_DB.into(),
+            http: DEFAULT_HTTP.into(),
+            engines: DEFAULT_ENGINES.into(),
             ready_file: None,
             key: None,
             tokens: Vec::new(),

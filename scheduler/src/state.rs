@@ -231,9 +231,7 @@ impl Job {
 }
 
 pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Millis) -> Job {
-    if spec.name.is_empty() {
-        spec.name = spec.default_name();
-    }
+    spec.ensure_name();
     let body = JobBody {
         id,
         command: spec.command.clone(),
