@@ -1,0 +1,158 @@
+//! Job commands: listing, `show`, tasks, logs, waiting and watching, and
+//! the controls (pause, resume, cancel, retry, delete).
+
+use crate::error::CliResult;
+use crate::output::{JobDetail, Output};
+use drqueue_client::Client;
+use drqueue_common::model::{JobId, JobStatus, JobView, TaskStatus};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub fn list(client: &Client, status: Option<JobStatus>, out: &dyn Output) -> CliResult<()> {
+    out.jobs(&client.jobs(status)?)
+}
+
+/// `show`: the job, with blacklisted engines by name and its failed tasks.
+pub fn show(client: &Client, job: JobId, out: &dyn Output) -> CliResult<()> {
+    let view = client.job(job)?;
+    let mut blacklisted = Vec::new();
+    if !view.blacklisted.is_empty() {
+        let engines = client.engines()?;
+        blacklisted = view
+            .blacklisted
+            .iter()
+            .map(|id| {
+                engines
+                    .iter()
+                    .find(|e| e.id == *id)
+                    .map_or_else(|| id.clone(), |e| e.name.clone())
+            })
+            .collect();
+    }
+    let failed = if view.counts.get(TaskStatus::Failed) > 0 {
+        client.tasks(job, Some(TaskStatus::Failed))?
+    } else {
+        Vec::new()
+    };
+    out.job(&JobDetail {
+        view,
+        blacklisted,
+        failed,
+    })
+}
+
+pub fn tasks(
+    client: &Client,
+    job: JobId,
+    status: Option<TaskStatus>,
+    out: &dyn Output,
+) -> CliResult<()> {
+    out.tasks(&client.tasks(job, status)?)
+}
+
+/// Prints an attempt's log; with `follow`, keeps printing until it ends.
+pub fn log(
+    client: &Client,
+    job: JobId,
+    task: u32,
+    attempt: Option<u32>,
+    follow: bool,
+) -> CliResult<()> {
+    let mut offset = 0u64;
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let chunk = client.log(job, task, attempt, offset)?;
+        let _ = stdout.write_all(&chunk.data);
+        let _ = stdout.flush();
+        offset += chunk.data.len() as u64;
+        if !follow || (!chunk.live && chunk.data.is_empty()) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `wait` (a bar only on a terminal) and `watch` (always a bar).
+pub fn wait(
+    client: &Client,
+    job: JobId,
+    timeout: Option<u64>,
+    always_show: bool,
+    out: &dyn Output,
+) -> CliResult<ExitCode> {
+    let bar = progress_bar(always_show || std::io::stderr().is_terminal());
+    let view = client.wait(job, timeout.map(Duration::from_secs), |v| {
+        update_bar(&bar, v)
+    })?;
+    if always_show {
+        bar.finish();
+    } else {
+        bar.finish_and_clear();
+    }
+    out.job_ended(&view)?;
+    Ok(ended(&view))
+}
+
+/// `pause`, `resume`, `cancel`, `retry`.
+pub fn control(client: &Client, job: JobId, action: &str, out: &dyn Output) -> CliResult<()> {
+    out.job_changed(&client.control(job, action)?)
+}
+
+pub fn delete(client: &Client, job: JobId, force: bool, out: &dyn Output) -> CliResult<()> {
+    client.delete(job, force)?;
+    out.job_deleted(job)
+}
+
+/// 0 for a job that ended done; 1, with the counts on stderr, otherwise.
+fn ended(v: &JobView) -> ExitCode {
+    match v.status {
+        JobStatus::Done => ExitCode::SUCCESS,
+        s => {
+            eprintln!(
+                "drqueue: job {} ended {} ({} done, {} failed, {} cancelled of {})",
+                v.id,
+                s,
+                v.counts.get(TaskStatus::Done),
+                v.counts.get(TaskStatus::Failed),
+                v.counts.get(TaskStatus::Cancelled),
+                v.tasks_total
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn progress_bar(visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:40.green/white}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn update_bar(bar: &ProgressBar, v: &JobView) {
+    bar.set_prefix(format!("job {} {}", v.id, v.name));
+    bar.set_length(v.tasks_total);
+    bar.set_position(v.counts.get(TaskStatus::Done) + v.counts.get(TaskStatus::Failed));
+    let mut msg = format!(
+        "{} | {} running",
+        v.status,
+        v.counts.get(TaskStatus::Running) + v.counts.get(TaskStatus::Assigned)
+    );
+    if v.counts.get(TaskStatus::Failed) > 0 {
+        msg.push_str(&format!(", {} failed", v.counts.get(TaskStatus::Failed)));
+    }
+    if let Some(reason) = v.blocked_here(drqueue_common::now_millis()).first() {
+        msg.push_str(&format!(" | {reason}"));
+    }
+    bar.set_message(msg);
+}

@@ -1,0 +1,155 @@
+//! `drqueue`: the command-line client. Talks HTTP to the master.
+//!
+//! | module | commands |
+//! |---|---|
+//! | `submit` | `submit` (flags, presets, `--then`, job files) |
+//! | `jobs` | `jobs`, `show`, `tasks`, `log`, `wait`, `watch`, pause … delete |
+//! | `engines` | `engines`, `engine show/disable/enable/drain` |
+//! | `admin` | `pools`, `limits`, `limit set` |
+//! | `local` | `run-local` |
+//! | `output` | every command's output: human tables or `--json` |
+//!
+//! Exit codes: 0 ok; 1 failure (including `wait` on a job that ended failed
+//! or cancelled); 2 usage error (clap's own).
+
+mod admin;
+mod engines;
+mod error;
+mod jobs;
+mod local;
+mod output;
+mod show;
+mod submit;
+
+use clap::{Parser, Subcommand};
+use drqueue_client::Client;
+use drqueue_common::model::{JobId, JobStatus, TaskStatus};
+use error::CliResult;
+use output::Output;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "drqueue", version, about = "DrQueue render farm client")]
+struct Cli {
+    /// Master URL (default: DRQUEUE_URL, then http://127.0.0.1:5580).
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// Print JSON instead of tables and sentences (every listing and `show`).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Submit a job; prints its id.
+    Submit(Box<submit::SubmitArgs>),
+    /// List jobs.
+    Jobs {
+        #[arg(long)]
+        status: Option<JobStatus>,
+    },
+    /// Show one job, with the reasons its tasks are not running.
+    Show { job: JobId },
+    /// List a job's tasks.
+    Tasks {
+        job: JobId,
+        #[arg(long)]
+        status: Option<TaskStatus>,
+    },
+    /// Print a task's log (the latest attempt by default).
+    Log {
+        job: JobId,
+        task: u32,
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Keep printing as the attempt runs.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Wait for a job to end: exit 0 if done, 1 if failed or cancelled.
+    Wait {
+        job: JobId,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Show live progress bars until the job ends.
+    Watch { job: JobId },
+    /// Stop starting new tasks of a job; running ones finish.
+    Pause { job: JobId },
+    /// Resume a paused job.
+    Resume { job: JobId },
+    /// Cancel a job: running tasks are killed.
+    Cancel { job: JobId },
+    /// Put failed and cancelled tasks back to ready.
+    Retry { job: JobId },
+    /// Delete a finished job (any job with --force).
+    Delete {
+        job: JobId,
+        #[arg(long)]
+        force: bool,
+    },
+    /// List engines.
+    Engines,
+    /// Show or control one engine.
+    Engine {
+        #[command(subcommand)]
+        action: engines::EngineCmd,
+    },
+    /// List pools with their engine counts.
+    Pools,
+    /// List limits (named token counts) and how many are in use.
+    Limits,
+    /// Set a limit: `drqueue limit set houdini 5`.
+    Limit {
+        #[command(subcommand)]
+        action: admin::LimitCmd,
+    },
+    /// Run a job or a job file's graph on this machine, no master: to debug
+    /// it before it goes to the farm. Exits 1 if anything failed.
+    RunLocal(Box<local::RunLocalArgs>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = Client::new(cli.url.as_deref(), None);
+    let out = output::for_mode(cli.json);
+    match run(&client, cli.cmd, out.as_ref()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("drqueue: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
+    match cmd {
+        Cmd::Submit(a) => submit::run(client, *a, out)?,
+        Cmd::RunLocal(r) => return local::run(*r, out),
+        Cmd::Jobs { status } => jobs::list(client, status, out)?,
+        Cmd::Show { job } => jobs::show(client, job, out)?,
+        Cmd::Tasks { job, status } => jobs::tasks(client, job, status, out)?,
+        Cmd::Log {
+            job,
+            task,
+            attempt,
+            follow,
+        } => jobs::log(client, job, task, attempt, follow)?,
+        Cmd::Wait { job, timeout } => return jobs::wait(client, job, timeout, false, out),
+        Cmd::Watch { job } => return jobs::wait(client, job, None, true, out),
+        Cmd::Pause { job } => jobs::control(client, job, "pause", out)?,
+        Cmd::Resume { job } => jobs::control(client, job, "resume", out)?,
+        Cmd::Cancel { job } => jobs::control(client, job, "cancel", out)?,
+        Cmd::Retry { job } => jobs::control(client, job, "retry", out)?,
+        Cmd::Delete { job, force } => jobs::delete(client, job, force, out)?,
+        Cmd::Engines => engines::list(client, out)?,
+        Cmd::Engine { action } => return engines::run(client, action, out),
+        Cmd::Pools => admin::pools(client, out)?,
+        Cmd::Limits => admin::limits(client, out)?,
+        Cmd::Limit { action } => admin::limit(client, action, out)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

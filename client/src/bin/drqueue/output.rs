@@ -1,0 +1,281 @@
+//! One output layer for every command, in the manner of HyperQueue's
+//! `Output`: a command gathers its data and hands it here; [`Human`] prints
+//! aligned tables and sentences, [`Json`] prints the same data as JSON
+//! (`--json`, global). Streams (logs, progress bars) are not listings and
+//! go their own way.
+
+use crate::error::{CliError, CliResult};
+use drqueue_client::local::JobProgress;
+use drqueue_common::model::{
+    EngineView, JobId, JobView, LimitView, PoolView, TaskStatus, TaskView,
+};
+use std::path::Path;
+
+/// A job with what `show` adds for people: blacklisted engines by name and
+/// the failed tasks.
+pub struct JobDetail {
+    pub view: JobView,
+    pub blacklisted: Vec<String>,
+    pub failed: Vec<TaskView>,
+}
+
+/// What happened to an engine a user controlled.
+#[derive(Debug, Clone, Copy)]
+pub enum EngineChange {
+    Disabled,
+    Enabled,
+    Drained,
+}
+
+pub trait Output {
+    fn submitted(&self, job: &JobView) -> CliResult<()>;
+    fn submitted_graph(&self, jobs: &[JobView]) -> CliResult<()>;
+    fn jobs(&self, jobs: &[JobView]) -> CliResult<()>;
+    fn job(&self, job: &JobDetail) -> CliResult<()>;
+    fn job_changed(&self, job: &JobView) -> CliResult<()>;
+    fn job_deleted(&self, id: JobId) -> CliResult<()>;
+    /// A job `wait` saw end.
+    fn job_ended(&self, job: &JobView) -> CliResult<()>;
+    fn tasks(&self, tasks: &[TaskView]) -> CliResult<()>;
+    fn engines(&self, engines: &[EngineView]) -> CliResult<()>;
+    fn engine(&self, engine: &EngineView) -> CliResult<()>;
+    fn engine_changed(&self, engine: &EngineView, change: EngineChange) -> CliResult<()>;
+    fn pools(&self, pools: &[PoolView]) -> CliResult<()>;
+    fn limits(&self, limits: &[LimitView]) -> CliResult<()>;
+    fn limit_set(&self, limit: &LimitView) -> CliResult<()>;
+    fn local_run(&self, jobs: &[JobProgress], log_dir: &Path) -> CliResult<()>;
+}
+
+/// The output `--json` asks for.
+pub fn for_mode(json: bool) -> Box<dyn Output> {
+    if json {
+        Box::new(Json)
+    } else {
+        Box::new(Human)
+    }
+}
+
+pub struct Json;
+
+fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> CliResult<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CliError::Local(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+impl Output for Json {
+    fn submitted(&self, job: &JobView) -> CliResult<()> {
+        print_json(job)
+    }
+    fn submitted_graph(&self, jobs: &[JobView]) -> CliResult<()> {
+        print_json(jobs)
+    }
+    fn jobs(&self, jobs: &[JobView]) -> CliResult<()> {
+        print_json(jobs)
+    }
+    fn job(&self, job: &JobDetail) -> CliResult<()> {
+        print_json(&job.view)
+    }
+    fn job_changed(&self, job: &JobView) -> CliResult<()> {
+        print_json(job)
+    }
+    fn job_deleted(&self, id: JobId) -> CliResult<()> {
+        print_json(&serde_json::json!({ "deleted": id }))
+    }
+    fn job_ended(&self, job: &JobView) -> CliResult<()> {
+        print_json(job)
+    }
+    fn tasks(&self, tasks: &[TaskView]) -> CliResult<()> {
+        print_json(tasks)
+    }
+    fn engines(&self, engines: &[EngineView]) -> CliResult<()> {
+        print_json(engines)
+    }
+    fn engine(&self, engine: &EngineView) -> CliResult<()> {
+        print_json(engine)
+    }
+    fn engine_changed(&self, engine: &EngineView, _: EngineChange) -> CliResult<()> {
+        print_json(engine)
+    }
+    fn pools(&self, pools: &[PoolView]) -> CliResult<()> {
+        print_json(pools)
+    }
+    fn limits(&self, limits: &[LimitView]) -> CliResult<()> {
+        print_json(limits)
+    }
+    fn limit_set(&self, limit: &LimitView) -> CliResult<()> {
+        print_json(limit)
+    }
+    fn local_run(&self, jobs: &[JobProgress], _: &Path) -> CliResult<()> {
+        print_json(jobs)
+    }
+}
+
+pub struct Human;
+
+impl Output for Human {
+    fn submitted(&self, job: &JobView) -> CliResult<()> {
+        println!("{}", job.id);
+        Ok(())
+    }
+
+    /// Ids one per line, dependencies first; names on stderr.
+    fn submitted_graph(&self, jobs: &[JobView]) -> CliResult<()> {
+        for j in jobs {
+            println!("{}", j.id);
+            eprintln!("job {}: {}", j.id, j.name);
+        }
+        Ok(())
+    }
+
+    fn jobs(&self, jobs: &[JobView]) -> CliResult<()> {
+        println!(
+            "{:>6}  {:<24} {:<10} {:<10} {:>4}  {:<10} {:>13}",
+            "ID", "NAME", "OWNER", "STATUS", "PRI", "POOL", "DONE/TOTAL"
+        );
+        for j in jobs {
+            println!(
+                "{:>6}  {:<24} {:<10} {:<10} {:>4}  {:<10} {:>13}",
+                j.id,
+                truncate(&j.name, 24),
+                truncate(&j.owner, 10),
+                j.status,
+                j.priority,
+                j.pool,
+                format!("{}/{}", j.counts.get(TaskStatus::Done), j.tasks_total)
+            );
+        }
+        Ok(())
+    }
+
+    fn job(&self, job: &JobDetail) -> CliResult<()> {
+        crate::show::print_job(job);
+        Ok(())
+    }
+
+    fn job_changed(&self, job: &JobView) -> CliResult<()> {
+        println!("job {} is {}", job.id, job.status);
+        Ok(())
+    }
+
+    fn job_deleted(&self, id: JobId) -> CliResult<()> {
+        println!("job {id} deleted");
+        Ok(())
+    }
+
+    fn job_ended(&self, _: &JobView) -> CliResult<()> {
+        Ok(()) // the exit code says it; a failure is explained on stderr
+    }
+
+    fn tasks(&self, tasks: &[TaskView]) -> CliResult<()> {
+        println!(
+            "{:>6}  {:>15}  {:<9} {:>8}  {:<20} {:>5}",
+            "TASK", "FRAMES", "STATUS", "ATTEMPTS", "ENGINE", "EXIT"
+        );
+        for t in tasks {
+            let frames = if t.first == t.last {
+                t.first.to_string()
+            } else {
+                format!("{}-{}", t.first, t.last)
+            };
+            println!(
+                "{:>6}  {:>15}  {:<9} {:>8}  {:<20} {:>5}",
+                t.index,
+                frames,
+                t.status,
+                t.attempts,
+                truncate(t.engine.as_deref().unwrap_or("-"), 20),
+                t.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        Ok(())
+    }
+
+    fn engines(&self, engines: &[EngineView]) -> CliResult<()> {
+        println!(
+            "{:<20} {:<16} {:<9} {:<16} {:>5} {:>8} {:>9} {:>6} {:>6}",
+            "NAME", "HOST", "STATE", "POOLS", "CORES", "RAM MB", "RUN/HWM", "DONE", "FAILED"
+        );
+        for e in engines {
+            println!(
+                "{:<20} {:<16} {:<9} {:<16} {:>5} {:>8} {:>9} {:>6} {:>6}",
+                truncate(&e.name, 20),
+                truncate(&e.hostname, 16),
+                e.state,
+                truncate(&e.pools.join(","), 16),
+                e.cores,
+                e.ram_mb,
+                format!("{}/{}", e.running, e.hwm),
+                e.tasks_done,
+                e.tasks_failed
+            );
+        }
+        Ok(())
+    }
+
+    fn engine(&self, e: &EngineView) -> CliResult<()> {
+        crate::show::print_engine(e);
+        Ok(())
+    }
+
+    fn engine_changed(&self, e: &EngineView, change: EngineChange) -> CliResult<()> {
+        match change {
+            EngineChange::Disabled => println!(
+                "engine {} disabled; its {} running task(s) finish",
+                e.name, e.running
+            ),
+            EngineChange::Enabled => println!("engine {} enabled", e.name),
+            EngineChange::Drained => println!("engine {} drained and disabled", e.name),
+        }
+        Ok(())
+    }
+
+    fn pools(&self, pools: &[PoolView]) -> CliResult<()> {
+        println!("{:<20} {:>7}", "POOL", "ENGINES");
+        for p in pools {
+            println!("{:<20} {:>7}", p.name, p.engines);
+        }
+        Ok(())
+    }
+
+    fn limits(&self, limits: &[LimitView]) -> CliResult<()> {
+        println!("{:<20} {:>7} {:>7}", "LIMIT", "IN USE", "COUNT");
+        for l in limits {
+            println!("{:<20} {:>7} {:>7}", l.name, l.in_use, l.count);
+        }
+        Ok(())
+    }
+
+    fn limit_set(&self, l: &LimitView) -> CliResult<()> {
+        println!("limit {} set to {} ({} in use)", l.name, l.count, l.in_use);
+        Ok(())
+    }
+
+    fn local_run(&self, jobs: &[JobProgress], log_dir: &Path) -> CliResult<()> {
+        for j in jobs {
+            println!(
+                "job {} {}: {} ({} of {} tasks done)",
+                j.id,
+                j.name,
+                j.status,
+                j.counts.get(TaskStatus::Done),
+                j.tasks
+            );
+        }
+        println!("logs in {}", log_dir.display());
+        Ok(())
+    }
+}
+
+/// Cuts `s` to `n` characters, marking the cut.
+pub fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}

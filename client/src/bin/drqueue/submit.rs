@@ -1,0 +1,279 @@
+//! `drqueue submit`: the flags (shared with `run-local`), presets, `--then`,
+//! job files, and what is checked here before anything is sent.
+
+use crate::error::{CliError, CliResult};
+use crate::output::Output;
+use clap::Args;
+use drqueue_client::Client;
+use drqueue_common::model::{Dependency, JobId, JobSpec, JobStatus, Requirements};
+use std::collections::BTreeMap;
+
+/// `drqueue submit`: prints the new job's id (each id, for a graph).
+pub fn run(client: &Client, args: SubmitArgs, out: &dyn Output) -> CliResult<()> {
+    match submission(args)? {
+        Submission::One(spec) => out.submitted(&client.submit(&spec)?),
+        Submission::Graph(g) => out.submitted_graph(&client.submit_graph(&g)?),
+    }
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// A job file (TOML, or JSON by its .json name): one job, or a graph of
+    /// named jobs with `after` by name. Submitted all or nothing.
+    #[arg(long, conflicts_with_all = ["preset", "command"])]
+    file: Option<std::path::PathBuf>,
+    /// Run a command after this job is done, as a dependent one-task job:
+    /// `… -- CMD ARGS --then -- CMD2 ARGS`, or `--preset … --then -- CMD2`.
+    /// In CMD2, {job} is this job's id and {start}/{end} its first and last frame.
+    #[arg(long)]
+    then: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// Render with a known renderer: blender, povray, hrender, maya, nuke,
+    /// kick or prman (see README for each command line). Arguments after
+    /// `--` are appended to the renderer's command line.
+    #[arg(long, requires = "scene")]
+    preset: Option<drqueue_common::preset::Preset>,
+    /// The scene file the preset renders.
+    #[arg(long)]
+    scene: Option<String>,
+    /// Where the preset writes images (renderer's own pattern; `####` pads the frame).
+    #[arg(long)]
+    output: Option<String>,
+    /// Houdini ROP (default /out/mantra1) or Nuke Write node, for those presets.
+    #[arg(long)]
+    render_node: Option<String>,
+    /// Frame set: 1-100, 1-100x5, 1,3,7-9.
+    #[arg(long, default_value = "1")]
+    frames: String,
+    /// Frames per task.
+    #[arg(long, default_value_t = 1)]
+    blocksize: u32,
+    /// 0-1000, higher first.
+    #[arg(long, default_value_t = drqueue_common::model::DEFAULT_PRIORITY)]
+    priority: u32,
+    #[arg(long, default_value = drqueue_common::model::DEFAULT_POOL)]
+    pool: String,
+    #[arg(long)]
+    os: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    min_cores: u32,
+    #[arg(long, default_value_t = 0)]
+    min_ram_mb: u64,
+    /// Capability an engine must have (repeatable), e.g. blender.
+    #[arg(long = "require")]
+    requires: Vec<String>,
+    /// Environment for the command, K=V (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    #[arg(long)]
+    cwd: Option<String>,
+    #[arg(long, default_value_t = drqueue_common::model::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: u32,
+    /// Per-task time limit in seconds.
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    /// How many engines may run it at once (0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    max_engines: u32,
+    /// Named limit the job's tasks take a token of (repeatable).
+    #[arg(long = "limit")]
+    limits: Vec<String>,
+    /// Wait for JOB to end (as done, or the listed statuses): JOB[:done,failed].
+    #[arg(long = "after", value_parser = parse_after)]
+    after: Vec<Dependency>,
+    /// Hold the job until this time: RFC 3339, or +30m / +2h / +1d.
+    #[arg(long, value_parser = parse_time)]
+    start_after: Option<u64>,
+    /// Address to mail when the job ends (repeatable).
+    #[arg(long = "notify")]
+    notify: Vec<String>,
+    /// Which endings send the mail: done, failed (failed or cancelled) or both.
+    #[arg(long, default_value = "both")]
+    notify_on: drqueue_common::model::NotifyOn,
+    /// Submit paused.
+    #[arg(long)]
+    paused: bool,
+    /// The command and its arguments, after `--` (with --preset: extra
+    /// arguments for the renderer).
+    #[arg(last = true, required_unless_present_any = ["preset", "file"])]
+    command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not K=V"))
+}
+
+fn parse_after(s: &str) -> Result<Dependency, String> {
+    let (job, statuses) = s.split_once(':').unwrap_or((s, "done"));
+    let job: JobId = job
+        .parse()
+        .map_err(|_| format!("{job:?} is not a job id"))?;
+    let on = statuses
+        .split(',')
+        .map(|st| match st.trim().parse::<JobStatus>() {
+            Ok(s @ (JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled)) => Ok(s),
+            _ => Err(format!("{st:?}: --after takes done, failed or cancelled")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Dependency { job, on })
+}
+
+fn parse_time(s: &str) -> Result<u64, String> {
+    drqueue_common::graph::parse_time(s, drqueue_common::now_millis())
+}
+
+/// What `submit` (or `run-local`) was asked to run.
+pub enum Submission {
+    One(Box<JobSpec>),
+    Graph(drqueue_common::graph::Graph),
+}
+
+pub fn submission(mut a: SubmitArgs) -> CliResult<Submission> {
+    let owner = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    if let Some(path) = &a.file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?;
+        let graph = drqueue_common::graph::parse(
+            &path.display().to_string(),
+            &text,
+            &owner,
+            drqueue_common::now_millis(),
+        )
+        .map_err(|e| CliError::Input(e.to_string()))?;
+        return Ok(Submission::Graph(graph));
+    }
+    // `… -- CMD --then -- CMD2`: split the trailing arguments.
+    let mut then_cmd = None;
+    if let Some(at) = a.command.iter().position(|x| x == "--then") {
+        let mut rest = a.command.split_off(at);
+        rest.remove(0);
+        if rest.first().is_some_and(|x| x == "--") {
+            rest.remove(0);
+        }
+        then_cmd = Some(rest);
+    } else if a.then {
+        if a.preset.is_none() {
+            return Err(CliError::Input(
+                        "--then goes after the job's command: drqueue submit … -- CMD ARGS --then -- CMD2 ARGS".into(),
+                    ));
+        }
+        then_cmd = Some(std::mem::take(&mut a.command));
+    }
+    if then_cmd.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(CliError::Input(
+            "--then needs a command: --then -- ffmpeg -i frames/%04d.png movie.mp4".into(),
+        ));
+    }
+    if let Some(preset) = a.preset {
+        let frames = drqueue_common::frames::FrameSet::parse(&a.frames)
+            .map_err(|e| CliError::Input(format!("frames: {e}")))?;
+        let scene = a.scene.take().unwrap_or_default();
+        if a.name.is_none() {
+            a.name = scene.rsplit('/').next().map(String::from);
+        }
+        let args = drqueue_common::preset::PresetArgs {
+            scene,
+            output: a.output.take(),
+            node: a.render_node.take(),
+            extra: std::mem::take(&mut a.command),
+        };
+        let expanded = drqueue_common::preset::expand(preset, &args, &frames)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+        a.command = expanded.command;
+        if !a.requires.contains(&expanded.capability) {
+            a.requires.push(expanded.capability);
+        }
+    } else if a.scene.is_some() || a.output.is_some() || a.render_node.is_some() {
+        return Err(CliError::Input(
+                    "--scene, --output and --render-node go with --preset; without one, write the whole command after --".into(),
+                ));
+    }
+    let spec = JobSpec {
+        name: a.name.unwrap_or_default(),
+        owner,
+        command: a.command,
+        frames: a.frames,
+        blocksize: a.blocksize,
+        priority: a.priority,
+        pool: a.pool,
+        requirements: Requirements {
+            os: a.os,
+            min_cores: a.min_cores,
+            min_ram_mb: a.min_ram_mb,
+            capabilities: a.requires,
+        },
+        env: a.env.into_iter().collect::<BTreeMap<_, _>>(),
+        cwd: a.cwd.or_else(|| {
+            std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string())
+        }),
+        max_attempts: a.max_attempts,
+        timeout_secs: a.timeout,
+        max_engines: a.max_engines,
+        limits: a.limits,
+        after: a.after,
+        start_after: a.start_after,
+        notify: a.notify,
+        notify_on: a.notify_on,
+        paused: a.paused,
+    };
+    // Judge it here too, for an error before any network round trip.
+    let frames = spec
+        .validate()
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    Ok(match then_cmd {
+        Some(cmd) => Submission::Graph(then_graph(spec, &frames, cmd)),
+        None => Submission::One(Box::new(spec)),
+    })
+}
+
+/// The job and its `--then` job as a graph: the second waits for the first
+/// to be done and runs once over the first's whole frame range.
+fn then_graph(
+    mut spec: JobSpec,
+    frames: &drqueue_common::frames::FrameSet,
+    command: Vec<String>,
+) -> drqueue_common::graph::Graph {
+    use drqueue_common::graph::{Graph, GraphJob, NamedDependency};
+    spec.ensure_name();
+    let (first, last) = frames.bounds();
+    let main = spec.name.clone();
+    let then = JobSpec {
+        name: format!("{main} then"),
+        owner: spec.owner.clone(),
+        command: command
+            .into_iter()
+            .map(|a| a.replace("{job}", &format!("{{job:{main}}}")))
+            .collect(),
+        frames: format!("{first}-{last}"),
+        blocksize: u32::try_from(last - first + 1).unwrap_or(u32::MAX),
+        priority: spec.priority,
+        pool: spec.pool.clone(),
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        ..JobSpec::default()
+    };
+    Graph {
+        jobs: vec![
+            GraphJob {
+                name: main.clone(),
+                spec,
+                after_names: Vec::new(),
+            },
+            GraphJob {
+                name: then.name.clone(),
+                spec: then,
+                after_names: vec![NamedDependency {
+                    name: main,
+                    on: vec![JobStatus::Done],
+                }],
+            },
+        ],
+    }
+}
