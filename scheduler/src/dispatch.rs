@@ -28,13 +28,13 @@ impl Scheduler {
         let mut tally = Tally::default();
         let mut total = 0;
         for round in 0..2 {
-            let mut engines: Vec<EngineIdx> = (0..self.engines.len() as EngineIdx)
-                .filter(|e| self.engines[*e as usize].accepts_work())
+            let mut engines: Vec<EngineIdx> = EngineIdx::all(self.engines.len())
+                .filter(|e| self.engines[*e].accepts_work())
                 .collect();
             // Least loaded first, so prefetch spreads evenly.
-            engines.sort_by_key(|e| self.engines[*e as usize].outstanding());
+            engines.sort_by_key(|e| self.engines[*e].outstanding());
             for e in engines {
-                let engine = &self.engines[e as usize];
+                let engine = &self.engines[e];
                 let mut want = if round == 0 {
                     engine.idle_slots()
                 } else {
@@ -166,7 +166,7 @@ impl Scheduler {
         let Some(job) = self.jobs.get(&job_id) else {
             return 0;
         };
-        let engine = &self.engines[e as usize];
+        let engine = &self.engines[e];
         if !job.is_dispatchable()
             || job.counts.get(TaskStatus::Ready) == 0
             || !eligible(engine, &job.spec)
@@ -211,7 +211,7 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return 0;
         };
-        let engine = &mut self.engines[e as usize];
+        let engine = &mut self.engines[e];
         let mut batch = Vec::new();
         let mut skipped = Vec::new();
         while (batch.len() as u32) < max {

@@ -29,23 +29,23 @@ impl Scheduler {
         // has (it restarted) goes back to the queue. Finished attempts are
         // not forgotten: their results follow.
         let reported: HashSet<AttemptKey> = held.iter().chain(finished).copied().collect();
-        let forgotten: Vec<AttemptKey> = self.engines[e as usize]
+        let forgotten: Vec<AttemptKey> = self.engines[e]
             .held
             .keys()
             .filter(|k| !reported.contains(k))
             .copied()
             .collect();
         for key in forgotten {
-            self.engines[e as usize].held.remove(&key);
+            self.engines[e].held.remove(&key);
             self.requeue_lost(e, key, now);
         }
         let mut cancel = Vec::new();
         for key in held {
-            if self.engines[e as usize].held.contains_key(key) {
+            if self.engines[e].held.contains_key(key) {
                 continue;
             }
             if self.adopt(e, *key, now) {
-                self.engines[e as usize].held.insert(
+                self.engines[e].held.insert(
                     *key,
                     Held {
                         started: false,
@@ -53,7 +53,7 @@ impl Scheduler {
                     },
                 );
             } else {
-                self.engines[e as usize].held.insert(
+                self.engines[e].held.insert(
                     *key,
                     Held {
                         started: false,
@@ -64,7 +64,7 @@ impl Scheduler {
             }
         }
         self.set_facts(e, facts);
-        let engine = &mut self.engines[e as usize];
+        let engine = &mut self.engines[e];
         engine.check_pending = None;
         engine.slots = slots.max(1);
         engine.hwm = hwm.max(1);
@@ -87,7 +87,7 @@ impl Scheduler {
         if facts.pools.is_empty() {
             facts.pools.push(DEFAULT_POOL.into());
         }
-        let engine = &mut self.engines[e as usize];
+        let engine = &mut self.engines[e];
         if engine.facts.pools != facts.pools {
             self.pools_dirty = true;
         }
@@ -108,7 +108,7 @@ impl Scheduler {
         let Some(&e) = self.engine_index.get(id) else {
             return;
         };
-        let engine = &mut self.engines[e as usize];
+        let engine = &mut self.engines[e];
         if engine.check_pending != Some(check) {
             return;
         }
@@ -177,8 +177,8 @@ impl Scheduler {
     /// Any message from an engine proves it is alive.
     pub fn engine_seen(&mut self, id: &str, now: Millis) -> bool {
         match self.engine_index.get(id) {
-            Some(&e) if self.engines[e as usize].online => {
-                self.engines[e as usize].last_seen = now;
+            Some(&e) if self.engines[e].online => {
+                self.engines[e].last_seen = now;
                 true
             }
             _ => false,
@@ -187,7 +187,7 @@ impl Scheduler {
 
     pub fn heartbeat(&mut self, id: &str, hb: Heartbeat, now: Millis) {
         if let Some(&e) = self.engine_index.get(id) {
-            let engine = &mut self.engines[e as usize];
+            let engine = &mut self.engines[e];
             engine.last_seen = now;
             engine.load = hb.load;
             engine.free_ram_mb = hb.free_ram_mb;
@@ -201,7 +201,7 @@ impl Scheduler {
             return;
         };
         for key in keys {
-            if self.engines[e as usize].held.remove(key).is_some() {
+            if self.engines[e].held.remove(key).is_some() {
                 self.requeue_lost(e, *key, now);
             }
         }
@@ -211,7 +211,7 @@ impl Scheduler {
     /// restart). Its live attempts go back to the queue, not counted as
     /// failures.
     pub(super) fn lose_engine(&mut self, e: EngineIdx, now: Millis, fx: &mut Effects) {
-        let engine = &mut self.engines[e as usize];
+        let engine = &mut self.engines[e];
         if !engine.online && !engine.recovering {
             return;
         }
@@ -248,8 +248,8 @@ impl Scheduler {
     pub fn tick(&mut self, now: Millis, fx: &mut Effects) {
         let timeout = self.cfg.engine_timeout_ms;
         let past_recovery = now >= self.recovery_deadline;
-        for e in 0..self.engines.len() as EngineIdx {
-            let engine = &self.engines[e as usize];
+        for e in EngineIdx::all(self.engines.len()) {
+            let engine = &self.engines[e];
             let silent = engine.online && now.saturating_sub(engine.last_seen) > timeout;
             let not_back = engine.recovering && past_recovery;
             if silent || not_back {

@@ -35,16 +35,14 @@ impl Scheduler {
 
     /// Could an engine other than `e`, online and not blacklisted, run the job?
     pub(super) fn can_run_elsewhere(&self, job: &Job, e: EngineIdx) -> bool {
-        self.engines.iter().enumerate().any(|(i, o)| {
-            let i = i as EngineIdx;
-            i != e && self.runs_unbanned(job, o, i)
-        })
+        EngineIdx::all(self.engines.len())
+            .any(|i| i != e && self.runs_unbanned(job, &self.engines[i], i))
     }
 
     /// How many engines could run the job now without a blacklist waiver.
     pub(super) fn unbanned_engines(&self, job: &Job) -> u32 {
-        (0..self.engines.len() as EngineIdx)
-            .filter(|&i| self.runs_unbanned(job, &self.engines[i as usize], i))
+        EngineIdx::all(self.engines.len())
+            .filter(|&i| self.runs_unbanned(job, &self.engines[i], i))
             .count() as u32
     }
 
@@ -56,7 +54,7 @@ impl Scheduler {
     /// `max_engines` allows?
     pub(super) fn max_engines_reached(&self, job: JobId, spec: &JobSpec, e: EngineIdx) -> bool {
         spec.max_engines > 0
-            && !self.engines[e as usize].runs_job(job)
+            && !self.engines[e].runs_job(job)
             && self.engines_running(job) >= spec.max_engines
     }
 

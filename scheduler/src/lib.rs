@@ -67,8 +67,30 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::records::AttemptRecord;
 
-/// Index of an engine in the scheduler's table (engines are never removed).
-pub type EngineIdx = u32;
+/// Index of an engine in the scheduler's table (engines are never removed,
+/// so an index stays valid for the scheduler's life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EngineIdx(u32);
+
+impl EngineIdx {
+    /// Every index of a table of `n` engines.
+    fn all(n: usize) -> impl Iterator<Item = EngineIdx> {
+        (0..n as u32).map(EngineIdx)
+    }
+}
+
+impl std::ops::Index<EngineIdx> for Vec<Engine> {
+    type Output = Engine;
+    fn index(&self, e: EngineIdx) -> &Engine {
+        &self[e.0 as usize]
+    }
+}
+
+impl std::ops::IndexMut<EngineIdx> for Vec<Engine> {
+    fn index_mut(&mut self, e: EngineIdx) -> &mut Engine {
+        &mut self[e.0 as usize]
+    }
+}
 
 /// Timing knobs.
 #[derive(Debug, Clone)]
@@ -232,7 +254,7 @@ impl Scheduler {
         if let Some(i) = self.engine_index.get(id) {
             return *i;
         }
-        let idx = self.engines.len() as EngineIdx;
+        let idx = EngineIdx(self.engines.len() as u32);
         self.engines.push(Engine {
             id: id.clone(),
             facts: EngineFacts::default(),

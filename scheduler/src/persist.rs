@@ -23,7 +23,7 @@ impl Scheduler {
             }
         }
         for e in std::mem::take(&mut self.dirty_engines) {
-            batch.engines.push(self.engines[e as usize].record());
+            batch.engines.push(self.engines[e].record());
         }
         batch.deleted_jobs = std::mem::take(&mut self.deleted_jobs);
         batch.attempts = std::mem::take(&mut self.attempts);
@@ -66,7 +66,7 @@ impl Scheduler {
             status: t.status,
             attempts: t.attempts,
             failures: t.failures,
-            engine: t.engine.map(|e| self.engines[e as usize].id.clone()),
+            engine: t.engine.map(|e| self.engines[e].id.clone()),
             started_ms: t.started_ms,
             ended_ms: t.ended_ms,
             exit_code: t.exit_code,

@@ -40,7 +40,7 @@ impl Scheduler {
                 .engine_failures
                 .keys()
                 .filter(|e| job.is_blacklisted(**e, &self.cfg))
-                .map(|e| self.engines[*e as usize].id.clone())
+                .map(|e| self.engines[*e].id.clone())
                 .collect(),
             reason: job.reason.clone(),
             notification: job.notification.clone(),
@@ -105,9 +105,7 @@ impl Scheduler {
     }
 
     pub fn engine(&self, id: &str) -> Option<&Engine> {
-        self.engine_index
-            .get(id)
-            .map(|e| &self.engines[*e as usize])
+        self.engine_index.get(id).map(|e| &self.engines[*e])
     }
 
     pub fn job_status(&self, id: JobId) -> Option<JobStatus> {

@@ -192,7 +192,7 @@ impl Scheduler {
                         task: TaskKey { job: id, index: i },
                         attempt: t.attempts,
                     };
-                    if let Some(h) = self.engines[e as usize].held.get_mut(&key) {
+                    if let Some(h) = self.engines[e].held.get_mut(&key) {
                         h.cancelling = true;
                         kills.entry(e).or_default().push(key);
                     }
@@ -204,7 +204,7 @@ impl Scheduler {
         }
         for (e, keys) in kills {
             fx.messages
-                .push((self.engines[e as usize].id.clone(), ToEngine::Cancel(keys)));
+                .push((self.engines[e].id.clone(), ToEngine::Cancel(keys)));
         }
     }
 
@@ -287,7 +287,7 @@ impl Scheduler {
             .engine_index
             .get(id)
             .ok_or_else(|| RequestError::NoEngine(id.to_string()))?;
-        let e = &mut self.engines[idx as usize];
+        let e = &mut self.engines[idx];
         e.disabled = disabled;
         if disabled {
             self.withdraw_unstarted(idx, None, now, fx);
@@ -313,7 +313,7 @@ impl Scheduler {
         fx: &mut Effects,
     ) {
         let mut keys = Vec::new();
-        for (k, h) in self.engines[e as usize].held.iter_mut() {
+        for (k, h) in self.engines[e].held.iter_mut() {
             if !h.started && !h.cancelling && job.is_none_or(|j| j == k.task.job) {
                 h.cancelling = true;
                 keys.push(*k);
@@ -326,6 +326,6 @@ impl Scheduler {
             self.requeue_lost(e, *k, now);
         }
         fx.messages
-            .push((self.engines[e as usize].id.clone(), ToEngine::Cancel(keys)));
+            .push((self.engines[e].id.clone(), ToEngine::Cancel(keys)));
     }
 }

@@ -19,7 +19,7 @@ impl Scheduler {
         s.limits = snap.limits.into_iter().map(|l| (l.name, l.count)).collect();
         for rec in snap.engines {
             let idx = s.intern_engine(&rec.id);
-            let e = &mut s.engines[idx as usize];
+            let e = &mut s.engines[idx];
             e.facts = rec.facts;
             e.slots = rec.slots;
             e.hwm = rec.hwm;
@@ -92,8 +92,8 @@ impl Scheduler {
                 let t = &mut job.tasks[i];
                 if t.status.is_held() {
                     match t.engine {
-                        Some(e) if s.engines[e as usize].recovering => {
-                            s.engines[e as usize].held.insert(
+                        Some(e) if s.engines[e].recovering => {
+                            s.engines[e].held.insert(
                                 AttemptKey {
                                     task: TaskKey {
                                         job: rec.id,

@@ -13,7 +13,7 @@ impl Scheduler {
         let Some(&e) = self.engine_index.get(id) else {
             return;
         };
-        if let Some(h) = self.engines[e as usize].held.get_mut(&key) {
+        if let Some(h) = self.engines[e].held.get_mut(&key) {
             h.started = true;
         }
         let Some(job) = self.jobs.get_mut(&key.task.job) else {
@@ -50,7 +50,7 @@ impl Scheduler {
         let Some(&e) = self.engine_index.get(id) else {
             return;
         };
-        self.engines[e as usize].held.remove(&key);
+        self.engines[e].held.remove(&key);
         self.dirty_engines.insert(e);
         let mut counted = false;
         if let Some(job) = self.jobs.get_mut(&key.task.job) {
@@ -103,12 +103,10 @@ impl Scheduler {
                         task: key.task,
                         attempt: t.attempts,
                     };
-                    if let Some(h) = self.engines[other as usize].held.get_mut(&cur) {
+                    if let Some(h) = self.engines[other].held.get_mut(&cur) {
                         h.cancelling = true;
-                        fx.messages.push((
-                            self.engines[other as usize].id.clone(),
-                            ToEngine::Cancel(vec![cur]),
-                        ));
+                        fx.messages
+                            .push((self.engines[other].id.clone(), ToEngine::Cancel(vec![cur])));
                     }
                 }
             }
@@ -128,7 +126,7 @@ impl Scheduler {
         t.peak_rss_kb = Some(outcome.peak_rss_kb);
         self.dirty_tasks.insert(key.task);
         self.dirty_engines.insert(e);
-        let engine = &mut self.engines[e as usize];
+        let engine = &mut self.engines[e];
         if outcome.is_success() {
             job.set_task_status(i, TaskStatus::Done);
             engine.tasks_done += 1;
@@ -180,7 +178,7 @@ impl Scheduler {
             }
         }
         if sick_now {
-            let engine = &mut self.engines[e as usize];
+            let engine = &mut self.engines[e];
             let why = format!(
                 "failed {} tasks in a row (last: task {} attempt {}, {})",
                 engine.failures_in_row,

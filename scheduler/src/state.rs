@@ -193,7 +193,8 @@ impl Job {
         matches!(self.status, JobStatus::Queued | JobStatus::Running)
     }
 
-    pub(super) fn record(&self, id: JobId, engines: &[Engine]) -> JobRecord {
+    #[allow(clippy::ptr_arg)] // indexed by EngineIdx, which Vec<Engine> implements
+    pub(super) fn record(&self, id: JobId, engines: &Vec<Engine>) -> JobRecord {
         JobRecord {
             id,
             spec: self.spec.clone(),
@@ -206,7 +207,7 @@ impl Job {
                 .engine_failures
                 .iter()
                 .map(|(e, count)| EngineFailures {
-                    engine: engines[*e as usize].id.clone(),
+                    engine: engines[*e].id.clone(),
                     count: *count,
                 })
                 .collect(),

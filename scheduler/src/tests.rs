@@ -181,7 +181,7 @@ impl Sim {
         let Some(&e) = self.s.engine_index.get(engine) else {
             return;
         };
-        if let Some(why) = &self.s.engines[e as usize].sick {
+        if let Some(why) = &self.s.engines[e].sick {
             self.violations
                 .push(format!("sick engine {engine} ({why}) was given job {job}"));
         }
@@ -1075,8 +1075,8 @@ fn a_sick_engine_that_passes_its_check_gets_work_again() {
     assert_eq!(sim.engines[0].held.len(), 1);
     // A failed check keeps it sick and says why.
     let e = sim.s.engine_index["engine-0"];
-    sim.s.engines[e as usize].sick = Some("x".into());
-    sim.s.engines[e as usize].check_pending = Some(99);
+    sim.s.engines[e].sick = Some("x".into());
+    sim.s.engines[e].check_pending = Some(99);
     sim.s
         .check_result("engine-0", 99, false, "disk full", &mut Effects::default());
     assert!(sim
