@@ -40,6 +40,12 @@ fn one_master_holds_the_lease(open: Open) {
         Lease::Taken { .. }
     ));
     if a.lease_needs_renewal() {
+        // Renewed at 3 s, the lease runs to 8 s: past the first lease's end
+        // (6 s) it is still A's.
+        assert!(matches!(
+            b.acquire_lease("B", 7_000, 5_000).expect("lease"),
+            Lease::Taken { .. }
+        ));
         // A shared store's lease expires unless renewed: then another master
         // takes it, and the old one learns it has lost it.
         assert_eq!(

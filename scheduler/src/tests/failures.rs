@@ -1,0 +1,167 @@
+//! Failures: retries elsewhere, blacklists, sick engines and their checks.
+
+use super::*;
+
+#[test]
+fn failures_retry_elsewhere_then_fail_the_job() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.max_attempts = 2;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let first = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
+    sim.finish(first, 0, false);
+    let second = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
+    assert_ne!(first, second, "the retry goes to the other engine");
+    sim.finish(second, 0, false);
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Failed));
+    let tasks = sim.s.task_views(id, None).unwrap();
+    assert_eq!(
+        (tasks[0].status, tasks[0].attempts),
+        (TaskStatus::Failed, 2)
+    );
+}
+
+#[test]
+fn an_engine_that_fails_a_job_twice_gets_no_more_of_it() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 2);
+    let mut fx = Effects::default();
+    let mut sp = spec("1-6", 1);
+    sp.max_attempts = 5;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    let other = sim.s.submit(spec("1-4", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    // A second engine joins, busy with the other job for now.
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.finish(0, 0, false);
+    sim.finish(0, 0, false);
+    // Blacklisted: engine 0's queued task of the job was taken back; from
+    // now on it runs only the other job.
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    assert_eq!(view.blacklisted, vec!["engine-0".to_string()]);
+    for _ in 0..20 {
+        assert!(sim.engines[0].held.iter().all(|k| k.task.job == other));
+        sim.finish(0, 0, true);
+        sim.finish(1, 0, true);
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
+    // Retry forgives it.
+    let mut fx = Effects::default();
+    sim.s.retry(id, sim.now, &mut fx).unwrap();
+    assert!(sim.s.job_view(id, sim.now).unwrap().blacklisted.is_empty());
+}
+
+#[test]
+fn a_blacklisted_engine_keeps_a_job_no_other_engine_can_run() {
+    // One engine, a job that always fails: it must end failed by its
+    // max_attempts, not wait forever for an engine that will never come.
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.max_attempts = 4;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    for _ in 0..4 {
+        sim.finish(0, 0, false);
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Failed));
+    assert_eq!(sim.s.task_views(id, None).unwrap()[0].attempts, 4);
+}
+
+#[test]
+fn five_failures_in_a_row_make_an_engine_sick_until_it_is_enabled() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    // One attempt each: the failures are of different jobs.
+    let ids: Vec<JobId> = (0..6)
+        .map(|_| {
+            let mut sp = spec("1", 1);
+            sp.max_attempts = 1;
+            sim.s.submit(sp, sim.now, &mut fx).unwrap()
+        })
+        .collect();
+    sim.settle(fx);
+    for _ in 0..5 {
+        sim.finish(0, 0, false);
+    }
+    let e = sim.s.engine("engine-0").unwrap();
+    assert_eq!(e.view().state, EngineState::Sick);
+    assert!(e
+        .sick
+        .as_deref()
+        .unwrap()
+        .starts_with("failed 5 tasks in a row"));
+    assert!(sim.engines[0].held.is_empty(), "no work for a sick engine");
+    let reasons = sim.blocked(ids[5], sim.now);
+    assert!(reasons[0].contains("sick (1)"), "{reasons:?}");
+    let mut fx = Effects::default();
+    sim.s
+        .set_engine_disabled("engine-0", false, sim.now, &mut fx)
+        .unwrap();
+    sim.settle(fx);
+    assert_eq!(sim.s.engine("engine-0").unwrap().failures_in_row, 0);
+    assert_eq!(sim.engines[0].held.len(), 1, "enabled: work again");
+}
+
+#[test]
+fn one_bad_job_does_not_make_an_engine_sick() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1", 1);
+    sp.max_attempts = 8;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    for _ in 0..8 {
+        sim.finish(0, 0, false);
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Failed));
+    let e = sim.s.engine("engine-0").unwrap();
+    assert_eq!((e.failures_in_row, e.sick.is_none()), (8, true));
+}
+
+#[test]
+fn a_sick_engine_that_passes_its_check_gets_work_again() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    for _ in 0..6 {
+        let mut sp = spec("1", 1);
+        sp.max_attempts = 1;
+        sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    }
+    sim.settle(fx);
+    for _ in 0..5 {
+        sim.finish(0, 0, false);
+    }
+    assert!(sim.s.engine("engine-0").unwrap().sick.is_some());
+    // Before the check interval nothing is sent; after it the simulated
+    // engine answers its check with a pass.
+    sim.advance(1000);
+    assert!(sim.s.engine("engine-0").unwrap().sick.is_some());
+    sim.advance(4000);
+    sim.advance(4000);
+    sim.advance(2000);
+    assert!(sim.s.engine("engine-0").unwrap().sick.is_none());
+    assert_eq!(sim.engines[0].held.len(), 1);
+    // A failed check keeps it sick and says why.
+    let e = sim.s.engine_index["engine-0"];
+    sim.s.engines[e].sick = Some("x".into());
+    sim.s.engines[e].check_pending = Some(99);
+    sim.s
+        .check_result("engine-0", 99, false, "disk full", &mut Effects::default());
+    assert!(sim
+        .s
+        .engine("engine-0")
+        .unwrap()
+        .sick
+        .as_deref()
+        .unwrap()
+        .ends_with("disk full"));
+}
