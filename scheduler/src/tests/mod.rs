@@ -4,6 +4,7 @@
 //!
 //! `mod.rs` is the harness (the simulated farm); the cases are by topic.
 
+mod audit;
 mod dispatch;
 mod failures;
 mod jobs;

@@ -1,0 +1,144 @@
+//! The mutants an outside audit planted that survived the suite, each now
+//! pinned by a directed case. A comment on each says which bug it catches.
+
+use super::*;
+
+fn job_on(sim: &Sim, engine: usize, job: JobId) -> usize {
+    sim.engines[engine]
+        .held
+        .iter()
+        .filter(|k| k.task.job == job)
+        .count()
+}
+
+fn licensed(frames: &str) -> JobSpec {
+    let mut sp = spec(frames, 1);
+    sp.limits = vec!["lic".into()];
+    sp
+}
+
+/// Catches: a licence token freed when the Cancel is sent rather than when
+/// the attempt has really ended.
+#[test]
+fn a_cancelled_attempt_keeps_its_licence_until_it_has_ended() {
+    let mut sim = Sim::new();
+    sim.s.set_limit("lic", 1).unwrap();
+    sim.add_engine(vec!["default"], 2, 2);
+    let mut fx = Effects::default();
+    let a = sim.s.submit(licensed("1"), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(job_on(&sim, 0, a), 1);
+
+    let mut fx = Effects::default();
+    sim.s.cancel(a, sim.now, &mut fx).unwrap();
+    fx.messages.clear(); // the Cancel is still on its way
+    let b = sim.s.submit(licensed("1"), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(
+        job_on(&sim, 0, b),
+        0,
+        "A's attempt still runs and holds the token"
+    );
+
+    let key = sim.engines[0].held.remove(0);
+    let mut fx = Effects::default();
+    let stopped = Outcome {
+        cancelled: true,
+        ..Default::default()
+    };
+    sim.s
+        .task_finished("engine-0", key, stopped, sim.now, &mut fx);
+    sim.settle(fx);
+    assert_eq!(job_on(&sim, 0, b), 1, "the token is free once A has ended");
+}
+
+/// Catches: `requeue_lost` without its live-attempt check. An engine lost
+/// while it still ran a superseded attempt must not requeue the task that
+/// another engine now runs.
+#[test]
+fn losing_an_engine_with_a_superseded_attempt_leaves_the_live_one_alone() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let id = sim.s.submit(spec("1", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let first = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
+    let other = 1 - first;
+
+    // Cancelled (the message is lost: the engine runs on), then retried:
+    // the task goes to the other engine.
+    let mut fx = Effects::default();
+    sim.s.cancel(id, sim.now, &mut fx).unwrap();
+    fx.messages.clear();
+    sim.s.retry(id, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(job_on(&sim, other, id), 1);
+
+    // The first engine falls silent and is declared lost.
+    sim.engines[first].alive = false;
+    sim.advance(6_000);
+    sim.add_engine(vec!["default"], 1, 1);
+    let holders: Vec<usize> = (0..sim.engines.len())
+        .filter(|i| *i != first && job_on(&sim, *i, id) > 0)
+        .collect();
+    assert_eq!(holders, vec![other], "one live attempt, on one engine");
+}
+
+/// Catches: dispatch ignoring pause.
+#[test]
+fn a_paused_job_gets_no_new_task_when_a_slot_frees() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let id = sim.s.submit(spec("1-3", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(job_on(&sim, 0, id), 1);
+    sim.s.pause(id).unwrap();
+    sim.finish(0, 0, true);
+    assert_eq!(job_on(&sim, 0, id), 0, "paused: the freed slot stays free");
+}
+
+/// Catches: a blacklist off by one (either way): one failure leaves the
+/// engine in the job, the second takes it out.
+#[test]
+fn the_blacklist_takes_an_engine_out_at_exactly_its_threshold() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.s.config().blacklist_after, 2);
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut sp = spec("1-8", 1);
+    sp.max_attempts = 5;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(job_on(&sim, 0, id), 1);
+    sim.finish(0, 0, false);
+    assert_eq!(
+        job_on(&sim, 0, id),
+        1,
+        "after one failure it still runs the job"
+    );
+    sim.finish(0, 0, false);
+    assert_eq!(
+        job_on(&sim, 0, id),
+        0,
+        "after two it gets none while engine 1 can"
+    );
+}
+
+/// Catches: a `max_engines` count one short (or one over).
+#[test]
+fn max_engines_puts_a_job_on_exactly_that_many_engines() {
+    let mut sim = Sim::new();
+    for _ in 0..3 {
+        sim.add_engine(vec!["default"], 1, 1);
+    }
+    let mut fx = Effects::default();
+    let mut sp = spec("1-6", 1);
+    sp.max_engines = 2;
+    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let on = (0..3).filter(|i| job_on(&sim, *i, id) > 0).count();
+    assert_eq!(on, 2);
+}
