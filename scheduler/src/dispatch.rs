@@ -228,16 +228,25 @@ impl Scheduler {
             }
             job.set_task_status(i, TaskStatus::Assigned);
             let t = &mut job.tasks[i as usize];
+            let task = TaskKey {
+                job: job_id,
+                index: i,
+            };
+            // A new attempt gets a number the engine does not hold: after a
+            // lost commit it may still be stopping one of the same number.
             t.attempts += 1;
+            while engine.held.contains_key(&AttemptKey {
+                task,
+                attempt: t.attempts,
+            }) {
+                t.attempts += 1;
+            }
             t.engine = Some(e);
             t.started_ms = None;
             t.ended_ms = None;
             t.exit_code = None;
             let key = AttemptKey {
-                task: TaskKey {
-                    job: job_id,
-                    index: i,
-                },
+                task,
                 attempt: t.attempts,
             };
             engine.held.insert(

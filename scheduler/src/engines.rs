@@ -41,7 +41,12 @@ impl Scheduler {
         }
         let mut cancel = Vec::new();
         for key in held {
-            if self.engines[e].held.contains_key(key) {
+            if let Some(h) = self.engines[e].held.get(key) {
+                // A Cancel sent on the old connection may never have
+                // arrived: say it again.
+                if h.cancelling {
+                    cancel.push(*key);
+                }
                 continue;
             }
             if self.adopt(e, *key, now) {
@@ -61,6 +66,7 @@ impl Scheduler {
                     },
                 );
                 cancel.push(*key);
+                self.attempt_seen(*key);
             }
         }
         self.set_facts(e, facts);
@@ -172,6 +178,23 @@ impl Scheduler {
         }
         self.dirty_tasks.insert(key.task);
         true
+    }
+
+    /// An engine holds an attempt numbered beyond what the task records (its
+    /// assignment's commit was lost): the task's next attempt must get a new
+    /// number, never one that is being cancelled.
+    pub(super) fn attempt_seen(&mut self, key: AttemptKey) {
+        let Some(task) = self
+            .jobs
+            .get_mut(&key.task.job)
+            .and_then(|j| j.tasks.get_mut(key.task.index as usize))
+        else {
+            return;
+        };
+        if task.attempts < key.attempt && !task.status.is_held() {
+            task.attempts = key.attempt;
+            self.dirty_tasks.insert(key.task);
+        }
     }
 
     /// Any message from an engine proves it is alive.

@@ -146,6 +146,12 @@ pub struct EngineRecord {
     /// Failed attempts since its last success.
     #[serde(default)]
     pub failures_in_row: u32,
+    /// The job of the streak's first failure, and whether another job has
+    /// failed since: one bad job is no sign of a sick engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streak_job: Option<JobId>,
+    #[serde(default)]
+    pub streak_mixed: bool,
     /// Why it is sick, if it is: it gets no work until enabled or until it
     /// passes a check task.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,8 +29,8 @@ impl Scheduler {
             e.tasks_done = rec.tasks_done;
             e.tasks_failed = rec.tasks_failed;
             e.failures_in_row = rec.failures_in_row;
-            // Whether the stored streak spans jobs is not kept: a restart
-            // lets it prove so again.
+            e.streak_job = rec.streak_job;
+            e.streak_mixed = rec.streak_mixed;
             e.sick = rec.sick;
         }
         let mut tasks_by_job: HashMap<JobId, Vec<TaskRecord>> = HashMap::new();

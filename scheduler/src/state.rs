@@ -110,6 +110,8 @@ impl Engine {
             tasks_done: self.tasks_done,
             tasks_failed: self.tasks_failed,
             failures_in_row: self.failures_in_row,
+            streak_job: self.streak_job,
+            streak_mixed: self.streak_mixed,
             sick: self.sick.clone(),
         }
     }

@@ -134,6 +134,8 @@ pub(super) fn engine(id: &str) -> EngineRecord {
         tasks_done: 7,
         tasks_failed: 1,
         failures_in_row: 5,
+        streak_job: Some(7),
+        streak_mixed: true,
         sick: Some("failed 5 tasks in a row".into()),
     }
 }

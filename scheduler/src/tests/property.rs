@@ -1,6 +1,23 @@
 //! The property test: generated farms, every invariant after every step.
+//!
+//! Steps pick among what exists (a job, an engine, an engine that holds
+//! work), so few do nothing; the events include the hard ones: a master
+//! restart that loses its last commit, results delivered inside Register,
+//! lost and late Cancels, clean engine shutdowns and limit changes. The
+//! invariants are checked against the simulated engines' own state after
+//! every step, and a coverage count over the whole run fails the test if the
+//! generator stops producing the situations that matter.
 
 use super::*;
+use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+
+/// Which of the things that exist a step acts on (taken modulo their count).
+#[derive(Debug, Clone, Copy)]
+struct Pick(usize);
+
+fn any_pick() -> impl Strategy<Value = Pick> {
+    any::<usize>().prop_map(Pick)
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -18,21 +35,32 @@ enum Op {
         slots: u32,
         extra_hwm: u32,
     },
+    /// An engine that holds work finishes one attempt.
     Finish {
-        engine: usize,
+        engine: Pick,
         pick: usize,
         success: bool,
     },
     Advance(u64),
-    Kill(usize),
-    Stop(usize),
-    Restart(usize),
-    Pause(usize),
-    Resume(usize),
-    Cancel(usize),
-    Retry(usize),
-    Enable(usize),
-    RestartMaster,
+    Kill(Pick),
+    Stop(Pick),
+    /// A stopped or dead engine comes back and registers.
+    Restart(Pick),
+    ShutDown(Pick),
+    Pause(Pick),
+    Resume(Pick),
+    /// With `lost`, the Cancel messages are held back until the next
+    /// advance (late), or for good if the engine dies meanwhile.
+    Cancel {
+        job: Pick,
+        lost: bool,
+    },
+    Retry(Pick),
+    Enable(Pick),
+    SetLimit(u32),
+    RestartMaster {
+        lose_last_commit: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -42,143 +70,207 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         1 => (0usize..3, 1u32..3, 0u32..3).prop_map(|(pool, slots, extra_hwm)| Op::AddEngine { pool, slots, extra_hwm }),
         // One attempt in four fails: enough for blacklists and sick engines.
-        12 => (0usize..8, 0usize..4, prop::bool::weighted(0.75)).prop_map(|(engine, pick, success)| Op::Finish { engine, pick, success }),
+        12 => (any_pick(), 0usize..4, prop::bool::weighted(0.75)).prop_map(|(engine, pick, success)| Op::Finish { engine, pick, success }),
         2 => (100u64..7000).prop_map(Op::Advance),
-        1 => (0usize..8).prop_map(Op::Kill),
-        1 => (0usize..8).prop_map(Op::Stop),
-        1 => (0usize..8).prop_map(Op::Restart),
-        1 => (0usize..8).prop_map(Op::Pause),
-        1 => (0usize..8).prop_map(Op::Resume),
-        1 => (0usize..8).prop_map(Op::Cancel),
-        1 => (0usize..8).prop_map(Op::Retry),
-        1 => (0usize..8).prop_map(Op::Enable),
-        1 => Just(Op::RestartMaster),
+        1 => any_pick().prop_map(Op::Kill),
+        1 => any_pick().prop_map(Op::Stop),
+        1 => any_pick().prop_map(Op::Restart),
+        1 => any_pick().prop_map(Op::ShutDown),
+        1 => any_pick().prop_map(Op::Pause),
+        1 => any_pick().prop_map(Op::Resume),
+        1 => (any_pick(), any::<bool>()).prop_map(|(job, lost)| Op::Cancel { job, lost }),
+        1 => any_pick().prop_map(Op::Retry),
+        1 => any_pick().prop_map(Op::Enable),
+        1 => (0u32..4).prop_map(Op::SetLimit),
+        1 => any::<bool>().prop_map(|lose_last_commit| Op::RestartMaster { lose_last_commit }),
     ]
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut sim = Sim::new();
-    sim.s.set_limit("lic", LICENCES).expect("valid limit");
-    sim.add_engine(vec!["default"], 1, 2);
-    let mut stopped: Vec<bool> = vec![false; 64];
-    for op in ops {
-        match op {
-            Op::Submit {
-                frames,
-                blocksize,
-                priority,
-                pool,
-                max_attempts,
-                owner,
-                max_engines,
-            } => {
-                let mut sp = spec(&format!("1-{frames}"), blocksize);
-                sp.owner = ["ana", "ben", "cy"][owner].into();
-                sp.max_engines = max_engines;
-                if frames % 2 == 0 {
-                    sp.limits = vec!["lic".into()];
+fn pick<T: Copy>(items: &[T], i: &Pick) -> Option<T> {
+    (!items.is_empty()).then(|| items[i.0 % items.len()])
+}
+
+fn apply(sim: &mut Sim, op: Op) {
+    match op {
+        Op::Submit {
+            frames,
+            blocksize,
+            priority,
+            pool,
+            max_attempts,
+            owner,
+            max_engines,
+        } => {
+            let mut sp = spec(&format!("1-{frames}"), blocksize);
+            sp.owner = ["ana", "ben", "cy"][owner].into();
+            sp.max_engines = max_engines;
+            if frames % 2 == 0 {
+                sp.limits = vec!["lic".into()];
+            }
+            sp.priority = priority;
+            sp.pool = POOLS[pool].into();
+            sp.max_attempts = max_attempts;
+            let mut fx = Effects::default();
+            let id = sim.s.submit(sp, sim.now, &mut fx).expect("valid spec");
+            sim.jobs.push(id);
+            sim.settle(fx);
+        }
+        Op::AddEngine {
+            pool,
+            slots,
+            extra_hwm,
+        } => {
+            if sim.engines.len() < 6 {
+                sim.add_engine(vec![POOLS[pool], "default"], slots, slots + extra_hwm);
+            }
+        }
+        Op::Finish {
+            engine,
+            pick: p,
+            success,
+        } => {
+            let busy: Vec<usize> = (0..sim.engines.len())
+                .filter(|i| {
+                    let e = &sim.engines[*i];
+                    e.alive && !e.stopped && !e.held.is_empty()
+                })
+                .collect();
+            if let Some(i) = pick(&busy, &engine) {
+                // Engine 1 is a bad node: it fails far more often, so runs
+                // see it fall sick, recover, and fall sick again.
+                let success = success && (i != 1 || p % 4 == 0);
+                sim.finish(i, p, success);
+            }
+        }
+        Op::Advance(ms) => sim.advance(ms),
+        Op::Kill(i) => {
+            let alive: Vec<usize> = (0..sim.engines.len())
+                .filter(|i| sim.engines[*i].alive)
+                .collect();
+            if let Some(i) = pick(&alive, &i) {
+                sim.kill(i);
+            }
+        }
+        Op::Stop(i) => {
+            let running: Vec<usize> = (0..sim.engines.len())
+                .filter(|i| sim.engines[*i].alive && !sim.engines[*i].stopped)
+                .collect();
+            if let Some(i) = pick(&running, &i) {
+                let e = &mut sim.engines[i];
+                e.stopped = true;
+                e.frozen_with.extend(e.held.iter().copied());
+            }
+        }
+        Op::Restart(i) => {
+            let down: Vec<usize> = (0..sim.engines.len())
+                .filter(|i| !sim.engines[*i].alive || sim.engines[*i].stopped)
+                .collect();
+            if let Some(i) = pick(&down, &i) {
+                sim.register(i);
+            }
+        }
+        Op::ShutDown(i) => {
+            let running: Vec<usize> = (0..sim.engines.len())
+                .filter(|i| sim.engines[*i].alive && !sim.engines[*i].stopped)
+                .collect();
+            if let Some(i) = pick(&running, &i) {
+                sim.shut_down(i);
+            }
+        }
+        Op::Pause(j) => {
+            if let Some(id) = pick(&sim.jobs, &j) {
+                if sim.s.pause(id).is_ok() && sim.s.job_status(id) == Some(JobStatus::Paused) {
+                    if sim
+                        .s
+                        .jobs
+                        .get(&id)
+                        .is_some_and(|j| j.counts.get(TaskStatus::Ready) > 0)
+                    {
+                        sim.coverage.paused_with_ready += 1;
+                    }
+                    // Paused for the oracle once that commit is durable.
+                    sim.settle(Effects::default());
+                    sim.pausing.push(id);
                 }
-                sp.priority = priority;
-                sp.pool = POOLS[pool].into();
-                sp.max_attempts = max_attempts;
+            }
+        }
+        Op::Resume(j) => {
+            if let Some(id) = pick(&sim.jobs, &j) {
                 let mut fx = Effects::default();
-                let id = sim.s.submit(sp, sim.now, &mut fx).expect("valid spec");
-                sim.jobs.push(id);
+                let _ = sim.s.resume(id, sim.now, &mut fx);
+                sim.paused.remove(&id);
+                sim.pausing.retain(|j| *j != id);
                 sim.settle(fx);
             }
-            Op::AddEngine {
-                pool,
-                slots,
-                extra_hwm,
-            } => {
-                if sim.engines.len() < 8 {
-                    sim.add_engine(vec![POOLS[pool], "default"], slots, slots + extra_hwm);
-                }
-            }
-            Op::Finish {
-                engine,
-                pick,
-                success,
-            } => {
-                if engine < sim.engines.len() && !stopped[engine] {
-                    // Engine 1 is a bad node: it fails far more often, so
-                    // runs see it fall sick, recover, and fall sick again.
-                    let success = success && (engine != 1 || pick % 4 == 0);
-                    sim.finish(engine, pick, success);
-                }
-            }
-            Op::Advance(ms) => {
-                // A stopped (SIGSTOP) engine sends no heartbeats.
-                let saved: Vec<bool> = sim.engines.iter().map(|e| e.alive).collect();
-                for (i, e) in sim.engines.iter_mut().enumerate() {
-                    if stopped[i] {
-                        e.alive = false;
-                    }
-                }
-                sim.advance(ms);
-                for (e, a) in sim.engines.iter_mut().zip(saved) {
-                    e.alive = a;
-                }
-            }
-            Op::Kill(i) => {
-                if i < sim.engines.len() {
-                    sim.kill(i);
-                }
-            }
-            Op::Stop(i) => {
-                if i < sim.engines.len() {
-                    stopped[i] = true;
-                }
-            }
-            Op::Restart(i) => {
-                if i < sim.engines.len() {
-                    stopped[i] = false;
-                    sim.register(i);
-                }
-            }
-            Op::Pause(j) => {
-                if let Some(id) = sim.jobs.get(j) {
-                    let _ = sim.s.pause(*id);
-                }
-            }
-            Op::Resume(j) => {
-                if let Some(id) = sim.jobs.get(j).copied() {
-                    let mut fx = Effects::default();
-                    let _ = sim.s.resume(id, sim.now, &mut fx);
-                    sim.settle(fx);
-                }
-            }
-            Op::Cancel(j) => {
-                if let Some(id) = sim.jobs.get(j).copied() {
-                    let mut fx = Effects::default();
-                    let _ = sim.s.cancel(id, sim.now, &mut fx);
-                    sim.settle(fx);
-                }
-            }
-            Op::Retry(j) => {
-                if let Some(id) = sim.jobs.get(j).copied() {
-                    let mut fx = Effects::default();
-                    let _ = sim.s.retry(id, sim.now, &mut fx);
-                    sim.settle(fx);
-                }
-            }
-            Op::Enable(i) => {
-                if i < sim.engines.len() {
-                    let id = sim.engines[i].id.clone();
-                    let mut fx = Effects::default();
-                    let _ = sim.s.set_engine_disabled(&id, false, sim.now, &mut fx);
-                    sim.settle(fx);
-                }
-            }
-            Op::RestartMaster => sim.restart_master(),
         }
+        Op::Cancel { job, lost } => {
+            if let Some(id) = pick(&sim.jobs, &job) {
+                let mut fx = Effects::default();
+                let _ = sim.s.cancel(id, sim.now, &mut fx);
+                sim.hold_cancels = lost;
+                let msgs = std::mem::take(&mut fx.messages);
+                let mut next = Effects::default();
+                sim.deliver(msgs, &mut next);
+                sim.hold_cancels = false;
+                sim.settle(next);
+            }
+        }
+        Op::Retry(j) => {
+            if let Some(id) = pick(&sim.jobs, &j) {
+                let mut fx = Effects::default();
+                if sim.s.retry(id, sim.now, &mut fx).is_ok() {
+                    sim.job_failures.retain(|(_, job), _| *job != id);
+                    let unacked: Vec<AttemptKey> = sim
+                        .engines
+                        .iter()
+                        .flat_map(|e| e.unacked.iter().map(|(k, _)| *k))
+                        .filter(|k| k.task.job == id)
+                        .collect();
+                    sim.forgiven.extend(unacked);
+                }
+                sim.settle(fx);
+            }
+        }
+        Op::Enable(i) => {
+            if let Some(i) = pick(&(0..sim.engines.len()).collect::<Vec<_>>(), &i) {
+                let id = sim.engines[i].id.clone();
+                let mut fx = Effects::default();
+                if sim
+                    .s
+                    .set_engine_disabled(&id, false, sim.now, &mut fx)
+                    .is_ok()
+                {
+                    sim.forgiving.push(i);
+                }
+                sim.settle(fx);
+            }
+        }
+        Op::SetLimit(n) => {
+            sim.s.set_limit("lic", n).expect("valid limit");
+            sim.limit = n;
+            sim.coverage.limit_changes += 1;
+            sim.settle(Effects::default());
+        }
+        Op::RestartMaster { lose_last_commit } => sim.restart_master(lose_last_commit),
+    }
+}
+
+fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
+    let mut sim = Sim::new();
+    sim.s.set_limit("lic", LICENCES).expect("valid limit");
+    sim.limit = LICENCES;
+    sim.add_engine(vec!["default"], 1, 2);
+    for op in ops {
+        apply(&mut sim, op);
         sim.check_invariants()?;
     }
-    // Let the farm finish: stopped engines resume, an engine per pool joins,
-    // and every held task completes.
-    for (i, s) in stopped.iter_mut().enumerate().take(sim.engines.len()) {
-        if *s {
-            *s = false;
+    // Let the farm finish: the licences come back, frozen and dead engines
+    // come back, an engine per pool joins, held cancels arrive, and every
+    // held task completes.
+    sim.s.set_limit("lic", LICENCES).expect("valid limit");
+    sim.limit = LICENCES;
+    for i in 0..sim.engines.len() {
+        if !sim.engines[i].alive || sim.engines[i].stopped {
             sim.register(i);
         }
     }
@@ -199,6 +291,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         sim.check_invariants()?;
     }
+    sim.check_done_records()?;
     for (id, job) in &sim.s.jobs {
         if matches!(job.status, JobStatus::Paused | JobStatus::Cancelled) {
             continue;
@@ -220,13 +313,62 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             );
         }
     }
-    Ok(())
+    Ok(sim.coverage)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
-    #[test]
-    fn invariants_hold_over_random_farms(ops in prop::collection::vec(op(), 1..60)) {
-        run(ops)?;
+#[test]
+fn invariants_hold_over_random_farms() {
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 3000,
+        ..RunnerConfig::default()
+    });
+    let total = std::cell::RefCell::new(Coverage::default());
+    let result = runner.run(&prop::collection::vec(op(), 1..60), |ops| {
+        let c = run(ops)?;
+        let mut t = total.borrow_mut();
+        t.successes += c.successes;
+        t.failures += c.failures;
+        t.engine_kills_with_work += c.engine_kills_with_work;
+        t.results_in_register += c.results_in_register;
+        t.lost_commits += c.lost_commits;
+        t.lost_cancels += c.lost_cancels;
+        t.late_cancels_delivered += c.late_cancels_delivered;
+        t.clean_shutdowns_with_work += c.clean_shutdowns_with_work;
+        t.limit_changes += c.limit_changes;
+        t.sick_engines += c.sick_engines;
+        t.blacklistings += c.blacklistings;
+        t.paused_with_ready += c.paused_with_ready;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // A generator that goes weak fails here: each situation must come up in
+    // a good share of the run (3,000 cases).
+    let t = total.into_inner();
+    eprintln!("coverage over 3000 cases: {t:?}");
+    let floors = [
+        ("successes", t.successes, 20_000),
+        ("failures", t.failures, 1_300),
+        ("engine kills with work", t.engine_kills_with_work, 250),
+        ("results delivered in Register", t.results_in_register, 150),
+        ("restarts losing the last commit", t.lost_commits, 80),
+        ("lost or late cancels", t.lost_cancels, 60),
+        ("late cancels delivered", t.late_cancels_delivered, 40),
+        (
+            "clean shutdowns with work",
+            t.clean_shutdowns_with_work,
+            200,
+        ),
+        ("limit changes", t.limit_changes, 1_500),
+        ("sick engines", t.sick_engines, 10),
+        ("blacklistings", t.blacklistings, 450),
+        ("paused jobs with ready tasks", t.paused_with_ready, 800),
+    ];
+    for (what, seen, floor) in floors {
+        assert!(
+            seen >= floor,
+            "the generator went weak: {what} {seen} < {floor}"
+        );
     }
 }

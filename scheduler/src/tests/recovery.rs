@@ -58,7 +58,7 @@ fn a_restarted_master_adopts_what_engines_still_run() {
         t.attempts = 0;
         t.engine = None
     });
-    sim.restart_master();
+    sim.restart_master(false);
     assert_eq!(sim.engines[0].held, held_before, "no task given out twice");
     let running = sim.s.task_views(id, Some(TaskStatus::Assigned)).unwrap();
     assert_eq!(running.len(), 2);
@@ -76,7 +76,7 @@ fn restart_waits_for_engines_then_gives_up_on_them() {
     let id = sim.s.submit(spec("1-2", 1), sim.now, &mut fx).unwrap();
     sim.settle(fx);
     sim.kill(0);
-    sim.restart_master();
+    sim.restart_master(false);
     sim.add_engine(vec!["default"], 1, 1);
     assert!(
         sim.engines[1].held.is_empty(),
