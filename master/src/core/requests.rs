@@ -84,10 +84,11 @@ impl Core {
                 };
                 let view =
                     done.and_then(|()| self.sched.job_view(id, now).ok_or(RequestError::NoJob(id)));
-                let _ = reply.send(view);
+                self.reply_after_commit(reply, view);
             }
             Request::DeleteJob { id, force, reply } => {
-                let _ = reply.send(self.sched.delete(id, force, now, &mut self.fx));
+                let deleted = self.sched.delete(id, force, now, &mut self.fx);
+                self.reply_after_commit(reply, deleted);
             }
             Request::ListEngines { reply } => {
                 let _ = reply.send(self.sched.engines().iter().map(|e| e.view()).collect());
@@ -101,7 +102,8 @@ impl Core {
                 action,
                 reply,
             } => {
-                let _ = reply.send(self.control_engine(&engine, action));
+                let changed = self.control_engine(&engine, action);
+                self.reply_after_commit(reply, changed);
             }
             Request::ListPools { reply } => {
                 let _ = reply.send(self.sched.pool_views());
@@ -118,10 +120,18 @@ impl Core {
                         .find(|l| l.name == name);
                     view.ok_or(RequestError::Invalid(format!("limit {name:?} vanished")))
                 });
-                let _ = reply.send(set);
+                self.reply_after_commit(reply, set);
             }
             Request::Flush { reply } => self.ask_store(WriterMsg::Flush(reply)),
         }
+    }
+
+    /// A change is confirmed only once it is committed: what a user was told
+    /// survives a crash.
+    fn reply_after_commit<T: Send + 'static>(&mut self, reply: Reply<T>, answer: T) {
+        self.after_commit(move || {
+            let _ = reply.send(answer);
+        });
     }
 
     /// New jobs are announced only once they are committed: a client that
