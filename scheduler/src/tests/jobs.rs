@@ -260,3 +260,58 @@ fn a_graph_is_created_whole_or_not_at_all() {
     assert_eq!(encode.spec.after[0].job, 1);
     assert_eq!(encode.status, JobStatus::Waiting);
 }
+
+/// Prints the scheduler's outputs for a farm with a job held until later,
+/// a paused job, a waiting one and a running one: what the API shows.
+/// Run by `outputs_do_not_depend_on_the_time_zone` in child processes.
+#[test]
+#[ignore = "a probe: outputs_do_not_depend_on_the_time_zone runs it"]
+fn time_zone_probe() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let mut later = spec("1-2", 1);
+    later.start_after = Some(sim.now + 26 * 3600 * 1000); // tomorrow, in any zone
+    let mut soon = spec("1", 1);
+    soon.start_after = Some(sim.now + 90 * 60 * 1000);
+    let mut paused = spec("1", 1);
+    paused.paused = true;
+    let running = sim.s.submit(spec("1-3", 1), sim.now, &mut fx).unwrap();
+    let mut after = spec("1", 1);
+    after.after = vec![Dependency {
+        job: running,
+        on: vec![JobStatus::Done],
+    }];
+    for sp in [later, soon, paused, after] {
+        sim.s.submit(sp, sim.now, &mut fx).unwrap();
+    }
+    sim.settle(fx);
+    let views = sim.s.job_views(None, sim.now);
+    println!("PROBE-BEGIN");
+    println!("{}", serde_json::to_string(&views).unwrap());
+    println!("{:?}", sim.s.take_batch());
+    println!("PROBE-END");
+}
+
+#[test]
+fn outputs_do_not_depend_on_the_time_zone() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let outputs: Vec<String> = ["UTC", "Asia/Tokyo", "America/Los_Angeles"]
+        .iter()
+        .map(|tz| {
+            let out = std::process::Command::new(&exe)
+                .args(["--exact", "tests::jobs::time_zone_probe", "--ignored"])
+                .args(["--nocapture", "--test-threads=1"])
+                .env("TZ", tz)
+                .output()
+                .expect("run the probe");
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let begin = text.find("PROBE-BEGIN").expect("the probe ran");
+            let end = text.find("PROBE-END").expect("the probe ended");
+            text[begin..end].to_string()
+        })
+        .collect();
+    assert!(outputs[0].contains("starts at"), "{}", outputs[0]);
+    assert_eq!(outputs[0], outputs[1], "UTC and Asia/Tokyo differ");
+    assert_eq!(outputs[0], outputs[2], "UTC and America/Los_Angeles differ");
+}
