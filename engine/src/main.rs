@@ -77,6 +77,7 @@ fn main() -> std::process::ExitCode {
         None => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
     match run(args) {

@@ -392,6 +392,18 @@ impl Farm {
             .to_string();
     }
 
+    /// The running master's process id.
+    pub fn master_pid(&self) -> Option<u32> {
+        self.master.as_ref().map(|c| c.id())
+    }
+
+    /// The master's exit status, once it has exited (without waiting).
+    pub fn master_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.master
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     pub fn kill_master(&mut self) {
         if let Some(mut c) = self.master.take() {
             let _ = c.kill();

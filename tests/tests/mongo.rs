@@ -93,12 +93,31 @@ impl Drop for Reaper {
     }
 }
 
-#[test]
-fn a_standby_master_takes_over_when_the_active_one_is_killed() {
+/// How the active master fails in a takeover test.
+#[derive(Clone, Copy, PartialEq)]
+enum Failure {
+    Kill,
+    /// SIGSTOP: frozen with its sockets open, then woken after the takeover.
+    Freeze,
+}
+
+/// When a master's log says something, from the log line's own UTC time.
+fn logged_at(log: &str, what: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let line = log.lines().find(|l| l.contains(what))?;
+    let stamp = line.split_whitespace().next()?;
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+const LEASE_S: u64 = 3;
+
+fn a_standby_takes_over(failure: Failure) {
     let Some(db) = test_mongo_db("standby") else {
         return;
     };
-    let mut farm = Farm::start_on(Some(&db), &["--lease", "3"]);
+    let lease = LEASE_S.to_string();
+    let mut farm = Farm::start_on(Some(&db), &["--lease", &lease]);
     let free = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -111,7 +130,7 @@ fn a_standby_master_takes_over_when_the_active_one_is_killed() {
     let log2 = farm.dir.join("standby.log");
     let _standby = Reaper(
         std::process::Command::new(bin("drqueue-master"))
-            .args(["--db", &db, "--lease", "3"])
+            .args(["--db", &db, "--lease", &lease])
             .args([
                 "--http",
                 &format!("127.0.0.1:{http2}"),
@@ -132,19 +151,44 @@ fn a_standby_master_takes_over_when_the_active_one_is_killed() {
     farm.engine("a", &["--master", &masters, "--slots", "2"]);
     farm.engine("b", &["--master", &masters, "--slots", "2"]);
     farm.wait_engines(2);
-    let id = farm.submit_counting("1-20", "0.3");
+    let tasks = 80;
+    let id = farm.submit_counting(&format!("1-{tasks}"), "0.5");
     let c = farm.client();
-    eventually(LONG, "some tasks done", || {
-        (c.job(id).ok()?.counts.get(TaskStatus::Done) >= 3).then_some(())
-    });
+    // A healthy active master keeps its lease: past two leases the standby
+    // still waits and the active one still serves.
+    std::thread::sleep(Duration::from_secs(2 * LEASE_S + 1));
     assert!(
         !ready2.exists(),
-        "the standby must not serve while the active master lives"
+        "the standby took over from a healthy master:\n{}",
+        standby_log()
     );
-    farm.kill_master();
+    let before = c.job(id).expect("the active master still serves");
+    assert!(
+        before.counts.get(TaskStatus::Done) < tasks as u64,
+        "the job must still be running at the failure"
+    );
+    let failed_at = chrono::Utc::now();
+    let pid = farm.master_pid().expect("the active master runs");
+    match failure {
+        Failure::Kill => farm.kill_master(),
+        Failure::Freeze => drqueue_tests::signal(pid, libc::SIGSTOP),
+    }
     eventually(LONG, "the standby to take over", || {
         ready2.exists().then_some(())
     });
+    // The lease bounds the takeover: its last renewal came at most a lease
+    // before the failure's moment, so the standby holds it by lease + 1 s.
+    let took_over = logged_at(&standby_log(), "took over").expect("takeover logged");
+    let delay = (took_over - failed_at).num_milliseconds();
+    assert!(
+        delay <= (LEASE_S as i64 + 1) * 1000,
+        "the standby took over {delay} ms after the failure; the lease is {LEASE_S} s"
+    );
+    if failure == Failure::Freeze {
+        // Woken, the old master finds its lease taken and stops.
+        drqueue_tests::signal(pid, libc::SIGCONT);
+        eventually(LONG, "the woken master to stop", || farm.master_exited());
+    }
     let c2 = drqueue_client::Client::new(Some(&format!("http://127.0.0.1:{http2}")), None);
     let job = eventually(LONG, "the job to end on the new master", || {
         let v = c2.job(id).ok()?;
@@ -152,17 +196,21 @@ fn a_standby_master_takes_over_when_the_active_one_is_killed() {
     });
     assert_eq!(
         (job.status, job.counts.get(TaskStatus::Done)),
-        (JobStatus::Done, 20)
+        (JobStatus::Done, tasks as u64)
     );
-    for t in 0..20 {
-        assert!(farm.runs_of(t) >= 1, "task {t} never ran");
+    for t in 0..tasks {
+        assert_eq!(farm.runs_of(t), 1, "task {t} ran {} times", farm.runs_of(t));
     }
-    let log = standby_log();
-    let (standby_at, active_at) = (
-        log.find("standby").unwrap(),
-        log.find("took over").expect("takeover logged"),
-    );
-    assert!(standby_at < active_at);
+    for t in c2.tasks(id, None).unwrap() {
+        assert!(t.attempts >= 1, "task {} is done with attempts 0", t.index);
+        let log = c2.log(id, t.index, None, 0).expect("a readable log");
+        let text = String::from_utf8_lossy(&log.data);
+        assert!(
+            text.contains(&format!("task {}", t.index)),
+            "task {}'s log: {text:?}",
+            t.index
+        );
+    }
     assert_eq!(
         c2.engines()
             .unwrap()
@@ -172,4 +220,14 @@ fn a_standby_master_takes_over_when_the_active_one_is_killed() {
         2,
         "both engines found the new master"
     );
+}
+
+#[test]
+fn a_standby_master_takes_over_when_the_active_one_is_killed() {
+    a_standby_takes_over(Failure::Kill);
+}
+
+#[test]
+fn a_standby_master_takes_over_when_the_active_one_freezes() {
+    a_standby_takes_over(Failure::Freeze);
 }
