@@ -3,6 +3,7 @@
 //! Everything the master, the engines and the clients must agree on lives here
 //! and nowhere else:
 //!
+//! - [`blocked`]: typed reasons ready tasks are not running, and their wording;
 //! - [`display`]: how durations and clock times read, in one place;
 //! - [`frames`]: frame sets (`1-100x5`, `1,3,7-9`) and how a job is cut into tasks;
 //! - [`graph`]: job files (TOML or JSON), one job or a graph of named jobs;
@@ -12,6 +13,7 @@
 //! - [`protocol`]: every message between master and engine, its framing,
 //!   version check and authentication.
 
+pub mod blocked;
 pub mod display;
 pub mod frames;
 pub mod graph;

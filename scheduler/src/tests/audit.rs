@@ -24,9 +24,7 @@ fn a_cancelled_attempt_keeps_its_licence_until_it_has_ended() {
     let mut sim = Sim::new();
     sim.s.set_limit("lic", 1).unwrap();
     sim.add_engine(vec!["default"], 2, 2);
-    let mut fx = Effects::default();
-    let a = sim.s.submit(licensed("1"), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let a = sim.submit(licensed("1"));
     assert_eq!(job_on(&sim, 0, a), 1);
 
     let mut fx = Effects::default();
@@ -60,9 +58,7 @@ fn losing_an_engine_with_a_superseded_attempt_leaves_the_live_one_alone() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 1);
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let id = sim.s.submit(spec("1", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1", 1));
     let first = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
     let other = 1 - first;
 
@@ -90,9 +86,7 @@ fn losing_an_engine_with_a_superseded_attempt_leaves_the_live_one_alone() {
 fn a_paused_job_gets_no_new_task_when_a_slot_frees() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let id = sim.s.submit(spec("1-3", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-3", 1));
     assert_eq!(job_on(&sim, 0, id), 1);
     sim.s.pause(id).unwrap();
     sim.finish(0, 0, true);
@@ -107,11 +101,7 @@ fn the_blacklist_takes_an_engine_out_at_exactly_its_threshold() {
     assert_eq!(sim.s.config().blacklist_after, 2);
     sim.add_engine(vec!["default"], 1, 1);
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let mut sp = spec("1-8", 1);
-    sp.max_attempts = 5;
-    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-8", 1).max_attempts(5));
     assert_eq!(job_on(&sim, 0, id), 1);
     sim.finish(0, 0, false);
     assert_eq!(
@@ -134,11 +124,7 @@ fn max_engines_puts_a_job_on_exactly_that_many_engines() {
     for _ in 0..3 {
         sim.add_engine(vec!["default"], 1, 1);
     }
-    let mut fx = Effects::default();
-    let mut sp = spec("1-6", 1);
-    sp.max_engines = 2;
-    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-6", 1).max_engines(2));
     let on = (0..3).filter(|i| job_on(&sim, *i, id) > 0).count();
     assert_eq!(on, 2);
 }

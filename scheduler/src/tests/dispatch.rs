@@ -5,9 +5,7 @@ use super::*;
 #[test]
 fn hwm_bounds_what_an_engine_holds_and_prefetches_one() {
     let mut sim = Sim::new();
-    let mut fx = Effects::default();
-    sim.s.submit(spec("1-10", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    sim.submit(spec("1-10", 1));
     sim.add_engine(vec!["default"], 1, 2);
     assert_eq!(sim.engines[0].held.len(), 2, "slot + one prefetched");
     sim.finish(0, 0, true);
@@ -37,11 +35,7 @@ fn a_limit_caps_running_tasks_and_says_so() {
     sim.s.set_limit("nuke", 1).unwrap();
     sim.add_engine(vec!["default"], 2, 2);
     sim.add_engine(vec!["default"], 2, 2);
-    let mut fx = Effects::default();
-    let mut sp = spec("1-4", 1);
-    sp.limits = vec!["nuke".into()];
-    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-4", 1).limit("nuke"));
     let held: usize = sim.engines.iter().map(|e| e.held.len()).sum();
     assert_eq!(held, 1, "one token, one task");
     assert_eq!(
@@ -123,11 +117,7 @@ fn max_engines_caps_the_engines_one_job_runs_on() {
     for _ in 0..3 {
         sim.add_engine(vec!["default"], 2, 2);
     }
-    let mut fx = Effects::default();
-    let mut sp = spec("1-20", 1);
-    sp.max_engines = 2;
-    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-20", 1).max_engines(2));
     let busy = sim.engines.iter().filter(|e| !e.held.is_empty()).count();
     assert_eq!(busy, 2);
     assert_eq!(sim.s.engines_running(id), 2);
@@ -143,11 +133,7 @@ fn max_engines_caps_the_engines_one_job_runs_on() {
 fn ram_requirements_use_the_free_ram_of_the_last_heartbeat() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 4, 4);
-    let mut fx = Effects::default();
-    let mut sp = spec("1-8", 1);
-    sp.requirements.min_ram_mb = 6000;
-    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-8", 1).min_ram_mb(6000));
     // 16000 MB and nothing running: room for two.
     assert_eq!(sim.engines[0].held.len(), 2);
     // The next heartbeat says 1000 MB free (the simulation's figure): when
@@ -166,11 +152,7 @@ fn ram_requirements_use_the_free_ram_of_the_last_heartbeat() {
 fn refreshed_facts_bring_new_renderers_into_play() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let mut sp = spec("1", 1);
-    sp.requirements.capabilities = vec!["houdini".into()];
-    sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    sim.submit(spec("1", 1).needs("houdini"));
     assert!(sim.engines[0].held.is_empty());
     let mut f = facts(&["default"]);
     f.capabilities.push("houdini".into());
@@ -183,9 +165,7 @@ fn refreshed_facts_bring_new_renderers_into_play() {
 fn disabling_an_engine_hands_its_queued_tasks_to_others() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 3);
-    let mut fx = Effects::default();
-    sim.s.submit(spec("1-3", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    sim.submit(spec("1-3", 1));
     assert_eq!(sim.engines[0].held.len(), 3);
     // The first has started; the two prefetched ones have not.
     let running = sim.engines[0].held[0];

@@ -7,11 +7,7 @@ fn failures_retry_elsewhere_then_fail_the_job() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 1);
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let mut sp = spec("1", 1);
-    sp.max_attempts = 2;
-    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1", 1).max_attempts(2));
     let first = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
     sim.finish(first, 0, false);
     let second = sim.engines.iter().position(|e| !e.held.is_empty()).unwrap();
@@ -61,11 +57,7 @@ fn a_blacklisted_engine_keeps_a_job_no_other_engine_can_run() {
     // max_attempts, not wait forever for an engine that will never come.
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let mut sp = spec("1", 1);
-    sp.max_attempts = 4;
-    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1", 1).max_attempts(4));
     for _ in 0..4 {
         sim.finish(0, 0, false);
     }
@@ -113,11 +105,7 @@ fn five_failures_in_a_row_make_an_engine_sick_until_it_is_enabled() {
 fn one_bad_job_does_not_make_an_engine_sick() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let mut sp = spec("1", 1);
-    sp.max_attempts = 8;
-    let id = sim.s.submit(sp, sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1", 1).max_attempts(8));
     for _ in 0..8 {
         sim.finish(0, 0, false);
     }

@@ -36,9 +36,7 @@ fn dependencies_wait_then_run_or_cancel() {
 #[test]
 fn cancel_kills_held_attempts_and_keeps_their_credit_until_they_end() {
     let mut sim = Sim::new();
-    let mut fx = Effects::default();
-    let id = sim.s.submit(spec("1-4", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-4", 1));
     sim.add_engine(vec!["default"], 1, 2);
     let mut fx = Effects::default();
     sim.s.cancel(id, sim.now, &mut fx).unwrap();

@@ -35,6 +35,42 @@ fn spec(frames: &str, blocksize: u32) -> JobSpec {
     }
 }
 
+/// Builds specs for the cases: `spec("1-4", 1).limit("nuke").priority(900)`.
+trait SpecBuilder: Sized {
+    fn with(self, f: impl FnOnce(&mut JobSpec)) -> Self;
+    fn priority(self, p: u32) -> Self {
+        self.with(|s| s.priority = p)
+    }
+    fn owner(self, o: &str) -> Self {
+        self.with(|s| s.owner = o.into())
+    }
+    fn pool(self, p: &str) -> Self {
+        self.with(|s| s.pool = p.into())
+    }
+    fn limit(self, l: &str) -> Self {
+        self.with(|s| s.limits.push(l.into()))
+    }
+    fn max_engines(self, n: u32) -> Self {
+        self.with(|s| s.max_engines = n)
+    }
+    fn max_attempts(self, n: u32) -> Self {
+        self.with(|s| s.max_attempts = n)
+    }
+    fn min_ram_mb(self, mb: u64) -> Self {
+        self.with(|s| s.requirements.min_ram_mb = mb)
+    }
+    fn needs(self, capability: &str) -> Self {
+        self.with(|s| s.requirements.capabilities.push(capability.into()))
+    }
+}
+
+impl SpecBuilder for JobSpec {
+    fn with(mut self, f: impl FnOnce(&mut JobSpec)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
 fn facts(pools: &[&str]) -> EngineFacts {
     EngineFacts {
         name: "e".into(),
@@ -182,6 +218,17 @@ impl Sim {
             violations: Vec::new(),
             coverage: Coverage::default(),
         }
+    }
+
+    /// Submits a job and lets the farm settle (dispatch, deliver, commit).
+    fn submit(&mut self, spec: JobSpec) -> JobId {
+        let mut fx = Effects::default();
+        let id = self
+            .s
+            .submit(spec, self.now, &mut fx)
+            .expect("a valid spec");
+        self.settle(fx);
+        id
     }
 
     fn add_engine(&mut self, pools: Vec<&'static str>, slots: u32, hwm: u32) -> usize {

@@ -101,19 +101,17 @@ fn apply(sim: &mut Sim, op: Op) {
             owner,
             max_engines,
         } => {
-            let mut sp = spec(&format!("1-{frames}"), blocksize);
-            sp.owner = ["ana", "ben", "cy"][owner].into();
-            sp.max_engines = max_engines;
+            let mut sp = spec(&format!("1-{frames}"), blocksize)
+                .owner(["ana", "ben", "cy"][owner])
+                .max_engines(max_engines)
+                .priority(priority)
+                .pool(POOLS[pool])
+                .max_attempts(max_attempts);
             if frames % 2 == 0 {
-                sp.limits = vec!["lic".into()];
+                sp = sp.limit("lic");
             }
-            sp.priority = priority;
-            sp.pool = POOLS[pool].into();
-            sp.max_attempts = max_attempts;
-            let mut fx = Effects::default();
-            let id = sim.s.submit(sp, sim.now, &mut fx).expect("valid spec");
+            let id = sim.submit(sp);
             sim.jobs.push(id);
-            sim.settle(fx);
         }
         Op::AddEngine {
             pool,

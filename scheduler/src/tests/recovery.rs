@@ -6,9 +6,7 @@ use super::*;
 fn a_lost_engines_tasks_run_elsewhere_and_its_late_success_counts_once() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let id = sim.s.submit(spec("1", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1", 1));
     let stale = sim.engines[0].held[0];
     // Engine 0 goes silent (SIGSTOP); engine 1 joins; the timeout passes.
     sim.engines[0].alive = false;
@@ -48,9 +46,7 @@ fn a_lost_engines_tasks_run_elsewhere_and_its_late_success_counts_once() {
 fn a_restarted_master_adopts_what_engines_still_run() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 2, 2);
-    let mut fx = Effects::default();
-    let id = sim.s.submit(spec("1-4", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-4", 1));
     let held_before = sim.engines[0].held.clone();
     // The master dies before committing: the store has tasks as ready.
     sim.store.tasks.values_mut().for_each(|t| {
@@ -72,9 +68,7 @@ fn a_restarted_master_adopts_what_engines_still_run() {
 fn restart_waits_for_engines_then_gives_up_on_them() {
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 1);
-    let mut fx = Effects::default();
-    let id = sim.s.submit(spec("1-2", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-2", 1));
     sim.kill(0);
     sim.restart_master(false);
     sim.add_engine(vec!["default"], 1, 1);
@@ -93,9 +87,7 @@ fn a_result_delivered_with_the_register_is_not_run_again() {
     // never acknowledged. Re-registering must not requeue that task.
     let mut sim = Sim::new();
     sim.add_engine(vec!["default"], 1, 2);
-    let mut fx = Effects::default();
-    let id = sim.s.submit(spec("1-2", 1), sim.now, &mut fx).unwrap();
-    sim.settle(fx);
+    let id = sim.submit(spec("1-2", 1));
     let done = sim.engines[0].held.remove(0);
     let still_held = sim.engines[0].held.clone();
     sim.s = Scheduler::restore(
