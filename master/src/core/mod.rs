@@ -217,3 +217,78 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Request;
+    use crate::scheduler::Config;
+    use drqueue_common::model::JobSpec;
+
+    fn core() -> (
+        Core,
+        mpsc::UnboundedReceiver<Outgoing>,
+        mpsc::UnboundedReceiver<WriterMsg>,
+    ) {
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let (writer, writer_rx) = mpsc::unbounded_channel();
+        let core = Core::new(Scheduler::new(Config::default()), out, writer, false);
+        (core, out_rx, writer_rx)
+    }
+
+    /// A request's reply, and every action the scheduler queued for after
+    /// the commit, travel with the commit: nothing is answered before the
+    /// store has it, and nothing queued is dropped.
+    #[test]
+    fn a_submit_is_answered_with_its_commit_not_before() {
+        let (mut core, _out, mut writer) = core();
+        let (reply, mut answer) = oneshot::channel();
+        let spec = Box::new(JobSpec {
+            command: vec!["true".into()],
+            frames: "1-3".into(),
+            blocksize: 1,
+            ..Default::default()
+        });
+        core.handle(Event::Request(Request::Submit { spec, reply }));
+        core.flush();
+        assert!(answer.try_recv().is_err(), "answered before the commit");
+        let Ok(WriterMsg::Commit { batch, after }) = writer.try_recv() else {
+            panic!("the submit's changes go to the store as one commit");
+        };
+        assert_eq!(batch.tasks.len(), 3);
+        for f in after {
+            f();
+        }
+        let views = answer.try_recv().expect("answered once committed");
+        assert_eq!(views.expect("accepted")[0].tasks_total, 3);
+    }
+
+    #[test]
+    fn a_pause_is_answered_with_its_commit_not_before() {
+        let (mut core, _out, mut writer) = core();
+        let (reply, _) = oneshot::channel();
+        let spec = Box::new(JobSpec {
+            command: vec!["true".into()],
+            frames: "1".into(),
+            blocksize: 1,
+            ..Default::default()
+        });
+        core.handle(Event::Request(Request::Submit { spec, reply }));
+        core.flush();
+        let _ = writer.try_recv();
+        let (reply, mut answer) = oneshot::channel();
+        core.handle(Event::Request(Request::ControlJob {
+            id: 1,
+            action: crate::events::JobAction::Pause,
+            reply,
+        }));
+        core.flush();
+        assert!(answer.try_recv().is_err(), "answered before the commit");
+        let Ok(WriterMsg::Commit { batch, after }) = writer.try_recv() else {
+            panic!("the pause goes to the store");
+        };
+        assert_eq!(batch.jobs.len(), 1, "the paused job is written");
+        after.into_iter().for_each(|f| f());
+        assert!(answer.try_recv().expect("answered").is_ok());
+    }
+}
