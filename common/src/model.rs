@@ -1,4 +1,5 @@
 //! The farm's model as users see it: jobs, tasks, engines, pools and limits.
+//! (Past 600 lines: one vocabulary, every type the API speaks, kept together.)
 //!
 //! These types are what the HTTP API returns and what the CLI and Python
 //! module print; field names are fixed by SPEC.md. The master keeps its own
