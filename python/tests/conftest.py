@@ -29,6 +29,23 @@ def _bin(name: str) -> str:
     return str(path)
 
 
+BASE_TOOLS = ["sh", "bash", "true", "false", "sleep", "echo", "printf", "cat", "test",
+              "env", "mkdir", "rm", "ls", "touch", "head", "tail", "wc", "seq", "sed", "grep"]
+
+
+def _base_tools(tmp: pathlib.Path) -> str:
+    """A directory of links to BASE_TOOLS, for engines' PATH."""
+    tools = tmp / "base-tools"
+    tools.mkdir(exist_ok=True)
+    for tool in BASE_TOOLS:
+        for d in ("/usr/bin", "/bin"):
+            target = pathlib.Path(d) / tool
+            if target.is_file() and not (tools / tool).exists():
+                (tools / tool).symlink_to(target)
+                break
+    return str(tools)
+
+
 class Farm:
     def __init__(self, tmp: pathlib.Path, master_args: list[str] | None = None):
         self.dir = tmp
@@ -52,7 +69,9 @@ class Farm:
 
     def engine(self, name: str, *args: str) -> None:
         env = dict(os.environ)
-        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        # This interpreter's environment, then core tools only: what the host
+        # has installed (renderers above all) never reaches the engine.
+        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + _base_tools(self.dir)
         env.pop("DRQUEUE_POOL", None)
         log = open(self.dir / f"engine-{name}.log", "w")
         self.engines.append(subprocess.Popen(
