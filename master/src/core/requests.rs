@@ -148,9 +148,7 @@ impl Core {
                     .filter_map(|id| self.sched.job_view(*id, self.now))
                     .collect();
                 tracing::info!(jobs = ?ids, "submitted");
-                self.after_commit(move || {
-                    let _ = reply.send(Ok(views));
-                });
+                self.reply_after_commit(reply, Ok(views));
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
