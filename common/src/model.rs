@@ -12,8 +12,42 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A job's id, assigned by the master in submission order.
-pub type JobId = u64;
+/// A job's id, assigned by the master in submission order. On the wire and
+/// in the store it is the bare number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+impl JobId {
+    /// The first job's id on a new farm.
+    pub const FIRST: JobId = JobId(1);
+
+    /// The id the master hands out after this one.
+    pub fn next(self) -> JobId {
+        JobId(self.0 + 1)
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for JobId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(JobId)
+    }
+}
+
+impl From<u64> for JobId {
+    fn from(n: u64) -> Self {
+        JobId(n)
+    }
+}
 
 /// A task is named by its job and its index within the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -365,7 +365,10 @@ mod tests {
     fn sample() -> FromEngine {
         FromEngine::Finished(Finished {
             attempt: AttemptKey {
-                task: TaskKey { job: 3, index: 9 },
+                task: TaskKey {
+                    job: JobId(3),
+                    index: 9,
+                },
                 attempt: 2,
             },
             outcome: Outcome {

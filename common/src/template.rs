@@ -99,7 +99,7 @@ mod tests {
 
     fn ctx(first: i64, last: i64) -> TaskContext {
         TaskContext {
-            job: 7,
+            job: JobId(7),
             task: 3,
             block: Block {
                 first,

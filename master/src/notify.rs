@@ -98,9 +98,9 @@ impl Mailer {
                     Err(e) => Err((e, true)),
                 };
                 match &result {
-                    Ok(()) => tracing::info!(job, "notification sent"),
+                    Ok(()) => tracing::info!(%job, "notification sent"),
                     Err((e, permanent)) => {
-                        tracing::warn!(job, permanent, "notification not sent: {e}")
+                        tracing::warn!(%job, permanent, "notification not sent: {e}")
                     }
                 }
                 let (result, permanent) = match result {

@@ -109,7 +109,8 @@ impl NativeClient {
         json(&views)
     }
 
-    fn job(&self, py: Python<'_>, id: JobId) -> PyResult<String> {
+    fn job(&self, py: Python<'_>, id: u64) -> PyResult<String> {
+        let id = JobId(id);
         json(&py.detach(|| self.inner.job(id)).map_err(to_py)?)
     }
 
@@ -123,7 +124,8 @@ impl NativeClient {
     }
 
     #[pyo3(signature = (id, status=None))]
-    fn tasks(&self, py: Python<'_>, id: JobId, status: Option<&str>) -> PyResult<String> {
+    fn tasks(&self, py: Python<'_>, id: u64, status: Option<&str>) -> PyResult<String> {
+        let id = JobId(id);
         let status = status
             .map(|s| s.parse::<TaskStatus>())
             .transpose()
@@ -133,7 +135,8 @@ impl NativeClient {
 
     /// A task attempt's whole log (the latest attempt by default).
     #[pyo3(signature = (id, task, attempt=None))]
-    fn log(&self, py: Python<'_>, id: JobId, task: u32, attempt: Option<u32>) -> PyResult<Vec<u8>> {
+    fn log(&self, py: Python<'_>, id: u64, task: u32, attempt: Option<u32>) -> PyResult<Vec<u8>> {
+        let id = JobId(id);
         py.detach(|| {
             let mut out = Vec::new();
             loop {
@@ -147,7 +150,8 @@ impl NativeClient {
         .map_err(to_py)
     }
 
-    fn control(&self, py: Python<'_>, id: JobId, action: &str) -> PyResult<String> {
+    fn control(&self, py: Python<'_>, id: u64, action: &str) -> PyResult<String> {
+        let id = JobId(id);
         json(
             &py.detach(|| self.inner.control(id, action))
                 .map_err(to_py)?,
@@ -156,7 +160,8 @@ impl NativeClient {
 
     /// Polls until the job ends; Ctrl-C interrupts it. Answers the job.
     #[pyo3(signature = (id, timeout=None))]
-    fn wait(&self, py: Python<'_>, id: JobId, timeout: Option<f64>) -> PyResult<String> {
+    fn wait(&self, py: Python<'_>, id: u64, timeout: Option<f64>) -> PyResult<String> {
+        let id = JobId(id);
         let start = Instant::now();
         let limit = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
         loop {

@@ -300,16 +300,19 @@ fn wait4(pid: i32) -> (Option<i32>, Option<libc::rusage>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drqueue_common::model::TaskKey;
+    use drqueue_common::model::{JobId, TaskKey};
 
     fn attempt(cmd: &[&str], first: i64, last: i64, dir: &std::path::Path) -> Attempt {
         Attempt {
             key: AttemptKey {
-                task: TaskKey { job: 1, index: 0 },
+                task: TaskKey {
+                    job: JobId(1),
+                    index: 0,
+                },
                 attempt: 1,
             },
             body: Arc::new(JobBody {
-                id: 1,
+                id: JobId(1),
                 command: cmd.iter().map(|s| s.to_string()).collect(),
                 env: vec![("GREETING".into(), "hi".into())],
                 cwd: Some(dir.display().to_string()),

@@ -165,7 +165,7 @@ impl Scheduler {
             unbanned
         };
         let need = r.min_ram_mb;
-        if need > 0 && fitting.iter().all(|e| self.ram_room(e, need) == 0) {
+        if need > 0 && fitting.iter().all(|e| self.ram_room(e, need) == Some(0)) {
             let most = fitting
                 .iter()
                 .map(|e| self.free_ram_estimate(e))

@@ -200,11 +200,13 @@ impl Scheduler {
             let used = tally.tokens.get_or_insert_with(|| self.tokens_in_use());
             self.limit_room_with(&job.spec, used)
         } else {
-            u32::MAX
+            None
         };
-        let max = max
-            .min(self.ram_room(engine, job.spec.requirements.min_ram_mb))
-            .min(limit_room);
+        let ram_room = self.ram_room(engine, job.spec.requirements.min_ram_mb);
+        let max = [ram_room, limit_room]
+            .into_iter()
+            .flatten()
+            .fold(max, u32::min);
         if max == 0 {
             return 0;
         }
@@ -232,15 +234,10 @@ impl Scheduler {
                 job: job_id,
                 index: i,
             };
-            // A new attempt gets a number the engine does not hold: after a
-            // lost commit it may still be stopping one of the same number.
-            t.attempts += 1;
-            while engine.held.contains_key(&AttemptKey {
-                task,
-                attempt: t.attempts,
-            }) {
-                t.attempts += 1;
-            }
+            // A new attempt gets a number no engine has used for the task:
+            // after a lost commit one may still be stopping the next number.
+            t.highest_attempt += 1;
+            t.attempts = t.highest_attempt;
             t.engine = Some(e);
             t.started_ms = None;
             t.ended_ms = None;

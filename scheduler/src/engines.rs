@@ -152,7 +152,7 @@ impl Scheduler {
         // Nor may it put the job on more engines than max_engines allows.
         match self.jobs.get(&key.task.job) {
             Some(job)
-                if self.limit_room(&job.spec) > 0
+                if self.limit_room(&job.spec) != Some(0)
                     && !self.max_engines_reached(key.task.job, &job.spec, e) => {}
             _ => return false,
         }
@@ -169,6 +169,7 @@ impl Scheduler {
         job.set_task_status(key.task.index, TaskStatus::Assigned);
         let task = &mut job.tasks[key.task.index as usize];
         task.attempts = key.attempt;
+        task.saw_attempt(key.attempt);
         task.engine = Some(e);
         task.started_ms = Some(now);
         if job.status == JobStatus::Queued {
@@ -180,20 +181,16 @@ impl Scheduler {
         true
     }
 
-    /// An engine holds an attempt numbered beyond what the task records (its
+    /// An engine holds an attempt the master did not give it (its
     /// assignment's commit was lost): the task's next attempt must get a new
     /// number, never one that is being cancelled.
     pub(super) fn attempt_seen(&mut self, key: AttemptKey) {
-        let Some(task) = self
+        if let Some(task) = self
             .jobs
             .get_mut(&key.task.job)
             .and_then(|j| j.tasks.get_mut(key.task.index as usize))
-        else {
-            return;
-        };
-        if task.attempts < key.attempt && !task.status.is_held() {
-            task.attempts = key.attempt;
-            self.dirty_tasks.insert(key.task);
+        {
+            task.saw_attempt(key.attempt);
         }
     }
 

@@ -25,12 +25,14 @@ impl Scheduler {
             .min(engine.facts.ram_mb.saturating_sub(reserved))
     }
 
-    /// How many more tasks needing `need_mb` each the engine has room for.
-    pub(super) fn ram_room(&self, engine: &Engine, need_mb: u64) -> u32 {
+    /// How many more tasks needing `need_mb` each the engine has room for;
+    /// `None` when the job asks for no RAM, so RAM does not bound it.
+    pub(super) fn ram_room(&self, engine: &Engine, need_mb: u64) -> Option<u32> {
         if need_mb == 0 {
-            return u32::MAX;
+            return None;
         }
-        (self.free_ram_estimate(engine) / need_mb).min(u32::MAX as u64) as u32
+        let room = self.free_ram_estimate(engine) / need_mb;
+        Some(u32::try_from(room).unwrap_or(u32::MAX))
     }
 
     /// Could an engine other than `e`, online and not blacklisted, run the job?

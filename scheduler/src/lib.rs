@@ -231,7 +231,7 @@ impl Scheduler {
             jobs: BTreeMap::new(),
             engines: Vec::new(),
             engine_index: HashMap::new(),
-            next_job_id: 1,
+            next_job_id: JobId::FIRST,
             recovery_deadline: 0,
             dirty_jobs: BTreeSet::new(),
             dirty_tasks: HashSet::new(),

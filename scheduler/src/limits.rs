@@ -45,15 +45,21 @@ impl Scheduler {
         spec.limits.iter().any(|l| self.limits.contains_key(l))
     }
 
-    /// How many more tasks of a job its limits allow to start now.
-    pub(super) fn limit_room(&self, spec: &JobSpec) -> u32 {
+    /// How many more tasks of a job its limits allow to start now; `None`
+    /// when no limit it names exists, so limits do not bound it.
+    pub(super) fn limit_room(&self, spec: &JobSpec) -> Option<u32> {
         if !self.has_set_limits(spec) {
-            return u32::MAX;
+            return None;
         }
         self.limit_room_with(spec, &self.tokens_in_use())
     }
 
-    pub(super) fn limit_room_with(&self, spec: &JobSpec, used: &HashMap<String, u32>) -> u32 {
+    /// [`Self::limit_room`] against tokens already counted in `used`.
+    pub(super) fn limit_room_with(
+        &self,
+        spec: &JobSpec,
+        used: &HashMap<String, u32>,
+    ) -> Option<u32> {
         spec.limits
             .iter()
             .filter_map(|l| {
@@ -61,7 +67,6 @@ impl Scheduler {
                 Some(count.saturating_sub(used.get(l).copied().unwrap_or(0)))
             })
             .min()
-            .unwrap_or(u32::MAX)
     }
 
     pub fn limit_views(&self) -> Vec<drqueue_common::model::LimitView> {

@@ -52,7 +52,7 @@ impl Scheduler {
         let ids: HashMap<String, JobId> = order
             .iter()
             .enumerate()
-            .map(|(k, n)| (n.clone(), self.next_job_id + k as JobId))
+            .map(|(k, n)| (n.clone(), JobId(self.next_job_id.0 + k as u64)))
             .collect();
         let mut ready = Vec::new();
         for name in &order {
@@ -130,7 +130,7 @@ impl Scheduler {
         fx: &mut Effects,
     ) -> JobId {
         let id = self.next_job_id;
-        self.next_job_id += 1;
+        self.next_job_id = self.next_job_id.next();
         self.next_id_dirty = true;
         let job = new_job(id, spec, blocks, now);
         self.dirty_tasks

@@ -15,7 +15,7 @@ impl Scheduler {
     /// that cannot be rebuilt are left out, with a notice in `fx`.
     pub fn restore(cfg: Config, snap: Snapshot, now: Millis, fx: &mut Effects) -> Scheduler {
         let mut s = Scheduler::new(cfg);
-        s.next_job_id = snap.next_job_id.max(1);
+        s.next_job_id = snap.next_job_id.max(JobId::FIRST);
         s.limits = snap.limits.into_iter().map(|l| (l.name, l.count)).collect();
         for rec in snap.engines {
             let idx = s.intern_engine(&rec.id);
@@ -76,6 +76,7 @@ impl Scheduler {
                 if let Some(r) = by_index.get(&(i as u32)) {
                     task.status = r.status;
                     task.attempts = r.attempts;
+                    task.highest_attempt = r.attempts;
                     task.failures = r.failures;
                     // An engine named only by tasks (its own record is
                     // missing) is interned offline: the task keeps saying

@@ -54,7 +54,8 @@ impl Scheduler {
         self.dirty_engines.insert(e);
         let mut counted = false;
         if let Some(job) = self.jobs.get_mut(&key.task.job) {
-            if let Some(task) = job.tasks.get(key.task.index as usize) {
+            if let Some(task) = job.tasks.get_mut(key.task.index as usize) {
+                task.saw_attempt(key.attempt);
                 let live =
                     task.status.is_held() && task.attempts == key.attempt && task.engine == Some(e);
                 let late_success = !live && outcome.is_success() && !task.status.is_terminal();

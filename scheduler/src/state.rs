@@ -150,7 +150,12 @@ impl Engine {
 pub(super) struct Task {
     pub(super) block: Block,
     pub(super) status: TaskStatus,
+    /// The live (or last) attempt's number.
     pub(super) attempts: u32,
+    /// The highest attempt number given out or reported by any engine. A
+    /// new attempt takes the next one, so two attempts of a task never share
+    /// a number, even after a master restart lost the commit of one.
+    pub(super) highest_attempt: u32,
     pub(super) failures: u32,
     pub(super) engine: Option<EngineIdx>,
     /// The engine of the last failure: retries prefer another one.
@@ -181,6 +186,13 @@ pub(super) struct Job {
     pub(super) engine_failures: BTreeMap<EngineIdx, u32>,
     /// The email to send when the job ends (`--notify`).
     pub(super) notification: Option<Notification>,
+}
+
+impl Task {
+    /// An engine named attempt `n` of this task, in any message.
+    pub(super) fn saw_attempt(&mut self, n: u32) {
+        self.highest_attempt = self.highest_attempt.max(n);
+    }
 }
 
 impl Job {
@@ -253,6 +265,7 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
             block: *b,
             status: initial,
             attempts: 0,
+            highest_attempt: 0,
             failures: 0,
             engine: None,
             avoid: None,

@@ -2,7 +2,7 @@
 //! the engines' socket, bad HTTP bodies, malformed and enormous frame sets.
 
 use bytes::Bytes;
-use drqueue_common::model::{JobStatus, TaskKey};
+use drqueue_common::model::{JobId, JobStatus, TaskKey};
 use drqueue_common::protocol::{
     encode, AttemptKey, FromEngine, ToEngine, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
@@ -59,7 +59,7 @@ fn garbage_on_the_engines_socket_is_dropped_and_the_farm_keeps_working() {
         let finished = FromEngine::Finished(drqueue_common::protocol::Finished {
             attempt: AttemptKey {
                 task: TaskKey {
-                    job: 424242,
+                    job: JobId(424242),
                     index: 0,
                 },
                 attempt: 1,

@@ -1,13 +1,13 @@
 //! A working farm: real master, real engines, real CLI.
 
-use drqueue_common::model::{JobStatus, TaskStatus};
+use drqueue_common::model::{JobId, JobStatus, TaskStatus};
 use drqueue_tests::{eventually, Farm};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(120);
 
 /// A task's attempt history from the HTTP API.
-fn attempts_of(farm: &Farm, job: u64, task: u32) -> serde_json::Value {
+fn attempts_of(farm: &Farm, job: JobId, task: u32) -> serde_json::Value {
     ureq::get(format!(
         "{}/api/jobs/{job}/tasks/{task}/attempts",
         farm.http

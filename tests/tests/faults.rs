@@ -1,13 +1,13 @@
 //! Nothing is lost: engines and the master die mid-job, the job still ends
 //! done, and (when the engine survived) no task ran twice.
 
-use drqueue_common::model::{JobStatus, TaskStatus};
+use drqueue_common::model::{JobId, JobStatus, TaskStatus};
 use drqueue_tests::{eventually, Farm};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(180);
 
-fn running_on(farm: &Farm, job: u64, engine_name: &str) -> bool {
+fn running_on(farm: &Farm, job: JobId, engine_name: &str) -> bool {
     let c = farm.client();
     let id = c
         .engines()

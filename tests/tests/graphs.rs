@@ -2,7 +2,7 @@
 //! dependency order on the farm and with `run-local`; malformed files get
 //! errors that name the file, line and field.
 
-use drqueue_common::model::JobStatus;
+use drqueue_common::model::{JobId, JobStatus};
 use drqueue_tests::{bin, Farm};
 use std::path::Path;
 use std::process::Command;
@@ -31,7 +31,7 @@ command = ["sh", "-c", "echo comp >> order.txt"]
 "#;
 
 /// The job ids `submit` printed, one per line.
-fn ids_printed(out: &std::process::Output) -> Vec<u64> {
+fn ids_printed(out: &std::process::Output) -> Vec<JobId> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.parse().expect("one id per line"))
@@ -39,7 +39,7 @@ fn ids_printed(out: &std::process::Output) -> Vec<u64> {
 }
 
 /// order.txt's lines grouped: all of sim, then render, then comp.
-fn check_order(dir: &Path, sim_id: u64, render_id: u64) {
+fn check_order(dir: &Path, sim_id: JobId, render_id: JobId) {
     let text = std::fs::read_to_string(dir.join("order.txt")).expect("order.txt");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 6, "{text}");
@@ -97,7 +97,7 @@ fn a_graph_file_runs_in_dependency_order_on_the_farm_and_with_run_local() {
         stdout.contains("job 3 comp: done (1 of 1 tasks done)"),
         "{stdout}"
     );
-    check_order(&here, 1, 2);
+    check_order(&here, JobId(1), JobId(2));
     assert!(here.join("drqueue-local").is_dir());
 }
 

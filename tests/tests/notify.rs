@@ -1,14 +1,14 @@
 //! Email notifications end to end: a real master sends through `lettre` to a
 //! real SMTP server (aiosmtpd) started by the test.
 
-use drqueue_common::model::JobStatus;
+use drqueue_common::model::{JobId, JobStatus};
 use drqueue_tests::{eventually, Farm, TestSmtp};
 use serde_json::Value;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(120);
 
-fn notification(farm: &Farm, job: u64) -> Value {
+fn notification(farm: &Farm, job: JobId) -> Value {
     let out = farm.drqueue(&["show", &job.to_string(), "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).expect("show --json");
     v["notification"].clone()

@@ -3,7 +3,7 @@
 //! POV-Ray render. Engines get different `DRQUEUE_POOL` values and stand-in
 //! renderers (small scripts named `blender`, `render`) on their PATH.
 
-use drqueue_common::model::{JobStatus, TaskView};
+use drqueue_common::model::{JobId, JobStatus, TaskView};
 use drqueue_tests::{eventually, fake_program, link_program, path_with, Farm};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,20 +45,20 @@ fn engine_ids(farm: &Farm) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn tasks_json(farm: &Farm, job: u64) -> Vec<TaskView> {
+fn tasks_json(farm: &Farm, job: JobId) -> Vec<TaskView> {
     let out = farm.drqueue(&["tasks", &job.to_string(), "--json"]);
     serde_json::from_slice(&out.stdout).expect("tasks --json")
 }
 
 /// The engines that ran a job's tasks (latest attempt of each).
-fn engines_of(farm: &Farm, job: u64) -> BTreeSet<String> {
+fn engines_of(farm: &Farm, job: JobId) -> BTreeSet<String> {
     tasks_json(farm, job)
         .into_iter()
         .filter_map(|t| t.engine)
         .collect()
 }
 
-fn blocked(farm: &Farm, job: u64) -> Vec<String> {
+fn blocked(farm: &Farm, job: JobId) -> Vec<String> {
     let out = farm.drqueue(&["show", &job.to_string(), "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).expect("show --json");
     serde_json::from_value(v["blocked"].clone()).expect("blocked is a list of strings")

@@ -1,6 +1,6 @@
 //! Farm keys (HMAC on every master/engine message, replay refused) and API tokens.
 
-use drqueue_common::model::{EngineFacts, JobStatus};
+use drqueue_common::model::{EngineFacts, JobId, JobStatus};
 use drqueue_common::protocol::{
     decode, encode, FarmKey, FromEngine, Heartbeat, Register, ToEngine,
 };
@@ -148,7 +148,7 @@ fn writes_need_an_api_token_when_the_master_has_tokens() {
         &[("DRQUEUE_TOKEN", "s3cret-token")],
     );
     assert!(out.status.success());
-    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let id: JobId = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     farm.engine("t", &[]);
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
 }

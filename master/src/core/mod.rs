@@ -183,7 +183,7 @@ impl Core {
         }
         for job in self.fx.ended_jobs.drain(..) {
             if let Some(view) = self.sched.job_view(job, now) {
-                tracing::info!(job, name = %view.name, status = %view.status, done = view.counts.get(drqueue_common::model::TaskStatus::Done), "job ended");
+                tracing::info!(%job, name = %view.name, status = %view.status, done = view.counts.get(drqueue_common::model::TaskStatus::Done), "job ended");
             }
         }
         // Acks to one engine travel as one message.
@@ -278,7 +278,7 @@ mod tests {
         let _ = writer.try_recv();
         let (reply, mut answer) = oneshot::channel();
         core.handle(Event::Request(Request::ControlJob {
-            id: 1,
+            id: drqueue_common::model::JobId(1),
             action: crate::events::JobAction::Pause,
             reply,
         }));

@@ -10,7 +10,7 @@ use drqueue_common::model::TaskStatus;
 pub fn log_notice(notice: &Notice) {
     match notice {
         Notice::SkippedStoredJob { job, error } => {
-            tracing::error!(job, "skipping stored job whose spec is invalid: {error}")
+            tracing::error!(%job, "skipping stored job whose spec is invalid: {error}")
         }
         Notice::EngineLost { engine, host, held } => {
             tracing::warn!(%engine, %host, held, "engine lost; its tasks go back to the queue")
@@ -21,7 +21,7 @@ pub fn log_notice(notice: &Notice) {
             failures,
         } => tracing::warn!(
             %engine,
-            job,
+            %job,
             "engine failed this job {failures} times; it gets no more of its tasks while other engines can run them"
         ),
         Notice::Sick { engine, why } => tracing::warn!(

@@ -65,9 +65,9 @@ fn one_master_holds_the_lease(open: Open) {
     }
 }
 
-pub(super) fn job(id: JobId) -> JobRecord {
+pub(super) fn job(id: u64) -> JobRecord {
     JobRecord {
-        id,
+        id: JobId(id),
         spec: JobSpec {
             name: format!("job{id}"),
             command: vec!["true".into()],
@@ -96,7 +96,8 @@ pub(super) fn job(id: JobId) -> JobRecord {
     }
 }
 
-pub(super) fn task(job: JobId, index: u32) -> TaskRecord {
+pub(super) fn task(job: u64, index: u32) -> TaskRecord {
+    let job = JobId(job);
     TaskRecord {
         job,
         index,
@@ -134,13 +135,14 @@ pub(super) fn engine(id: &str) -> EngineRecord {
         tasks_done: 7,
         tasks_failed: 1,
         failures_in_row: 5,
-        streak_job: Some(7),
+        streak_job: Some(JobId(7)),
         streak_mixed: true,
         sick: Some("failed 5 tasks in a row".into()),
     }
 }
 
-fn attempt(job: JobId, index: u32, n: u32) -> AttemptKey {
+fn attempt(job: u64, index: u32, n: u32) -> AttemptKey {
+    let job = JobId(job);
     AttemptKey {
         task: TaskKey { job, index },
         attempt: n,
@@ -157,7 +159,7 @@ fn sorted(mut s: Snapshot) -> Snapshot {
 fn empty_store_loads_nothing(open: Open) {
     let snap = open("empty").load().expect("load");
     assert!(snap.jobs.is_empty() && snap.tasks.is_empty() && snap.engines.is_empty());
-    assert_eq!(snap.next_job_id, 1);
+    assert_eq!(snap.next_job_id, JobId::FIRST);
 }
 
 fn a_batch_round_trips_and_replaces(open: Open) {
@@ -166,7 +168,7 @@ fn a_batch_round_trips_and_replaces(open: Open) {
         jobs: vec![job(1), job(2)],
         tasks: vec![task(1, 0), task(1, 1), task(2, 0)],
         engines: vec![engine("e1")],
-        next_job_id: Some(3),
+        next_job_id: Some(JobId(3)),
         limits: vec![
             LimitRecord {
                 name: "nuke".into(),
@@ -226,7 +228,7 @@ fn a_batch_round_trips_and_replaces(open: Open) {
     assert_eq!(snap.jobs, vec![j1, job(2)]);
     assert_eq!(snap.tasks, vec![done, cleared, task(2, 0)]);
     assert_eq!(snap.engines, vec![e1]);
-    assert_eq!(snap.next_job_id, 3);
+    assert_eq!(snap.next_job_id, JobId(3));
     let pools: Vec<(String, usize)> = snap
         .pools
         .iter()
@@ -276,7 +278,7 @@ fn state_survives_reopening(open: Open) {
         s.commit(&Batch {
             jobs: vec![job(5)],
             tasks: vec![task(5, 0)],
-            next_job_id: Some(6),
+            next_job_id: Some(JobId(6)),
             ..Batch::default()
         })
         .expect("commit");
@@ -284,7 +286,7 @@ fn state_survives_reopening(open: Open) {
     let snap = open("reopen").load().expect("load");
     assert_eq!(
         (snap.jobs.len(), snap.tasks.len(), snap.next_job_id),
-        (1, 1, 6)
+        (1, 1, JobId(6))
     );
 }
 
@@ -309,20 +311,26 @@ fn deleting_a_job_removes_everything_of_it(open: Open) {
     })
     .expect("commit");
     s.commit(&Batch {
-        deleted_jobs: vec![1],
+        deleted_jobs: vec![JobId(1)],
         ..Batch::default()
     })
     .expect("commit");
     let snap = s.load().expect("load");
-    assert_eq!(snap.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        snap.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![JobId(2)]
+    );
     assert_eq!(snap.tasks.len(), 1);
     assert!(s
-        .attempts(TaskKey { job: 1, index: 0 })
+        .attempts(TaskKey {
+            job: JobId(1),
+            index: 0
+        })
         .expect("attempts")
         .is_empty());
     assert!(s.read_log(attempt(1, 0, 1), 0).expect("log").is_empty());
     // Ids are never reused, even past deleted jobs.
-    assert!(snap.next_job_id > 2);
+    assert!(snap.next_job_id > JobId(2));
 }
 
 fn logs_are_stitched_from_resent_chunks(open: Open) {
@@ -389,7 +397,12 @@ fn attempts_are_listed_in_order_and_idempotent(open: Open) {
         ..Batch::default()
     })
     .expect("commit");
-    let got = s.attempts(TaskKey { job: 4, index: 0 }).expect("attempts");
+    let got = s
+        .attempts(TaskKey {
+            job: JobId(4),
+            index: 0,
+        })
+        .expect("attempts");
     assert_eq!(got, vec![rec(1, 3, false), rec(2, 1, true)]);
 }
 

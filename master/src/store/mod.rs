@@ -66,6 +66,7 @@ pub trait Store: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drqueue_common::model::JobId;
     use drqueue_common::protocol::Outcome;
 
     fn scratch(name: &str) -> std::path::PathBuf {
@@ -163,7 +164,10 @@ mod tests {
             engines: vec![conformance::engine("e")],
             attempts: vec![AttemptRecord {
                 attempt: AttemptKey {
-                    task: TaskKey { job: 1, index: 0 },
+                    task: TaskKey {
+                        job: JobId(1),
+                        index: 0,
+                    },
                     attempt: 1,
                 },
                 engine: "e".into(),
@@ -173,13 +177,16 @@ mod tests {
             }],
             logs: vec![LogChunk {
                 attempt: AttemptKey {
-                    task: TaskKey { job: 1, index: 0 },
+                    task: TaskKey {
+                        job: JobId(1),
+                        index: 0,
+                    },
                     attempt: 1,
                 },
                 offset: 0,
                 data: vec![1],
             }],
-            next_job_id: Some(2),
+            next_job_id: Some(JobId(2)),
             pools: Some(vec![PoolRecord {
                 name: "default".into(),
                 engines: vec!["e".into()],

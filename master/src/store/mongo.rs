@@ -341,9 +341,9 @@ impl Store for MongoStore {
             .as_ref()
             .and_then(|m| m.get("next_job_id"))
             .and_then(bson_u64)
-            .unwrap_or(1);
+            .map_or(JobId::FIRST, JobId);
         let jobs: Vec<JobRecord> = jobs.into_iter().map(|j| j.job).collect();
-        let max_id = jobs.iter().map(|j| j.id).max().unwrap_or(0);
+        let max_id = jobs.iter().map(|j| j.id).max().unwrap_or_default();
         Ok(Snapshot {
             jobs,
             tasks: tasks.into_iter().map(|t| t.task).collect(),
@@ -362,7 +362,7 @@ impl Store for MongoStore {
                     count: l.count,
                 })
                 .collect(),
-            next_job_id: next.max(max_id + 1),
+            next_job_id: next.max(max_id.next()),
         })
     }
 
@@ -370,7 +370,7 @@ impl Store for MongoStore {
         self.upsert(
             "jobs",
             docs(&b.jobs, |j| JobDoc {
-                id: j.id as i64,
+                id: j.id.0 as i64,
                 status: j.status.as_str().into(),
                 job: j.clone(),
             })?,
@@ -395,7 +395,7 @@ impl Store for MongoStore {
                 let k = a.attempt;
                 AttemptDoc {
                     id: format!("{}.{}", task_id(k.task.job, k.task.index), k.attempt),
-                    job: k.task.job as i64,
+                    job: k.task.job.0 as i64,
                     index: k.task.index,
                     attempt: k.attempt,
                     engine: a.engine.clone(),
@@ -420,7 +420,7 @@ impl Store for MongoStore {
                         l.offset,
                         l.data.len()
                     ),
-                    job: k.task.job as i64,
+                    job: k.task.job.0 as i64,
                     index: k.task.index,
                     attempt: k.attempt,
                     offset: l.offset as i64,
@@ -432,7 +432,7 @@ impl Store for MongoStore {
             })?,
         )?;
         for id in &b.deleted_jobs {
-            let job = *id as i64;
+            let job = id.0 as i64;
             self.coll("jobs")
                 .delete_many(doc! {"_id": job})
                 .run()
@@ -466,7 +466,7 @@ impl Store for MongoStore {
             let meta = to_doc(&MetaDoc {
                 id: "meta".into(),
                 schema_version: SCHEMA_VERSION,
-                next_job_id: n as i64,
+                next_job_id: n.0 as i64,
             })?;
             self.upsert("meta", vec![meta])?;
         }
@@ -474,7 +474,7 @@ impl Store for MongoStore {
     }
 
     fn read_log(&mut self, a: AttemptKey, offset: u64) -> StoreResult<Vec<u8>> {
-        let filter = doc! {"job": a.task.job as i64, "index": a.task.index, "attempt": a.attempt};
+        let filter = doc! {"job": a.task.job.0 as i64, "index": a.task.index, "attempt": a.attempt};
         let docs: Vec<LogDoc> = self.load_all("logs", filter, doc! {"offset": 1})?;
         let chunks = docs
             .into_iter()
@@ -484,7 +484,7 @@ impl Store for MongoStore {
     }
 
     fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
-        let filter = doc! {"job": task.job as i64, "index": task.index};
+        let filter = doc! {"job": task.job.0 as i64, "index": task.index};
         let docs: Vec<AttemptDoc> = self.load_all("attempts", filter, doc! {"attempt": 1})?;
         Ok(docs
             .into_iter()

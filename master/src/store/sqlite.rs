@@ -5,7 +5,7 @@
 //! transaction, so a crash leaves either all of a batch or none of it.
 
 use super::*;
-use drqueue_common::model::TaskStatus;
+use drqueue_common::model::{JobId, TaskStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -138,7 +138,7 @@ impl Store for SqliteStore {
                     Ok((
                         status,
                         TaskRecord {
-                            job: r.get::<_, i64>(0)? as u64,
+                            job: JobId(r.get::<_, i64>(0)? as u64),
                             index: r.get(1)?,
                             first: r.get(2)?,
                             last: r.get(3)?,
@@ -234,11 +234,11 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(err)?;
-        let max_id = snap.jobs.iter().map(|j| j.id).max().unwrap_or(0);
+        let max_id = snap.jobs.iter().map(|j| j.id).max().unwrap_or_default();
         snap.next_job_id = next
             .and_then(|v| v.parse().ok())
-            .unwrap_or(1)
-            .max(max_id + 1);
+            .unwrap_or(JobId::FIRST)
+            .max(max_id.next());
         self.round_trips += 4;
         Ok(snap)
     }
@@ -251,7 +251,7 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             for j in &b.jobs {
                 let data = serde_json::to_string(j).map_err(err)?;
-                job.execute(params![j.id as i64, j.status.as_str(), data])
+                job.execute(params![j.id.0 as i64, j.status.as_str(), data])
                     .map_err(err)?;
             }
             let mut task = tx
@@ -263,7 +263,7 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             for t in &b.tasks {
                 task.execute(params![
-                    t.job as i64,
+                    t.job.0 as i64,
                     t.index,
                     t.first,
                     t.last,
@@ -287,7 +287,7 @@ impl Store for SqliteStore {
                     "attempts WHERE job",
                     "logs WHERE job",
                 ] {
-                    tx.execute(&format!("DELETE FROM {table} = ?1"), params![*id as i64])
+                    tx.execute(&format!("DELETE FROM {table} = ?1"), params![id.0 as i64])
                         .map_err(err)?;
                 }
             }
@@ -308,7 +308,7 @@ impl Store for SqliteStore {
             for a in &b.attempts {
                 attempt
                     .execute(params![
-                        a.attempt.task.job as i64,
+                        a.attempt.task.job.0 as i64,
                         a.attempt.task.index,
                         a.attempt.attempt,
                         a.engine,
@@ -329,7 +329,7 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             for l in &b.logs {
                 log.execute(params![
-                    l.attempt.task.job as i64,
+                    l.attempt.task.job.0 as i64,
                     l.attempt.task.index,
                     l.attempt.attempt,
                     l.offset as i64,
@@ -373,7 +373,7 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT offset, data FROM logs WHERE job = ?1 AND idx = ?2 AND attempt = ?3 ORDER BY offset")
             .map_err(err)?;
         let rows = st
-            .query_map(params![a.task.job as i64, a.task.index, a.attempt], |r| {
+            .query_map(params![a.task.job.0 as i64, a.task.index, a.attempt], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(err)?;
@@ -391,7 +391,7 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT attempt, engine, ended_ms, counted, outcome FROM attempts WHERE job = ?1 AND idx = ?2 ORDER BY attempt")
             .map_err(err)?;
         let rows = st
-            .query_map(params![task.job as i64, task.index], |r| {
+            .query_map(params![task.job.0 as i64, task.index], |r| {
                 Ok((
                     r.get::<_, u32>(0)?,
                     r.get::<_, String>(1)?,

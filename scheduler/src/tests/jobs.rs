@@ -239,7 +239,7 @@ fn a_graph_is_created_whole_or_not_at_all() {
         jobs: vec![job("a", &[], "x"), broken],
     };
     assert!(sim.s.submit_graph(bad, sim.now, &mut fx).is_err());
-    assert!(sim.s.jobs.is_empty() && sim.s.next_job_id == 1);
+    assert!(sim.s.jobs.is_empty() && sim.s.next_job_id == JobId::FIRST);
     // A good one: dependencies first, names resolved to ids in `after` and
     // in `{job:NAME}`.
     let good = Graph {
@@ -251,11 +251,14 @@ fn a_graph_is_created_whole_or_not_at_all() {
     let ids = sim.s.submit_graph(good, sim.now, &mut fx).unwrap();
     assert_eq!(
         ids,
-        vec![("render".to_string(), 1), ("encode".to_string(), 2)]
+        vec![
+            ("render".to_string(), JobId(1)),
+            ("encode".to_string(), JobId(2))
+        ]
     );
-    let encode = &sim.s.jobs[&2];
+    let encode = &sim.s.jobs[&JobId(2)];
     assert_eq!(encode.spec.command, ["ffmpeg-1"]);
-    assert_eq!(encode.spec.after[0].job, 1);
+    assert_eq!(encode.spec.after[0].job, JobId(1));
     assert_eq!(encode.status, JobStatus::Waiting);
 }
 

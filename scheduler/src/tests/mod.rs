@@ -107,10 +107,21 @@ struct SimEngine {
     /// Failures the master heard but whose acks died with the engine: the
     /// master's record may hold them, the oracle's never will.
     lost_failures: Vec<AttemptKey>,
+    /// What it holds may be news to the master: the master restarted from a
+    /// store that missed its last commit, and this engine has not registered
+    /// since. Nothing the master decides can count such an engine.
+    unheard_since_lost_commit: bool,
     peak: usize,
     /// Failed attempts since its last success, and of which jobs.
     streak: u32,
     streak_jobs: BTreeSet<JobId>,
+}
+
+/// What a retry of a job forgave in the oracle's record.
+#[derive(Debug, Clone, Default)]
+struct RetryForgave {
+    failures: Vec<((usize, JobId), u32)>,
+    unacked: Vec<AttemptKey>,
 }
 
 /// How often the situations worth testing came up, over a whole run.
@@ -166,6 +177,12 @@ struct Sim {
     /// Failures reported before a retry of their job, acknowledged after:
     /// the retry forgave them.
     forgiven: BTreeSet<AttemptKey>,
+    /// What retries forgave, not yet committed and in the last commit: a
+    /// crash that loses it takes the forgiveness back.
+    retries_pending: Vec<RetryForgave>,
+    retries_in_last_commit: Vec<RetryForgave>,
+    /// Counted failures acknowledged while forgiven, and on which engine.
+    acked_forgiven: BTreeMap<AttemptKey, usize>,
     /// Failures acknowledged after an enable or a passed check of their
     /// engine: that reset its streak.
     streak_forgiven: BTreeSet<AttemptKey>,
@@ -213,6 +230,9 @@ impl Sim {
             counted: BTreeSet::new(),
             counted_in_last_commit: Vec::new(),
             forgiven: BTreeSet::new(),
+            retries_pending: Vec::new(),
+            retries_in_last_commit: Vec::new(),
+            acked_forgiven: BTreeMap::new(),
             streak_forgiven: BTreeSet::new(),
             limit: 0,
             violations: Vec::new(),
@@ -240,6 +260,7 @@ impl Sim {
             hwm,
             alive: false,
             stopped: false,
+            unheard_since_lost_commit: false,
             held: Vec::new(),
             unacked: Vec::new(),
             asked_to_stop: BTreeSet::new(),
@@ -260,6 +281,7 @@ impl Sim {
         let e = &mut self.engines[i];
         e.alive = true;
         e.stopped = false;
+        e.unheard_since_lost_commit = false;
         let (id, f, slots, hwm, held) = (
             e.id.clone(),
             facts(&e.pools),
@@ -293,6 +315,7 @@ impl Sim {
         for i in std::mem::take(&mut self.forgiving) {
             self.forgive_streak(i);
         }
+        self.retries_in_last_commit = std::mem::take(&mut self.retries_pending);
         self.store_before_last_commit = self.store.clone();
         self.counted_in_last_commit = batch
             .attempts
@@ -416,7 +439,10 @@ impl Sim {
             e.streak_jobs.insert(key.task.job);
         }
         if forgiven {
-            return; // still part of the engine's streak, not of the job's list
+            // Still part of the engine's streak, not of the job's list,
+            // unless the retry that forgave it is lost in a crash.
+            self.acked_forgiven.insert(key, i);
+            return;
         }
         *self.job_failures.entry((i, key.task.job)).or_default() += 1;
         if self.blacklisted(i, key.task.job) {
@@ -525,10 +551,12 @@ impl Sim {
                 ));
             }
         }
-        // Engines running the job, counted on the engines, with this one.
+        // Engines running the job, counted on the engines, with this one;
+        // not those whose work the master cannot know of yet.
         if spec.max_engines > 0 {
             let on = (0..self.engines.len())
                 .filter(|o| *o == i || self.runs_live(*o, job))
+                .filter(|o| *o == i || !self.engines[*o].unheard_since_lost_commit)
                 .count() as u32;
             if on > spec.max_engines {
                 self.violations.push(format!(
@@ -538,7 +566,8 @@ impl Sim {
             }
         }
         // Tokens, counted on the engines (attempts being stopped still hold
-        // theirs), with this one.
+        // theirs), with this one; not on engines the master has not heard
+        // from since it lost a commit.
         if spec.limits.iter().any(|l| l == "lic") {
             let held = self.licensed_on_engines() + 1;
             if held > self.limit {
@@ -548,6 +577,30 @@ impl Sim {
                 ));
             }
         }
+    }
+
+    /// A retry of `job` was accepted: its failures are forgiven, and so are
+    /// those still on their way.
+    pub(super) fn forgive_job(&mut self, job: JobId) {
+        let mut forgave = RetryForgave::default();
+        self.job_failures.retain(|&(i, j), n| {
+            if j == job {
+                forgave.failures.push(((i, j), *n));
+            }
+            j != job
+        });
+        let unacked: Vec<AttemptKey> = self
+            .engines
+            .iter()
+            .flat_map(|e| e.unacked.iter().map(|(k, _)| *k))
+            .filter(|k| k.task.job == job)
+            .collect();
+        for k in unacked {
+            if self.forgiven.insert(k) {
+                forgave.unacked.push(k);
+            }
+        }
+        self.retries_pending.push(forgave);
     }
 
     /// Does engine `o` run an attempt of `job` it was not asked to stop?
@@ -560,10 +613,12 @@ impl Sim {
                 .any(|k| k.task.job == job && !e.asked_to_stop.contains(k))
     }
 
+    /// Tokens held on engines whose work the master can know of (see
+    /// `unheard_since_lost_commit`).
     fn licensed_on_engines(&self) -> u32 {
         self.engines
             .iter()
-            .filter(|e| e.alive && !e.stopped)
+            .filter(|e| e.alive && !e.stopped && !e.unheard_since_lost_commit)
             .flat_map(|e| e.held.iter())
             .filter(|k| {
                 self.s
@@ -700,8 +755,33 @@ impl Sim {
             self.acks_in_flight.clear();
             self.pausing.clear();
             self.forgiving.clear();
+            let lost_retries = std::mem::take(&mut self.retries_in_last_commit);
+            for r in lost_retries
+                .into_iter()
+                .chain(self.retries_pending.drain(..))
+            {
+                for (k, n) in r.failures {
+                    *self.job_failures.entry(k).or_default() += n;
+                }
+                for k in r.unacked {
+                    if self.forgiven.remove(&k) {
+                        continue;
+                    }
+                    if let Some(i) = self.acked_forgiven.remove(&k) {
+                        *self.job_failures.entry((i, k.task.job)).or_default() += 1;
+                    }
+                }
+            }
             for k in std::mem::take(&mut self.counted_in_last_commit) {
                 self.counted.remove(&k);
+            }
+            // A success the master took but never committed is news to the
+            // restarted master: the engine still holds it unacknowledged.
+            for e in &mut self.engines {
+                e.unheard_since_lost_commit = true;
+                for (k, _) in &e.unacked {
+                    self.accepted.remove(k);
+                }
             }
         } else {
             self.commit();
@@ -726,6 +806,28 @@ impl Sim {
             }
         }
         self.settle(Effects::default());
+    }
+
+    /// Prints what each engine holds, was told to stop, and has not had
+    /// acknowledged (`SIM_TRACE`).
+    fn trace_engines(&self) {
+        let keys = |ks: &mut dyn Iterator<Item = &AttemptKey>| {
+            ks.map(|k| format!("{}#{}", k.task, k.attempt))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for e in &self.engines {
+            eprintln!(
+                "  {}{}{} holds [{}] stopping [{}] unacked [{}]",
+                e.id,
+                if e.alive { "" } else { " (dead)" },
+                if e.stopped { " (frozen)" } else { "" },
+                keys(&mut e.held.iter()),
+                keys(&mut e.asked_to_stop.iter()),
+                keys(&mut e.unacked.iter().map(|(k, _)| k)),
+            );
+        }
+        eprintln!("  failures per (engine, job): {:?}", self.job_failures);
     }
 
     /// After every step: the engines' own state, and the scheduler's books.

@@ -217,14 +217,7 @@ fn apply(sim: &mut Sim, op: Op) {
             if let Some(id) = pick(&sim.jobs, &j) {
                 let mut fx = Effects::default();
                 if sim.s.retry(id, sim.now, &mut fx).is_ok() {
-                    sim.job_failures.retain(|(_, job), _| *job != id);
-                    let unacked: Vec<AttemptKey> = sim
-                        .engines
-                        .iter()
-                        .flat_map(|e| e.unacked.iter().map(|(k, _)| *k))
-                        .filter(|k| k.task.job == id)
-                        .collect();
-                    sim.forgiven.extend(unacked);
+                    sim.forgive_job(id);
                 }
                 sim.settle(fx);
             }
@@ -258,8 +251,16 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
     sim.s.set_limit("lic", LICENCES).expect("valid limit");
     sim.limit = LICENCES;
     sim.add_engine(vec!["default"], 1, 2);
+    // SIM_TRACE=1 prints each step and what every engine holds after it.
+    let trace = std::env::var_os("SIM_TRACE").is_some();
     for op in ops {
+        if trace {
+            eprintln!("{op:?}");
+        }
         apply(&mut sim, op);
+        if trace {
+            sim.trace_engines();
+        }
         sim.check_invariants()?;
     }
     // Let the farm finish: the licences come back, frozen and dead engines
@@ -369,4 +370,164 @@ fn invariants_hold_over_random_farms() {
             "the generator went weak: {what} {seen} < {floor}"
         );
     }
+}
+
+// Cases the generator once found, replayed exactly.
+
+fn submit(frames: u32, blocksize: u32, pool: usize, max_attempts: u32, max_engines: u32) -> Op {
+    Op::Submit {
+        frames,
+        blocksize,
+        priority: 0,
+        pool,
+        max_attempts,
+        owner: 0,
+        max_engines,
+    }
+}
+
+fn finish(engine: usize, success: bool) -> Op {
+    Op::Finish {
+        engine: Pick(engine),
+        pick: 0,
+        success,
+    }
+}
+
+const LOSE_LAST_COMMIT: Op = Op::RestartMaster {
+    lose_last_commit: true,
+};
+
+fn replay(ops: Vec<Op>) {
+    if let Err(e) = run(ops) {
+        panic!("{e}");
+    }
+}
+
+/// An engine the master has not heard from since a restart that lost its
+/// last commit may hold work of a job; the master cannot count it.
+#[test]
+fn engines_unheard_since_a_lost_commit_do_not_count_for_max_engines() {
+    use Op::*;
+    replay(vec![
+        AddEngine {
+            pool: 1,
+            slots: 1,
+            extra_hwm: 2,
+        },
+        submit(7, 1, 1, 1, 0),
+        submit(1, 1, 0, 1, 0),
+        Cancel {
+            job: Pick(1180189748675136979),
+            lost: false,
+        },
+        submit(19, 3, 0, 2, 2),
+        Pause(Pick(7332431023795475724)),
+        submit(1, 1, 1, 1, 0),
+        finish(220810236892960928, true),
+        Pause(Pick(1833753233462791)),
+        finish(0, true),
+        finish(0, true),
+        finish(0, true),
+        finish(2674929334496635165, false),
+        Stop(Pick(13423869398312619833)),
+        finish(0, true),
+        finish(0, false),
+        Restart(Pick(0)),
+        AddEngine {
+            pool: 0,
+            slots: 1,
+            extra_hwm: 0,
+        },
+        LOSE_LAST_COMMIT,
+    ]);
+}
+
+/// Nor can it count the licence such an engine holds.
+#[test]
+fn engines_unheard_since_a_lost_commit_do_not_count_for_limits() {
+    use Op::*;
+    replay(vec![
+        submit(1, 1, 1, 1, 0),
+        submit(7, 1, 0, 1, 0),
+        Cancel {
+            job: Pick(5422947957516799477),
+            lost: true,
+        },
+        submit(8, 1, 0, 1, 0),
+        AddEngine {
+            pool: 2,
+            slots: 1,
+            extra_hwm: 0,
+        },
+        LOSE_LAST_COMMIT,
+    ]);
+}
+
+/// A retry's attempt number after two lost commits: the engine still holds
+/// (and is stopping) the attempt whose assignment was lost, and its
+/// cancelled result has come and gone; the retry must not reuse that
+/// number, or the engine ends up holding more than its HWM.
+#[test]
+fn a_new_attempt_never_reuses_a_number_an_engine_reported() {
+    replay(vec![
+        submit(5, 2, 0, 3, 0),
+        finish(0, true),
+        finish(0, false),
+        LOSE_LAST_COMMIT,
+        LOSE_LAST_COMMIT,
+    ]);
+}
+
+/// A success the master took in a commit that was lost is not done: the
+/// restarted master may cancel the task and a retry run it again.
+#[test]
+fn a_success_in_a_lost_commit_is_not_counted_done() {
+    use Op::*;
+    replay(vec![
+        submit(1, 1, 0, 1, 0),
+        finish(0, true),
+        Stop(Pick(0)),
+        LOSE_LAST_COMMIT,
+        Cancel {
+            job: Pick(0),
+            lost: false,
+        },
+        Restart(Pick(0)),
+        Retry(Pick(0)),
+    ]);
+}
+
+/// A retry forgives its job's failures, but not when the crash that follows
+/// loses the retry's commit: the restarted master still holds them.
+#[test]
+fn a_retry_lost_in_a_crash_forgives_nothing() {
+    use Op::*;
+    replay(vec![
+        submit(1, 1, 0, 1, 0),
+        Pause(Pick(0)),
+        finish(0, false),
+        finish(0, false),
+        AddEngine {
+            pool: 0,
+            slots: 1,
+            extra_hwm: 1,
+        },
+        submit(3, 1, 0, 3, 1),
+        finish(0, false),
+        Retry(Pick(193859286972275315)),
+        LOSE_LAST_COMMIT,
+        finish(0, false),
+        Finish {
+            engine: Pick(0),
+            pick: 1,
+            success: false,
+        },
+        Finish {
+            engine: Pick(0),
+            pick: 1,
+            success: false,
+        },
+        finish(0, false),
+    ]);
 }
