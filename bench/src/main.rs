@@ -106,7 +106,7 @@ fn scheduler_alone(tasks: u64) {
                 pools: vec!["default".into()],
                 ..Default::default()
             };
-            s.engine_registered(&format!("e{i}"), facts, 4, 5, &[], &[], now, &mut fx);
+            s.engine_registered(&format!("e{i}").into(), facts, 4, 5, &[], &[], now, &mut fx);
         }
         let per_job = (tasks / 200).max(1);
         for j in 0..200 {
@@ -244,7 +244,7 @@ async fn sim_engine(
         m
     };
     let register = FromEngine::Register(Register {
-        engine: name.clone(),
+        engine: name.as_str().into(),
         session: rand::random(),
         time_ms: drqueue_common::now_millis(),
         facts: EngineFacts {

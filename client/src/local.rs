@@ -12,7 +12,8 @@
 use drqueue_common::frames::Block;
 use drqueue_common::graph::Graph;
 use drqueue_common::model::{
-    Counts, EngineFacts, JobId, JobStatus, Requirements, TaskKey, TaskStatus, DEFAULT_POOL,
+    Counts, EngineFacts, EngineId, JobId, JobStatus, Requirements, TaskKey, TaskStatus,
+    DEFAULT_POOL,
 };
 use drqueue_common::now_millis;
 use drqueue_common::protocol::{AttemptKey, JobBody, Outcome, ToEngine};
@@ -140,7 +141,7 @@ impl LocalFarm {
             ..Default::default()
         };
         sched.engine_registered(
-            &LOCAL_ENGINE.to_string(),
+            &EngineId::from(LOCAL_ENGINE),
             facts,
             slots,
             slots,

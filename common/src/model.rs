@@ -64,7 +64,66 @@ impl fmt::Display for TaskKey {
 
 /// An engine's stable id: chosen by the engine on first start and kept in its
 /// state directory, so a restarted engine is the same engine to the master.
-pub type EngineId = String;
+/// On the wire and in the store it is the bare string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EngineId(String);
+
+impl EngineId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EngineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for EngineId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// So maps keyed by id are looked up with a `&str` from a request.
+impl std::borrow::Borrow<str> for EngineId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for EngineId {
+    fn from(s: &str) -> Self {
+        EngineId(s.to_string())
+    }
+}
+
+impl From<String> for EngineId {
+    fn from(s: String) -> Self {
+        EngineId(s)
+    }
+}
+
+impl From<EngineId> for String {
+    fn from(id: EngineId) -> Self {
+        id.0
+    }
+}
+
+impl PartialEq<str> for EngineId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for EngineId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {

@@ -12,7 +12,7 @@
 use crate::facts;
 use crate::link::Link;
 use drqueue_common::frames::Block;
-use drqueue_common::model::EngineFacts;
+use drqueue_common::model::{EngineFacts, EngineId};
 use drqueue_common::now_millis;
 use drqueue_common::protocol::{
     AttemptKey, FarmKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, Register, SeqCounter,
@@ -52,7 +52,7 @@ struct Running {
 
 struct State {
     opts: EngineOptions,
-    id: String,
+    id: EngineId,
     facts: EngineFacts,
     queue: VecDeque<(AttemptKey, Arc<JobBody>, Block)>,
     running: HashMap<AttemptKey, Running>,
@@ -383,7 +383,7 @@ pub async fn run(
     let (background, mut background_rx) = mpsc::unbounded_channel();
     let mut st = State {
         opts: opts.clone(),
-        id,
+        id: id.into(),
         facts,
         queue: VecDeque::new(),
         running: HashMap::new(),

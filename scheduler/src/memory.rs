@@ -5,7 +5,7 @@
 use crate::records::{
     AttemptRecord, Batch, EngineRecord, JobRecord, LimitRecord, Snapshot, TaskRecord,
 };
-use drqueue_common::model::{JobId, TaskKey};
+use drqueue_common::model::{EngineId, JobId, TaskKey};
 use drqueue_common::protocol::AttemptKey;
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ pub struct MemoryStore {
     jobs: BTreeMap<JobId, JobRecord>,
     /// Open to the scheduler's tests, which tear stores on purpose.
     pub(crate) tasks: BTreeMap<TaskKey, TaskRecord>,
-    engines: BTreeMap<String, EngineRecord>,
+    engines: BTreeMap<EngineId, EngineRecord>,
     limits: BTreeMap<String, u32>,
     attempts: BTreeMap<AttemptKey, AttemptRecord>,
     logs: BTreeMap<AttemptKey, Vec<u8>>,

@@ -44,7 +44,7 @@ impl Scheduler {
         now: Millis,
         fx: &mut Effects,
     ) {
-        let engine_id: EngineId = id.to_string();
+        let engine_id = EngineId::from(id);
         fx.after_commit
             .push((engine_id.clone(), ToEngine::Ack(vec![key])));
         let Some(&e) = self.engine_index.get(id) else {

@@ -54,7 +54,7 @@ fn tasks_json(farm: &Farm, job: JobId) -> Vec<TaskView> {
 fn engines_of(farm: &Farm, job: JobId) -> BTreeSet<String> {
     tasks_json(farm, job)
         .into_iter()
-        .filter_map(|t| t.engine)
+        .filter_map(|t| t.engine.map(String::from))
         .collect()
 }
 

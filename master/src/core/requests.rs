@@ -172,6 +172,6 @@ impl Core {
         self.sched
             .engine(&id)
             .map(|e| e.view())
-            .ok_or(RequestError::NoEngine(id))
+            .ok_or(RequestError::NoEngine(id.into()))
     }
 }

@@ -377,7 +377,7 @@ fn attempts_are_listed_in_order_and_idempotent(open: Open) {
     let mut s = open("attempts");
     let rec = |n: u32, code: i32, counted: bool| AttemptRecord {
         attempt: attempt(4, 0, n),
-        engine: format!("e{n}"),
+        engine: format!("e{n}").into(),
         ended_ms: n as u64,
         outcome: Outcome {
             exit_code: Some(code),

@@ -10,7 +10,7 @@
 //! again; no transactions are needed (a standalone mongod has none).
 
 use super::*;
-use drqueue_common::model::JobId;
+use drqueue_common::model::{EngineId, JobId};
 use drqueue_common::protocol::Outcome;
 use mongodb::bson::{self, doc, Binary, Bson, Document};
 use mongodb::sync::{Client, Collection, Database};
@@ -55,7 +55,7 @@ struct TaskDoc {
 #[derive(Serialize, Deserialize)]
 struct EngineDoc {
     #[serde(rename = "_id")]
-    id: String,
+    id: EngineId,
     engine: EngineRecord,
 }
 
@@ -66,7 +66,7 @@ struct AttemptDoc {
     job: i64,
     index: u32,
     attempt: u32,
-    engine: String,
+    engine: EngineId,
     ended_ms: u64,
     counted: bool,
     outcome: OutcomeDoc,
@@ -133,7 +133,7 @@ struct LimitDoc {
 struct PoolDoc {
     #[serde(rename = "_id")]
     name: String,
-    engines: Vec<String>,
+    engines: Vec<EngineId>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 //! transaction, so a crash leaves either all of a batch or none of it.
 
 use super::*;
-use drqueue_common::model::{JobId, TaskStatus};
+use drqueue_common::model::{EngineId, JobId, TaskStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -146,7 +146,7 @@ impl Store for SqliteStore {
                             status: TaskStatus::Waiting,
                             attempts: r.get(6)?,
                             failures: r.get(7)?,
-                            engine: r.get(8)?,
+                            engine: r.get::<_, Option<String>>(8)?.map(EngineId::from),
                             started_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
                             ended_ms: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
                             exit_code: r.get(11)?,
@@ -271,7 +271,7 @@ impl Store for SqliteStore {
                     t.status.as_str(),
                     t.attempts,
                     t.failures,
-                    t.engine,
+                    t.engine.as_deref(),
                     t.started_ms.map(|v| v as i64),
                     t.ended_ms.map(|v| v as i64),
                     t.exit_code,
@@ -296,7 +296,10 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             for e in &b.engines {
                 engine
-                    .execute(params![e.id, serde_json::to_string(e).map_err(err)?])
+                    .execute(params![
+                        e.id.as_str(),
+                        serde_json::to_string(e).map_err(err)?
+                    ])
                     .map_err(err)?;
             }
             let mut attempt = tx
@@ -311,7 +314,7 @@ impl Store for SqliteStore {
                         a.attempt.task.job.0 as i64,
                         a.attempt.task.index,
                         a.attempt.attempt,
-                        a.engine,
+                        a.engine.as_str(),
                         a.ended_ms as i64,
                         a.counted,
                         serde_json::to_string(&a.outcome).map_err(err)?,
@@ -407,7 +410,7 @@ impl Store for SqliteStore {
             match serde_json::from_str(&outcome) {
                 Ok(outcome) => out.push(AttemptRecord {
                     attempt: AttemptKey { task, attempt },
-                    engine,
+                    engine: engine.into(),
                     ended_ms: ended as u64,
                     outcome,
                     counted,

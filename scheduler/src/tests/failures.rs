@@ -38,7 +38,7 @@ fn an_engine_that_fails_a_job_twice_gets_no_more_of_it() {
     // Blacklisted: engine 0's queued task of the job was taken back; from
     // now on it runs only the other job.
     let view = sim.s.job_view(id, sim.now).unwrap();
-    assert_eq!(view.blacklisted, vec!["engine-0".to_string()]);
+    assert_eq!(view.blacklisted, vec![EngineId::from("engine-0")]);
     for _ in 0..20 {
         assert!(sim.engines[0].held.iter().all(|k| k.task.job == other));
         sim.finish(0, 0, true);

@@ -89,7 +89,7 @@ fn facts(pools: &[&str]) -> EngineFacts {
 /// keeps results until they are acknowledged, and remembers what it was told.
 #[derive(Debug, Clone)]
 struct SimEngine {
-    id: String,
+    id: EngineId,
     pools: Vec<&'static str>,
     slots: u32,
     hwm: u32,
@@ -254,7 +254,7 @@ impl Sim {
     fn add_engine(&mut self, pools: Vec<&'static str>, slots: u32, hwm: u32) -> usize {
         let id = format!("engine-{}", self.engines.len());
         self.engines.push(SimEngine {
-            id,
+            id: id.into(),
             pools,
             slots,
             hwm,

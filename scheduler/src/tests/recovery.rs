@@ -98,7 +98,7 @@ fn a_result_delivered_with_the_register_is_not_run_again() {
     );
     let mut fx = Effects::default();
     sim.s.engine_registered(
-        &"engine-0".to_string(),
+        &EngineId::from("engine-0"),
         facts(&["default"]),
         1,
         2,
@@ -155,7 +155,7 @@ fn a_result_in_register_after_a_lost_assignment_keeps_its_attempt() {
     let mut fx = Effects::default();
     sim.s = Scheduler::restore(sim_config(), before_assignment, sim.now, &mut fx);
     sim.s.engine_registered(
-        &"engine-0".to_string(),
+        &EngineId::from("engine-0"),
         facts(&["default"]),
         1,
         1,

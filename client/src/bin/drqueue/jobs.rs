@@ -27,7 +27,7 @@ pub fn show(client: &Client, job: JobId, out: &dyn Output) -> CliResult<()> {
                 engines
                     .iter()
                     .find(|e| e.id == *id)
-                    .map_or_else(|| id.clone(), |e| e.name.clone())
+                    .map_or_else(|| id.to_string(), |e| e.name.clone())
             })
             .collect();
     }
