@@ -118,7 +118,7 @@ fn scheduler_alone(tasks: u64) {
             }
             s.submit(sp, now, &mut fx).expect("valid job");
         }
-        let _ = s.take_batch();
+        s.persist(&mut fx);
         fx = Effects::default();
         let start = Instant::now();
         let (mut done, mut rounds) = (0u64, 0u64);
@@ -153,7 +153,8 @@ fn scheduler_alone(tasks: u64) {
             }
             fx.after_commit.clear();
             fx.ended_jobs.clear();
-            let _ = s.take_batch();
+            s.persist(&mut fx);
+            fx.batch = Default::default();
         }
         let secs = start.elapsed().as_secs_f64();
         println!(

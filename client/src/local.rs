@@ -168,7 +168,8 @@ impl LocalFarm {
             let now = now_millis();
             self.sched.dispatch(now, &mut self.fx);
             self.carry_out();
-            self.store.commit(self.sched.take_batch());
+            self.sched.persist(&mut self.fx);
+            self.store.commit(std::mem::take(&mut self.fx.batch));
             observer.progress(&self.progress());
             if self.running.is_empty() {
                 if self.sched.unfinished_jobs() > 0 {
@@ -197,6 +198,7 @@ impl LocalFarm {
         self.fx.after_commit.clear(); // acks: the runner keeps no results
         self.fx.ended_jobs.clear();
         self.fx.notices.clear();
+        self.fx.mail_due.clear(); // run-local sends no mail (`notify` is cleared)
         for (_, msg) in messages {
             match msg {
                 ToEngine::Assign(a) => {

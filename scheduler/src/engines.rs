@@ -277,6 +277,7 @@ impl Scheduler {
             }
         }
         self.send_checks(now, fx);
+        fx.mail_due.extend(self.due_notifications(now));
         let waiting: Vec<JobId> = self
             .jobs
             .iter()

@@ -2,10 +2,11 @@
 //!
 //! It holds every live job, task and engine in memory and reacts to events
 //! (`submit`, `engine_registered`, `task_finished`, `tick`, …). Each event
-//! takes the current time as an argument and pushes its decisions into an
-//! [`Effects`] sink: messages for engines, acknowledgements to send once the
-//! store has committed, jobs that ended. What changed is tracked in dirty
-//! sets that [`Scheduler::take_batch`] turns into one store [`Batch`].
+//! takes the current time as an argument and pushes its decisions into the
+//! one outputs value, [`Effects`]: messages for engines, acknowledgements to
+//! send once the store has committed, jobs that ended, notices to log, mail
+//! that is due. What changed is tracked in dirty sets that
+//! [`Scheduler::persist`] adds to it as one store [`Batch`].
 //!
 //! There is no socket, clock or database in here, so the same code runs under
 //! the master's I/O loops, the property tests and the benchmark.
@@ -65,7 +66,7 @@ use drqueue_common::protocol::ToEngine;
 use drqueue_common::Millis;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::records::AttemptRecord;
+use crate::records::{AttemptRecord, Batch};
 
 /// Index of an engine in the scheduler's table (engines are never removed,
 /// so an index stays valid for the scheduler's life).
@@ -132,7 +133,9 @@ impl Default for Config {
     }
 }
 
-/// Decisions an event produced, for the I/O loops to carry out.
+/// The scheduler's one output: what its events decided, for the I/O loops
+/// to carry out. Events add to it; [`Scheduler::persist`] adds the store
+/// writes that carry those decisions.
 #[derive(Debug, Default)]
 pub struct Effects {
     /// Send now.
@@ -143,6 +146,11 @@ pub struct Effects {
     pub ended_jobs: Vec<JobId>,
     /// Things worth telling the wrangler, for the I/O side to log.
     pub notices: Vec<Notice>,
+    /// Jobs whose notification is due now (marked sending): for the mailer,
+    /// which answers with [`Scheduler::notification_result`].
+    pub mail_due: Vec<JobId>,
+    /// What changed, to commit before `after_commit` goes out.
+    pub batch: Batch,
 }
 
 /// Something the scheduler decided that a wrangler should hear of. The

@@ -137,7 +137,7 @@ impl Scheduler {
 
     /// Notifications due now: marked `sending` (in memory only) and returned
     /// for the mailer. Each is in flight at most once.
-    pub fn due_notifications(&mut self, now: Millis) -> Vec<JobId> {
+    pub(crate) fn due_notifications(&mut self, now: Millis) -> Vec<JobId> {
         let mut due = Vec::new();
         for (id, job) in self.jobs.iter_mut() {
             if let Some(n) = job.notification.as_mut() {

@@ -1,13 +1,19 @@
 //! Persistence: the dirty sets turned into one store batch.
 
-use super::Scheduler;
+use super::{Effects, Scheduler};
 use crate::records::{Batch, LimitRecord, PoolRecord, TaskRecord};
 use drqueue_common::model::{EngineId, TaskKey};
 use std::collections::BTreeMap;
 
 impl Scheduler {
+    /// Adds everything changed since the last call to the outputs' batch.
+    pub fn persist(&mut self, fx: &mut Effects) {
+        let batch = self.take_batch();
+        fx.batch.append(batch);
+    }
+
     /// Everything changed since the last call, as one store batch.
-    pub fn take_batch(&mut self) -> Batch {
+    pub(crate) fn take_batch(&mut self) -> Batch {
         let mut batch = Batch::default();
         for id in std::mem::take(&mut self.dirty_jobs) {
             if let Some(job) = self.jobs.get(&id) {

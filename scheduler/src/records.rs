@@ -212,6 +212,24 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Adds a later batch: its records replace this one's where both have
+    /// one, as the store would apply them in order.
+    pub fn append(&mut self, later: Batch) {
+        self.jobs.extend(later.jobs);
+        self.tasks.extend(later.tasks);
+        self.deleted_jobs.extend(later.deleted_jobs);
+        self.engines.extend(later.engines);
+        self.attempts.extend(later.attempts);
+        self.logs.extend(later.logs);
+        if later.next_job_id.is_some() {
+            self.next_job_id = later.next_job_id;
+        }
+        if later.pools.is_some() {
+            self.pools = later.pools;
+        }
+        self.limits.extend(later.limits);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
             && self.tasks.is_empty()

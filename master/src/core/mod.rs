@@ -210,7 +210,8 @@ impl Core {
                 let _ = out.send((identity, ToEngine::Ack(keys)));
             }));
         }
-        let mut batch = self.sched.take_batch();
+        self.sched.persist(&mut self.fx);
+        let mut batch = std::mem::take(&mut self.fx.batch);
         batch.logs = std::mem::take(&mut self.logs);
         if !batch.is_empty() || !after.is_empty() {
             let _ = self.writer.send(WriterMsg::Commit { batch, after });

@@ -42,7 +42,7 @@ impl Core {
     /// batch commits (so the job's end is stored before anyone hears of it).
     pub(super) fn send_due_notifications(&mut self) {
         let now = self.now;
-        for id in self.sched.due_notifications(now) {
+        for id in std::mem::take(&mut self.fx.mail_due) {
             let Some(mailer) = self.mailer.clone() else {
                 self.sched.notification_result(
                     id,
