@@ -34,6 +34,11 @@ impl MemoryStore {
             self.engines.insert(e.id.clone(), e);
         }
         for a in b.attempts {
+            // As the real stores: a result delivered again, uncounted,
+            // does not replace the record there.
+            if !a.counted && self.attempts.contains_key(&a.attempt) {
+                continue;
+            }
             self.attempts.insert(a.attempt, a);
         }
         for chunk in b.logs {

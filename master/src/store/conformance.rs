@@ -391,9 +391,18 @@ fn attempts_are_listed_in_order_and_idempotent(open: Open) {
         ..Batch::default()
     })
     .expect("commit");
-    // The same result delivered twice (a lost ack) is one record.
+    // The same result delivered twice (a lost ack) is one record, and the
+    // second delivery, which changed nothing and so is uncounted, does not
+    // unmark the first.
     s.commit(&Batch {
         attempts: vec![rec(2, 1, true)],
+        ..Batch::default()
+    })
+    .expect("commit");
+    let mut again = rec(2, 1, false);
+    again.ended_ms = 99;
+    s.commit(&Batch {
+        attempts: vec![again],
         ..Batch::default()
     })
     .expect("commit");

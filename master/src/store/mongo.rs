@@ -36,6 +36,20 @@ fn task_id(job: JobId, index: u32) -> String {
     format!("{job}.{index}")
 }
 
+fn attempt_doc(a: &AttemptRecord) -> AttemptDoc {
+    let k = a.attempt;
+    AttemptDoc {
+        id: format!("{}.{}", task_id(k.task.job, k.task.index), k.attempt),
+        job: k.task.job.0 as i64,
+        index: k.task.index,
+        attempt: k.attempt,
+        engine: a.engine.clone(),
+        ended_ms: a.ended_ms,
+        counted: a.counted,
+        outcome: OutcomeDoc::from(&a.outcome),
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct JobDoc {
     #[serde(rename = "_id")]
@@ -389,22 +403,12 @@ impl Store for MongoStore {
                 engine: e.clone(),
             })?,
         )?;
-        self.upsert(
-            "attempts",
-            docs(&b.attempts, |a| {
-                let k = a.attempt;
-                AttemptDoc {
-                    id: format!("{}.{}", task_id(k.task.job, k.task.index), k.attempt),
-                    job: k.task.job.0 as i64,
-                    index: k.task.index,
-                    attempt: k.attempt,
-                    engine: a.engine.clone(),
-                    ended_ms: a.ended_ms,
-                    counted: a.counted,
-                    outcome: OutcomeDoc::from(&a.outcome),
-                }
-            })?,
-        )?;
+        // An uncounted record (a result delivered again) never replaces one
+        // that is there: those are inserted only where none is.
+        let (counted, uncounted): (Vec<AttemptRecord>, Vec<AttemptRecord>) =
+            b.attempts.iter().cloned().partition(|a| a.counted);
+        self.upsert("attempts", docs(&counted, attempt_doc)?)?;
+        self.insert_new("attempts", docs(&uncounted, attempt_doc)?)?;
         self.insert_new(
             "logs",
             docs(&b.logs, |l| {

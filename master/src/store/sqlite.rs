@@ -304,8 +304,14 @@ impl Store for SqliteStore {
             }
             let mut attempt = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO attempts(job, idx, attempt, engine, ended_ms, counted, outcome)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    // An uncounted record (a result delivered again) never
+                    // replaces one that is there.
+                    "INSERT INTO attempts(job, idx, attempt, engine, ended_ms, counted, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(job, idx, attempt) DO UPDATE SET engine = excluded.engine,
+                        ended_ms = excluded.ended_ms, counted = excluded.counted,
+                        outcome = excluded.outcome
+                     WHERE excluded.counted",
                 )
                 .map_err(err)?;
             for a in &b.attempts {

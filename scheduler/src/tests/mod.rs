@@ -170,7 +170,7 @@ struct Sim {
     /// Failures per (engine, job) since the job's last retry.
     job_failures: BTreeMap<(usize, JobId), u32>,
     /// Attempts the master recorded as counted, as each commit carried them
-    /// (a re-delivered result is recorded again, uncounted, over the first),
+    /// (a re-delivered result, uncounted, leaves the first record as it is),
     /// and those of the last commit, which a crash may take back.
     counted: BTreeSet<AttemptKey>,
     counted_in_last_commit: Vec<AttemptKey>,
