@@ -39,6 +39,26 @@ impl Scheduler {
             self.engines[e].held.remove(&key);
             self.requeue_lost(e, key, now);
         }
+        // What it held when it went silent and no longer reports is gone.
+        self.given_up
+            .retain(|k, owner| *owner != e || reported.contains(k));
+        // A result for an attempt it was never seen to hold (the commit of
+        // its assignment was lost) is its own if the task is still waiting
+        // to run that attempt; otherwise the result is dropped when it comes.
+        for key in finished {
+            if !self.engines[e].held.contains_key(key)
+                && self.given_up.get(key) != Some(&e)
+                && self.adopt_result(e, *key)
+            {
+                self.engines[e].held.insert(
+                    *key,
+                    Held {
+                        started: true,
+                        cancelling: false,
+                    },
+                );
+            }
+        }
         let mut cancel = Vec::new();
         for key in held {
             if let Some(h) = self.engines[e].held.get(key) {
@@ -143,6 +163,28 @@ impl Scheduler {
         self.dirty_engines.insert(e);
     }
 
+    /// An engine brings the result of an attempt the master never saw it
+    /// given: take the attempt as assigned to it, if its task is waiting to
+    /// run and no engine has a later attempt.
+    fn adopt_result(&mut self, e: EngineIdx, key: AttemptKey) -> bool {
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return false;
+        };
+        let Some(task) = job.tasks.get_mut(key.task.index as usize) else {
+            return false;
+        };
+        task.saw_attempt(key.attempt);
+        if task.status != TaskStatus::Ready || key.attempt < task.attempts {
+            return false;
+        }
+        job.set_task_status(key.task.index, TaskStatus::Assigned);
+        let task = &mut job.tasks[key.task.index as usize];
+        task.attempts = key.attempt;
+        task.engine = Some(e);
+        self.dirty_tasks.insert(key.task);
+        true
+    }
+
     /// An engine reports an attempt the master does not have it holding.
     /// Adopt it when the task is still waiting to run (a restarted master
     /// lost the assignment); otherwise the engine must drop it.
@@ -245,6 +287,7 @@ impl Scheduler {
         let held = std::mem::take(&mut engine.held);
         for key in held.keys() {
             self.requeue_lost(e, *key, now);
+            self.given_up.insert(*key, e);
         }
         self.dirty_engines.insert(e);
     }

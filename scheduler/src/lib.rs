@@ -62,7 +62,7 @@ pub use state::Engine;
 use state::Job;
 
 use drqueue_common::model::{EngineFacts, EngineId, JobId, TaskKey};
-use drqueue_common::protocol::ToEngine;
+use drqueue_common::protocol::{AttemptKey, ToEngine};
 use drqueue_common::Millis;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -162,6 +162,14 @@ pub enum Notice {
         job: JobId,
         error: String,
     },
+    /// An engine spoke of an attempt it does not hold (a result, a start or
+    /// a log): dropped. A forged or confused engine cannot finish work that
+    /// another engine holds.
+    ForeignAttempt {
+        engine: EngineId,
+        attempt: AttemptKey,
+        what: &'static str,
+    },
     /// An engine went silent (or did not return after a restart).
     EngineLost {
         engine: EngineId,
@@ -230,6 +238,9 @@ pub struct Scheduler {
     limits: BTreeMap<String, u32>,
     dirty_limits: BTreeSet<String>,
     next_check_id: u64,
+    /// Attempts taken back from an engine that went silent and may still be
+    /// running them: a late result from that engine is still its own.
+    given_up: BTreeMap<AttemptKey, EngineIdx>,
 }
 
 impl Scheduler {
@@ -248,6 +259,7 @@ impl Scheduler {
             attempts: Vec::new(),
             next_id_dirty: false,
             pools_dirty: false,
+            given_up: BTreeMap::new(),
             limits: BTreeMap::new(),
             dirty_limits: BTreeSet::new(),
             next_check_id: 1,

@@ -269,6 +269,7 @@ impl Scheduler {
         self.jobs.remove(&id);
         self.dirty_jobs.remove(&id);
         self.dirty_tasks.retain(|k| k.job != id);
+        self.given_up.retain(|k, _| k.task.job != id);
         self.deleted_jobs.push(id);
         Ok(())
     }

@@ -13,9 +13,10 @@ impl Scheduler {
         let Some(&e) = self.engine_index.get(id) else {
             return;
         };
-        if let Some(h) = self.engines[e].held.get_mut(&key) {
-            h.started = true;
-        }
+        let Some(h) = self.engines[e].held.get_mut(&key) else {
+            return;
+        };
+        h.started = true;
         let Some(job) = self.jobs.get_mut(&key.task.job) else {
             return;
         };
@@ -45,12 +46,20 @@ impl Scheduler {
         fx: &mut Effects,
     ) {
         let engine_id = EngineId::from(id);
+        // Acknowledged even when dropped: the engine would only send it again.
         fx.after_commit
             .push((engine_id.clone(), ToEngine::Ack(vec![key])));
         let Some(&e) = self.engine_index.get(id) else {
             return;
         };
-        self.engines[e].held.remove(&key);
+        if !self.take_back(e, key) {
+            fx.notices.push(Notice::ForeignAttempt {
+                engine: engine_id,
+                attempt: key,
+                what: "result",
+            });
+            return;
+        }
         self.dirty_engines.insert(e);
         let mut counted = false;
         if let Some(job) = self.jobs.get_mut(&key.task.job) {
@@ -78,6 +87,26 @@ impl Scheduler {
             });
         }
         self.update_job_status(key.task.job, now, fx);
+    }
+
+    /// The attempt ended on engine `e`: is it that engine's to report? It
+    /// is if the engine holds it, or held it until it went silent.
+    fn take_back(&mut self, e: EngineIdx, key: AttemptKey) -> bool {
+        if self.engines[e].held.remove(&key).is_some() {
+            return true;
+        }
+        if self.given_up.get(&key) == Some(&e) {
+            self.given_up.remove(&key);
+            return true;
+        }
+        false
+    }
+
+    /// May engine `id` speak of this attempt (stream its log)?
+    pub fn owns_attempt(&self, id: &str, key: AttemptKey) -> bool {
+        self.engine_index.get(id).is_some_and(|&e| {
+            self.engines[e].held.contains_key(&key) || self.given_up.get(&key) == Some(&e)
+        })
     }
 
     pub(super) fn apply_result(

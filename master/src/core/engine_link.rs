@@ -2,6 +2,7 @@
 //! engine, the replay guard, and each decoded message fed to the scheduler.
 
 use super::{Conn, Core, REGISTER_WINDOW_MS};
+use crate::scheduler::Notice;
 use crate::store::LogChunk;
 use bytes::Bytes;
 use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine};
@@ -83,11 +84,21 @@ impl Core {
                 attempt,
                 offset,
                 data,
-            } => self.logs.push(LogChunk {
-                attempt,
-                offset,
-                data,
-            }),
+            } => {
+                if self.sched.owns_attempt(&engine, attempt) {
+                    self.logs.push(LogChunk {
+                        attempt,
+                        offset,
+                        data,
+                    });
+                } else {
+                    self.fx.notices.push(Notice::ForeignAttempt {
+                        engine: engine.clone(),
+                        attempt,
+                        what: "log",
+                    });
+                }
+            }
             FromEngine::Finished(f) => {
                 if !f.outcome.is_success() {
                     tracing::info!(%engine, task = %f.attempt.task, attempt = f.attempt.attempt, "attempt failed: {}", f.outcome.describe());

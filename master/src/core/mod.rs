@@ -55,6 +55,8 @@ pub struct Core {
     conns: HashMap<Bytes, Conn>,
     engine_conn: HashMap<EngineId, Bytes>,
     guards: HashMap<EngineId, ReplayGuard>,
+    /// Messages about attempts their engine does not hold, logged sparingly.
+    foreign_notices: notices::RateLimit,
     out: mpsc::UnboundedSender<Outgoing>,
     writer: mpsc::UnboundedSender<WriterMsg>,
     authenticated: bool,
@@ -81,6 +83,7 @@ impl Core {
             conns: HashMap::new(),
             engine_conn: HashMap::new(),
             guards: HashMap::new(),
+            foreign_notices: notices::RateLimit::default(),
             out,
             writer,
             authenticated,
@@ -178,9 +181,7 @@ impl Core {
                 let _ = self.out.send((identity.clone(), msg));
             }
         }
-        for notice in self.fx.notices.drain(..) {
-            log_notice(&notice);
-        }
+        self.log_notices();
         for job in self.fx.ended_jobs.drain(..) {
             if let Some(view) = self.sched.job_view(job, now) {
                 tracing::info!(%job, name = %view.name, status = %view.status, done = view.counts.get(drqueue_common::model::TaskStatus::Done), "job ended");

@@ -5,6 +5,7 @@ use super::Core;
 use crate::notify::MailRequest;
 use crate::scheduler::Notice;
 use drqueue_common::model::TaskStatus;
+use drqueue_common::Millis;
 
 /// Logs one notice at the level its harm deserves.
 pub fn log_notice(notice: &Notice) {
@@ -33,6 +34,64 @@ pub fn log_notice(notice: &Notice) {
         }
         Notice::CheckFailed { engine, detail } => {
             tracing::warn!(%engine, "engine failed its check task: {detail}")
+        }
+        Notice::ForeignAttempt {
+            engine,
+            attempt,
+            what,
+        } => tracing::warn!(
+            %engine,
+            task = %attempt.task,
+            attempt = attempt.attempt,
+            "dropped a {what} for an attempt this engine does not hold"
+        ),
+    }
+}
+
+/// Lets through at most [`RateLimit::BURST`] lines a minute of one noisy
+/// kind (a hostile engine can send thousands); the rest are counted, and
+/// the count is told with the next line let through.
+#[derive(Debug, Default)]
+pub(super) struct RateLimit {
+    window_start: Millis,
+    shown: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    const BURST: u32 = 10;
+    const WINDOW_MS: Millis = 60_000;
+
+    /// `Some(n)` to log now, `n` having been held back since the last one.
+    pub(super) fn allow(&mut self, now: Millis) -> Option<u64> {
+        if now.saturating_sub(self.window_start) >= Self::WINDOW_MS {
+            self.window_start = now;
+            self.shown = 0;
+        }
+        if self.shown >= Self::BURST {
+            self.suppressed += 1;
+            return None;
+        }
+        self.shown += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+impl Core {
+    /// Logs the round's notices; foreign-attempt ones rate-limited.
+    pub(super) fn log_notices(&mut self) {
+        let now = self.now;
+        for notice in std::mem::take(&mut self.fx.notices) {
+            if matches!(notice, Notice::ForeignAttempt { .. }) {
+                match self.foreign_notices.allow(now) {
+                    None => continue,
+                    Some(0) => {}
+                    Some(n) => tracing::warn!(
+                        "{n} more messages about attempts their engines do not hold were dropped"
+                    ),
+                }
+            }
+            log_notice(&notice);
         }
     }
 }

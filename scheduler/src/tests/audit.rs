@@ -128,3 +128,39 @@ fn max_engines_puts_a_job_on_exactly_that_many_engines() {
     let on = (0..3).filter(|i| job_on(&sim, *i, id) > 0).count();
     assert_eq!(on, 2);
 }
+
+/// Catches: `task_finished` trusting whoever reports a result. An engine
+/// that reports another engine's attempt (forged, or a cloned identity)
+/// changes nothing, and the holder's own result still counts.
+#[test]
+fn a_result_from_an_engine_that_does_not_hold_the_attempt_changes_nothing() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["other"], 1, 1);
+    let job = sim.submit(spec("1", 1));
+    let key = sim.engines[0].held[0];
+    let mut fx = Effects::default();
+    let success = Outcome {
+        exit_code: Some(0),
+        ..Default::default()
+    };
+    sim.s
+        .task_finished("engine-1", key, success.clone(), sim.now, &mut fx);
+    assert!(fx
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::ForeignAttempt { what: "result", .. })));
+    sim.settle(fx);
+    let t = sim.s.task_record(key.task).unwrap();
+    assert_eq!(t.status, TaskStatus::Assigned, "the forged success counted");
+    assert!(!sim.s.owns_attempt("engine-1", key));
+    assert!(sim.s.owns_attempt("engine-0", key));
+
+    sim.finish(0, 0, true);
+    let view = sim.s.job_view(job, sim.now).unwrap();
+    assert_eq!(view.status, JobStatus::Done);
+    assert_eq!(
+        sim.s.task_record(key.task).unwrap().engine.as_deref(),
+        Some("engine-0")
+    );
+}

@@ -139,6 +139,7 @@ struct Coverage {
     sick_engines: u32,
     blacklistings: u32,
     paused_with_ready: u32,
+    forgeries: u32,
 }
 
 struct Sim {
@@ -186,6 +187,8 @@ struct Sim {
     /// Failures acknowledged after an enable or a passed check of their
     /// engine: that reset its streak.
     streak_forgiven: BTreeSet<AttemptKey>,
+    /// Every attempt handed to an engine, and to which.
+    given: BTreeSet<(EngineId, AttemptKey)>,
     limit: u32,
     /// Work handed where it must not go, seen as it arrives.
     violations: Vec<String>,
@@ -233,6 +236,7 @@ impl Sim {
             retries_pending: Vec::new(),
             retries_in_last_commit: Vec::new(),
             acked_forgiven: BTreeMap::new(),
+            given: BTreeSet::new(),
             streak_forgiven: BTreeSet::new(),
             limit: 0,
             violations: Vec::new(),
@@ -514,6 +518,7 @@ impl Sim {
     /// and the oracle's record, never the scheduler's helpers.
     fn check_assignment(&mut self, i: usize, key: AttemptKey) {
         let engine = self.engines[i].id.clone();
+        self.given.insert((engine.clone(), key));
         let job = key.task.job;
         if self.done.contains(&key.task) {
             self.violations.push(format!(
@@ -640,6 +645,36 @@ impl Sim {
         if success && by_it {
             self.accepted.insert(key);
         }
+    }
+
+    /// Engine `forger` reports success for an attempt another engine holds.
+    fn forge(&mut self, forger: usize, victim: usize) {
+        let busy: Vec<usize> = (0..self.engines.len())
+            .filter(|&i| !self.engines[i].held.is_empty())
+            .collect();
+        let others: Vec<usize> = (0..self.engines.len())
+            .filter(|&i| self.engines[i].alive && !self.engines[i].stopped)
+            .collect();
+        if busy.is_empty() || others.is_empty() {
+            return;
+        }
+        let v = busy[victim % busy.len()];
+        let f = others[forger % others.len()];
+        let key = self.engines[v].held[0];
+        if f == v || self.engines[f].held.contains(&key) {
+            return;
+        }
+        self.coverage.forgeries += 1;
+        let id = self.engines[f].id.clone();
+        let mut fx = Effects::default();
+        let out = Outcome {
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        self.s.task_finished(&id, key, out, self.now, &mut fx);
+        // Its acks must not reach the forger's books: it holds no result.
+        fx.after_commit.retain(|(to, _)| *to != id);
+        self.settle(fx);
     }
 
     fn finish(&mut self, engine: usize, pick: usize, success: bool) {
@@ -883,7 +918,19 @@ impl Sim {
                     continue;
                 }
                 prop_assert!(t.attempts >= 1, "task {key} is done with attempts 0");
-                prop_assert!(t.engine.is_some(), "task {key} is done by no engine");
+                let Some(by) = t.engine.clone() else {
+                    return Err(TestCaseError::fail(format!(
+                        "task {key} is done by no engine"
+                    )));
+                };
+                // Done only on the word of an engine given this or an earlier
+                // attempt of the task.
+                prop_assert!(
+                    self.given
+                        .iter()
+                        .any(|(e, a)| *e == by && a.task == key && a.attempt <= t.attempts),
+                    "task {key} is done by {by}, which was never given an attempt of it"
+                );
                 let history = t.history(self.store.attempts(key));
                 prop_assert!(
                     history.iter().any(|a| a.attempt.attempt == t.attempts),

@@ -58,6 +58,12 @@ enum Op {
     Retry(Pick),
     Enable(Pick),
     SetLimit(u32),
+    /// An engine reports success for an attempt another engine holds (a
+    /// forged or confused engine). The master must drop it.
+    Forge {
+        forger: Pick,
+        victim: Pick,
+    },
     RestartMaster {
         lose_last_commit: bool,
     },
@@ -82,6 +88,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any_pick().prop_map(Op::Retry),
         1 => any_pick().prop_map(Op::Enable),
         1 => (0u32..4).prop_map(Op::SetLimit),
+        1 => (any_pick(), any_pick()).prop_map(|(forger, victim)| Op::Forge { forger, victim }),
         1 => any::<bool>().prop_map(|lose_last_commit| Op::RestartMaster { lose_last_commit }),
     ]
 }
@@ -236,6 +243,7 @@ fn apply(sim: &mut Sim, op: Op) {
                 sim.settle(fx);
             }
         }
+        Op::Forge { forger, victim } => sim.forge(forger.0, victim.0),
         Op::SetLimit(n) => {
             sim.s.set_limit("lic", n).expect("valid limit");
             sim.limit = n;
@@ -337,6 +345,7 @@ fn invariants_hold_over_random_farms() {
         t.sick_engines += c.sick_engines;
         t.blacklistings += c.blacklistings;
         t.paused_with_ready += c.paused_with_ready;
+        t.forgeries += c.forgeries;
         Ok(())
     });
     if let Err(e) = result {
@@ -363,6 +372,7 @@ fn invariants_hold_over_random_farms() {
         ("sick engines", t.sick_engines, 10),
         ("blacklistings", t.blacklistings, 450),
         ("paused jobs with ready tasks", t.paused_with_ready, 800),
+        ("forged results", t.forgeries, 100),
     ];
     for (what, seen, floor) in floors {
         assert!(
