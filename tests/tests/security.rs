@@ -1,8 +1,9 @@
 //! Farm keys (HMAC on every master/engine message, replay refused) and API tokens.
 
-use drqueue_common::model::{EngineFacts, JobId, JobStatus};
+use drqueue_common::model::{EngineFacts, JobId, JobStatus, TaskKey, TaskStatus};
 use drqueue_common::protocol::{
-    decode, encode, FarmKey, FromEngine, Heartbeat, Register, ToEngine,
+    decode, encode, AttemptKey, FarmKey, Finished, FromEngine, Heartbeat, Outcome, Register,
+    ToEngine,
 };
 use drqueue_tests::{eventually, zmq_message, Farm};
 use std::time::Duration;
@@ -151,4 +152,86 @@ fn writes_need_an_api_token_when_the_master_has_tokens() {
     let id: JobId = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     farm.engine("t", &[]);
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+}
+
+/// An engine (here one with the farm key) that reports success for an
+/// attempt another engine holds changes nothing: the task finishes only when
+/// the engine running it says so.
+#[test]
+fn a_result_for_another_engines_attempt_changes_nothing() {
+    let (mut farm, key_file) = keyed_farm();
+    farm.engine("real", &["--key-file", &key_file]);
+    let marker = farm.dir.join("may-finish");
+    let wait = format!("while [ ! -e {} ]; do sleep 0.05; done", marker.display());
+    let id = farm.submit(&["--frames", "1", "--", "sh", "-c", &wait]);
+    let c = farm.client();
+    eventually(LONG, "the task to run on the real engine", || {
+        let t = c.tasks(id, Some(TaskStatus::Running)).ok()?;
+        (!t.is_empty()).then_some(())
+    });
+    let key = FarmKey::new(KEY.as_bytes()).unwrap();
+    let attempt = AttemptKey {
+        task: TaskKey { job: id, index: 0 },
+        attempt: 1,
+    };
+    let success = Finished {
+        attempt,
+        outcome: Outcome {
+            exit_code: Some(0),
+            ..Outcome::default()
+        },
+    };
+    let endpoint = farm.engines_endpoint.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut s = DealerSocket::new();
+        s.connect(&endpoint).await.unwrap();
+        // The forged success rides in the Register, then comes on its own.
+        let register = encode(
+            &FromEngine::Register(Register {
+                engine: "forger".into(),
+                session: 7,
+                time_ms: drqueue_common::now_millis(),
+                facts: EngineFacts {
+                    name: "forger".into(),
+                    pools: vec!["nowhere".into()],
+                    ..Default::default()
+                },
+                slots: 1,
+                hwm: 1,
+                held: vec![],
+                finished: vec![success.clone()],
+            }),
+            1,
+            Some(&key),
+        );
+        s.send(zmq_message(register)).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let (_, answer): (u64, ToEngine) = decode(&reply.into_vec(), Some(&key)).unwrap();
+        assert!(matches!(answer, ToEngine::Welcome { .. }), "{answer:?}");
+        let forged = encode(&FromEngine::Finished(success), 2, Some(&key));
+        s.send(zmq_message(forged)).await.unwrap();
+        eventually(LONG, "the master to drop the forged result", || {
+            farm.master_log()
+                .contains("dropped a result for an attempt this engine does not hold")
+                .then_some(())
+        });
+    });
+    let task = &c.tasks(id, None).unwrap()[0];
+    assert_eq!(
+        task.status,
+        TaskStatus::Running,
+        "the forged success counted"
+    );
+    std::fs::write(&marker, "").unwrap();
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let task = &c.tasks(id, None).unwrap()[0];
+    let real = c.engines().unwrap().into_iter().find(|e| e.name == "real");
+    assert_eq!(task.engine, real.map(|e| e.id));
 }
