@@ -17,6 +17,7 @@ use drqueue_common::model::{
 };
 use drqueue_common::now_millis;
 use drqueue_common::protocol::{AttemptKey, JobBody, Outcome, ToEngine};
+use drqueue_runner::contain::{Choice, Containment};
 use drqueue_runner::{Attempt, Control, Pool, RunnerEvent};
 use drqueue_scheduler::memory::MemoryStore;
 use drqueue_scheduler::{Config, Effects, Scheduler};
@@ -156,7 +157,14 @@ impl LocalFarm {
             store: MemoryStore::default(),
             fx,
             jobs,
-            pool: Pool::new(slots, tx)?,
+            pool: Pool::new(
+                slots,
+                tx,
+                Arc::new(Containment::new(
+                    &format!("local-{}", std::process::id()),
+                    Choice::Best,
+                )),
+            )?,
             events,
             running: HashMap::new(),
             log_dir: log_dir.to_path_buf(),

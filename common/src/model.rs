@@ -612,6 +612,9 @@ pub struct EngineFacts {
     /// Renderer versions where asking is cheap: capability → version.
     #[serde(default)]
     pub versions: BTreeMap<String, String>,
+    /// How the engine keeps a task's processes from outliving it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub containment: String,
 }
 
 /// An engine as the API shows it (`engines --json`).
@@ -630,6 +633,9 @@ pub struct EngineView {
     pub capabilities: Vec<String>,
     #[serde(default)]
     pub versions: BTreeMap<String, String>,
+    /// How the engine keeps a task's processes from outliving it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub containment: String,
     pub state: EngineState,
     /// Why the engine is sick (it failed this many tasks in a row); it gets
     /// no work until enabled or until it passes its check task.

@@ -18,6 +18,7 @@ use drqueue_common::protocol::{
     AttemptKey, FarmKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, Register, SeqCounter,
     ToEngine,
 };
+use drqueue_runner::contain::{Choice, Containment};
 use drqueue_runner::{Attempt, Control, Pool, RunnerEvent};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct EngineOptions {
     pub key: Option<FarmKey>,
     /// How often the full facts (renderers, RAM) are gathered again.
     pub facts_refresh: Duration,
+    /// How tasks' processes are contained (cgroup v2 when writable).
+    pub containment: Choice,
 }
 
 /// Slow work done off the loop (it runs processes), reported back to it.
@@ -320,8 +323,11 @@ impl State {
     fn refresh_facts(&self) {
         let tx = self.background.clone();
         let (name, pools) = (self.opts.name.clone(), self.opts.pools.clone());
+        let containment = self.facts.containment.clone();
         tokio::task::spawn_blocking(move || {
-            let _ = tx.send(Background::Facts(facts::gather(name, pools)));
+            let mut facts = facts::gather(name, pools);
+            facts.containment = containment;
+            let _ = tx.send(Background::Facts(facts));
         });
     }
 
@@ -377,8 +383,19 @@ pub async fn run(
         anyhow::bail!("no master endpoint given: use --master tcp://HOST:5555 or DRQUEUE_MASTER");
     }
     let id = engine_id(&opts.state_dir)?;
-    let facts = facts::gather(opts.name.clone(), opts.pools.clone());
-    tracing::info!(engine = %id, name = %facts.name, pools = ?facts.pools, capabilities = ?facts.capabilities, slots = opts.slots, hwm = opts.hwm, "engine starting");
+    // Before anything runs or registers: end what a previous life (killed,
+    // so it could not) left running.
+    let contain = Arc::new(Containment::new(&id, opts.containment));
+    let left = contain.sweep();
+    if left > 0 {
+        tracing::warn!(
+            processes = left,
+            "ended processes a previous run of this engine left running"
+        );
+    }
+    let mut facts = facts::gather(opts.name.clone(), opts.pools.clone());
+    facts.containment = contain.describe();
+    tracing::info!(engine = %id, name = %facts.name, pools = ?facts.pools, capabilities = ?facts.capabilities, slots = opts.slots, hwm = opts.hwm, containment = %facts.containment, "engine starting");
     let (events, mut runner_rx) = mpsc::unbounded_channel();
     let (background, mut background_rx) = mpsc::unbounded_channel();
     let mut st = State {
@@ -392,7 +409,7 @@ pub async fn run(
         releasing: false,
         released: Vec::new(),
         peak_held: 0,
-        pool: Pool::new(opts.slots, events)
+        pool: Pool::new(opts.slots, events, contain)
             .map_err(|e| anyhow::anyhow!("cannot start the slot threads: {e}"))?,
         seq: SeqCounter::from_clock(),
         sys: sysinfo::System::new(),

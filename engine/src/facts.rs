@@ -175,6 +175,7 @@ pub fn gather(name: Option<String>, pools: Vec<String>) -> EngineFacts {
         pools,
         capabilities,
         versions,
+        containment: String::new(), // the engine fills it in
     }
 }
 

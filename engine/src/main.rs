@@ -46,6 +46,11 @@ struct Args {
     /// Old log files kept (NAME.1 … NAME.N).
     #[arg(long, env = "DRQUEUE_LOG_KEEP", default_value_t = 5)]
     log_keep: u32,
+    /// How a task's processes are kept from outliving it: `auto` (a cgroup
+    /// v2 per attempt where the tree is writable, else `marker`) or `marker`
+    /// (an environment marker and a child subreaper).
+    #[arg(long, env = "DRQUEUE_CONTAINMENT", default_value = "auto")]
+    containment: drqueue_runner::contain::Choice,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -121,6 +126,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         state_dir: args.state_dir.unwrap_or_else(default_state_dir),
         facts_refresh: std::time::Duration::from_secs(args.facts_refresh.max(1)),
         key,
+        containment: args.containment,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

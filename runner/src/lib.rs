@@ -1,16 +1,22 @@
 //! Runs one task attempt: its command lines as child processes.
 //!
 //! Attempts run on a pool of one thread per slot (made once: creating a thread
-//! per task cost more than spawning `true`). A command runs without a shell, in its own
-//! process group (so cancel and timeout kill the whole tree), with stdout and
-//! stderr on one pipe that is copied to the attempt's log file and streamed to
-//! the master. `wait4` gives the exit status, CPU time and peak RSS. Per-frame
-//! templates run one command per frame and stop at the first failure.
+//! per task cost more than spawning `true`). A command runs without a shell,
+//! in its own process group and in a [`contain`] box (so cancel, timeout and
+//! the command's end kill everything it started, even what left the group),
+//! with stdout and stderr on one pipe that is copied to the attempt's log
+//! file and streamed to the master. `wait4` gives the exit status, CPU time
+//! and peak RSS. Per-frame templates run one command per frame and stop at
+//! the first failure.
 
+pub mod contain;
+
+use contain::{Containment, TaskBox};
 use drqueue_common::frames::Block;
 use drqueue_common::protocol::{AttemptKey, JobBody, Outcome};
 use drqueue_common::template::{self, TaskContext};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -80,12 +86,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(slots: u32, events: mpsc::UnboundedSender<RunnerEvent>) -> std::io::Result<Pool> {
+    pub fn new(
+        slots: u32,
+        events: mpsc::UnboundedSender<RunnerEvent>,
+        contain: Arc<Containment>,
+    ) -> std::io::Result<Pool> {
         let (work, rx) = std::sync::mpsc::channel::<Attempt>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..slots {
             let rx = rx.clone();
             let events = events.clone();
+            let contain = contain.clone();
             std::thread::Builder::new()
                 .name(format!("slot-{i}"))
                 .spawn(move || loop {
@@ -96,7 +107,7 @@ impl Pool {
                         Err(poisoned) => poisoned.into_inner().recv(),
                     };
                     match next {
-                        Ok(attempt) => run(attempt, events.clone()),
+                        Ok(attempt) => run(attempt, &contain, events.clone()),
                         Err(_) => return, // the engine is gone
                     }
                 })?;
@@ -111,7 +122,7 @@ impl Pool {
     }
 }
 
-fn run(a: Attempt, events: mpsc::UnboundedSender<RunnerEvent>) {
+fn run(a: Attempt, contain: &Containment, events: mpsc::UnboundedSender<RunnerEvent>) {
     let _ = events.send(RunnerEvent::Started(a.key));
     let started = Instant::now();
     let ctx = TaskContext {
@@ -139,7 +150,7 @@ fn run(a: Attempt, events: mpsc::UnboundedSender<RunnerEvent>) {
             if a.control.stopping() {
                 break;
             }
-            let ok = run_one(&argv, &a, &mut log, &mut outcome);
+            let ok = run_one(&argv, &a, contain, &mut log, &mut outcome);
             if !ok {
                 break;
             }
@@ -196,7 +207,13 @@ impl LogSink<'_> {
 }
 
 /// Runs one command line; returns whether to go on to the next frame.
-fn run_one(argv: &[String], a: &Attempt, log: &mut LogSink, outcome: &mut Outcome) -> bool {
+fn run_one(
+    argv: &[String],
+    a: &Attempt,
+    contain: &Containment,
+    log: &mut LogSink,
+    outcome: &mut Outcome,
+) -> bool {
     let (mut reader, writer) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => {
@@ -224,9 +241,12 @@ fn run_one(argv: &[String], a: &Attempt, log: &mut LogSink, outcome: &mut Outcom
     if let Some(cwd) = &a.body.cwd {
         cmd.current_dir(cwd);
     }
-    let child = match cmd.spawn() {
+    let task_box = contain.open(a.key);
+    task_box.prepare(&mut cmd);
+    let child = match contain.spawn(&mut cmd) {
         Ok(c) => c,
         Err(e) => {
+            contain.close(&task_box, 0);
             outcome.error = Some(format!("cannot run {:?}: {e}", argv[0]));
             return false;
         }
@@ -238,15 +258,7 @@ fn run_one(argv: &[String], a: &Attempt, log: &mut LogSink, outcome: &mut Outcom
     if a.control.stopping() {
         a.control.kill();
     }
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => log.write(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
+    copy_output(&mut reader, pid, contain, &task_box, log);
     let (status, usage) = wait4(pid);
     a.control.pgid.store(0, Ordering::SeqCst);
     // Nothing a task started outlives it.
@@ -254,6 +266,7 @@ fn run_one(argv: &[String], a: &Attempt, log: &mut LogSink, outcome: &mut Outcom
     unsafe {
         libc::killpg(pid, libc::SIGKILL);
     }
+    contain.close(&task_box, pid);
     drop(child);
     if let Some(u) = usage {
         let cpu = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
@@ -279,6 +292,69 @@ fn run_one(argv: &[String], a: &Attempt, log: &mut LogSink, outcome: &mut Outcom
     }
 }
 
+/// Copies the command's output to the log until the pipe closes. When the
+/// command itself has exited but something it started still holds the pipe
+/// (it left the process group: `setsid cmd &`), that something is ended,
+/// and reading stops soon after even if the pipe stays open.
+fn copy_output(
+    reader: &mut std::io::PipeReader,
+    pid: i32,
+    contain: &Containment,
+    task_box: &TaskBox,
+    log: &mut LogSink,
+) {
+    const CHECK_MS: i32 = 100;
+    const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut exited_at: Option<Instant> = None;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: reader.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, CHECK_MS) };
+        if ready > 0 {
+            match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => log.write(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+            continue;
+        }
+        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+        match exited_at {
+            None if has_exited(pid) => {
+                contain.end_escapees(task_box);
+                exited_at = Some(Instant::now());
+            }
+            Some(t) if t.elapsed() > DRAIN_AFTER_EXIT => return,
+            _ => {}
+        }
+    }
+}
+
+/// Has the child exited? (It stays waitable: `wait4` collects it.)
+fn has_exited(pid: i32) -> bool {
+    // SAFETY: siginfo_t is plain data; waitid fills it in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: WNOWAIT leaves the child to be reaped by wait4.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is set by waitid when a child has changed state.
+    r == 0 && unsafe { info.si_pid() } != 0
+}
+
 /// Waits for one child, returning its status and resource usage.
 fn wait4(pid: i32) -> (Option<i32>, Option<libc::rusage>) {
     let mut status = 0;
@@ -298,162 +374,4 @@ fn wait4(pid: i32) -> (Option<i32>, Option<libc::rusage>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use drqueue_common::model::{JobId, TaskKey};
-
-    fn attempt(cmd: &[&str], first: i64, last: i64, dir: &std::path::Path) -> Attempt {
-        Attempt {
-            key: AttemptKey {
-                task: TaskKey {
-                    job: JobId(1),
-                    index: 0,
-                },
-                attempt: 1,
-            },
-            body: Arc::new(JobBody {
-                id: JobId(1),
-                command: cmd.iter().map(|s| s.to_string()).collect(),
-                env: vec![("GREETING".into(), "hi".into())],
-                cwd: Some(dir.display().to_string()),
-                timeout_secs: 0,
-            }),
-            block: Block {
-                first,
-                last,
-                step: 1,
-            },
-            log_path: dir.join("log"),
-            control: Arc::new(Control::default()),
-        }
-    }
-
-    fn collect(a: Attempt) -> (Outcome, Vec<u8>) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        run(a, tx);
-        let mut log = Vec::new();
-        let mut out = None;
-        while let Ok(ev) = rx.try_recv() {
-            match ev {
-                RunnerEvent::Log { data, .. } => log.extend(data),
-                RunnerEvent::Finished(_, o) => out = Some(o),
-                RunnerEvent::Started(_) => {}
-            }
-        }
-        (out.expect("finished"), log)
-    }
-
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("drqueue-runner-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    #[test]
-    fn runs_per_frame_with_env_and_captures_output() {
-        let d = tmp("frames");
-        let (o, log) = collect(attempt(
-            &["sh", "-c", "echo $GREETING frame $0 >&2", "{frame}"],
-            1,
-            3,
-            &d,
-        ));
-        assert!(o.is_success(), "{o:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&log),
-            "hi frame 1\nhi frame 2\nhi frame 3\n"
-        );
-        assert_eq!(std::fs::read(d.join("log")).unwrap(), log);
-    }
-
-    #[test]
-    fn a_silent_task_leaves_no_log_file() {
-        let d = tmp("silent");
-        let (o, log) = collect(attempt(&["true"], 1, 1, &d));
-        assert!(o.is_success() && log.is_empty());
-        assert!(!d.join("log").exists());
-    }
-
-    #[test]
-    fn the_pool_runs_attempts_on_its_slot_threads() {
-        let d = tmp("pool");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let pool = Pool::new(2, tx).unwrap();
-        for i in 0..4 {
-            let mut a = attempt(&["sh", "-c", "echo $0", "{frame}"], i, i, &d);
-            a.key.task.index = i as u32;
-            a.log_path = d.join(format!("log{i}"));
-            pool.start(a);
-        }
-        let mut finished = 0;
-        while finished < 4 {
-            if let Some(RunnerEvent::Finished(_, o)) = rx.blocking_recv() {
-                assert!(o.is_success());
-                finished += 1;
-            }
-        }
-    }
-
-    #[test]
-    fn stops_at_the_first_failing_frame() {
-        let d = tmp("fail");
-        let (o, log) = collect(attempt(
-            &["sh", "-c", "echo $0; test $0 -lt 2", "{frame}"],
-            1,
-            3,
-            &d,
-        ));
-        assert_eq!(o.exit_code, Some(1));
-        assert_eq!(String::from_utf8_lossy(&log), "1\n2\n");
-    }
-
-    #[test]
-    fn a_missing_program_is_a_clear_error() {
-        let d = tmp("missing");
-        let (o, log) = collect(attempt(&["/no/such/renderer"], 1, 1, &d));
-        assert!(o.error.as_deref().unwrap().contains("/no/such/renderer"));
-        assert!(String::from_utf8_lossy(&log).contains("cannot run"));
-    }
-
-    #[test]
-    fn cancel_kills_the_whole_process_tree() {
-        let d = tmp("cancel");
-        let a = attempt(
-            &["sh", "-c", "sleep 600 & echo $! > child.pid; wait"],
-            1,
-            1,
-            &d,
-        );
-        let control = a.control.clone();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let t = std::thread::spawn(move || run(a, tx));
-        let pid_file = d.join("child.pid");
-        while std::fs::read_to_string(&pid_file)
-            .map(|s| s.trim().is_empty())
-            .unwrap_or(true)
-        {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        let grandchild: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        control.cancel();
-        t.join().unwrap();
-        let mut cancelled = false;
-        while let Ok(ev) = rx.try_recv() {
-            if let RunnerEvent::Finished(_, o) = ev {
-                cancelled = o.cancelled && !o.is_success();
-            }
-        }
-        assert!(cancelled);
-        // The grandchild `sleep 600` is gone too (or a zombie awaiting init).
-        let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
-        assert!(
-            stat.is_empty() || stat.contains(") Z"),
-            "sleep survived: {stat}"
-        );
-    }
-}
+mod tests;

@@ -130,6 +130,7 @@ impl Engine {
             pools: self.facts.pools.clone(),
             capabilities: self.facts.capabilities.clone(),
             versions: self.facts.versions.clone(),
+            containment: self.facts.containment.clone(),
             state: self.state(),
             sick: self.sick.clone(),
             failures_in_row: self.failures_in_row,

@@ -158,6 +158,9 @@ pub fn print_engine(e: &EngineView) {
         })
         .collect();
     println!("  caps      {}", caps.join(", "));
+    if !e.containment.is_empty() {
+        println!("  contain   {}", e.containment);
+    }
     println!(
         "  cores     {}   RAM {} MB ({} MB free)   load {:.2}",
         e.cores, e.ram_mb, e.free_ram_mb, e.load

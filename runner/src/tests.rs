@@ -1,0 +1,285 @@
+//! The runner with real child processes.
+
+use super::*;
+use contain::{Choice, Mechanism};
+use drqueue_common::model::{JobId, TaskKey};
+use std::sync::OnceLock;
+
+/// An attempt of its own number: tests run at once, and one attempt's box
+/// must not be another's.
+fn attempt(cmd: &[&str], first: i64, last: i64, dir: &std::path::Path) -> Attempt {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    Attempt {
+        key: AttemptKey {
+            task: TaskKey {
+                job: JobId(1),
+                index: 0,
+            },
+            attempt: NEXT.fetch_add(1, Ordering::SeqCst),
+        },
+        body: Arc::new(JobBody {
+            id: JobId(1),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            env: vec![("GREETING".into(), "hi".into())],
+            cwd: Some(dir.display().to_string()),
+            timeout_secs: 0,
+        }),
+        block: Block {
+            first,
+            last,
+            step: 1,
+        },
+        log_path: dir.join("log"),
+        control: Arc::new(Control::default()),
+    }
+}
+
+fn collect(a: Attempt) -> (Outcome, Vec<u8>) {
+    collect_in(a, &contain(Choice::Best))
+}
+
+/// One containment per mechanism for the whole test binary, as an engine has.
+fn contain(choice: Choice) -> Arc<Containment> {
+    static BEST: OnceLock<Arc<Containment>> = OnceLock::new();
+    static MARKER: OnceLock<Arc<Containment>> = OnceLock::new();
+    // Fixed tags: a run reuses (and sweeps) what an earlier run left.
+    let tag = |name: &str| format!("runner-test-{name}");
+    let cell = match choice {
+        Choice::Best => &BEST,
+        Choice::Marker => &MARKER,
+    };
+    let name = if choice == Choice::Best {
+        "best"
+    } else {
+        "marker"
+    };
+    cell.get_or_init(|| Arc::new(Containment::new(&tag(name), choice)))
+        .clone()
+}
+
+fn collect_in(a: Attempt, contain: &Containment) -> (Outcome, Vec<u8>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    run(a, contain, tx);
+    let mut log = Vec::new();
+    let mut out = None;
+    while let Ok(ev) = rx.try_recv() {
+        match ev {
+            RunnerEvent::Log { data, .. } => log.extend(data),
+            RunnerEvent::Finished(_, o) => out = Some(o),
+            RunnerEvent::Started(_) => {}
+        }
+    }
+    (out.expect("finished"), log)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("drqueue-runner-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn runs_per_frame_with_env_and_captures_output() {
+    let d = tmp("frames");
+    let (o, log) = collect(attempt(
+        &["sh", "-c", "echo $GREETING frame $0 >&2", "{frame}"],
+        1,
+        3,
+        &d,
+    ));
+    assert!(o.is_success(), "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        "hi frame 1\nhi frame 2\nhi frame 3\n"
+    );
+    assert_eq!(std::fs::read(d.join("log")).unwrap(), log);
+}
+
+#[test]
+fn a_silent_task_leaves_no_log_file() {
+    let d = tmp("silent");
+    let (o, log) = collect(attempt(&["true"], 1, 1, &d));
+    assert!(o.is_success() && log.is_empty());
+    assert!(!d.join("log").exists());
+}
+
+#[test]
+fn the_pool_runs_attempts_on_its_slot_threads() {
+    let d = tmp("pool");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let pool = Pool::new(2, tx, contain(Choice::Best)).unwrap();
+    for i in 0..4 {
+        let mut a = attempt(&["sh", "-c", "echo $0", "{frame}"], i, i, &d);
+        a.key.task.index = i as u32;
+        a.log_path = d.join(format!("log{i}"));
+        pool.start(a);
+    }
+    let mut finished = 0;
+    while finished < 4 {
+        if let Some(RunnerEvent::Finished(_, o)) = rx.blocking_recv() {
+            assert!(o.is_success());
+            finished += 1;
+        }
+    }
+}
+
+#[test]
+fn stops_at_the_first_failing_frame() {
+    let d = tmp("fail");
+    let (o, log) = collect(attempt(
+        &["sh", "-c", "echo $0; test $0 -lt 2", "{frame}"],
+        1,
+        3,
+        &d,
+    ));
+    assert_eq!(o.exit_code, Some(1));
+    assert_eq!(String::from_utf8_lossy(&log), "1\n2\n");
+}
+
+#[test]
+fn a_missing_program_is_a_clear_error() {
+    let d = tmp("missing");
+    let (o, log) = collect(attempt(&["/no/such/renderer"], 1, 1, &d));
+    assert!(o.error.as_deref().unwrap().contains("/no/such/renderer"));
+    assert!(String::from_utf8_lossy(&log).contains("cannot run"));
+}
+
+#[test]
+fn cancel_kills_the_whole_process_tree() {
+    let d = tmp("cancel");
+    let a = attempt(
+        &["sh", "-c", "sleep 600 & echo $! > child.pid; wait"],
+        1,
+        1,
+        &d,
+    );
+    let control = a.control.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let t = std::thread::spawn(move || run(a, &contain(Choice::Best), tx));
+    let pid_file = d.join("child.pid");
+    while std::fs::read_to_string(&pid_file)
+        .map(|s| s.trim().is_empty())
+        .unwrap_or(true)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let grandchild: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    control.cancel();
+    t.join().unwrap();
+    let mut cancelled = false;
+    while let Ok(ev) = rx.try_recv() {
+        if let RunnerEvent::Finished(_, o) = ev {
+            cancelled = o.cancelled && !o.is_success();
+        }
+    }
+    assert!(cancelled);
+    // The grandchild `sleep 600` is gone too (or a zombie awaiting init).
+    let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "sleep survived: {stat}"
+    );
+}
+
+/// Processes whose command line holds `marker`, alive (not zombies).
+fn alive_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rfind(')')
+                .is_some_and(|i| stat[i + 1..].trim_start().starts_with('Z'));
+            !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+        })
+        .collect()
+}
+
+/// A task that leaves its process group (`setsid`) and double-forks: when
+/// the task's command ends, so does the escapee, and the attempt is not
+/// held up by the pipe the escapee kept open.
+fn escapees_end_with_the_task(choice: Choice, name: &str) {
+    let d = tmp(name);
+    let marker = format!("drqueue-escapee-{}-{name}", std::process::id());
+    let script = format!("(setsid sh -c 'sleep 300; : {marker}' &); echo started");
+    let start = Instant::now();
+    let (o, log) = collect_in(attempt(&["sh", "-c", &script], 1, 1, &d), &contain(choice));
+    assert!(o.is_success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&log), "started\n");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(60),
+        "the attempt waited for its escapee"
+    );
+    assert_eq!(
+        alive_with(&marker),
+        Vec::<i32>::new(),
+        "an escapee survived"
+    );
+}
+
+#[test]
+fn escapees_end_with_the_task_in_a_cgroup() {
+    let c = contain(Choice::Best);
+    if !matches!(c.mechanism(), Mechanism::Cgroup(_)) {
+        // The CI machine has a writable cgroup v2 tree; say so loudly elsewhere.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs a writable cgroup v2 tree: {}",
+            c.describe()
+        );
+        return;
+    }
+    eprintln!("containment: {}", c.describe());
+    escapees_end_with_the_task(Choice::Best, "cgroup");
+}
+
+#[test]
+fn escapees_end_with_the_task_by_their_marker() {
+    escapees_end_with_the_task(Choice::Marker, "marker");
+}
+
+/// What a previous life left running (an engine killed with -9) is ended by
+/// the next start's sweep.
+#[test]
+fn a_sweep_ends_what_a_previous_life_left() {
+    for (choice, name) in [
+        (Choice::Best, "sweep-best"),
+        (Choice::Marker, "sweep-marker"),
+    ] {
+        let tag = format!("runner-test-{name}");
+        let first = Containment::new(&tag, choice);
+        let marker = format!("drqueue-left-{}-{name}", std::process::id());
+        let key = AttemptKey {
+            task: TaskKey {
+                job: JobId(9),
+                index: 0,
+            },
+            attempt: 1,
+        };
+        let task_box = first.open(key);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("sleep 300; : {marker}")]);
+        task_box.prepare(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        while alive_with(&marker).is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The runner "dies" without closing the box; its next life sweeps.
+        let next = Containment::new(&tag, choice);
+        assert!(next.sweep() >= 1, "{name}: the sweep found nothing");
+        let _ = child.wait();
+        assert_eq!(
+            alive_with(&marker),
+            Vec::<i32>::new(),
+            "{name}: it survived"
+        );
+    }
+}
