@@ -60,6 +60,7 @@ impl Scheduler {
             });
             return;
         }
+        self.ran.insert(key, (e, now));
         self.dirty_engines.insert(e);
         let mut counted = false;
         if let Some(job) = self.jobs.get_mut(&key.task.job) {
@@ -102,10 +103,13 @@ impl Scheduler {
         false
     }
 
-    /// May engine `id` speak of this attempt (stream its log)?
+    /// May engine `id` send this attempt's log? If it holds it, held it
+    /// until it went silent, or ended it lately.
     pub fn owns_attempt(&self, id: &str, key: AttemptKey) -> bool {
         self.engine_index.get(id).is_some_and(|&e| {
-            self.engines[e].held.contains_key(&key) || self.given_up.get(&key) == Some(&e)
+            self.engines[e].held.contains_key(&key)
+                || self.given_up.get(&key) == Some(&e)
+                || self.ran.get(&key).is_some_and(|(o, _)| *o == e)
         })
     }
 
