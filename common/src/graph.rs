@@ -11,7 +11,7 @@
 use crate::frames::FrameSet;
 use crate::model::{
     Dependency, JobId, JobSpec, JobStatus, NotifyOn, Requirements, SpecError, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_POOL, DEFAULT_PRIORITY,
+    DEFAULT_MAX_LOG_MB, DEFAULT_POOL, DEFAULT_PRIORITY,
 };
 use crate::preset::{self, Preset, PresetArgs};
 use crate::Millis;
@@ -65,6 +65,7 @@ struct FileJob {
     cwd: Option<String>,
     max_attempts: Option<u32>,
     timeout: Option<u64>,
+    max_log_mb: Option<u32>,
     max_engines: Option<u32>,
     #[serde(default)]
     limit: Vec<String>,
@@ -174,6 +175,7 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             cwd: j.cwd.clone(),
             max_attempts: j.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             timeout_secs: j.timeout.unwrap_or(0),
+            max_log_mb: j.max_log_mb.unwrap_or(DEFAULT_MAX_LOG_MB),
             max_engines: j.max_engines.unwrap_or(0),
             limits: j.limit.clone(),
             after: Vec::new(),
@@ -385,6 +387,7 @@ fn spec_error_field(e: &SpecError, spec: &JobSpec) -> (&'static str, String) {
         SpecError::Frames(_) => ("frames", spec.frames.clone()),
         SpecError::Priority(p) => ("priority", p.to_string()),
         SpecError::MaxAttempts => ("max_attempts", "0".into()),
+        SpecError::MaxLogMb(n) => ("max_log_mb", n.to_string()),
         SpecError::BadName { field, value } => (
             if *field == "limit" { "limit" } else { field },
             value.clone(),

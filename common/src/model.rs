@@ -358,6 +358,9 @@ pub const DEFAULT_PRIORITY: u32 = 500;
 pub const MAX_PRIORITY: u32 = 1000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_POOL: &str = "default";
+/// A task's log keeps at most this many MiB by default: its head and tail.
+pub const DEFAULT_MAX_LOG_MB: u32 = 64;
+pub const MAX_MAX_LOG_MB: u32 = 4096;
 
 /// A job as a client submits it. Unknown fields are refused so that a typo in
 /// a job file or HTTP body is an error, not a silently ignored setting.
@@ -378,6 +381,8 @@ pub struct JobSpec {
     pub max_attempts: u32,
     /// Per-task wall-clock limit in seconds; 0 means none.
     pub timeout_secs: u64,
+    /// Per-task log cap in MiB: past it the log keeps its head and tail.
+    pub max_log_mb: u32,
     /// How many engines may run this job at once; 0 means no cap.
     pub max_engines: u32,
     pub limits: Vec<String>,
@@ -404,6 +409,7 @@ impl Default for JobSpec {
             cwd: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             timeout_secs: 0,
+            max_log_mb: DEFAULT_MAX_LOG_MB,
             max_engines: 0,
             limits: Vec::new(),
             after: Vec::new(),
@@ -426,6 +432,8 @@ pub enum SpecError {
     Priority(u32),
     #[error("max_attempts must be at least 1")]
     MaxAttempts,
+    #[error("max_log_mb {0} is out of range: use 1 to {MAX_MAX_LOG_MB}")]
+    MaxLogMb(u32),
     #[error("{field} {value:?} is not a valid name: use letters, digits, '-', '_' and '.'")]
     BadName { field: &'static str, value: String },
     #[error("--notify {0:?} is not an email address (user@example.com)")]
@@ -463,6 +471,9 @@ impl JobSpec {
         }
         if self.max_attempts == 0 {
             return Err(SpecError::MaxAttempts);
+        }
+        if !(1..=MAX_MAX_LOG_MB).contains(&self.max_log_mb) {
+            return Err(SpecError::MaxLogMb(self.max_log_mb));
         }
         if !is_simple_name(&self.pool) {
             return Err(SpecError::BadName {

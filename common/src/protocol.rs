@@ -194,6 +194,13 @@ pub struct JobBody {
     pub cwd: Option<String>,
     /// Per-attempt time limit; 0 = none.
     pub timeout_secs: u64,
+    /// The attempt's log keeps at most this many bytes (head and tail).
+    #[serde(default = "default_max_log_bytes")]
+    pub max_log_bytes: u64,
+}
+
+fn default_max_log_bytes() -> u64 {
+    u64::from(crate::model::DEFAULT_MAX_LOG_MB) << 20
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

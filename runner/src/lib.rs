@@ -10,12 +10,14 @@
 //! the first failure.
 
 pub mod contain;
+mod log;
 
 use contain::{Containment, TaskBox};
 use drqueue_common::frames::Block;
 use drqueue_common::protocol::{AttemptKey, JobBody, Outcome};
 use drqueue_common::template::{self, TaskContext};
-use std::io::{Read, Write};
+use log::LogSink;
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -131,13 +133,7 @@ fn run(a: Attempt, contain: &Containment, events: mpsc::UnboundedSender<RunnerEv
         block: a.block,
     };
     let mut outcome = Outcome::default();
-    let mut log = LogSink {
-        key: a.key,
-        path: &a.log_path,
-        file: None,
-        offset: 0,
-        events: &events,
-    };
+    let mut log = LogSink::new(a.key, &a.log_path, a.body.max_log_bytes, &events);
     if let Some(cwd) = &a.body.cwd {
         if !std::path::Path::new(cwd).is_dir() {
             outcome.error = Some(format!(
@@ -171,39 +167,8 @@ fn run(a: Attempt, contain: &Containment, events: mpsc::UnboundedSender<RunnerEv
             .as_bytes(),
         );
     }
-    outcome.log_bytes = log.offset;
+    outcome.log_bytes = log.finish();
     let _ = events.send(RunnerEvent::Finished(a.key, outcome));
-}
-
-/// Copies output to the log file and the master. The file is made on the
-/// first output: most quick tasks print nothing, and creating then deleting
-/// a file per task was the engine's largest cost.
-struct LogSink<'a> {
-    key: AttemptKey,
-    path: &'a std::path::Path,
-    file: Option<std::fs::File>,
-    offset: u64,
-    events: &'a mpsc::UnboundedSender<RunnerEvent>,
-}
-
-impl LogSink<'_> {
-    fn write(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        if self.file.is_none() {
-            self.file = std::fs::File::create(self.path).ok();
-        }
-        if let Some(f) = &mut self.file {
-            let _ = f.write_all(data);
-        }
-        let _ = self.events.send(RunnerEvent::Log {
-            key: self.key,
-            offset: self.offset,
-            data: data.to_vec(),
-        });
-        self.offset += data.len() as u64;
-    }
 }
 
 /// Runs one command line; returns whether to go on to the next frame.

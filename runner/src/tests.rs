@@ -23,6 +23,7 @@ fn attempt(cmd: &[&str], first: i64, last: i64, dir: &std::path::Path) -> Attemp
             env: vec![("GREETING".into(), "hi".into())],
             cwd: Some(dir.display().to_string()),
             timeout_secs: 0,
+            max_log_bytes: 1 << 20,
         }),
         block: Block {
             first,
@@ -282,4 +283,38 @@ fn a_sweep_ends_what_a_previous_life_left() {
             "{name}: it survived"
         );
     }
+}
+
+/// Past its cap a log keeps its head and tail and marks the gap, on disk and
+/// in what is streamed to the master alike.
+#[test]
+fn a_log_past_its_cap_keeps_head_and_tail() {
+    let d = tmp("cap");
+    let mut a = attempt(&["seq", "1", "200000"], 1, 1, &d);
+    let cap = 64 * 1024;
+    Arc::get_mut(&mut a.body).unwrap().max_log_bytes = cap;
+    let (o, streamed) = collect(a);
+    assert!(o.is_success(), "{o:?}");
+    let on_disk = std::fs::read(d.join("log")).unwrap();
+    assert_eq!(on_disk, streamed);
+    let text = String::from_utf8_lossy(&on_disk);
+    assert!(on_disk.len() as u64 <= cap + 200, "{} bytes", on_disk.len());
+    assert!(text.starts_with("1\n2\n3\n"), "{}", &text[..40]);
+    assert!(text.ends_with("199999\n200000\n"));
+    assert!(
+        text.contains("bytes of output dropped here"),
+        "no gap marker"
+    );
+    assert_eq!(o.log_bytes, on_disk.len() as u64);
+    assert!(!d.join("log.tail").exists(), "the spool was left behind");
+}
+
+/// Under the cap nothing is cut or marked.
+#[test]
+fn a_log_under_its_cap_is_whole() {
+    let d = tmp("uncapped");
+    let (o, log) = collect(attempt(&["seq", "1", "1000"], 1, 1, &d));
+    assert!(o.is_success());
+    let expected: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&log), expected);
 }

@@ -3,7 +3,7 @@
 
 use super::{Effects, EngineIdx, Notice, Scheduler};
 use crate::records::AttemptRecord;
-use drqueue_common::model::{EngineId, TaskStatus};
+use drqueue_common::model::{EngineId, JobId, TaskStatus};
 use drqueue_common::protocol::{AttemptKey, Outcome, ToEngine};
 use drqueue_common::Millis;
 
@@ -101,6 +101,11 @@ impl Scheduler {
             return true;
         }
         false
+    }
+
+    /// The most log bytes an attempt of `job` may store.
+    pub fn log_cap(&self, job: JobId) -> u64 {
+        self.jobs.get(&job).map_or(0, |j| j.body.max_log_bytes)
     }
 
     /// May engine `id` send this attempt's log? If it holds it, held it

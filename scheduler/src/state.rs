@@ -258,6 +258,7 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
             .collect(),
         cwd: spec.cwd.clone(),
         timeout_secs: spec.timeout_secs,
+        max_log_bytes: u64::from(spec.max_log_mb) << 20,
     };
     let initial = TaskStatus::Waiting;
     let tasks: Vec<Task> = blocks

@@ -313,7 +313,7 @@ pub struct Farm {
     master: Option<Child>,
     master_args: Vec<String>,
     /// `--db`: the farm directory's store, or a MongoDB URI.
-    db: String,
+    pub db: String,
     pub engines: Vec<EngineProc>,
     starts: u32,
 }

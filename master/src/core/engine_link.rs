@@ -4,6 +4,9 @@
 use super::{Conn, Core, REGISTER_WINDOW_MS};
 use crate::scheduler::Notice;
 use crate::store::LogChunk;
+
+/// Room past a job's log cap for the engine's line marking the gap.
+const LOG_MARKER_SLACK: u64 = 1024;
 use bytes::Bytes;
 use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine};
 
@@ -86,11 +89,16 @@ impl Core {
                 data,
             } => {
                 if self.sched.owns_attempt(&engine, attempt) {
-                    self.logs.push(LogChunk {
-                        attempt,
-                        offset,
-                        data,
-                    });
+                    // The engine keeps a log within its job's cap; the store
+                    // takes no byte past it (plus the gap marker's line).
+                    let cap = self.sched.log_cap(attempt.task.job) + LOG_MARKER_SLACK;
+                    if offset.saturating_add(data.len() as u64) <= cap {
+                        self.logs.push(LogChunk {
+                            attempt,
+                            offset,
+                            data,
+                        });
+                    }
                 } else {
                     self.fx.notices.push(Notice::ForeignAttempt {
                         engine: engine.clone(),

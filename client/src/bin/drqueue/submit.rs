@@ -73,6 +73,10 @@ pub struct SubmitArgs {
     /// Per-task time limit in seconds.
     #[arg(long, default_value_t = 0)]
     timeout: u64,
+    /// Per-task log cap in MiB: past it the log keeps its first and last
+    /// halves and marks the gap.
+    #[arg(long, default_value_t = drqueue_common::model::DEFAULT_MAX_LOG_MB)]
+    max_log_mb: u32,
     /// How many engines may run it at once (0 = no cap).
     #[arg(long, default_value_t = 0)]
     max_engines: u32,
@@ -215,6 +219,7 @@ pub fn submission(mut a: SubmitArgs) -> CliResult<Submission> {
         }),
         max_attempts: a.max_attempts,
         timeout_secs: a.timeout,
+        max_log_mb: a.max_log_mb,
         max_engines: a.max_engines,
         limits: a.limits,
         after: a.after,
