@@ -22,6 +22,7 @@ pub mod preset;
 pub mod protocol;
 #[cfg(feature = "signals")]
 pub mod signals;
+pub mod signature;
 pub mod template;
 
 /// Milliseconds since the Unix epoch: the one time unit of the model.

@@ -563,6 +563,10 @@ pub struct JobView {
     /// Engines that failed this job too often and get no more of its tasks.
     #[serde(default)]
     pub blacklisted: Vec<EngineId>,
+    /// Failure signatures seen on two or more engines: the job's own fault,
+    /// so they count against no engine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_faults: Vec<String>,
     /// Why the job ended as it did, when that is not obvious.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -623,8 +627,9 @@ pub struct EngineFacts {
     /// Renderer versions where asking is cheap: capability → version.
     #[serde(default)]
     pub versions: BTreeMap<String, String>,
-    /// How the engine keeps a task's processes from outliving it.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// How the engine keeps a task's processes from outliving it. (Never
+    /// skipped when empty: facts travel in postcard, which is positional.)
+    #[serde(default)]
     pub containment: String,
 }
 

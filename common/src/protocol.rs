@@ -25,7 +25,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::Sha256;
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The largest message either side accepts; larger ones are refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -119,6 +119,10 @@ pub struct Outcome {
     pub error: Option<String>,
     /// The total length of the attempt's log.
     pub log_bytes: u64,
+    /// A failure's [`crate::signature`]: how it ended and its last log line,
+    /// masked. What tells the job's fault from the engine's.
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 impl Outcome {

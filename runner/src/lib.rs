@@ -15,6 +15,7 @@ mod log;
 use contain::{Containment, TaskBox};
 use drqueue_common::frames::Block;
 use drqueue_common::protocol::{AttemptKey, JobBody, Outcome};
+use drqueue_common::signature::failure_signature;
 use drqueue_common::template::{self, TaskContext};
 use log::LogSink;
 use std::io::Read;
@@ -152,6 +153,8 @@ fn run(a: Attempt, contain: &Containment, events: mpsc::UnboundedSender<RunnerEv
             }
         }
     }
+    // Signed before the engine's own lines below join the log.
+    let last_line = log.last_line();
     if let Some(e) = &outcome.error {
         log.write(format!("drqueue-engine: {e}\n").as_bytes());
     }
@@ -168,6 +171,9 @@ fn run(a: Attempt, contain: &Containment, events: mpsc::UnboundedSender<RunnerEv
         );
     }
     outcome.log_bytes = log.finish();
+    if !outcome.is_success() && !outcome.cancelled {
+        outcome.signature = Some(failure_signature(&outcome, &last_line));
+    }
     let _ = events.send(RunnerEvent::Finished(a.key, outcome));
 }
 

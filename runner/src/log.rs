@@ -31,8 +31,13 @@ pub(crate) struct LogSink<'a> {
     /// Output past the head, cycling through a spool of `tail_cap` bytes.
     tail: Option<(File, PathBuf)>,
     tail_seen: u64,
+    /// The last bytes of output, for the failure signature's last line.
+    last: Vec<u8>,
     events: &'a mpsc::UnboundedSender<RunnerEvent>,
 }
+
+/// How much of the output's end is kept for its last line.
+const LAST_KEPT: usize = 512;
 
 impl<'a> LogSink<'a> {
     pub(crate) fn new(
@@ -51,11 +56,16 @@ impl<'a> LogSink<'a> {
             tail_cap: cap - cap / 2,
             tail: None,
             tail_seen: 0,
+            last: Vec::new(),
             events,
         }
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) {
+        let keep = &data[data.len().saturating_sub(LAST_KEPT)..];
+        let excess = (self.last.len() + keep.len()).saturating_sub(LAST_KEPT);
+        self.last.drain(..excess.min(self.last.len()));
+        self.last.extend_from_slice(keep);
         let room = self.head_cap.saturating_sub(self.offset) as usize;
         let (head, rest) = data.split_at(room.min(data.len()));
         self.emit(head);
@@ -100,6 +110,11 @@ impl<'a> LogSink<'a> {
         drop(spool);
         let _ = std::fs::remove_file(spool_path);
         self.offset
+    }
+
+    /// The output's last non-empty line.
+    pub(crate) fn last_line(&self) -> String {
+        drqueue_common::signature::last_line(&self.last)
     }
 
     fn emit(&mut self, data: &[u8]) {

@@ -41,6 +41,7 @@
 //! - every task of a job that is neither paused nor cancelled ends done or
 //!   failed, whatever engines come and go.
 
+mod attribution;
 mod blocked;
 mod dispatch;
 mod engines;
@@ -169,6 +170,13 @@ pub enum Notice {
         engine: EngineId,
         attempt: AttemptKey,
         what: &'static str,
+    },
+    /// Failures an engine was made sick by turned out to be the job's fault
+    /// (the same failure on other engines): it is well again.
+    JobsFault {
+        engine: EngineId,
+        job: JobId,
+        signature: String,
     },
     /// An engine went silent (or did not return after a restart).
     EngineLost {

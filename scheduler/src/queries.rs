@@ -42,6 +42,7 @@ impl Scheduler {
                 .filter(|e| job.is_blacklisted(**e, &self.cfg))
                 .map(|e| self.engines[*e].id.clone())
                 .collect(),
+            job_faults: job.job_faults.iter().cloned().collect(),
             reason: job.reason.clone(),
             notification: job.notification.clone(),
             submitted_ms: job.submitted_ms,

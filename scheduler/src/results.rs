@@ -1,6 +1,7 @@
 //! Attempt results: started, finished, and what a failure means for the
 //! task, the job's blacklist and the engine's health.
 
+use super::attribution::Fault;
 use super::{Effects, EngineIdx, Notice, Scheduler};
 use crate::records::AttemptRecord;
 use drqueue_common::model::{EngineId, JobId, TaskStatus};
@@ -187,6 +188,12 @@ impl Scheduler {
         if outcome.cancelled {
             return; // stopped on purpose: says nothing about the engine
         }
+        if self.attribute_failure(e, key.task.job, outcome, fx) == Fault::Jobs {
+            return; // it blacklists nothing and sickens nothing
+        }
+        let (Some(job), engine) = (self.jobs.get_mut(&key.task.job), &mut self.engines[e]) else {
+            return;
+        };
         // The engine's record with this job, and across jobs.
         *job.engine_failures.entry(e).or_default() += 1;
         self.dirty_jobs.insert(key.task.job);

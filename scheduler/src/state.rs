@@ -10,7 +10,7 @@ use drqueue_common::model::{
 };
 use drqueue_common::protocol::{AttemptKey, JobBody};
 use drqueue_common::Millis;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// An attempt an engine holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +187,10 @@ pub(super) struct Job {
     pub(super) engine_failures: BTreeMap<EngineIdx, u32>,
     /// The email to send when the job ends (`--notify`).
     pub(super) notification: Option<Notification>,
+    /// Counted failures by signature, and on which engines ([`crate::attribution`]).
+    pub(super) signatures: HashMap<String, BTreeMap<EngineIdx, u32>>,
+    /// Signatures seen on two or more engines: the job's fault.
+    pub(super) job_faults: BTreeSet<String>,
 }
 
 impl Task {
@@ -297,6 +301,8 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         finished_ms: None,
         reason: None,
         engine_failures: BTreeMap::new(),
+        signatures: HashMap::new(),
+        job_faults: BTreeSet::new(),
         notification: (!spec_notify.is_empty()).then_some(Notification {
             state: NotifyState::Waiting,
             to: spec_notify,

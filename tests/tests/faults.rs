@@ -120,3 +120,36 @@ fn a_master_stopped_cleanly_keeps_everything() {
     farm.engine("late", &[]);
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
 }
+
+/// Three jobs running a program no engine has fail the same way everywhere:
+/// that is the jobs' fault, so no engine is made sick, and a good job then
+/// runs at once (not after the check interval).
+#[test]
+fn jobs_with_a_missing_program_sicken_no_engine() {
+    let mut farm = drqueue_tests::Farm::start_with(&["--sick-after", "3"]);
+    for i in 0..4 {
+        farm.engine(&format!("e{i}"), &[]);
+    }
+    farm.wait_engines(4);
+    let bad: Vec<_> = (0..3)
+        .map(|_| farm.submit(&["--frames", "1-4", "--", "/no/such/renderer"]))
+        .collect();
+    for id in bad {
+        assert_eq!(
+            farm.wait_job(id, std::time::Duration::from_secs(120))
+                .status,
+            drqueue_common::model::JobStatus::Failed
+        );
+    }
+    let engines = farm.client().engines().unwrap();
+    let sick: Vec<_> = engines.iter().filter(|e| e.sick.is_some()).collect();
+    assert!(sick.is_empty(), "sick engines: {sick:?}");
+    let log = farm.master_log();
+    assert!(!log.contains("engine is sick"), "{log}");
+    let good = farm.submit(&["--", "true"]);
+    assert_eq!(
+        farm.wait_job(good, std::time::Duration::from_secs(120))
+            .status,
+        drqueue_common::model::JobStatus::Done
+    );
+}

@@ -35,6 +35,15 @@ pub fn log_notice(notice: &Notice) {
         Notice::CheckFailed { engine, detail } => {
             tracing::warn!(%engine, "engine failed its check task: {detail}")
         }
+        Notice::JobsFault {
+            engine,
+            job,
+            signature,
+        } => tracing::info!(
+            %engine,
+            %job,
+            "engine is well again: its failures ({signature}) happen on other engines too, so they are the job's fault"
+        ),
         Notice::ForeignAttempt {
             engine,
             attempt,

@@ -102,6 +102,8 @@ struct OutcomeDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     log_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
 }
 
 impl From<&Outcome> for OutcomeDoc {
@@ -116,6 +118,7 @@ impl From<&Outcome> for OutcomeDoc {
             cancelled: o.cancelled,
             error: o.error.clone(),
             log_bytes: o.log_bytes,
+            signature: o.signature.clone(),
         }
     }
 }
@@ -132,6 +135,7 @@ impl From<OutcomeDoc> for Outcome {
             cancelled: o.cancelled,
             error: o.error,
             log_bytes: o.log_bytes,
+            signature: o.signature,
         }
     }
 }

@@ -153,3 +153,64 @@ fn a_sick_engine_that_passes_its_check_gets_work_again() {
         .unwrap()
         .ends_with("disk full"));
 }
+
+fn failed(signature: &str) -> Outcome {
+    Outcome {
+        exit_code: Some(127),
+        signature: Some(signature.into()),
+        ..Default::default()
+    }
+}
+
+/// Bad jobs that fail the same way everywhere (a missing program) are their
+/// own fault: no engine is blacklisted or made sick, what the first engine
+/// was charged is taken back, and a healthy job then runs at once.
+#[test]
+fn the_same_failure_on_two_engines_is_the_jobs_fault() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let missing = "could not run: cannot run \"<path>\": No such file or directory";
+    let mut bad = Vec::new();
+    for _ in 0..3 {
+        bad.push(sim.submit(spec("1-4", 1).max_attempts(3)));
+    }
+    for _ in 0..40 {
+        for e in 0..2 {
+            sim.finish_with(e, 0, failed(missing));
+        }
+    }
+    for id in &bad {
+        assert_eq!(sim.s.job_status(*id), Some(JobStatus::Failed));
+        let view = sim.s.job_view(*id, sim.now).unwrap();
+        assert!(view.blacklisted.is_empty(), "{:?}", view.blacklisted);
+        assert_eq!(view.job_faults, vec![missing.to_string()]);
+    }
+    for name in ["engine-0", "engine-1"] {
+        let e = sim.s.engine(name).unwrap();
+        assert!(e.sick.is_none(), "{name} is sick: {:?}", e.sick);
+        assert!(e.failures_in_row <= 1, "{name}: {}", e.failures_in_row);
+    }
+    let good = sim.submit(spec("1", 1));
+    assert_eq!(sim.engines.iter().map(|e| e.held.len()).sum::<usize>(), 1);
+    sim.finish(0, 0, true);
+    sim.finish(1, 0, true);
+    assert_eq!(sim.s.job_status(good), Some(JobStatus::Done));
+}
+
+/// A failure only one engine has, while another runs the job fine, is that
+/// engine's fault (it lacks the renderer): it counts toward its blacklist.
+#[test]
+fn a_failure_only_one_engine_has_is_that_engines_fault() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let id = sim.submit(spec("1-6", 1).max_attempts(5));
+    for _ in 0..6 {
+        sim.finish_with(0, 0, failed("could not run: renderer missing"));
+        sim.finish(1, 0, true);
+    }
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    assert!(view.job_faults.is_empty());
+    assert_eq!(view.blacklisted, vec![EngineId::from("engine-0")]);
+}

@@ -678,6 +678,16 @@ impl Sim {
     }
 
     fn finish(&mut self, engine: usize, pick: usize, success: bool) {
+        let out = Outcome {
+            exit_code: Some(if success { 0 } else { 1 }),
+            ..Default::default()
+        };
+        self.finish_with(engine, pick, out);
+    }
+
+    /// One of the attempts `engine` runs ends with `out`.
+    fn finish_with(&mut self, engine: usize, pick: usize, out: Outcome) {
+        let success = out.is_success();
         let e = &mut self.engines[engine];
         if !e.alive || e.stopped || e.held.is_empty() {
             return;
@@ -686,10 +696,6 @@ impl Sim {
         let window = (e.slots as usize).min(e.held.len());
         let key = e.held.remove(pick % window);
         let id = e.id.clone();
-        let out = Outcome {
-            exit_code: Some(if success { 0 } else { 1 }),
-            ..Default::default()
-        };
         e.unacked.push((key, out.clone()));
         let mut fx = Effects::default();
         self.s.task_started(&id, key, self.now);

@@ -113,6 +113,12 @@ pub fn print_job(detail: &JobDetail) {
             j.id
         );
     }
+    if !j.job_faults.is_empty() {
+        println!("  the job's own faults (the same failure on two or more engines; they blacklist and sicken no engine):");
+        for s in &j.job_faults {
+            println!("    - {s}");
+        }
+    }
     if !detail.failed.is_empty() {
         println!("  failed tasks:");
         for t in detail.failed.iter().take(10) {
@@ -172,5 +178,8 @@ pub fn print_engine(e: &EngineView) {
     println!(
         "  tasks     {} done, {} failed ({} failed in a row)",
         e.tasks_done, e.tasks_failed, e.failures_in_row
+    );
+    println!(
+        "            (only the engine's own faults count toward sickness: a job failing the same way on other engines is the job's fault)"
     );
 }
