@@ -12,6 +12,25 @@ use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 const LONG: Duration = Duration::from_secs(120);
 const KEY: &str = "0123456789abcdef-farm-key-for-tests";
 
+/// A Register from a hand-made engine in a pool no job uses, delivering
+/// `finished`.
+fn register_as(name: &str, finished: Vec<Finished>) -> FromEngine {
+    FromEngine::Register(Register {
+        engine: name.into(),
+        session: 1,
+        time_ms: drqueue_common::now_millis(),
+        facts: EngineFacts {
+            name: name.into(),
+            pools: vec!["nowhere".into()],
+            ..Default::default()
+        },
+        slots: 1,
+        hwm: 1,
+        held: vec![],
+        finished,
+    })
+}
+
 fn keyed_farm() -> (Farm, String) {
     let dir = std::env::temp_dir().join(format!("drqueue-key-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -62,24 +81,7 @@ fn a_replayed_message_is_refused() {
     rt.block_on(async {
         let mut s = DealerSocket::new();
         s.connect(&endpoint).await.unwrap();
-        let register = encode(
-            &FromEngine::Register(Register {
-                engine: "replay-test".into(),
-                session: 1,
-                time_ms: drqueue_common::now_millis(),
-                facts: EngineFacts {
-                    name: "replay-test".into(),
-                    pools: vec!["nowhere".into()],
-                    ..Default::default()
-                },
-                slots: 1,
-                hwm: 1,
-                held: vec![],
-                finished: vec![],
-            }),
-            10,
-            Some(&key),
-        );
+        let register = encode(&register_as("replay-test", vec![]), 10, Some(&key));
         s.send(zmq_message(register.clone())).await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
             .await
@@ -190,24 +192,7 @@ fn a_result_for_another_engines_attempt_changes_nothing() {
         let mut s = DealerSocket::new();
         s.connect(&endpoint).await.unwrap();
         // The forged success rides in the Register, then comes on its own.
-        let register = encode(
-            &FromEngine::Register(Register {
-                engine: "forger".into(),
-                session: 7,
-                time_ms: drqueue_common::now_millis(),
-                facts: EngineFacts {
-                    name: "forger".into(),
-                    pools: vec!["nowhere".into()],
-                    ..Default::default()
-                },
-                slots: 1,
-                hwm: 1,
-                held: vec![],
-                finished: vec![success.clone()],
-            }),
-            1,
-            Some(&key),
-        );
+        let register = encode(&register_as("forger", vec![success.clone()]), 1, Some(&key));
         s.send(zmq_message(register)).await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
             .await

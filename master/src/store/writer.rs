@@ -72,7 +72,7 @@ pub fn spawn(
                 let mut reads = Vec::new();
                 let mut take = |msg: WriterMsg, batch: &mut Batch| match msg {
                     WriterMsg::Commit { batch: b, after: a } => {
-                        merge(batch, b);
+                        batch.append(b);
                         after.extend(a);
                     }
                     other => reads.push(other),
@@ -124,22 +124,6 @@ pub fn spawn(
                 }
             }
         })
-}
-
-fn merge(into: &mut Batch, b: Batch) {
-    into.jobs.extend(b.jobs);
-    into.tasks.extend(b.tasks);
-    into.deleted_jobs.extend(b.deleted_jobs);
-    into.engines.extend(b.engines);
-    into.attempts.extend(b.attempts);
-    into.logs.extend(b.logs);
-    if b.next_job_id.is_some() {
-        into.next_job_id = b.next_job_id;
-    }
-    if b.pools.is_some() {
-        into.pools = b.pools;
-    }
-    into.limits.extend(b.limits);
 }
 
 /// Commits, retrying with backoff while the store is unavailable. The master
