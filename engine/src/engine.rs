@@ -1,6 +1,6 @@
 //! The engine's loop: keeps a link to the master, runs what it is given, and
 //! never forgets a result until the master has acknowledged it.
-//! (Past 600 lines: one session loop; splitting it would scatter its state.)
+//! (About 600 lines: one session loop; splitting it would scatter its state.)
 //!
 //! State is three sets: attempts queued (received, not started), running,
 //! and finished but unacknowledged. The master sends at most HWM attempts;
@@ -21,7 +21,7 @@ use drqueue_common::protocol::{
 use drqueue_runner::contain::{Choice, Containment};
 use drqueue_runner::{Attempt, Control, Pool, RunnerEvent};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -71,24 +71,6 @@ struct State {
     seq: SeqCounter,
     sys: sysinfo::System,
     background: mpsc::UnboundedSender<Background>,
-}
-
-/// Reads the engine's id from its state directory, creating one on first start.
-pub fn engine_id(state_dir: &Path) -> anyhow::Result<String> {
-    std::fs::create_dir_all(state_dir.join("logs")).map_err(|e| {
-        anyhow::anyhow!("cannot create state directory {}: {e}", state_dir.display())
-    })?;
-    let path = state_dir.join("engine-id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        let id = id.trim().to_string();
-        if !id.is_empty() {
-            return Ok(id);
-        }
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    std::fs::write(&path, &id)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    Ok(id)
 }
 
 impl State {
@@ -382,7 +364,7 @@ pub async fn run(
     if opts.masters.is_empty() {
         anyhow::bail!("no master endpoint given: use --master tcp://HOST:5555 or DRQUEUE_MASTER");
     }
-    let id = engine_id(&opts.state_dir)?;
+    let id = crate::identity::engine_id(&opts.state_dir)?;
     // Before anything runs or registers: end what a previous life (killed,
     // so it could not) left running.
     let contain = Arc::new(Containment::new(&id, opts.containment));

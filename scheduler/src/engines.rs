@@ -167,7 +167,9 @@ impl Scheduler {
 
     /// An engine brings the result of an attempt the master never saw it
     /// given: take the attempt as assigned to it, if its task is waiting to
-    /// run and no engine has a later attempt.
+    /// run and the attempt is newer than any the task records. (An attempt
+    /// the task records, back in the queue, had its result applied already:
+    /// this is that result delivered again, and must not count twice.)
     fn adopt_result(&mut self, e: EngineIdx, key: AttemptKey) -> bool {
         let Some(job) = self.jobs.get_mut(&key.task.job) else {
             return false;
@@ -176,7 +178,7 @@ impl Scheduler {
             return false;
         };
         task.saw_attempt(key.attempt);
-        if task.status != TaskStatus::Ready || key.attempt < task.attempts {
+        if task.status != TaskStatus::Ready || key.attempt <= task.attempts {
             return false;
         }
         job.set_task_status(key.task.index, TaskStatus::Assigned);

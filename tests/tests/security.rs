@@ -220,3 +220,31 @@ fn a_result_for_another_engines_attempt_changes_nothing() {
     let real = c.engines().unwrap().into_iter().find(|e| e.name == "real");
     assert_eq!(task.engine, real.map(|e| e.id));
 }
+
+/// An engine started on a copy of another engine's state directory (a
+/// cloned disk) refuses to start, says why, and says how to enroll afresh;
+/// the original keeps working.
+#[test]
+fn a_copied_state_dir_is_refused() {
+    let mut farm = Farm::start();
+    farm.engine("orig", &[]);
+    farm.wait_engines(1);
+    let orig = farm.dir.join("engine-orig");
+    let copy = farm.dir.join("engine-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["engine-id", "home"] {
+        std::fs::copy(orig.join(f), copy.join(f)).unwrap();
+    }
+    let out = std::process::Command::new(drqueue_tests::bin("drqueue-engine"))
+        .args(["--master", &farm.engines_endpoint, "--state-dir"])
+        .arg(&copy)
+        .env("PATH", drqueue_tests::base_path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("it was copied here") && err.contains("--state-dir"), "{err}");
+    let id = farm.submit(&["--", "true"]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    assert_eq!(farm.client().engines().unwrap().len(), 1);
+}

@@ -541,3 +541,33 @@ fn a_retry_lost_in_a_crash_forgives_nothing() {
         finish(0, false),
     ]);
 }
+
+/// A failure delivered again in Register (its ack was lost while the engine
+/// was frozen) is not counted twice: the engine is not blacklisted for it.
+#[test]
+fn a_failure_delivered_again_is_not_counted_twice() {
+    use Op::*;
+    replay(vec![
+        submit(1, 1, 1, 1, 0),
+        submit(1, 1, 1, 1, 0),
+        submit(7, 1, 0, 2, 0),
+        finish(0, false),
+        Stop(Pick(0)),
+        AddEngine {
+            pool: 0,
+            slots: 1,
+            extra_hwm: 0,
+        },
+        Finish {
+            engine: Pick(0),
+            pick: 1,
+            success: false,
+        },
+        Finish {
+            engine: Pick(0),
+            pick: 1,
+            success: false,
+        },
+        Restart(Pick(0)),
+    ]);
+}
