@@ -30,6 +30,11 @@ pub const PROTOCOL_VERSION: u16 = 3;
 /// The largest message either side accepts; larger ones are refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
+/// The most one message may put on the wire, all its frames together (the
+/// body, its header and MAC, with room to spare). The transport ends a
+/// connection whose frame header announces more, before allocating for it.
+pub const MAX_WIRE_BYTES: usize = MAX_MESSAGE_BYTES + 4096;
+
 const HEADER: usize = 10;
 const MAC_LEN: usize = 32;
 

@@ -37,7 +37,9 @@ impl Link {
         timeout: Duration,
     ) -> anyhow::Result<Link> {
         let mut options = SocketOptions::default();
-        options.connect_timeout(timeout);
+        options
+            .connect_timeout(timeout)
+            .max_message_size(drqueue_common::protocol::MAX_WIRE_BYTES);
         let mut socket = DealerSocket::with_options(options);
         tokio::time::timeout(timeout, socket.connect(endpoint))
             .await

@@ -22,7 +22,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Binds the ROUTER; returns it with the endpoint actually bound (port 0 and
 /// `*` resolved).
 pub async fn bind(endpoint: &str) -> anyhow::Result<(RouterSocket, String)> {
-    let mut socket = RouterSocket::new();
+    // A peer announcing more than a message may hold is dropped at the frame
+    // header, before anything is allocated for it.
+    let mut options = zeromq::SocketOptions::default();
+    options.max_message_size(drqueue_common::protocol::MAX_WIRE_BYTES);
+    let mut socket = RouterSocket::with_options(options);
     let bound = socket
         .bind(endpoint)
         .await

@@ -7,7 +7,7 @@ use drqueue_common::protocol::{
     encode, AttemptKey, FromEngine, ToEngine, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use drqueue_tests::{zmq_message, Farm};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 
@@ -206,4 +206,84 @@ fn ten_million_frames_work_in_blocks_or_are_refused_with_a_clear_limit() {
     let last = farm.client().tasks(id, None).unwrap().pop().unwrap();
     assert_eq!((last.first, last.last), (9_999_901, 10_000_000));
     assert!(farm.drqueue(&["cancel", &id.to_string()]).status.success());
+}
+
+/// A ZMTP 3.0 greeting with the NULL mechanism, as any peer sends first.
+fn zmtp_greeting() -> Vec<u8> {
+    let mut g = vec![0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 3, 0];
+    let mut mechanism = b"NULL".to_vec();
+    mechanism.resize(20, 0);
+    g.extend(mechanism);
+    g.push(0); // as-server
+    g.resize(64, 0);
+    g
+}
+
+/// A long command frame's header announcing `len` bytes: 9 bytes.
+fn frame_header(len: u64) -> Vec<u8> {
+    let mut h = vec![0x06];
+    h.extend(len.to_be_bytes());
+    h
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One 9-byte frame header claiming 2^40 bytes, sent before any key is
+/// checked, once aborted the master on allocation. Now that connection is
+/// dropped at the header and the master goes on serving.
+#[test]
+fn a_huge_frame_header_drops_the_connection_not_the_master() {
+    let mut farm = Farm::start();
+    let addr = farm.engines_endpoint.trim_start_matches("tcp://").to_string();
+    for claim in [1u64 << 40, 1 << 31] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&zmtp_greeting()).unwrap();
+        s.write_all(&frame_header(claim)).unwrap();
+        // What follows the header is never buffered: the master hangs up.
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0u64;
+        while sent < 64 << 20 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest); // ends: the master closed it
+        assert!(farm.master_exited().is_none(), "the master died on a {claim}-byte claim");
+    }
+    let pid = farm.master_pid().expect("the master runs");
+    let peak = peak_rss_kb(pid);
+    assert!(peak < 200 * 1024, "the master's peak RSS is {peak} kB");
+    farm.engine("after", &[]);
+    let id = farm.submit(&["--", "true"]);
+    assert_eq!(farm.wait_job(id, Duration::from_secs(60)).status, JobStatus::Done);
+}
+
+/// The same header from a hostile "master" kills no engine: it drops that
+/// connection and goes on to the next master it was given.
+#[test]
+fn a_huge_frame_header_from_a_hostile_master_drops_the_link_not_the_engine() {
+    let mut farm = Farm::start();
+    let hostile = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hostile_addr = hostile.local_addr().unwrap();
+    let masters = format!("tcp://{hostile_addr},{}", farm.engines_endpoint);
+    farm.engine("target", &["--master", &masters]);
+    let (mut s, _) = hostile.accept().unwrap();
+    s.write_all(&zmtp_greeting()).unwrap();
+    s.write_all(&frame_header(1 << 40)).unwrap();
+    let mut rest = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.read_to_end(&mut rest);
+    drop(s);
+    let id = farm.submit(&["--", "true"]);
+    assert_eq!(farm.wait_job(id, Duration::from_secs(60)).status, JobStatus::Done);
 }

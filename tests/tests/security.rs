@@ -243,7 +243,10 @@ fn a_copied_state_dir_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("it was copied here") && err.contains("--state-dir"), "{err}");
+    assert!(
+        err.contains("it was copied here") && err.contains("--state-dir"),
+        "{err}"
+    );
     let id = farm.submit(&["--", "true"]);
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
     assert_eq!(farm.client().engines().unwrap().len(), 1);
