@@ -241,7 +241,10 @@ fn peak_rss_kb(pid: u32) -> u64 {
 #[test]
 fn a_huge_frame_header_drops_the_connection_not_the_master() {
     let mut farm = Farm::start();
-    let addr = farm.engines_endpoint.trim_start_matches("tcp://").to_string();
+    let addr = farm
+        .engines_endpoint
+        .trim_start_matches("tcp://")
+        .to_string();
     for claim in [1u64 << 40, 1 << 31] {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -258,14 +261,20 @@ fn a_huge_frame_header_drops_the_connection_not_the_master() {
         }
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest); // ends: the master closed it
-        assert!(farm.master_exited().is_none(), "the master died on a {claim}-byte claim");
+        assert!(
+            farm.master_exited().is_none(),
+            "the master died on a {claim}-byte claim"
+        );
     }
     let pid = farm.master_pid().expect("the master runs");
     let peak = peak_rss_kb(pid);
     assert!(peak < 200 * 1024, "the master's peak RSS is {peak} kB");
     farm.engine("after", &[]);
     let id = farm.submit(&["--", "true"]);
-    assert_eq!(farm.wait_job(id, Duration::from_secs(60)).status, JobStatus::Done);
+    assert_eq!(
+        farm.wait_job(id, Duration::from_secs(60)).status,
+        JobStatus::Done
+    );
 }
 
 /// The same header from a hostile "master" kills no engine: it drops that
@@ -285,5 +294,8 @@ fn a_huge_frame_header_from_a_hostile_master_drops_the_link_not_the_engine() {
     let _ = s.read_to_end(&mut rest);
     drop(s);
     let id = farm.submit(&["--", "true"]);
-    assert_eq!(farm.wait_job(id, Duration::from_secs(60)).status, JobStatus::Done);
+    assert_eq!(
+        farm.wait_job(id, Duration::from_secs(60)).status,
+        JobStatus::Done
+    );
 }
