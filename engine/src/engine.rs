@@ -391,7 +391,7 @@ pub async fn run(
         releasing: false,
         released: Vec::new(),
         peak_held: 0,
-        pool: Pool::new(opts.slots, events, contain)
+        pool: Pool::new(opts.slots, events, contain.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the slot threads: {e}"))?,
         seq: SeqCounter::from_clock(),
         sys: sysinfo::System::new(),
@@ -429,6 +429,7 @@ pub async fn run(
                 _ = &mut wake => break,
                 _ = &mut shutdown => {
                     shutdown_gracefully(&mut st, None, &mut runner_rx).await;
+                    contain.tidy();
                     return Ok(());
                 }
                 // Disconnected: results wait in `unacked` for the next Register,
@@ -440,6 +441,7 @@ pub async fn run(
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
     shutdown_gracefully(&mut st, None, &mut runner_rx).await;
+    contain.tidy();
     Ok(())
 }
 

@@ -139,21 +139,21 @@ impl Containment {
                 }
                 ended
             }
-            Mechanism::Marker => kill_marked(&format!("{MARKER_VAR}={}/", self.tag)),
+            // A previous life's processes went to init: look everywhere.
+            Mechanism::Marker => kill_marked(&format!("{MARKER_VAR}={}/", self.tag), Scope::All),
         }
     }
 
-    /// A box for one attempt's processes.
-    pub(crate) fn open(&self, key: AttemptKey) -> TaskBox {
+    /// A box for one attempt's processes, run on runner slot `slot`. The
+    /// cgroup is the slot's, made once and reused: one slot runs one
+    /// command at a time, and making and removing a cgroup per task cost
+    /// more than the rest of the containment together.
+    pub(crate) fn open(&self, key: AttemptKey, slot: usize) -> TaskBox {
         let name = format!("{}.{}.{}", key.task.job, key.task.index, key.attempt);
         let marker = format!("{}/{name}", self.tag);
         let cgroup = match &self.mechanism {
             Mechanism::Cgroup(base) => {
-                let dir = base.join(&name);
-                // A leftover of the same name (a crash) is emptied first.
-                if dir.exists() {
-                    kill_cgroup(&dir);
-                }
+                let dir = base.join(format!("slot-{slot}"));
                 match std::fs::create_dir(&dir) {
                     Ok(()) => Some(dir),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(dir),
@@ -174,16 +174,18 @@ impl Containment {
     }
 
     /// Ends every process left in the box (the command itself has exited).
+    /// Without a cgroup, what survives its command has been handed to the
+    /// runner (a subreaper): only the runner's own children are looked at.
     pub(crate) fn end_escapees(&self, b: &TaskBox) -> usize {
         match &b.cgroup {
             Some(dir) => kill_cgroup(dir),
-            None => kill_marked(&format!("{MARKER_VAR}={}", b.marker)),
+            None => kill_marked(&format!("{MARKER_VAR}={}", b.marker), Scope::OwnChildren),
         }
     }
 
-    /// The command `pid` has been waited for: ends what is left in its box
-    /// and removes the box. For the marker mechanism, when no other attempt
-    /// runs, also the orphans that came back to the runner.
+    /// The command `pid` has been waited for: ends what is left in its box.
+    /// For the marker mechanism, when no other attempt runs, also the
+    /// orphans that came back to the runner.
     pub(crate) fn close(&self, b: &TaskBox, pid: i32) {
         let idle = {
             let mut tracked = children();
@@ -192,21 +194,30 @@ impl Containment {
             set.is_empty()
         };
         self.end_escapees(b);
-        if let Some(dir) = &b.cgroup {
-            let _ = std::fs::remove_dir(dir);
-        } else if idle {
+        if b.cgroup.is_none() && idle {
             end_orphans();
         }
     }
 }
 
-impl Drop for Containment {
-    /// A runner that stops cleanly leaves no empty cgroup behind (one that
-    /// is killed leaves its cgroups for the next start's sweep).
-    fn drop(&mut self) {
+impl Containment {
+    /// At a clean stop, once nothing runs: ends what is left and removes the
+    /// runner's cgroups. (A runner that is killed leaves them for the next
+    /// start's sweep.)
+    pub fn tidy(&self) {
         if let Mechanism::Cgroup(base) = &self.mechanism {
+            for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+                kill_cgroup(&entry.path());
+                let _ = std::fs::remove_dir(entry.path());
+            }
             let _ = std::fs::remove_dir(base);
         }
+    }
+}
+
+impl Drop for Containment {
+    fn drop(&mut self) {
+        self.tidy();
     }
 }
 
@@ -309,8 +320,8 @@ fn cgroup2_mount() -> Option<PathBuf> {
 /// many processes were there.
 fn kill_cgroup(dir: &Path) -> usize {
     let procs = || {
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .map(|s| s.lines().count())
+        std::fs::read(dir.join("cgroup.procs"))
+            .map(|s| s.iter().filter(|b| **b == b'\n').count())
             .unwrap_or(0)
     };
     let found = procs();
@@ -325,14 +336,28 @@ fn kill_cgroup(dir: &Path) -> usize {
     found
 }
 
-/// Kills every process whose environment holds `needle` (a `VAR=value`
-/// prefix), until none is left; returns how many there were.
-fn kill_marked(needle: &str) -> usize {
+/// Where to look for marked processes.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// Every process on the machine.
+    All,
+    /// The runner's own children (orphans come back to it as subreaper).
+    OwnChildren,
+}
+
+/// Kills every process in `scope` whose environment holds `needle` (a
+/// `VAR=value` prefix), until none is left; returns how many there were.
+fn kill_marked(needle: &str, scope: Scope) -> usize {
     let me = std::process::id() as i32;
     let mut ended = HashSet::new();
     let start = Instant::now();
     loop {
-        let found: Vec<i32> = pids()
+        let candidates: Vec<i32> = match scope {
+            Scope::All => pids().collect(),
+            Scope::OwnChildren => own_children(),
+        };
+        let found: Vec<i32> = candidates
+            .into_iter()
             .filter(|&p| p != me && environ_has(p, needle.as_bytes()))
             .collect();
         if found.is_empty() || start.elapsed() > KILL_WAIT {
@@ -362,9 +387,9 @@ fn end_orphans() {
 fn reap_orphans(kill: bool) {
     let me = std::process::id() as i32;
     let tracked = children();
-    let orphans: Vec<i32> = pids()
-        .filter(|&p| parent_of(p) == Some(me))
-        .filter(|p| !tracked.as_ref().is_some_and(|t| t.contains(p)))
+    let orphans: Vec<i32> = own_children()
+        .into_iter()
+        .filter(|&p| p != me && !tracked.as_ref().is_some_and(|t| t.contains(&p)))
         .collect();
     for p in orphans {
         // SAFETY: a signal, then a non-blocking reap of one pid that is our
@@ -382,6 +407,21 @@ fn reap_orphans(kill: bool) {
     }
 }
 
+/// The runner's children, from each of its threads' `children` list.
+fn own_children() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
 fn pids() -> impl Iterator<Item = i32> {
     std::fs::read_dir("/proc")
         .into_iter()
@@ -394,11 +434,4 @@ fn environ_has(pid: i32, needle: &[u8]) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .map(|env| env.split(|b| *b == 0).any(|var| var.starts_with(needle)))
         .unwrap_or(false)
-}
-
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
 }

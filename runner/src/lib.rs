@@ -110,7 +110,7 @@ impl Pool {
                         Err(poisoned) => poisoned.into_inner().recv(),
                     };
                     match next {
-                        Ok(attempt) => run(attempt, &contain, events.clone()),
+                        Ok(attempt) => run(attempt, i as usize, &contain, events.clone()),
                         Err(_) => return, // the engine is gone
                     }
                 })?;
@@ -125,7 +125,7 @@ impl Pool {
     }
 }
 
-fn run(a: Attempt, contain: &Containment, events: mpsc::UnboundedSender<RunnerEvent>) {
+fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSender<RunnerEvent>) {
     let _ = events.send(RunnerEvent::Started(a.key));
     let started = Instant::now();
     let ctx = TaskContext {
@@ -147,7 +147,7 @@ fn run(a: Attempt, contain: &Containment, events: mpsc::UnboundedSender<RunnerEv
             if a.control.stopping() {
                 break;
             }
-            let ok = run_one(&argv, &a, contain, &mut log, &mut outcome);
+            let ok = run_one(&argv, &a, (contain, slot), &mut log, &mut outcome);
             if !ok {
                 break;
             }
@@ -181,7 +181,7 @@ fn run(a: Attempt, contain: &Containment, events: mpsc::UnboundedSender<RunnerEv
 fn run_one(
     argv: &[String],
     a: &Attempt,
-    contain: &Containment,
+    (contain, slot): (&Containment, usize),
     log: &mut LogSink,
     outcome: &mut Outcome,
 ) -> bool {
@@ -212,7 +212,7 @@ fn run_one(
     if let Some(cwd) = &a.body.cwd {
         cmd.current_dir(cwd);
     }
-    let task_box = contain.open(a.key);
+    let task_box = contain.open(a.key, slot);
     task_box.prepare(&mut cmd);
     let child = match contain.spawn(&mut cmd) {
         Ok(c) => c,

@@ -58,9 +58,13 @@ fn contain(choice: Choice) -> Arc<Containment> {
         .clone()
 }
 
+/// Runs one attempt on a slot of its own (tests run at once; a slot's box
+/// is one attempt's at a time).
 fn collect_in(a: Attempt, contain: &Containment) -> (Outcome, Vec<u8>) {
+    static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(100);
+    let slot = NEXT_SLOT.fetch_add(1, Ordering::SeqCst);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    run(a, contain, tx);
+    run(a, slot, contain, tx);
     let mut log = Vec::new();
     let mut out = None;
     while let Ok(ev) = rx.try_recv() {
@@ -157,7 +161,7 @@ fn cancel_kills_the_whole_process_tree() {
     );
     let control = a.control.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let t = std::thread::spawn(move || run(a, &contain(Choice::Best), tx));
+    let t = std::thread::spawn(move || run(a, 99, &contain(Choice::Best), tx));
     let pid_file = d.join("child.pid");
     while std::fs::read_to_string(&pid_file)
         .map(|s| s.trim().is_empty())
@@ -265,7 +269,7 @@ fn a_sweep_ends_what_a_previous_life_left() {
             },
             attempt: 1,
         };
-        let task_box = first.open(key);
+        let task_box = first.open(key, 0);
         let mut cmd = Command::new("sh");
         cmd.args(["-c", &format!("sleep 300; : {marker}")]);
         task_box.prepare(&mut cmd);

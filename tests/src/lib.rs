@@ -8,6 +8,7 @@
 
 use drqueue_client::Client;
 use drqueue_common::model::{JobId, JobView};
+use drqueue_runner::contain::{Choice, Containment};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -581,6 +582,12 @@ impl Drop for Farm {
             }
             let _ = e.child.kill();
             let _ = e.child.wait();
+            // As the engine's next start would: end what it left running
+            // and remove its cgroups, so test runs leave none behind.
+            if let Ok(id) = std::fs::read_to_string(e.state_dir.join("engine-id")) {
+                let left = Containment::new(id.trim(), Choice::Best);
+                left.sweep();
+            }
         }
         self.kill_master();
         if std::thread::panicking() {
