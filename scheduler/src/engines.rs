@@ -42,8 +42,6 @@ impl Scheduler {
         // What it held when it went silent and no longer reports is gone.
         self.given_up
             .retain(|k, owner| *owner != e || reported.contains(k));
-        self.ran
-            .retain(|k, (owner, _)| *owner != e || reported.contains(k));
         // A result for an attempt it was never seen to hold (the commit of
         // its assignment was lost) is its own if the task is still waiting
         // to run that attempt; otherwise the result is dropped when it comes.
@@ -325,8 +323,6 @@ impl Scheduler {
         }
         self.send_checks(now, fx);
         fx.mail_due.extend(self.due_notifications(now));
-        self.ran
-            .retain(|_, (_, at)| now.saturating_sub(*at) < crate::RAN_KEPT_MS);
         let waiting: Vec<JobId> = self
             .jobs
             .iter()

@@ -249,15 +249,7 @@ pub struct Scheduler {
     /// Attempts taken back from an engine that went silent and may still be
     /// running them: a late result from that engine is still its own.
     given_up: BTreeMap<AttemptKey, EngineIdx>,
-    /// Attempts an engine ended here lately, and when: their logs may still
-    /// come (an engine resends them after its Register, which carries the
-    /// result). Kept until the engine registers without them, or for
-    /// [`RAN_KEPT_MS`].
-    ran: HashMap<AttemptKey, (EngineIdx, Millis)>,
 }
-
-/// How long an ended attempt's log is still taken from the engine that ran it.
-pub const RAN_KEPT_MS: Millis = 10 * 60 * 1000;
 
 impl Scheduler {
     pub fn new(cfg: Config) -> Scheduler {
@@ -276,7 +268,6 @@ impl Scheduler {
             next_id_dirty: false,
             pools_dirty: false,
             given_up: BTreeMap::new(),
-            ran: HashMap::new(),
             limits: BTreeMap::new(),
             dirty_limits: BTreeSet::new(),
             next_check_id: 1,

@@ -215,19 +215,19 @@ impl Batch {
     /// Adds a later batch: its records replace this one's where both have
     /// one, as the store would apply them in order.
     pub fn append(&mut self, later: Batch) {
-        self.jobs.extend(later.jobs);
-        self.tasks.extend(later.tasks);
-        self.deleted_jobs.extend(later.deleted_jobs);
-        self.engines.extend(later.engines);
-        self.attempts.extend(later.attempts);
-        self.logs.extend(later.logs);
+        join(&mut self.jobs, later.jobs);
+        join(&mut self.tasks, later.tasks);
+        join(&mut self.deleted_jobs, later.deleted_jobs);
+        join(&mut self.engines, later.engines);
+        join(&mut self.attempts, later.attempts);
+        join(&mut self.logs, later.logs);
         if later.next_job_id.is_some() {
             self.next_job_id = later.next_job_id;
         }
         if later.pools.is_some() {
             self.pools = later.pools;
         }
-        self.limits.extend(later.limits);
+        join(&mut self.limits, later.limits);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -262,4 +262,14 @@ pub struct Snapshot {
     pub pools: Vec<PoolRecord>,
     pub limits: Vec<LimitRecord>,
     pub next_job_id: JobId,
+}
+
+/// `into` followed by `more`; the usual case, an empty `into`, moves `more`
+/// instead of copying it.
+fn join<T>(into: &mut Vec<T>, more: Vec<T>) {
+    if into.is_empty() {
+        *into = more;
+    } else {
+        into.extend(more);
+    }
 }

@@ -270,7 +270,6 @@ impl Scheduler {
         self.dirty_jobs.remove(&id);
         self.dirty_tasks.retain(|k| k.job != id);
         self.given_up.retain(|k, _| k.task.job != id);
-        self.ran.retain(|k, _| k.task.job != id);
         self.deleted_jobs.push(id);
         Ok(())
     }

@@ -61,7 +61,6 @@ impl Scheduler {
             });
             return;
         }
-        self.ran.insert(key, (e, now));
         self.dirty_engines.insert(e);
         let mut counted = false;
         if let Some(job) = self.jobs.get_mut(&key.task.job) {
@@ -110,13 +109,19 @@ impl Scheduler {
     }
 
     /// May engine `id` send this attempt's log? If it holds it, held it
-    /// until it went silent, or ended it lately.
+    /// until it went silent, or ran the task's latest attempt, which is this
+    /// one (an engine resends logs after its Register, which carries the
+    /// result, so they can come after the attempt has ended).
     pub fn owns_attempt(&self, id: &str, key: AttemptKey) -> bool {
-        self.engine_index.get(id).is_some_and(|&e| {
-            self.engines[e].held.contains_key(&key)
-                || self.given_up.get(&key) == Some(&e)
-                || self.ran.get(&key).is_some_and(|(o, _)| *o == e)
-        })
+        let Some(&e) = self.engine_index.get(id) else {
+            return false;
+        };
+        let ran_latest = self
+            .jobs
+            .get(&key.task.job)
+            .and_then(|j| j.tasks.get(key.task.index as usize))
+            .is_some_and(|t| t.engine == Some(e) && t.attempts == key.attempt);
+        ran_latest || self.engines[e].held.contains_key(&key) || self.given_up.get(&key) == Some(&e)
     }
 
     pub(super) fn apply_result(
