@@ -3,10 +3,10 @@
 //! A process group is not enough: `setsid` or a double fork leaves it, and
 //! the escapee keeps the log pipe open. Two mechanisms, picked once per
 //! runner:
-//! - **cgroup v2** (where the tree is writable): each attempt runs in its own
-//!   cgroup under `drqueue-<tag>` beside the runner's own; the child joins it
-//!   before `exec`, so every descendant is inside, and `cgroup.kill` ends them
-//!   all at once.
+//! - **cgroup v2** (where the tree is writable): each runner slot has a
+//!   cgroup under `drqueue-<tag>` beside the runner's own; a task's command
+//!   joins its slot's before `exec`, so every descendant is inside, and
+//!   `cgroup.kill` ends them all at once when the task ends.
 //! - **marker** (the fallback): every task process carries
 //!   `DRQUEUE_CONTAIN=<tag>/<attempt>` in its environment, which descendants
 //!   inherit; ending an attempt kills every process whose environment holds
