@@ -222,6 +222,7 @@ string_enum!(
         Offline => "offline",
         Disabled => "disabled",
         Sick => "sick",
+        Revoked => "revoked",
     }
 );
 

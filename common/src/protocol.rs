@@ -179,6 +179,9 @@ pub enum ToEngine {
     Refused {
         reason: String,
     },
+    /// The engine is revoked (`drqueue engine revoke`): stop every task and
+    /// exit, and do not come back without being enrolled afresh.
+    Revoked,
     /// Run a known-good check task and answer [`FromEngine::CheckResult`]:
     /// a sick engine that passes gets work again. An empty command means the
     /// engine's built-in check (spawn a process, write and read a file).

@@ -183,6 +183,7 @@ impl State {
             }
             ToEngine::Reregister => return Err(SessionEnd::Reregister),
             ToEngine::Refused { reason } => return Err(SessionEnd::Refused(reason)),
+            ToEngine::Revoked => return Err(SessionEnd::Revoked),
         }
         Ok(())
     }
@@ -344,6 +345,8 @@ impl State {
 enum SessionEnd {
     Reregister,
     Refused(String),
+    /// Cut off by the master for good.
+    Revoked,
     Silent,
     Shutdown,
 }
@@ -416,6 +419,28 @@ pub async fn run(
                 tracing::error!(master = %endpoint, "the master refused this engine: {reason}");
                 backoff = Duration::from_secs(10);
             }
+            SessionEnd::Revoked => {
+                // Nothing it runs is wanted any more, and nothing it reports
+                // would count: stop it all, and stay away.
+                st.queue.clear();
+                for r in st.running.values() {
+                    r.control.cancel();
+                }
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while !st.running.is_empty() {
+                    match tokio::time::timeout_at(deadline, runner_rx.recv()).await {
+                        Ok(Some(ev)) => {
+                            st.on_runner(ev);
+                        }
+                        _ => break,
+                    }
+                }
+                contain.tidy();
+                return Err(crate::Permanent(format!(
+                    "the master at {endpoint} revoked this engine: its tasks were stopped. To bring the machine back, enroll it afresh as a new engine (a new --state-dir)"
+                ))
+                .into());
+            }
             SessionEnd::Silent => {
                 tracing::warn!(master = %endpoint, "lost the master; reconnecting (tasks keep running)");
             }
@@ -481,6 +506,7 @@ async fn session(
                     break;
                 }
                 Some(ToEngine::Refused { reason }) => return SessionEnd::Refused(reason),
+                Some(ToEngine::Revoked) => return SessionEnd::Revoked,
                 Some(_) => {}
                 None => return SessionEnd::Silent,
             }

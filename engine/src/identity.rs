@@ -27,7 +27,7 @@ pub fn engine_id(state_dir: &Path) -> anyhow::Result<String> {
         .filter(|s| !s.is_empty());
     if let Some(id) = existing {
         match std::fs::read_to_string(&home_path).ok().and_then(|t| Home::parse(&t)) {
-            Some(made) if made != here => anyhow::bail!(
+            Some(made) if made != here => return Err(crate::Permanent(format!(
                 "state directory {dir} was made for engine {id} on machine {} at {}; it was copied here ({} at {}). \
                  Two engines must not share an identity: to enroll this one as a new engine, start it with a new \
                  --state-dir, or remove {id_file} and {home_file} from this one",
@@ -38,7 +38,8 @@ pub fn engine_id(state_dir: &Path) -> anyhow::Result<String> {
                 dir = state_dir.display(),
                 id_file = id_path.display(),
                 home_file = home_path.display(),
-            ),
+            ))
+            .into()),
             Some(_) => return Ok(id),
             // Made before homes were recorded: this is its home from now on.
             None => {

@@ -15,3 +15,17 @@ pub mod facts;
 pub mod identity;
 pub mod link;
 pub mod logfile;
+
+/// An error that restarting cannot fix (a copied state directory, a revoked
+/// engine): the engine exits with status 78 (`EX_CONFIG`), which the
+/// systemd unit does not restart.
+#[derive(Debug)]
+pub struct Permanent(pub String);
+
+impl std::fmt::Display for Permanent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Permanent {}

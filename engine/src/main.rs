@@ -89,7 +89,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("drqueue-engine: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.is::<drqueue_engine::Permanent>() {
+                std::process::ExitCode::from(78)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

@@ -85,6 +85,8 @@ pub enum EngineAction {
     /// for the running tasks.
     Drain,
     Enable,
+    /// Cut off for good: refused from now on; what it runs goes elsewhere.
+    Revoke,
 }
 
 impl std::str::FromStr for EngineAction {
@@ -94,9 +96,10 @@ impl std::str::FromStr for EngineAction {
             "disable" => EngineAction::Disable,
             "drain" => EngineAction::Drain,
             "enable" => EngineAction::Enable,
+            "revoke" => EngineAction::Revoke,
             other => {
                 return Err(format!(
-                    "unknown action {other:?}; use disable, drain or enable"
+                    "unknown action {other:?}; use disable, drain, enable or revoke"
                 ))
             }
         })

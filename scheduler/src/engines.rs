@@ -25,6 +25,10 @@ impl Scheduler {
         fx: &mut Effects,
     ) {
         let e = self.intern_engine(id);
+        if self.engines[e].revoked {
+            fx.messages.push((id.clone(), ToEngine::Revoked));
+            return;
+        }
         // What the master thought the engine held but the engine no longer
         // has (it restarted) goes back to the queue. Finished attempts are
         // not forgotten: their results follow.

@@ -291,6 +291,7 @@ impl Scheduler {
             online: false,
             recovering: false,
             disabled: false,
+            revoked: false,
             held: BTreeMap::new(),
             last_seen: 0,
             load: 0.0,

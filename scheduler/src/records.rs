@@ -156,6 +156,9 @@ pub struct EngineRecord {
     /// passes a check task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sick: Option<String>,
+    /// Cut off by `drqueue engine revoke`: refused from then on.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// One finished attempt, kept as history (including results that arrive for

@@ -303,6 +303,43 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Cuts an engine off for good: it is refused from now on (and after a
+    /// restart), and what it holds runs elsewhere, none of it counted as a
+    /// failure. Its results are no longer its own to report. It is told, and
+    /// stops what it runs.
+    pub fn revoke_engine(
+        &mut self,
+        id: &str,
+        now: Millis,
+        fx: &mut Effects,
+    ) -> Result<(), RequestError> {
+        let e = *self
+            .engine_index
+            .get(id)
+            .ok_or_else(|| RequestError::NoEngine(id.to_string()))?;
+        let engine = &mut self.engines[e];
+        engine.revoked = true;
+        engine.online = false;
+        engine.recovering = false;
+        let held = std::mem::take(&mut engine.held);
+        let engine_id = engine.id.clone();
+        for key in held.keys() {
+            self.requeue_lost(e, *key, now);
+        }
+        self.given_up.retain(|_, owner| *owner != e);
+        self.pools_dirty = true;
+        self.dirty_engines.insert(e);
+        fx.messages.push((engine_id, ToEngine::Revoked));
+        Ok(())
+    }
+
+    /// Is this engine cut off (`revoke`)?
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.engine_index
+            .get(id)
+            .is_some_and(|&e| self.engines[e].revoked)
+    }
+
     /// Takes back the attempts engine `e` holds but has not started (of one
     /// job, or all): they go back to ready at the front of the queue and
     /// the engine is told to drop them. Started ones run on.

@@ -24,6 +24,7 @@ impl Scheduler {
             e.slots = rec.slots;
             e.hwm = rec.hwm;
             e.disabled = rec.disabled;
+            e.revoked = rec.revoked;
             e.recovering = rec.online;
             e.last_seen = rec.last_seen_ms;
             e.tasks_done = rec.tasks_done;

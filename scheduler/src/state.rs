@@ -32,6 +32,8 @@ pub struct Engine {
     /// Known online before a master restart and not yet back.
     pub recovering: bool,
     pub disabled: bool,
+    /// Cut off for good (`drqueue engine revoke`).
+    pub revoked: bool,
     pub(super) held: BTreeMap<AttemptKey, Held>,
     pub last_seen: Millis,
     pub load: f32,
@@ -85,7 +87,9 @@ impl Engine {
     }
 
     pub(super) fn state(&self) -> EngineState {
-        if self.disabled {
+        if self.revoked {
+            EngineState::Revoked
+        } else if self.disabled {
             EngineState::Disabled
         } else if !self.online {
             EngineState::Offline
@@ -113,6 +117,7 @@ impl Engine {
             streak_job: self.streak_job,
             streak_mixed: self.streak_mixed,
             sick: self.sick.clone(),
+            revoked: self.revoked,
         }
     }
 

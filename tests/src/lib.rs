@@ -491,6 +491,11 @@ impl Farm {
         }
     }
 
+    /// The engine's exit status, if it has exited.
+    pub fn engine_exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.engines[i].child.try_wait().ok().flatten()
+    }
+
     pub fn engine_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("engine-{name}.log"))).unwrap_or_default()
     }

@@ -101,3 +101,55 @@ fn a_killed_engine_leaves_nothing_running_in_a_cgroup() {
 fn a_killed_engine_leaves_nothing_running_by_marker() {
     a_killed_engine_leaves_nothing_running("marker");
 }
+
+/// `drqueue engine revoke` mid-task: the engine stops the task (nothing of
+/// it survives) and exits for good (status 78), the task runs elsewhere, and
+/// the engine is refused when it comes back.
+#[test]
+fn a_revoked_engine_stops_its_task_which_runs_elsewhere() {
+    let mut farm = Farm::start();
+    let victim = farm.engine("victim", &[]);
+    let mark = marker("revoke");
+    let flag = farm.dir.join("ran-once");
+    let script = format!(
+        "if [ -e {flag} ]; then exit 0; fi; touch {flag}; sleep 300; : {mark}",
+        flag = flag.display()
+    );
+    let id = farm.submit(&["--frames", "1", "--", "sh", "-c", &script]);
+    let c = farm.client();
+    eventually(LONG, "the task to run on the victim", || {
+        (!alive_with(&mark).is_empty()).then_some(())
+    });
+    farm.engine("other", &[]);
+    farm.wait_engines(2);
+    let out = farm.drqueue(&["engine", "revoke", "victim"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = eventually(LONG, "the revoked engine to exit", || {
+        farm.engine_exited(victim)
+    });
+    assert_eq!(status.code(), Some(78), "{}", farm.engine_log("victim"));
+    assert!(
+        alive_with(&mark).is_empty(),
+        "the revoked engine's task survived"
+    );
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let engines = c.engines().unwrap();
+    let other = engines.iter().find(|e| e.name == "other").unwrap();
+    assert_eq!(
+        c.tasks(id, None).unwrap()[0].engine.as_ref(),
+        Some(&other.id)
+    );
+    let revoked = engines.iter().find(|e| e.name == "victim").unwrap();
+    assert_eq!(revoked.state.as_str(), "revoked");
+    // Back again with the same identity: refused, and it exits at once.
+    let again = farm.engine("victim", &[]);
+    let status = eventually(LONG, "the revoked engine to be refused", || {
+        farm.engine_exited(again)
+    });
+    assert_eq!(status.code(), Some(78));
+    assert!(farm.engine_log("victim").contains("revoked"));
+}

@@ -4,11 +4,11 @@
 use super::{Conn, Core, REGISTER_WINDOW_MS};
 use crate::scheduler::Notice;
 use crate::store::LogChunk;
+use bytes::Bytes;
+use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine};
 
 /// Room past a job's log cap for the engine's line marking the gap.
 const LOG_MARKER_SLACK: u64 = 1024;
-use bytes::Bytes;
-use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine};
 
 impl Core {
     pub(super) fn on_engine(&mut self, identity: Bytes, seq: u64, msg: FromEngine) {
@@ -22,6 +22,11 @@ impl Core {
                         reason: "clock too far from the master's (check NTP)".into(),
                     },
                 );
+                return;
+            }
+            if self.sched.is_revoked(&r.engine) {
+                tracing::warn!(engine = %r.engine, "refusing a revoked engine");
+                self.send_to(&identity, ToEngine::Revoked);
                 return;
             }
             if !self.guards.entry(r.engine.clone()).or_default().accept(seq) {

@@ -166,9 +166,17 @@ impl Core {
             .find_engine(engine)
             .map(|e| e.id.clone())
             .ok_or_else(|| RequestError::NoEngine(engine.to_string()))?;
-        let disabled = matches!(action, EngineAction::Disable | EngineAction::Drain);
-        self.sched
-            .set_engine_disabled(&id, disabled, self.now, &mut self.fx)?;
+        match action {
+            EngineAction::Revoke => {
+                tracing::warn!(engine = %id, "engine revoked: refused from now on; its tasks go elsewhere");
+                self.sched.revoke_engine(&id, self.now, &mut self.fx)?;
+            }
+            EngineAction::Disable | EngineAction::Drain | EngineAction::Enable => {
+                let disabled = action != EngineAction::Enable;
+                self.sched
+                    .set_engine_disabled(&id, disabled, self.now, &mut self.fx)?;
+            }
+        }
         self.sched
             .engine(&id)
             .map(|e| e.view())

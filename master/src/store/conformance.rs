@@ -138,6 +138,7 @@ pub(super) fn engine(id: &str) -> EngineRecord {
         streak_job: Some(JobId(7)),
         streak_mixed: true,
         sick: Some("failed 5 tasks in a row".into()),
+        revoked: true,
     }
 }
 

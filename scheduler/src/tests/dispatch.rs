@@ -197,3 +197,39 @@ fn one_assign_per_engine_and_job_per_dispatch() {
         .collect();
     assert_eq!(assigns, vec![6], "idle slots and prefetch in one message");
 }
+
+/// A revoked engine's attempts run elsewhere, not counted as failures; its
+/// word about them no longer counts, and it stays refused after a restart.
+#[test]
+fn a_revoked_engine_loses_its_work_and_its_say() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let job = sim.submit(spec("1", 1));
+    let key = sim.engines[0].held[0];
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    sim.s.revoke_engine("engine-0", sim.now, &mut fx).unwrap();
+    assert!(fx
+        .messages
+        .iter()
+        .any(|(to, m)| to == "engine-0" && *m == ToEngine::Revoked));
+    sim.settle(fx);
+    assert!(sim.s.is_revoked("engine-0"));
+    assert!(!sim.s.owns_attempt("engine-0", key));
+    assert_eq!(
+        sim.engines[1].held.len(),
+        1,
+        "the task went to the other engine"
+    );
+    let t = sim.s.task_record(key.task).unwrap();
+    assert_eq!(t.failures, 0);
+    sim.finish(1, 0, true);
+    assert_eq!(sim.s.job_status(job), Some(JobStatus::Done));
+    sim.restart_master(false);
+    assert!(sim.s.is_revoked("engine-0"), "forgotten across a restart");
+    assert_eq!(
+        sim.s.engine("engine-0").unwrap().state(),
+        drqueue_common::model::EngineState::Revoked,
+        "a revoked engine registered again"
+    );
+}

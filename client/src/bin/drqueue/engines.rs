@@ -1,4 +1,4 @@
-//! Engine commands: listing, `engine show`, disable, enable and drain.
+//! Engine commands: listing, `engine show`, disable, enable, drain and revoke.
 
 use crate::error::CliResult;
 use crate::output::{EngineChange, Output};
@@ -19,6 +19,12 @@ pub enum EngineCmd {
         engine: String,
     },
     Enable {
+        engine: String,
+    },
+    /// Cut it off at once and for good: its tasks stop and run elsewhere,
+    /// and it is refused from now on (the machine comes back only enrolled
+    /// afresh, with a new state directory).
+    Revoke {
         engine: String,
     },
     /// Give it no new work and wait until its running tasks have finished.
@@ -44,6 +50,10 @@ pub fn run(client: &Client, cmd: EngineCmd, out: &dyn Output) -> CliResult<ExitC
         EngineCmd::Enable { engine } => {
             let e = client.engine_control(&engine, "enable")?;
             out.engine_changed(&e, EngineChange::Enabled)?;
+        }
+        EngineCmd::Revoke { engine } => {
+            let e = client.engine_control(&engine, "revoke")?;
+            out.engine_changed(&e, EngineChange::Revoked)?;
         }
         EngineCmd::Drain { engine, timeout } => return drain(client, &engine, timeout, out),
     }

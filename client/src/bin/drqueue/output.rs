@@ -25,6 +25,7 @@ pub enum EngineChange {
     Disabled,
     Enabled,
     Drained,
+    Revoked,
 }
 
 pub trait Output {
@@ -228,6 +229,10 @@ impl Output for Human {
             ),
             EngineChange::Enabled => println!("engine {} enabled", e.name),
             EngineChange::Drained => println!("engine {} drained and disabled", e.name),
+            EngineChange::Revoked => println!(
+                "engine {} revoked: its tasks run elsewhere and it is refused from now on",
+                e.name
+            ),
         }
         Ok(())
     }
