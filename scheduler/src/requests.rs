@@ -284,10 +284,7 @@ impl Scheduler {
         now: Millis,
         fx: &mut Effects,
     ) -> Result<(), RequestError> {
-        let idx = *self
-            .engine_index
-            .get(id)
-            .ok_or_else(|| RequestError::NoEngine(id.to_string()))?;
+        let idx = self.engine_idx(id)?;
         let e = &mut self.engines[idx];
         e.disabled = disabled;
         if disabled {
@@ -313,10 +310,7 @@ impl Scheduler {
         now: Millis,
         fx: &mut Effects,
     ) -> Result<(), RequestError> {
-        let e = *self
-            .engine_index
-            .get(id)
-            .ok_or_else(|| RequestError::NoEngine(id.to_string()))?;
+        let e = self.engine_idx(id)?;
         let engine = &mut self.engines[e];
         engine.revoked = true;
         engine.online = false;
@@ -331,6 +325,14 @@ impl Scheduler {
         self.dirty_engines.insert(e);
         fx.messages.push((engine_id, ToEngine::Revoked));
         Ok(())
+    }
+
+    /// The engine a request names by id, or the error that says so.
+    fn engine_idx(&self, id: &str) -> Result<EngineIdx, RequestError> {
+        self.engine_index
+            .get(id)
+            .copied()
+            .ok_or_else(|| RequestError::NoEngine(id.to_string()))
     }
 
     /// Is this engine cut off (`revoke`)?
