@@ -1,6 +1,6 @@
 //! The engine's loop: keeps a link to the master, runs what it is given, and
 //! never forgets a result until the master has acknowledged it.
-//! (About 600 lines: one session loop; splitting it would scatter its state.)
+//! (Past 600 lines: one session loop and its stops; splitting it would scatter its state.)
 //!
 //! State is three sets: attempts queued (received, not started), running,
 //! and finished but unacknowledged. The master sends at most HWM attempts;
