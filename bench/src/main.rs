@@ -18,19 +18,18 @@
 //!
 //! Figures go to stdout; nothing here is asserted.
 
-use bytes::Bytes;
 use drqueue_client::Client;
 use drqueue_common::model::{EngineFacts, JobSpec, JobStatus, TaskKey};
 use drqueue_common::protocol::{
-    decode, encode, AttemptKey, Finished, FromEngine, Heartbeat, Outcome, Register, SeqCounter,
-    ToEngine,
+    AttemptKey, Finished, FromEngine, Heartbeat, Outcome, Register, ToEngine,
 };
+use drqueue_common::session::KeyPair;
+use drqueue_engine::link::{Credentials, Link};
 use drqueue_master::server::{self, MasterOptions};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -224,26 +223,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 // ----- (a) dispatch ceiling --------------------------------------------------
 
-/// A simulated engine: registers, and finishes each task the moment it
-/// arrives, noting when it arrived.
+/// A simulated engine: the engine's own link (handshake, enrollment,
+/// encryption), registers, and finishes each task the moment it arrives,
+/// noting when it arrived.
 async fn sim_engine(
     endpoint: String,
     name: String,
     hwm: u32,
     starts: Arc<Mutex<Vec<Instant>>>,
 ) -> anyhow::Result<()> {
-    let mut socket = DealerSocket::new();
-    socket.connect(&endpoint).await?;
-    let (mut tx, mut rx) = socket.split();
-    let mut seq = SeqCounter::from_clock();
-    let msg = |frames: Vec<Bytes>| {
-        let mut it = frames.into_iter();
-        let mut m = ZmqMessage::from(it.next().unwrap_or_default());
-        for f in it {
-            m.push_back(f);
-        }
-        m
+    let creds = Credentials {
+        keys: KeyPair::generate().map_err(anyhow::Error::msg)?,
+        engine: name.as_str().into(),
+        name: name.clone(),
+        join_token: None,
+        master_pin: scratch(&format!("pin-{name}")).join("master.pub"),
     };
+    let mut link = Link::connect(&endpoint, &creds, Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let register = FromEngine::Register(Register {
         engine: name.as_str().into(),
         session: rand::random(),
@@ -260,13 +258,12 @@ async fn sim_engine(
         held: vec![],
         finished: vec![],
     });
-    tx.send(msg(encode(&register, seq.advance(), None))).await?;
+    link.send(&register).await?;
     let mut beat = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            m = rx.recv() => {
-                let frames = m?.into_vec();
-                let Ok((_, to)) = decode::<ToEngine>(&frames, None) else { continue };
+            to = link.recv() => {
+                let Some(to) = to else { anyhow::bail!("the master closed the link") };
                 if let ToEngine::Assign(a) = to {
                     let now = Instant::now();
                     starts.lock().expect("lock").extend(std::iter::repeat_n(now, a.tasks.len()));
@@ -275,13 +272,13 @@ async fn sim_engine(
                             attempt: AttemptKey { task: TaskKey { job: a.job.id, index: t.index }, attempt: t.attempt },
                             outcome: Outcome { exit_code: Some(0), ..Default::default() },
                         });
-                        tx.send(msg(encode(&done, seq.advance(), None))).await?;
+                        link.send(&done).await?;
                     }
                 }
             }
             _ = beat.tick() => {
                 let hb = FromEngine::Heartbeat(Heartbeat { load: 0.0, free_ram_mb: 1024, held: 0, peak_held: 0 });
-                tx.send(msg(encode(&hb, seq.advance(), None))).await?;
+                link.send(&hb).await?;
             }
         }
     }

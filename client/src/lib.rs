@@ -6,8 +6,8 @@
 pub mod local;
 
 use drqueue_common::model::{
-    ApiError, EngineView, JobId, JobSpec, JobStatus, JobView, LimitView, PoolView, TaskStatus,
-    TaskView,
+    ApiError, EngineAccepted, EngineView, JobId, JobSpec, JobStatus, JobView, JoinTokenView,
+    LimitView, PoolView, TaskStatus, TaskView,
 };
 use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
@@ -241,6 +241,20 @@ impl Client {
     /// disable or enable.
     pub fn engine_control(&self, id: &str, action: &str) -> Result<EngineView> {
         self.post(&format!("/api/engines/{id}/{action}"), None::<&()>)
+    }
+
+    /// Enrolls a pending engine (`drqueue engine accept NAME`).
+    pub fn engine_accept(&self, name: &str) -> Result<EngineAccepted> {
+        self.post(&format!("/api/engines/{name}/accept"), None::<&()>)
+    }
+
+    /// A join token good for `uses` engines for `expires_secs` (0: until
+    /// used up).
+    pub fn join_token(&self, uses: u32, expires_secs: u64) -> Result<JoinTokenView> {
+        self.post(
+            "/api/join-tokens",
+            Some(&serde_json::json!({ "uses": uses, "expires_secs": expires_secs })),
+        )
     }
 
     pub fn pools(&self) -> Result<Vec<PoolView>> {

@@ -10,8 +10,9 @@
 //! - [`model`]: jobs, tasks, engines and their statuses as users see them;
 //! - [`preset`]: renderer presets (`--preset blender`) and their command lines;
 //! - [`template`]: the command-template placeholders (`{start}`, `{padframe:4}` …);
-//! - [`protocol`]: every message between master and engine, its framing,
-//!   version check and authentication.
+//! - [`protocol`]: every message between master and engine;
+//! - [`session`]: the encrypted, mutually authenticated session they travel
+//!   in, its framing and version check, and the key pairs.
 
 pub mod blocked;
 pub mod display;
@@ -20,6 +21,7 @@ pub mod graph;
 pub mod model;
 pub mod preset;
 pub mod protocol;
+pub mod session;
 #[cfg(feature = "signals")]
 pub mod signals;
 pub mod signature;

@@ -223,6 +223,7 @@ string_enum!(
         Disabled => "disabled",
         Sick => "sick",
         Revoked => "revoked",
+        Pending => "pending",
     }
 );
 
@@ -672,6 +673,68 @@ pub struct EngineView {
     pub last_heartbeat_ms: Millis,
     pub tasks_done: u64,
     pub tasks_failed: u64,
+    /// A pending engine's key fingerprint, to compare before
+    /// `drqueue engine accept`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
+}
+
+impl EngineView {
+    /// An engine that proved a key nobody has accepted yet: all it has told
+    /// the master is its id, its name and its key.
+    pub fn pending(
+        id: EngineId,
+        name: String,
+        fingerprint: String,
+        last_seen_ms: Millis,
+    ) -> EngineView {
+        EngineView {
+            id,
+            hostname: name.clone(),
+            name,
+            os: String::new(),
+            arch: String::new(),
+            cores: 0,
+            ram_mb: 0,
+            free_ram_mb: 0,
+            load: 0.0,
+            pools: Vec::new(),
+            capabilities: Vec::new(),
+            versions: BTreeMap::new(),
+            containment: String::new(),
+            state: EngineState::Pending,
+            sick: None,
+            failures_in_row: 0,
+            slots: 0,
+            hwm: 0,
+            running: 0,
+            peak_outstanding: 0,
+            peak_held: 0,
+            last_heartbeat_ms: last_seen_ms,
+            tasks_done: 0,
+            tasks_failed: 0,
+            fingerprint,
+        }
+    }
+}
+
+/// The answer to `drqueue engine accept NAME`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineAccepted {
+    pub accepted: EngineId,
+    pub name: String,
+    pub fingerprint: String,
+}
+
+/// A join token from `drqueue engine join-token`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinTokenView {
+    pub token: String,
+    pub uses: u32,
+    /// 0: it never expires (it is good until used up).
+    pub expires_ms: Millis,
+    /// The key the token tells engines to trust.
+    pub master_fingerprint: String,
 }
 
 /// A pool as `pools --json` shows it.

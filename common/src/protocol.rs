@@ -1,42 +1,25 @@
 //! Every message between master and engine, and how it travels.
 //!
-//! One enum per direction: [`FromEngine`] and [`ToEngine`]. On the wire a
-//! message is one ZeroMQ frame (after the ROUTER's identity frame):
-//!
-//! ```text
-//! +---------+---------+------------------+     +-------------------------+
-//! | version | seq     | body (postcard)  |  +  | HMAC-SHA256 of frame 1  |  (only with a farm key)
-//! | u16 LE  | u64 LE  |                  |     | 32 bytes                |
-//! +---------+---------+------------------+     +-------------------------+
-//! ```
-//!
-//! The fixed header lets a receiver refuse a wrong version before touching the
-//! body; the size cap is checked before anything is decoded; decoding returns
-//! [`DecodeError`] values and never panics. Sequence numbers start from the
-//! sender's clock in microseconds, so they keep rising across restarts and a
-//! [`ReplayGuard`] can refuse a replayed message.
+//! One enum per direction: [`FromEngine`] and [`ToEngine`]. Each travels
+//! postcard-encoded and sealed in the connection's encrypted session
+//! ([`crate::session`], which also owns the framing and the version check).
+//! Decoding returns [`DecodeError`] values and never panics.
 
 use crate::frames::Block;
 use crate::model::{EngineFacts, EngineId, JobId, TaskKey};
 use crate::Millis;
-use bytes::Bytes;
-use hmac::{Hmac, Mac};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sha2::Sha256;
+use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The largest message either side accepts; larger ones are refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// The most one message may put on the wire, all its frames together (the
-/// body, its header and MAC, with room to spare). The transport ends a
+/// body, its header and the chunks' tags, with room to spare). The transport ends a
 /// connection whose frame header announces more, before allocating for it.
 pub const MAX_WIRE_BYTES: usize = MAX_MESSAGE_BYTES + 4096;
-
-const HEADER: usize = 10;
-const MAC_LEN: usize = 32;
 
 /// A task attempt: the unit of assignment, result and acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -158,6 +141,17 @@ impl Outcome {
 /// Messages the master sends to an engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ToEngine {
+    /// The handshake proved an enrolled engine: register now.
+    Admitted,
+    /// The engine's key is not enrolled yet. It shows as `pending` in
+    /// `drqueue engines` until someone runs `drqueue engine accept NAME`
+    /// (comparing this fingerprint) or it comes back with a join token.
+    Pending {
+        fingerprint: String,
+    },
+    /// Another connection proved this engine's identity and took over: stop
+    /// and do not reconnect, so two processes never take turns.
+    TakenOver,
     /// Registration accepted. `cancel` names held attempts the master no
     /// longer wants run (given to another engine meanwhile).
     Welcome {
@@ -233,238 +227,33 @@ pub enum DecodeError {
     Truncated(usize),
     #[error("protocol version {got}, this side speaks {PROTOCOL_VERSION}: upgrade the older of master and engine")]
     WrongVersion { got: u16 },
-    #[error("message has no authentication code, but this farm requires a key: give the engine --key-file")]
-    Unauthenticated,
-    #[error("authentication code does not match: master and engine have different farm keys")]
-    BadMac,
+    #[error("message does not decrypt under this connection's session (forged, tampered or from another connection)")]
+    Unsealed,
+    #[error("message replayed within its session")]
+    Replayed,
     #[error("too many frames ({0})")]
     TooManyFrames(usize),
     #[error("malformed body: {0}")]
     Malformed(String),
 }
 
-/// The shared secret of a farm. Messages carry an HMAC-SHA256 made with it.
-#[derive(Clone)]
-pub struct FarmKey(Vec<u8>);
-
-impl std::fmt::Debug for FarmKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FarmKey(..)")
-    }
-}
-
-impl FarmKey {
-    pub const MIN_LEN: usize = 16;
-
-    pub fn new(bytes: &[u8]) -> Result<FarmKey, String> {
-        if bytes.len() < Self::MIN_LEN {
-            return Err(format!(
-                "farm key is {} bytes; use at least {} (e.g. `head -c 32 /dev/urandom | base64 > farm.key`)",
-                bytes.len(),
-                Self::MIN_LEN
-            ));
-        }
-        Ok(FarmKey(bytes.to_vec()))
-    }
-
-    /// Reads a key file; surrounding white space is not part of the key.
-    pub fn load(path: &std::path::Path) -> Result<FarmKey, String> {
-        let raw = std::fs::read(path)
-            .map_err(|e| format!("cannot read farm key {}: {e}", path.display()))?;
-        let trimmed = String::from_utf8_lossy(&raw).trim().as_bytes().to_vec();
-        FarmKey::new(&trimmed).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length, so this cannot fail.
-        <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length")
-    }
-}
-
-/// Encodes a message into its frames.
-pub fn encode<T: Serialize>(msg: &T, seq: u64, key: Option<&FarmKey>) -> Vec<Bytes> {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    buf.extend_from_slice(&seq.to_le_bytes());
-    // Serialising our own in-memory types into a Vec cannot fail.
-    let buf = postcard::to_extend(msg, buf).expect("protocol types serialise");
-    let mut frames = Vec::with_capacity(2);
-    if let Some(key) = key {
-        let mut mac = key.mac();
-        mac.update(&buf);
-        frames.push(Bytes::from(buf));
-        frames.push(Bytes::copy_from_slice(&mac.finalize().into_bytes()));
-    } else {
-        frames.push(Bytes::from(buf));
-    }
-    frames
-}
-
-/// Decodes a message from its frames (without the ROUTER's identity frame),
-/// returning its sequence number and body.
-pub fn decode<T: DeserializeOwned>(
-    frames: &[Bytes],
-    key: Option<&FarmKey>,
-) -> Result<(u64, T), DecodeError> {
-    let body = frames.first().ok_or(DecodeError::Empty)?;
-    if frames.len() > 2 {
-        return Err(DecodeError::TooManyFrames(frames.len()));
-    }
-    if body.len() > MAX_MESSAGE_BYTES {
-        return Err(DecodeError::Oversized(body.len()));
-    }
-    if body.len() < HEADER {
-        return Err(DecodeError::Truncated(body.len()));
-    }
-    let version = u16::from_le_bytes([body[0], body[1]]);
-    if version != PROTOCOL_VERSION {
-        return Err(DecodeError::WrongVersion { got: version });
-    }
-    if let Some(key) = key {
-        let tag = frames.get(1).ok_or(DecodeError::Unauthenticated)?;
-        if tag.len() != MAC_LEN {
-            return Err(DecodeError::BadMac);
-        }
-        let mut mac = key.mac();
-        mac.update(body);
-        mac.verify_slice(tag).map_err(|_| DecodeError::BadMac)?;
-    }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&body[2..HEADER]);
-    let msg =
-        postcard::from_bytes(&body[HEADER..]).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-    Ok((u64::from_le_bytes(seq), msg))
-}
-
-/// A sequence counter that starts from the clock, so it rises across restarts.
-#[derive(Debug)]
-pub struct SeqCounter(u64);
-
-impl SeqCounter {
-    pub fn from_clock() -> SeqCounter {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1);
-        SeqCounter(micros)
-    }
-    pub fn advance(&mut self) -> u64 {
-        self.0 += 1;
-        self.0
-    }
-}
-
-/// Refuses a sequence number that is not above every one seen before.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ReplayGuard {
-    last: u64,
-}
-
-impl ReplayGuard {
-    /// True (and remembered) when `seq` is fresh; false for a replay.
-    pub fn accept(&mut self, seq: u64) -> bool {
-        if seq > self.last {
-            self.last = seq;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    fn key() -> FarmKey {
-        FarmKey::new(b"0123456789abcdef0123").unwrap()
-    }
-
-    fn sample() -> FromEngine {
-        FromEngine::Finished(Finished {
-            attempt: AttemptKey {
-                task: TaskKey {
-                    job: JobId(3),
-                    index: 9,
-                },
-                attempt: 2,
-            },
-            outcome: Outcome {
-                exit_code: Some(0),
-                wall_ms: 12,
-                ..Default::default()
-            },
-        })
-    }
 
     #[test]
-    fn round_trips_with_and_without_key() {
-        let frames = encode(&sample(), 42, None);
-        let (seq, back): (u64, FromEngine) = decode(&frames, None).unwrap();
-        assert_eq!((seq, back), (42, sample()));
-        let frames = encode(&sample(), 43, Some(&key()));
-        assert_eq!(frames.len(), 2);
-        let (seq, back): (u64, FromEngine) = decode(&frames, Some(&key())).unwrap();
-        assert_eq!((seq, back), (43, sample()));
-    }
-
-    #[test]
-    fn refuses_bad_messages_as_values() {
-        let frames = encode(&sample(), 1, None);
-        assert_eq!(
-            decode::<FromEngine>(&frames, Some(&key())).unwrap_err(),
-            DecodeError::Unauthenticated
-        );
-        let other = FarmKey::new(b"another key of 16+ bytes").unwrap();
-        let signed = encode(&sample(), 1, Some(&other));
-        assert_eq!(
-            decode::<FromEngine>(&signed, Some(&key())).unwrap_err(),
-            DecodeError::BadMac
-        );
-        let mut wrong = frames[0].to_vec();
-        wrong[0] = 99;
-        assert!(matches!(
-            decode::<FromEngine>(&[Bytes::from(wrong)], None),
-            Err(DecodeError::WrongVersion { got: 99 })
-        ));
-        let big = Bytes::from(vec![1u8; MAX_MESSAGE_BYTES + 1]);
-        assert!(matches!(
-            decode::<FromEngine>(&[big], None),
-            Err(DecodeError::Oversized(_))
-        ));
-        assert_eq!(
-            decode::<FromEngine>(&[], None).unwrap_err(),
-            DecodeError::Empty
-        );
-        assert!(matches!(
-            decode::<FromEngine>(&[Bytes::from_static(b"abc")], None),
-            Err(DecodeError::Truncated(3))
-        ));
-    }
-
-    #[test]
-    fn replay_guard_refuses_old_sequence_numbers() {
-        let mut g = ReplayGuard::default();
-        assert!(g.accept(5));
-        assert!(!g.accept(5));
-        assert!(!g.accept(4));
-        assert!(g.accept(6));
-    }
-
-    #[test]
-    fn short_keys_are_refused() {
-        assert!(FarmKey::new(b"short").is_err());
-    }
-
-    proptest! {
-        #[test]
-        fn decoding_garbage_never_panics(body in prop::collection::vec(any::<u8>(), 0..300), tag in prop::collection::vec(any::<u8>(), 0..40)) {
-            let mut with_version = PROTOCOL_VERSION.to_le_bytes().to_vec();
-            with_version.extend_from_slice(&body);
-            let _ = decode::<FromEngine>(&[Bytes::from(body.clone())], None);
-            let _ = decode::<ToEngine>(&[Bytes::from(with_version.clone())], None);
-            let _ = decode::<FromEngine>(&[Bytes::from(with_version), Bytes::from(tag)], Some(&key()));
-        }
+    fn outcomes_describe_themselves() {
+        let ok = Outcome {
+            exit_code: Some(0),
+            ..Default::default()
+        };
+        assert!(ok.is_success());
+        let timed_out = Outcome {
+            exit_code: Some(0),
+            timed_out: true,
+            ..Default::default()
+        };
+        assert!(!timed_out.is_success());
+        assert_eq!(timed_out.describe(), "timed out");
     }
 }

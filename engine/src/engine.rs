@@ -10,14 +10,14 @@
 //! re-sends every unacknowledged result with its log.
 
 use crate::facts;
-use crate::link::Link;
+use crate::link::{Credentials, Link, LinkError};
 use drqueue_common::frames::Block;
 use drqueue_common::model::{EngineFacts, EngineId};
 use drqueue_common::now_millis;
 use drqueue_common::protocol::{
-    AttemptKey, FarmKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, Register, SeqCounter,
-    ToEngine,
+    AttemptKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, Register, ToEngine,
 };
+use drqueue_common::session::KeyPair;
 use drqueue_runner::contain::{Choice, Containment};
 use drqueue_runner::{Attempt, Control, Pool, RunnerEvent};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -35,7 +35,9 @@ pub struct EngineOptions {
     pub slots: u32,
     pub hwm: u32,
     pub state_dir: PathBuf,
-    pub key: Option<FarmKey>,
+    /// A join token from `drqueue engine join-token`: enrolls the engine
+    /// on first contact, and names the master key to trust.
+    pub join_token: Option<String>,
     /// How often the full facts (renderers, RAM) are gathered again.
     pub facts_refresh: Duration,
     /// How tasks' processes are contained (cgroup v2 when writable).
@@ -68,7 +70,7 @@ struct State {
     released: Vec<AttemptKey>,
     peak_held: u32,
     pool: Pool,
-    seq: SeqCounter,
+    creds: Credentials,
     sys: sysinfo::System,
     background: mpsc::UnboundedSender<Background>,
 }
@@ -182,6 +184,8 @@ impl State {
                 });
             }
             ToEngine::Reregister => return Err(SessionEnd::Reregister),
+            ToEngine::TakenOver => return Err(SessionEnd::TakenOver),
+            ToEngine::Admitted | ToEngine::Pending { .. } => {}
             ToEngine::Refused { reason } => return Err(SessionEnd::Refused(reason)),
             ToEngine::Revoked => return Err(SessionEnd::Revoked),
         }
@@ -345,12 +349,21 @@ impl State {
 enum SessionEnd {
     Reregister,
     Refused(String),
+    /// The master holds the engine's key for `drqueue engine accept`.
+    Pending(String),
+    /// The master is not one this engine trusts.
+    WrongMaster(String),
+    /// Another process proved this engine's identity and took over.
+    TakenOver,
     /// Cut off by the master for good.
     Revoked,
     Silent,
     Shutdown,
 }
 
+/// How often an engine waiting to be accepted (or refusing an untrusted
+/// master) tries again.
+const PENDING_RETRY: Duration = Duration::from_secs(5);
 /// How long the master may be silent before the engine reconnects.
 const MASTER_SILENCE: Duration = Duration::from_secs(4);
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -380,6 +393,16 @@ pub async fn run(
     }
     let mut facts = facts::gather(opts.name.clone(), opts.pools.clone());
     facts.containment = contain.describe();
+    let keys =
+        KeyPair::load_or_create(&opts.state_dir.join("engine.key")).map_err(anyhow::Error::msg)?;
+    let creds = Credentials {
+        keys,
+        engine: id.as_str().into(),
+        name: facts.name.clone(),
+        join_token: opts.join_token.clone(),
+        master_pin: opts.state_dir.join("master.pub"),
+    };
+    tracing::info!(key = %creds.keys.fingerprint(), "engine key");
     tracing::info!(engine = %id, name = %facts.name, pools = ?facts.pools, capabilities = ?facts.capabilities, slots = opts.slots, hwm = opts.hwm, containment = %facts.containment, "engine starting");
     let (events, mut runner_rx) = mpsc::unbounded_channel();
     let (background, mut background_rx) = mpsc::unbounded_channel();
@@ -396,7 +419,7 @@ pub async fn run(
         peak_held: 0,
         pool: Pool::new(opts.slots, events, contain.clone())
             .map_err(|e| anyhow::anyhow!("cannot start the slot threads: {e}"))?,
-        seq: SeqCounter::from_clock(),
+        creds,
         sys: sysinfo::System::new(),
         background,
     };
@@ -418,6 +441,23 @@ pub async fn run(
             SessionEnd::Refused(reason) => {
                 tracing::error!(master = %endpoint, "the master refused this engine: {reason}");
                 backoff = Duration::from_secs(10);
+            }
+            SessionEnd::Pending(fingerprint) => {
+                tracing::warn!(master = %endpoint, %fingerprint, "not enrolled yet: on the master, run `drqueue engine accept {}` (compare the fingerprint), or restart this engine with a join token (DRQUEUE_JOIN_TOKEN)", st.facts.name);
+                backoff = PENDING_RETRY;
+            }
+            SessionEnd::WrongMaster(why) => {
+                tracing::error!(master = %endpoint, "not trusting this master: {why}. Check that --master (DRQUEUE_MASTER) names the right one");
+                backoff = PENDING_RETRY;
+            }
+            SessionEnd::TakenOver => {
+                // The successor's start swept this identity's boxes: leave
+                // them to it, and say nothing more to the master.
+                contain.hand_over();
+                return Err(crate::Permanent(
+                    "another drqueue-engine process proved this engine's identity to the master and took over: this one stops. Run one engine per state dir (--state-dir)".into(),
+                )
+                .into());
             }
             SessionEnd::Revoked => {
                 // Nothing it runs is wanted any more, and nothing it reports
@@ -477,15 +517,18 @@ async fn session(
     runner_rx: &mut mpsc::UnboundedReceiver<RunnerEvent>,
     background_rx: &mut mpsc::UnboundedReceiver<Background>,
 ) -> SessionEnd {
-    let mut link = match Link::connect(endpoint, st.opts.key.clone(), CONNECT_TIMEOUT).await {
+    let mut link = match Link::connect(endpoint, &st.creds, CONNECT_TIMEOUT).await {
         Ok(l) => l,
-        Err(e) => {
+        Err(LinkError::Unreachable(e)) => {
             tracing::warn!("{e}");
             return SessionEnd::Silent;
         }
+        Err(LinkError::Pending { fingerprint }) => return SessionEnd::Pending(fingerprint),
+        Err(LinkError::WrongMaster(e)) => return SessionEnd::WrongMaster(e),
+        Err(LinkError::Refused(e)) => return SessionEnd::Refused(e),
     };
     let reg = st.register();
-    if let Err(e) = link.send(&reg, &mut st.seq).await {
+    if let Err(e) = link.send(&reg).await {
         tracing::warn!("{e}");
         return SessionEnd::Silent;
     }
@@ -522,7 +565,7 @@ async fn session(
     );
     loop {
         for m in outbox.drain(..) {
-            if let Err(e) = link.send(&m, &mut st.seq).await {
+            if let Err(e) = link.send(&m).await {
                 tracing::warn!("{e}");
                 return SessionEnd::Silent;
             }
@@ -596,12 +639,12 @@ async fn shutdown_gracefully(
         Some(l) => Some(l),
         None => {
             let endpoint = st.opts.masters[0].clone();
-            own_link = Link::connect(&endpoint, st.opts.key.clone(), Duration::from_secs(2))
+            own_link = Link::connect(&endpoint, &st.creds, Duration::from_secs(2))
                 .await
                 .ok();
             if let Some(l) = own_link.as_mut() {
                 let reg = st.register();
-                let _ = l.send(&reg, &mut st.seq).await;
+                let _ = l.send(&reg).await;
                 let _ = tokio::time::timeout(Duration::from_secs(2), l.recv()).await;
             }
             own_link.as_mut()
@@ -613,7 +656,7 @@ async fn shutdown_gracefully(
             msgs.push(FromEngine::Release(handed_back));
         }
         for m in msgs {
-            let _ = link.send(&m, &mut st.seq).await;
+            let _ = link.send(&m).await;
         }
         let until = Instant::now() + Duration::from_secs(2);
         while !st.unacked.is_empty() && Instant::now() < until {

@@ -1,27 +1,116 @@
-//! One connection to the master: a DEALER socket, a reader task that decodes
-//! and authenticates, and a send with a timeout. zmq.rs does not reconnect by
-//! itself, so the engine's loop drops a `Link` and makes a new one whenever
-//! the master falls silent. This is the only module that knows the socket
-//! library.
+//! One connection to the master: a DEALER socket, the session handshake, a
+//! reader task that opens sealed messages, and a send with a timeout. zmq.rs
+//! does not reconnect by itself, so the engine's loop drops a `Link` and makes
+//! a new one (with a new handshake) whenever the master falls silent. This is
+//! the only module that knows the socket library.
+//!
+//! Trust runs both ways. The master admits the engine's key (or keeps it
+//! pending); the engine talks only to the master whose key it trusts: the
+//! key pinned in its state dir at first admission, or before that the
+//! fingerprint inside its join token. With neither, the first master that
+//! admits it is trusted and pinned.
 
 use bytes::Bytes;
-use drqueue_common::protocol::{
-    decode, encode, FarmKey, FromEngine, ReplayGuard, SeqCounter, ToEngine,
+use drqueue_common::model::EngineId;
+use drqueue_common::protocol::{FromEngine, ToEngine};
+use drqueue_common::session::{
+    self, fingerprint, hex, token_fingerprint, unhex, EngineHello, Initiator, KeyPair, Kind, Sealer,
 };
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use zeromq::{
-    DealerSendHalf, DealerSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage,
+    DealerRecvHalf, DealerSendHalf, DealerSocket, Socket, SocketOptions, SocketRecv, SocketSend,
+    ZmqMessage,
 };
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Who this engine is, and whom it trusts.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub keys: KeyPair,
+    pub engine: EngineId,
+    pub name: String,
+    pub join_token: Option<String>,
+    /// The trusted master's public key, pinned at first admission.
+    pub master_pin: PathBuf,
+}
+
+impl Credentials {
+    fn pinned(&self) -> Option<[u8; 32]> {
+        let text = std::fs::read_to_string(&self.master_pin).ok()?;
+        unhex(text.trim()).and_then(|b| b.try_into().ok())
+    }
+
+    /// Refuses a master whose key this engine does not trust.
+    fn check_master(&self, key: &[u8; 32]) -> Result<(), LinkError> {
+        let got = fingerprint(key);
+        if let Some(pinned) = self.pinned() {
+            if &pinned != key {
+                return Err(LinkError::WrongMaster(format!(
+                    "its key {got} is not the one this engine trusts ({}, pinned in {}); if that master's key was really replaced, delete the file and enroll the engine again",
+                    fingerprint(&pinned),
+                    self.master_pin.display()
+                )));
+            }
+        } else if let Some(token) = &self.join_token {
+            let want = token_fingerprint(token).map_err(LinkError::Refused)?;
+            if want != got {
+                return Err(LinkError::WrongMaster(format!(
+                    "its key {got} is not the one the join token names ({want})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn pin(&self, key: &[u8; 32]) {
+        if self.pinned().is_none() {
+            match session::write_private(&self.master_pin, format!("{}\n", hex(key)).as_bytes()) {
+                Ok(()) => {
+                    tracing::info!(master_key = %fingerprint(key), "trusting this master's key from now on")
+                }
+                Err(e) => tracing::warn!(
+                    "cannot pin the master's key in {}: {e}",
+                    self.master_pin.display()
+                ),
+            }
+        }
+    }
+}
+
+/// Why no link was made.
+#[derive(Debug)]
+pub enum LinkError {
+    /// No answer, or the connection broke: try again (or the next master).
+    Unreachable(String),
+    /// The master holds this engine's key for acceptance.
+    Pending { fingerprint: String },
+    /// The master is not the one this engine trusts.
+    WrongMaster(String),
+    /// The master (or a bad join token) said no.
+    Refused(String),
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkError::Unreachable(e) | LinkError::Refused(e) => f.write_str(e),
+            LinkError::Pending { fingerprint } => {
+                write!(f, "waiting to be accepted (key {fingerprint})")
+            }
+            LinkError::WrongMaster(e) => write!(f, "not trusting this master: {e}"),
+        }
+    }
+}
+
 pub struct Link {
     send: DealerSendHalf,
+    sealer: Sealer,
     incoming: mpsc::UnboundedReceiver<ToEngine>,
     reader: JoinHandle<()>,
-    key: Option<FarmKey>,
 }
 
 impl Drop for Link {
@@ -30,12 +119,42 @@ impl Drop for Link {
     }
 }
 
+async fn recv_frames(
+    recv: &mut DealerRecvHalf,
+    timeout: Duration,
+) -> Result<Vec<Bytes>, LinkError> {
+    match tokio::time::timeout(timeout, recv.recv()).await {
+        Ok(Ok(m)) => Ok(m.into_vec()),
+        Ok(Err(e)) => Err(LinkError::Unreachable(format!(
+            "the master closed the connection: {e}"
+        ))),
+        Err(_) => Err(LinkError::Unreachable(format!(
+            "no handshake answer within {timeout:?}"
+        ))),
+    }
+}
+
+async fn send_frames(send: &mut DealerSendHalf, frames: Vec<Bytes>) -> anyhow::Result<()> {
+    let mut frames = frames.into_iter();
+    let mut zm = ZmqMessage::from(frames.next().unwrap_or_default());
+    for f in frames {
+        zm.push_back(f);
+    }
+    tokio::time::timeout(SEND_TIMEOUT, send.send(zm))
+        .await
+        .map_err(|_| anyhow::anyhow!("send to the master timed out"))?
+        .map_err(|e| anyhow::anyhow!("send to the master failed: {e}"))
+}
+
 impl Link {
+    /// Connects, runs the handshake and waits for the master's verdict: a
+    /// `Link` only for an engine the master admitted.
     pub async fn connect(
         endpoint: &str,
-        key: Option<FarmKey>,
+        creds: &Credentials,
         timeout: Duration,
-    ) -> anyhow::Result<Link> {
+    ) -> Result<Link, LinkError> {
+        let unreachable = |e: anyhow::Error| LinkError::Unreachable(e.to_string());
         let mut options = SocketOptions::default();
         options
             .connect_timeout(timeout)
@@ -43,13 +162,52 @@ impl Link {
         let mut socket = DealerSocket::with_options(options);
         tokio::time::timeout(timeout, socket.connect(endpoint))
             .await
-            .map_err(|_| anyhow::anyhow!("no answer from {endpoint} within {timeout:?}"))?
-            .map_err(|e| anyhow::anyhow!("cannot connect to {endpoint}: {e}"))?;
-        let (send, mut recv) = socket.split();
+            .map_err(|_| {
+                LinkError::Unreachable(format!("no answer from {endpoint} within {timeout:?}"))
+            })?
+            .map_err(|e| LinkError::Unreachable(format!("cannot connect to {endpoint}: {e}")))?;
+        let (mut send, mut recv) = socket.split();
+
+        let handshake = |e: session::HandshakeError| {
+            LinkError::Unreachable(format!("handshake with {endpoint}: {e}"))
+        };
+        let (mut initiator, hello) = Initiator::start(&creds.keys).map_err(handshake)?;
+        send_frames(&mut send, hello).await.map_err(unreachable)?;
+        let reply = recv_frames(&mut recv, timeout).await?;
+        if session::kind(&reply) == Ok(Kind::Refused) {
+            return Err(LinkError::Refused(session::refusal_reason(&reply)));
+        }
+        let master_key = initiator.read_reply(&reply).map_err(handshake)?;
+        creds.check_master(&master_key)?;
+        let (finish, channel) = initiator
+            .finish(&EngineHello {
+                engine: creds.engine.clone(),
+                name: creds.name.clone(),
+                join_token: creds.join_token.clone(),
+            })
+            .map_err(handshake)?;
+        send_frames(&mut send, finish).await.map_err(unreachable)?;
+        let (sealer, mut opener) = channel.split();
+        let verdict = recv_frames(&mut recv, timeout).await?;
+        match opener.open::<ToEngine>(&verdict) {
+            Ok(ToEngine::Admitted) => creds.pin(&master_key),
+            Ok(ToEngine::Pending { fingerprint }) => {
+                return Err(LinkError::Pending { fingerprint })
+            }
+            Ok(ToEngine::Refused { reason }) => return Err(LinkError::Refused(reason)),
+            Ok(other) => {
+                return Err(LinkError::Unreachable(format!(
+                    "unexpected {other:?} for a handshake's verdict"
+                )))
+            }
+            Err(_) if session::kind(&verdict) == Ok(Kind::Refused) => {
+                return Err(LinkError::Refused(session::refusal_reason(&verdict)))
+            }
+            Err(e) => return Err(LinkError::Unreachable(format!("handshake verdict: {e}"))),
+        }
+
         let (tx, incoming) = mpsc::unbounded_channel();
-        let reader_key = key.clone();
         let reader = tokio::spawn(async move {
-            let mut guard = ReplayGuard::default();
             loop {
                 let frames: Vec<Bytes> = match recv.recv().await {
                     Ok(m) => m.into_vec(),
@@ -58,38 +216,42 @@ impl Link {
                         return;
                     }
                 };
-                match decode::<ToEngine>(&frames, reader_key.as_ref()) {
-                    Ok((seq, msg)) => {
-                        if !guard.accept(seq) {
-                            tracing::warn!(seq, "dropping a replayed message from the master");
+                let msg = match session::kind(&frames) {
+                    Ok(Kind::Sealed) => match opener.open::<ToEngine>(&frames) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!("dropping a message from the master: {e}");
                             continue;
                         }
-                        if tx.send(msg).is_err() {
-                            return;
-                        }
+                    },
+                    // The master lost the session (it restarted): handshake
+                    // again. Unauthenticated, but all it can cause is that.
+                    Ok(Kind::NoSession) => ToEngine::Reregister,
+                    Ok(other) => {
+                        tracing::warn!("dropping an unexpected {other:?} from the master");
+                        continue;
                     }
-                    Err(e) => tracing::warn!("dropping a message from the master: {e}"),
+                    Err(e) => {
+                        tracing::warn!("dropping a message from the master: {e}");
+                        continue;
+                    }
+                };
+                if tx.send(msg).is_err() {
+                    return;
                 }
             }
         });
         Ok(Link {
             send,
+            sealer,
             incoming,
             reader,
-            key,
         })
     }
 
-    pub async fn send(&mut self, msg: &FromEngine, seq: &mut SeqCounter) -> anyhow::Result<()> {
-        let mut frames = encode(msg, seq.advance(), self.key.as_ref()).into_iter();
-        let mut zm = ZmqMessage::from(frames.next().unwrap_or_default());
-        for f in frames {
-            zm.push_back(f);
-        }
-        tokio::time::timeout(SEND_TIMEOUT, self.send.send(zm))
-            .await
-            .map_err(|_| anyhow::anyhow!("send to the master timed out"))?
-            .map_err(|e| anyhow::anyhow!("send to the master failed: {e}"))
+    pub async fn send(&mut self, msg: &FromEngine) -> anyhow::Result<()> {
+        let frames = self.sealer.seal(msg);
+        send_frames(&mut self.send, frames).await
     }
 
     /// The next message, or None when the connection's reader has stopped.

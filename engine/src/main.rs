@@ -1,7 +1,6 @@
 //! `drqueue-engine`: runs on each render node.
 
 use clap::Parser;
-use drqueue_common::protocol::FarmKey;
 use drqueue_engine::engine::{self, EngineOptions};
 use drqueue_engine::facts;
 use drqueue_engine::logfile::RotatingFile;
@@ -30,8 +29,15 @@ struct Args {
     /// Where the engine keeps its id and attempt logs.
     #[arg(long, env = "DRQUEUE_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// Farm key shared with the master.
-    #[arg(long, env = "DRQUEUE_KEY_FILE")]
+    /// A join token from `drqueue engine join-token`: enrolls this engine on
+    /// first contact and names the master key it may trust.
+    #[arg(long, env = "DRQUEUE_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Read the join token from this file instead (keeps it out of `ps`).
+    #[arg(long, env = "DRQUEUE_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    join_token_file: Option<PathBuf>,
+    /// Removed with the farm key (README: "Migrating from the farm key").
+    #[arg(long, env = "DRQUEUE_KEY_FILE", hide = true)]
     key_file: Option<PathBuf>,
     /// Seconds between full refreshes of the engine's facts (renderers on
     /// PATH and their versions, RAM); load and free RAM go with every heartbeat.
@@ -109,12 +115,29 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.slots
         );
     }
-    let key = args
-        .key_file
-        .as_deref()
-        .map(FarmKey::load)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.key_file {
+        anyhow::bail!(
+            "--key-file {} (DRQUEUE_KEY_FILE): the farm key is gone; this engine has its own key now. Drop the option and enroll it: give it a join token (`drqueue engine join-token`, then DRQUEUE_JOIN_TOKEN) or run `drqueue engine accept NAME` once it shows as pending",
+            path.display()
+        );
+    }
+    let join_token = match (&args.join_token, &args.join_token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read the join token file {}: {e}", path.display())
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    }
+    .filter(|t| !t.is_empty());
+    if let Some(t) = &join_token {
+        drqueue_common::session::token_fingerprint(t)
+            .map_err(|e| anyhow::anyhow!("--join-token: {e}"))?;
+    }
     let opts = EngineOptions {
         masters: args
             .master
@@ -129,7 +152,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         hwm,
         state_dir: args.state_dir.unwrap_or_else(default_state_dir),
         facts_refresh: std::time::Duration::from_secs(args.facts_refresh.max(1)),
-        key,
+        join_token,
         containment: args.containment,
     };
     let rt = tokio::runtime::Builder::new_current_thread()

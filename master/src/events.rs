@@ -24,10 +24,10 @@ pub type Outgoing = (Bytes, ToEngine);
 
 /// Everything the core reacts to.
 pub enum Event {
-    /// A message from an engine, authenticated and decoded.
+    /// A message from an admitted engine's session, decrypted and decoded
+    /// (and a Register only for the engine the session proved).
     FromEngine {
         identity: Bytes,
-        seq: u64,
         msg: Box<FromEngine>,
     },
     /// A call from the HTTP API (or an in-process user of the master).
@@ -99,7 +99,7 @@ impl std::str::FromStr for EngineAction {
             "revoke" => EngineAction::Revoke,
             other => {
                 return Err(format!(
-                    "unknown action {other:?}; use disable, drain, enable or revoke"
+                    "unknown action {other:?}; use accept, disable, drain, enable or revoke"
                 ))
             }
         })

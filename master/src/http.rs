@@ -10,6 +10,7 @@
 // Handlers return an HTTP response as their error; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
+use crate::enroll::Enrollment;
 use crate::events::{Event, LogRead, Reply, Request};
 use crate::scheduler::RequestError;
 use axum::body::Body;
@@ -22,20 +23,42 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use drqueue_common::graph::Graph;
 use drqueue_common::model::{ApiError, JobId, JobSpec, JobStatus, TaskKey, TaskStatus};
+use drqueue_common::model::{EngineAccepted, EngineView, JoinTokenView};
+use drqueue_common::now_millis;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Clone)]
 pub struct ApiState {
     events: mpsc::UnboundedSender<Event>,
     tokens: Arc<Vec<String>>,
+    access: EngineAccess,
 }
 
-pub fn router(events: mpsc::UnboundedSender<Event>, tokens: Vec<String>) -> Router {
+/// Who may join the farm: shared with the router's session table, which
+/// consults it at every handshake.
+#[derive(Clone)]
+pub struct EngineAccess {
+    pub enrollment: Arc<Mutex<Enrollment>>,
+    pub master_public: [u8; 32],
+}
+
+impl EngineAccess {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Enrollment> {
+        self.enrollment.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn router(
+    events: mpsc::UnboundedSender<Event>,
+    tokens: Vec<String>,
+    access: EngineAccess,
+) -> Router {
     let state = ApiState {
         events,
         tokens: Arc::new(tokens),
+        access,
     };
     Router::new()
         .route("/", get(dashboard))
@@ -53,6 +76,7 @@ pub fn router(events: mpsc::UnboundedSender<Event>, tokens: Vec<String>) -> Rout
         .route("/api/engines", get(list_engines))
         .route("/api/engines/{id}", get(show_engine))
         .route("/api/engines/{id}/{action}", post(control_engine))
+        .route("/api/join-tokens", post(join_token))
         .route("/api/pools", get(list_pools))
         .route("/api/limits", get(list_limits))
         .route("/api/limits/{name}", axum::routing::put(set_limit))
@@ -327,8 +351,73 @@ async fn delete_job(
     json(serde_json::json!({ "deleted": id }))
 }
 
+/// The engines the scheduler knows, then those waiting to be accepted.
 async fn list_engines(State(s): State<ApiState>) -> ApiResult {
-    json(ask(&s, |reply| Request::ListEngines { reply }).await?)
+    let mut engines = ask(&s, |reply| Request::ListEngines { reply }).await?;
+    engines.extend(
+        s.access
+            .lock()
+            .pending()
+            .into_iter()
+            .map(|p| EngineView::pending(p.engine, p.name, p.fingerprint, p.last_seen_ms)),
+    );
+    json(engines)
+}
+
+/// `drqueue engine accept NAME`: enrolls a pending engine's key.
+fn accept_engine(s: &ApiState, name: &str) -> ApiResult {
+    let p = s
+        .access
+        .lock()
+        .accept(name, now_millis())
+        .map_err(|e| error(StatusCode::NOT_FOUND, e))?;
+    json(EngineAccepted {
+        accepted: p.engine,
+        name: p.name,
+        fingerprint: p.fingerprint,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinTokenBody {
+    /// How many engines may enroll with it.
+    #[serde(default = "one")]
+    uses: u32,
+    /// Seconds it stays good; 0: until used up.
+    #[serde(default = "a_day")]
+    expires_secs: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn a_day() -> u64 {
+    24 * 3600
+}
+
+/// `drqueue engine join-token`: a token an engine enrolls itself with.
+async fn join_token(
+    State(s): State<ApiState>,
+    body: Result<Json<JoinTokenBody>, JsonRejection>,
+) -> ApiResult {
+    let body = json_body(body, "join-token request (fields: uses, expires_secs)")?;
+    let expires_ms = match body.expires_secs {
+        0 => 0,
+        secs => now_millis().saturating_add(secs.saturating_mul(1000)),
+    };
+    let token = s
+        .access
+        .lock()
+        .join_token(&s.access.master_public, body.uses, expires_ms)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    json(JoinTokenView {
+        token,
+        uses: body.uses,
+        expires_ms,
+        master_fingerprint: drqueue_common::session::fingerprint(&s.access.master_public),
+    })
 }
 
 async fn show_engine(State(s): State<ApiState>, Path(engine): Path<String>) -> ApiResult {
@@ -339,6 +428,9 @@ async fn control_engine(
     State(s): State<ApiState>,
     Path((engine, action)): Path<(String, String)>,
 ) -> ApiResult {
+    if action == "accept" {
+        return accept_engine(&s, &engine);
+    }
     let action = parse_action(&action)?;
     json(
         ask_core(&s, |reply| Request::ControlEngine {

@@ -11,11 +11,13 @@
 //! | [`store`] | persistence behind one trait, group-committed by one writer thread |
 //! | [`server`] | wiring it all together |
 pub mod core;
+pub mod enroll;
 pub mod events;
 pub mod http;
 pub mod notify;
 pub mod router;
 pub mod server;
+pub mod sessions;
 pub mod store;
 
 pub use drqueue_scheduler as scheduler;

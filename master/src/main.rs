@@ -1,7 +1,6 @@
 //! `drqueue-master`: the farm's controller.
 
 use clap::Parser;
-use drqueue_common::protocol::FarmKey;
 use drqueue_master::scheduler::Config;
 use drqueue_master::server::{self, MasterOptions};
 use std::path::PathBuf;
@@ -29,8 +28,18 @@ struct Args {
     /// Once accepting work, write {"http": …, "engines": …} here.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Farm key: engines must sign every message with it.
-    #[arg(long, env = "DRQUEUE_KEY_FILE")]
+    /// Where the master's key pair and the enrolled engines are kept
+    /// (default: `keys` inside --db's directory; for MongoDB, ./drqueue-keys,
+    /// which standby masters must share).
+    #[arg(long, env = "DRQUEUE_KEYS_DIR")]
+    keys_dir: Option<PathBuf>,
+    /// Enroll engines only by join token or `drqueue engine accept`, even
+    /// when the engines' socket is bound to loopback.
+    #[arg(long)]
+    require_enrollment: bool,
+    /// Removed: the farm key is replaced by per-engine keys and enrollment
+    /// (see the README's "Migrating from the farm key").
+    #[arg(long, env = "DRQUEUE_KEY_FILE", hide = true)]
     key_file: Option<PathBuf>,
     /// File of API tokens, one per line: HTTP writes then need one as a bearer token.
     #[arg(long, env = "DRQUEUE_TOKEN_FILE")]
@@ -92,12 +101,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let key = args
-        .key_file
-        .as_deref()
-        .map(FarmKey::load)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    if let Some(path) = &args.key_file {
+        anyhow::bail!(
+            "--key-file {} (DRQUEUE_KEY_FILE): the farm key is gone; engines now have their own keys and are enrolled. Drop the option, then enroll engines with `drqueue engine join-token` or `drqueue engine accept NAME` (README: \"Migrating from the farm key\")",
+            path.display()
+        );
+    }
     let tokens = match &args.token_file {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", p.display()))?
@@ -131,7 +140,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         http: args.http,
         engines: args.engines,
         ready_file: args.ready_file,
-        key,
+        keys_dir: args.keys_dir,
+        require_enrollment: args.require_enrollment,
         tokens,
         lease_ms: args.lease * 1000,
         mail,

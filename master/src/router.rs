@@ -1,16 +1,17 @@
 //! The engines' side of the master: one ZeroMQ ROUTER socket, split in two.
 //!
-//! The receive task authenticates and decodes each message before it reaches
-//! the core, so garbage (random bytes, wrong versions, oversized or forged
-//! messages) is logged and dropped here. The send task encodes, signs and
-//! sends, each send under a timeout so one stuck engine cannot stall the master.
-//! This is the only module that knows the socket library.
+//! The receive task passes each message through the session table
+//! ([`Sessions`]: handshakes, enrollment, decryption), so garbage (random
+//! bytes, wrong versions, oversized, forged or replayed messages) is logged
+//! and dropped here and only admitted engines reach the core. The send task
+//! seals and sends, each send under a timeout so one stuck engine cannot
+//! stall the master. This is the only module that knows the socket library.
 
 use crate::events::{Event, Outgoing};
+use crate::sessions::{Action, Sealers, Sessions};
 use bytes::Bytes;
-use drqueue_common::protocol::{
-    decode, encode, DecodeError, FarmKey, FromEngine, SeqCounter, ToEngine,
-};
+use drqueue_common::now_millis;
+use drqueue_common::protocol::ToEngine;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use zeromq::{
@@ -34,16 +35,20 @@ pub async fn bind(endpoint: &str) -> anyhow::Result<(RouterSocket, String)> {
     Ok((socket, bound.to_string()))
 }
 
+/// Runs the socket: a receive task that feeds [`Sessions`], and a send task
+/// that seals what the core (and the session table) send.
 pub fn spawn(
     socket: RouterSocket,
-    key: Option<FarmKey>,
+    sessions: Sessions,
+    sealers: Sealers,
     events: mpsc::UnboundedSender<Event>,
     out_tx: mpsc::UnboundedSender<Outgoing>,
     out_rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let (send, recv) = socket.split();
-    tokio::spawn(receive_loop(recv, key.clone(), events, out_tx));
-    tokio::spawn(send_loop(send, key, out_rx));
+    let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+    tokio::spawn(receive_loop(recv, sessions, events, out_tx, raw_tx));
+    tokio::spawn(send_loop(send, sealers, out_rx, raw_rx));
 }
 
 /// Logs dropped messages at most once a second, with a count, so a flood of
@@ -54,7 +59,7 @@ struct DropLog {
 }
 
 impl DropLog {
-    fn note(&mut self, peer: &Bytes, e: &DecodeError) {
+    fn note(&mut self, peer: &Bytes, why: &str) {
         let now = Instant::now();
         if self
             .last
@@ -63,24 +68,36 @@ impl DropLog {
             self.suppressed += 1;
             return;
         }
-        tracing::warn!(peer = %hex(peer), suppressed = self.suppressed, "dropping a message from the engines' socket: {e}");
+        tracing::warn!(peer = %hex(peer), suppressed = self.suppressed, "dropping a message from the engines' socket: {why}");
         self.last = Some(now);
         self.suppressed = 0;
     }
 }
 
+/// How often stalled handshakes and silent sessions are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+
 async fn receive_loop(
     mut recv: RouterRecvHalf,
-    key: Option<FarmKey>,
+    mut sessions: Sessions,
     events: mpsc::UnboundedSender<Event>,
     out: mpsc::UnboundedSender<Outgoing>,
+    raw: mpsc::UnboundedSender<(Bytes, Vec<Bytes>)>,
 ) {
     let mut drops = DropLog {
         last: None,
         suppressed: 0,
     };
+    let mut expire = tokio::time::interval(EXPIRE_EVERY);
     loop {
-        let msg = match recv.recv().await {
+        let msg = tokio::select! {
+            m = recv.recv() => m,
+            _ = expire.tick() => {
+                sessions.expire(now_millis());
+                continue;
+            }
+        };
+        let msg = match msg {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!("engines' socket receive error: {e}");
@@ -93,36 +110,20 @@ async fn receive_loop(
             continue;
         }
         let identity = frames.remove(0);
-        match decode::<FromEngine>(&frames, key.as_ref()) {
-            Ok((seq, msg)) => {
-                if events
-                    .send(Event::FromEngine {
-                        identity,
-                        seq,
-                        msg: Box::new(msg),
-                    })
-                    .is_err()
-                {
-                    return; // the core has stopped
+        for action in sessions.on_message(&identity, &frames, now_millis()) {
+            let sent = match action {
+                Action::Raw(frames) => raw.send((identity.clone(), frames)).is_ok(),
+                Action::Send(to, msg) => out.send((to, msg)).is_ok(),
+                Action::Deliver(identity, msg) => {
+                    events.send(Event::FromEngine { identity, msg }).is_ok()
                 }
-            }
-            Err(e) => {
-                drops.note(&identity, &e);
-                // Tell a misconfigured engine why it is ignored; stay silent
-                // to garbage, which would not understand an answer anyway.
-                if matches!(
-                    e,
-                    DecodeError::WrongVersion { .. }
-                        | DecodeError::Unauthenticated
-                        | DecodeError::BadMac
-                ) {
-                    let _ = out.send((
-                        identity,
-                        ToEngine::Refused {
-                            reason: e.to_string(),
-                        },
-                    ));
+                Action::Drop(why) => {
+                    drops.note(&identity, &why);
+                    true
                 }
+            };
+            if !sent {
+                return; // the master is stopping
             }
         }
     }
@@ -130,13 +131,31 @@ async fn receive_loop(
 
 async fn send_loop(
     mut send: RouterSendHalf,
-    key: Option<FarmKey>,
+    sealers: Sealers,
     mut out: mpsc::UnboundedReceiver<Outgoing>,
+    mut raw: mpsc::UnboundedReceiver<(Bytes, Vec<Bytes>)>,
 ) {
-    let mut seq = SeqCounter::from_clock();
-    while let Some((identity, msg)) = out.recv().await {
+    loop {
+        let (identity, frames) = tokio::select! {
+            Some((identity, frames)) = raw.recv() => (identity, frames),
+            Some((identity, msg)) = out.recv() => {
+                let mut sealers = sealers.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(sealer) = sealers.get_mut(&identity) else {
+                    tracing::debug!(peer = %hex(&identity), "no session to send on: the engine is gone");
+                    continue;
+                };
+                let frames = sealer.seal(&msg);
+                // A connection told it was taken over or is pending hears
+                // nothing more.
+                if matches!(msg, ToEngine::TakenOver | ToEngine::Pending { .. }) {
+                    sealers.remove(&identity);
+                }
+                (identity, frames)
+            }
+            else => return,
+        };
         let mut zm = ZmqMessage::from(identity.clone());
-        for frame in encode(&msg, seq.advance(), key.as_ref()) {
+        for frame in frames {
             zm.push_back(frame);
         }
         match tokio::time::timeout(SEND_TIMEOUT, send.send(zm)).await {

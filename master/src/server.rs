@@ -3,17 +3,19 @@
 //! benchmark and tests that want a master in-process.
 
 use crate::core::{log_notice, Core};
+use crate::enroll::Enrollment;
 use crate::events::{Event, Request};
 use crate::scheduler::{Config, Effects, Scheduler};
+use crate::sessions::{Sealers, Sessions};
 use crate::store::sqlite::SqliteStore;
 use crate::store::writer::{self, WriterStats};
 use crate::store::{Lease, Store};
 use crate::{http, router};
 use anyhow::Context;
 use drqueue_common::now_millis;
-use drqueue_common::protocol::FarmKey;
+use drqueue_common::session::KeyPair;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 /// Where a master keeps state, serves HTTP and listens for engines when
@@ -29,7 +31,12 @@ pub struct MasterOptions {
     pub http: String,
     pub engines: String,
     pub ready_file: Option<PathBuf>,
-    pub key: Option<FarmKey>,
+    /// Where the master's key pair and the enrolled engines are kept
+    /// (default: `keys` in the embedded store's directory).
+    pub keys_dir: Option<PathBuf>,
+    /// Enroll engines only by join token or `drqueue engine accept`, even
+    /// on a loopback bind.
+    pub require_enrollment: bool,
     pub tokens: Vec<String>,
     pub sched: Config,
     /// How long the active master's lease on a shared store lasts unrenewed:
@@ -49,7 +56,8 @@ impl Default for MasterOptions {
             http: DEFAULT_HTTP.into(),
             engines: DEFAULT_ENGINES.into(),
             ready_file: None,
-            key: None,
+            keys_dir: None,
+            require_enrollment: false,
             tokens: Vec::new(),
             sched: Config::default(),
             lease_ms: 10_000,
@@ -93,6 +101,34 @@ impl RunningMaster {
     pub fn events(&self) -> mpsc::UnboundedSender<Event> {
         self.events.clone()
     }
+}
+
+/// Where the master keeps its key pair and `enrolled.json`.
+fn keys_dir(opts: &MasterOptions) -> PathBuf {
+    if let Some(dir) = &opts.keys_dir {
+        return dir.clone();
+    }
+    if opts.db.starts_with("mongodb") {
+        // Standby masters must share this directory (or a copy of it):
+        // engines trust the master's key, and enrollment lives here.
+        PathBuf::from("./drqueue-keys")
+    } else {
+        std::path::Path::new(&opts.db).join("keys")
+    }
+}
+
+/// Whether a bound endpoint (`tcp://HOST:PORT`) only reaches this machine:
+/// then whoever connects is local, and is enrolled on sight.
+pub fn is_loopback(endpoint: &str) -> bool {
+    let host = endpoint
+        .trim_start_matches("tcp://")
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']'))
+        .unwrap_or("");
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The store `db` names: a `mongodb://` (or `mongodb+srv://`) URI, or a
@@ -210,11 +246,21 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         .with_context(|| format!("cannot listen for HTTP on {} (is another master running? use --http to pick another address)", opts.http))?;
     let http_url = format!("http://{}", listener.local_addr()?);
 
+    let keys_dir = keys_dir(&opts);
+    let master_keys =
+        KeyPair::load_or_create(&keys_dir.join("master.key")).map_err(anyhow::Error::msg)?;
+    let auto_enroll = !opts.require_enrollment && is_loopback(&engines_endpoint);
+    let enrollment = Arc::new(Mutex::new(
+        Enrollment::load(&keys_dir, auto_enroll).map_err(anyhow::Error::msg)?,
+    ));
+    let sealers = Sealers::default();
+    let sessions = Sessions::new(master_keys.clone(), enrollment.clone(), sealers.clone());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     router::spawn(
         socket,
-        opts.key.clone(),
+        sessions,
+        sealers,
         events_tx.clone(),
         out_tx.clone(),
         out_rx,
@@ -225,17 +271,20 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         .map(|cfg| crate::notify::Mailer::start(cfg, writer_tx.clone(), events_tx.clone()))
         .transpose()?;
     let public_url = opts.public_url.clone().unwrap_or_else(|| http_url.clone());
-    let core =
-        Core::new(sched, out_tx, writer_tx, opts.key.is_some()).with_mail(mailer, public_url);
+    let core = Core::new(sched, out_tx, writer_tx).with_mail(mailer, public_url);
     tokio::spawn(core.run(events_rx));
-    let app = http::router(events_tx.clone(), opts.tokens.clone());
+    let access = http::EngineAccess {
+        enrollment,
+        master_public: master_keys.public,
+    };
+    let app = http::router(events_tx.clone(), opts.tokens.clone(), access);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("HTTP server stopped: {e}");
         }
     });
 
-    tracing::info!(http = %http_url, engines = %engines_endpoint, auth = opts.key.is_some(), "master accepting work");
+    tracing::info!(http = %http_url, engines = %engines_endpoint, key = %master_keys.fingerprint(), auto_enroll, "master accepting work");
     if let Some(path) = &opts.ready_file {
         let json = serde_json::json!({ "http": http_url, "engines": engines_endpoint });
         let tmp = path.with_extension("tmp");

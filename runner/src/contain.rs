@@ -66,6 +66,9 @@ impl std::str::FromStr for Choice {
 pub struct Containment {
     mechanism: Mechanism,
     tag: String,
+    /// Set when another process took this identity over: its boxes are
+    /// that process's now, and must be left alone.
+    handed_over: std::sync::atomic::AtomicBool,
 }
 
 /// The process's own children that runners started and will wait for. The
@@ -106,7 +109,11 @@ impl Containment {
                 Mechanism::Marker
             }
         };
-        Containment { mechanism, tag }
+        Containment {
+            mechanism,
+            tag,
+            handed_over: Default::default(),
+        }
     }
 
     pub fn mechanism(&self) -> &Mechanism {
@@ -205,6 +212,9 @@ impl Containment {
     /// runner's cgroups. (A runner that is killed leaves them for the next
     /// start's sweep.)
     pub fn tidy(&self) {
+        if self.handed_over.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         if let Mechanism::Cgroup(base) = &self.mechanism {
             for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
                 kill_cgroup(&entry.path());
@@ -212,6 +222,15 @@ impl Containment {
             }
             let _ = std::fs::remove_dir(base);
         }
+    }
+}
+
+impl Containment {
+    /// Another process now runs under this identity (it took over): from
+    /// here on, tidying would end its tasks, so it is skipped.
+    pub fn hand_over(&self) {
+        self.handed_over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -147,6 +147,7 @@ impl Engine {
             last_heartbeat_ms: self.last_seen,
             tasks_done: self.tasks_done,
             tasks_failed: self.tasks_failed,
+            fingerprint: String::new(),
         }
     }
 }

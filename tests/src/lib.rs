@@ -6,6 +6,8 @@
 //! (`target/<profile>/`); `cargo test --workspace` builds them first because
 //! each binary crate has tests. A failing test prints the processes' logs.
 
+pub mod raw_engine;
+
 use drqueue_client::Client;
 use drqueue_common::model::{JobId, JobView};
 use drqueue_runner::contain::{Choice, Containment};
@@ -435,7 +437,19 @@ impl Farm {
     }
 
     pub fn engine_with_env(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) -> usize {
-        let state_dir = self.dir.join(format!("engine-{name}"));
+        self.engine_at(name, &format!("engine-{name}"), args, env)
+    }
+
+    /// An engine called `name` whose state lives in `state` (under the
+    /// farm's directory): two may share one, as a misconfiguration would.
+    pub fn engine_at(
+        &mut self,
+        name: &str,
+        state: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
+        let state_dir = self.dir.join(state);
         let log =
             std::fs::File::create(self.dir.join(format!("engine-{name}.log"))).expect("log file");
         let mut cmd = Command::new(bin("drqueue-engine"));

@@ -2,10 +2,9 @@
 //! the engines' socket, bad HTTP bodies, malformed and enormous frame sets.
 
 use bytes::Bytes;
-use drqueue_common::model::{JobId, JobStatus, TaskKey};
-use drqueue_common::protocol::{
-    encode, AttemptKey, FromEngine, ToEngine, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
-};
+use drqueue_common::model::JobStatus;
+use drqueue_common::protocol::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use drqueue_common::session::{self, Kind};
 use drqueue_tests::{zmq_message, Farm};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -43,44 +42,33 @@ fn garbage_on_the_engines_socket_is_dropped_and_the_farm_keeps_working() {
         for a in attacks {
             s.send(zmq_message(a)).await.unwrap();
         }
-        // A wrong version is answered with a reason, so a stale engine can say why.
+        // A wrong version is answered with a reason (in clear: there is no
+        // session), so a stale engine can say why; the garbage gets silence.
         let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
             .await
             .unwrap()
-            .unwrap();
-        let (_, answer): (u64, ToEngine) =
-            drqueue_common::protocol::decode(&reply.into_vec(), None).unwrap();
-        assert!(
-            matches!(answer, ToEngine::Refused { ref reason } if reason.contains("version")),
-            "{answer:?}"
-        );
-        // A well-formed message from a stranger is told to register; a result
-        // for a task that does not exist changes nothing.
-        let finished = FromEngine::Finished(drqueue_common::protocol::Finished {
-            attempt: AttemptKey {
-                task: TaskKey {
-                    job: JobId(424242),
-                    index: 0,
-                },
-                attempt: 1,
-            },
-            outcome: Default::default(),
-        });
-        s.send(zmq_message(encode(&finished, 1, None)))
-            .await
-            .unwrap();
+            .unwrap()
+            .into_vec();
+        assert_eq!(session::kind(&reply), Ok(Kind::Refused));
+        assert!(session::refusal_reason(&reply).contains("version"));
+        // A sealed message from a stranger (no session) is told to
+        // handshake; whatever it claims changes nothing.
+        let mut head = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        head.push(Kind::Sealed as u8);
+        head.extend_from_slice(&0u64.to_le_bytes());
+        let sealed = vec![Bytes::from(head), Bytes::from(vec![9u8; 64])];
+        s.send(zmq_message(sealed)).await.unwrap();
         // (Random bytes may also read as a wrong version: skip those answers.)
         loop {
             let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
                 .await
                 .unwrap()
-                .unwrap();
-            let (_, answer): (u64, ToEngine) =
-                drqueue_common::protocol::decode(&reply.into_vec(), None).unwrap();
-            match answer {
-                ToEngine::Refused { .. } => continue,
+                .unwrap()
+                .into_vec();
+            match session::kind(&reply) {
+                Ok(Kind::Refused) => continue,
                 other => {
-                    assert_eq!(other, ToEngine::Reregister);
+                    assert_eq!(other, Ok(Kind::NoSession));
                     break;
                 }
             }

@@ -162,8 +162,12 @@ fn the_wrapper_refuses_missing_or_bad_settings_clearly() {
             "unknown setting 'PATH'",
         ),
         (
-            "DRQUEUE_MASTER=tcp://m:5555\nDRQUEUE_POOL=gpu\nDRQUEUE_KEY_FILE=/nonexistent/farm.key\n",
-            "DRQUEUE_KEY_FILE=/nonexistent/farm.key is not readable",
+            "DRQUEUE_MASTER=tcp://m:5555\nDRQUEUE_POOL=gpu\nDRQUEUE_JOIN_TOKEN_FILE=/nonexistent/join.token\n",
+            "DRQUEUE_JOIN_TOKEN_FILE=/nonexistent/join.token is not readable",
+        ),
+        (
+            "DRQUEUE_MASTER=tcp://m:5555\nDRQUEUE_POOL=gpu\nDRQUEUE_KEY_FILE=/etc/drqueue/farm.key\n",
+            "the farm key is gone",
         ),
         (
             "DRQUEUE_MASTER=tcp://m:5555\nDRQUEUE_POOL=gpu\nDRQUEUE_ENGINE_BIN=/nonexistent/engine\n",

@@ -1,130 +1,200 @@
-//! Farm keys (HMAC on every master/engine message, replay refused) and API tokens.
+//! Who may be an engine (enrollment, join tokens, takeover), replays, forged
+//! results, and API tokens.
 
-use drqueue_common::model::{EngineFacts, JobId, JobStatus, TaskKey, TaskStatus};
-use drqueue_common::protocol::{
-    decode, encode, AttemptKey, FarmKey, Finished, FromEngine, Heartbeat, Outcome, Register,
-    ToEngine,
-};
-use drqueue_tests::{eventually, zmq_message, Farm};
+use drqueue_common::model::{EngineState, JobId, JobStatus, TaskKey, TaskStatus};
+use drqueue_common::protocol::{AttemptKey, Finished, FromEngine, Heartbeat, Outcome, ToEngine};
+use drqueue_common::session::Kind;
+use drqueue_tests::raw_engine::{kind_of, register_as, replay, RawEngine};
+use drqueue_tests::{eventually, Farm};
 use std::time::Duration;
-use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 
 const LONG: Duration = Duration::from_secs(120);
-const KEY: &str = "0123456789abcdef-farm-key-for-tests";
 
-/// A Register from a hand-made engine in a pool no job uses, delivering
-/// `finished`.
-fn register_as(name: &str, finished: Vec<Finished>) -> FromEngine {
-    FromEngine::Register(Register {
-        engine: name.into(),
-        session: 1,
-        time_ms: drqueue_common::now_millis(),
-        facts: EngineFacts {
-            name: name.into(),
-            pools: vec!["nowhere".into()],
-            ..Default::default()
-        },
-        slots: 1,
-        hwm: 1,
-        held: vec![],
-        finished,
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// As [`eventually`], inside async code: it yields, so the socket's sends
+/// go out while it waits.
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < LONG, "gave up waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The fingerprint an engine logs for its own key.
+fn logged_key(farm: &Farm, name: &str) -> String {
+    eventually(LONG, "the engine to log its key", || {
+        let log = farm.engine_log(name);
+        let at = log.find("key=")?;
+        Some(log[at + 4..].split_whitespace().next()?.to_string())
     })
 }
 
-fn keyed_farm() -> (Farm, String) {
-    let dir = std::env::temp_dir().join(format!("drqueue-key-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("farm.key");
-    std::fs::write(&key, KEY).unwrap();
-    let key = key.display().to_string();
-    (Farm::start_with(&["--key-file", &key]), key)
-}
-
+/// On a master that requires enrollment, an unknown engine gets no work: it
+/// shows as pending with its key's fingerprint until someone accepts it.
 #[test]
-fn only_engines_with_the_farm_key_get_work() {
-    let (mut farm, key) = keyed_farm();
-    let wrong = farm.dir.join("wrong.key");
-    std::fs::write(&wrong, "a-different-key-of-enough-length").unwrap();
-    farm.engine("nokey", &[]);
-    farm.engine("wrongkey", &["--key-file", wrong.to_str().unwrap()]);
-    farm.engine("keyed", &["--key-file", &key]);
-    let id = farm.submit(&["--frames", "1-4", "--", "true"]);
-    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
-    let engines = farm.client().engines().unwrap();
-    let names: Vec<&str> = engines.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, vec!["keyed"], "only the keyed engine registered");
-    eventually(LONG, "the keyless engine to log why it is refused", || {
-        farm.engine_log("nokey")
-            .contains("farm requires a key")
-            .then_some(())
+fn an_engine_gets_no_work_until_accepted() {
+    let mut farm = Farm::start_with(&["--require-enrollment"]);
+    farm.engine("newbie", &[]);
+    let c = farm.client();
+    let pending = eventually(LONG, "the engine to show as pending", || {
+        c.engines()
+            .ok()?
+            .into_iter()
+            .find(|e| e.name == "newbie" && e.state == EngineState::Pending)
     });
+    assert_eq!(pending.fingerprint, logged_key(&farm, "newbie"));
+    let id = farm.submit(&["--frames", "1-3", "--", "true"]);
+    // It has been turned away at least twice (it retries every 5 s) and
+    // nothing ran.
     eventually(
         LONG,
-        "the wrong-key engine to log why it is refused",
+        "the engine to be told twice it is not enrolled",
         || {
-            farm.engine_log("wrongkey")
-                .contains("different farm keys")
+            (farm
+                .engine_log("newbie")
+                .matches("not enrolled yet")
+                .count()
+                >= 2)
                 .then_some(())
         },
     );
+    assert_eq!(c.job(id).unwrap().status, JobStatus::Queued);
+    let out = farm.drqueue(&["engine", "accept", "newbie"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&pending.fingerprint));
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let out = farm.drqueue(&["engine", "accept", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pending engine"));
 }
 
+/// A join token enrolls as many engines as it has uses, then no more; an
+/// engine whose token names another master's key will not talk to this one.
 #[test]
-fn a_replayed_message_is_refused() {
-    let (farm, _) = keyed_farm();
-    let key = FarmKey::new(KEY.as_bytes()).unwrap();
-    let endpoint = farm.engines_endpoint.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut s = DealerSocket::new();
-        s.connect(&endpoint).await.unwrap();
-        let register = encode(&register_as("replay-test", vec![]), 10, Some(&key));
-        s.send(zmq_message(register.clone())).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let (_, answer): (u64, ToEngine) = decode(&reply.into_vec(), Some(&key)).unwrap();
-        assert!(matches!(answer, ToEngine::Welcome { .. }), "{answer:?}");
-        let hb = encode(
-            &FromEngine::Heartbeat(Heartbeat {
-                load: 0.0,
-                free_ram_mb: 1,
-                held: 0,
-                peak_held: 0,
-            }),
-            11,
-            Some(&key),
-        );
-        s.send(zmq_message(hb.clone())).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let (_, answer): (u64, ToEngine) = decode(&reply.into_vec(), Some(&key)).unwrap();
-        assert_eq!(answer, ToEngine::Pong);
-        // Replays of both: refused, and logged.
-        s.send(zmq_message(hb)).await.unwrap();
-        s.send(zmq_message(register)).await.unwrap();
-        // Keep the socket open (sends are only queued) until the master has judged them.
-        let start = std::time::Instant::now();
-        loop {
-            let log = farm.master_log();
-            if log.contains("dropping a replayed message")
-                && log.contains("refusing a replayed Register")
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < LONG,
-                "the master never refused the replays"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+fn a_join_token_enrolls_its_uses_and_names_the_master() {
+    let mut farm = Farm::start_with(&["--require-enrollment"]);
+    let out = farm.drqueue(&["engine", "join-token", "--uses", "1", "--expires", "1h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("DRQ1."), "{token}");
+    farm.engine_with_env("first", &[], &[("DRQUEUE_JOIN_TOKEN", &token)]);
+    let id = farm.submit(&["--frames", "1-2", "--", "true"]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    // Spent: the next engine waits to be accepted.
+    let file = farm.dir.join("join.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    farm.engine("second", &["--join-token-file", file.to_str().unwrap()]);
+    let c = farm.client();
+    eventually(LONG, "the second engine to be pending", || {
+        c.engines()
+            .ok()?
+            .into_iter()
+            .find(|e| e.name == "second" && e.state == EngineState::Pending)
     });
+    // A token for another master: the engine refuses this one.
+    let secret = token.rsplit('.').next().unwrap();
+    let foreign = format!("DRQ1.{}.{secret}", "0".repeat(32));
+    farm.engine_with_env("misled", &[], &[("DRQUEUE_JOIN_TOKEN", &foreign)]);
+    eventually(LONG, "the misled engine to refuse the master", || {
+        farm.engine_log("misled")
+            .contains("not trusting this master")
+            .then_some(())
+    });
+    assert!(!c.engines().unwrap().iter().any(|e| e.name == "misled"));
+    let out = farm.drqueue(&["--json", "engine", "join-token", "--expires", "soon"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad --expires is a usage error"
+    );
+}
+
+/// A recorded session (handshake, Register, heartbeat) replayed into a
+/// restarted master gets nowhere: the session keys died with the
+/// connection, so nothing in the recording opens.
+#[test]
+fn a_recorded_stream_replayed_into_a_restarted_master_is_refused() {
+    let mut farm = Farm::start();
+    let endpoint = farm.engines_endpoint.clone();
+    let rt = runtime();
+    let recorded = rt.block_on(async {
+        let (mut raw, verdict) = RawEngine::connect(&endpoint, "recorded").await;
+        assert_eq!(verdict, ToEngine::Admitted);
+        raw.send(&register_as("recorded", vec![])).await;
+        assert!(matches!(raw.recv().await, ToEngine::Welcome { .. }));
+        raw.send(&FromEngine::Heartbeat(Heartbeat {
+            load: 0.0,
+            free_ram_mb: 1,
+            held: 0,
+            peak_held: 0,
+        }))
+        .await;
+        assert_eq!(raw.recv().await, ToEngine::Pong);
+        // Within the session, too, a replay is dropped.
+        let again = raw.sent.last().unwrap().clone();
+        raw.resend(again).await;
+        until("the master to drop the replay", || {
+            farm.master_log().contains("replayed within its session")
+        })
+        .await;
+        raw.sent
+    });
+    farm.kill_master();
+    farm.start_master();
+    let endpoint = farm.engines_endpoint.clone();
+    let answers = rt.block_on(replay(&endpoint, &recorded));
+    // The replayed Hello is answered (a fresh handshake costs nothing), the
+    // rest is refused: the old finish does not complete it, and sealed
+    // messages without a session are told to handshake again.
+    assert_eq!(kind_of(&answers[0]), Some(Kind::HelloReply));
+    assert!(answers[1..]
+        .iter()
+        .all(|a| kind_of(a) == Some(Kind::NoSession)));
+    eventually(LONG, "the master to log the failed handshake", || {
+        farm.master_log().contains("handshake failed").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let engines = farm.client().engines().unwrap();
+    let e = engines.iter().find(|e| e.name == "recorded").unwrap();
+    assert_eq!(e.state, EngineState::Offline, "the replay brought it back");
+}
+
+/// Two processes on one state dir prove one identity: the second takes
+/// over, the first is told, exits with 78 and does not come back.
+#[test]
+fn a_second_process_with_the_same_identity_takes_over() {
+    let mut farm = Farm::start();
+    let first = farm.engine_at("twin-a", "engine-twin", &[], &[]);
+    farm.wait_engines(1);
+    farm.engine_at("twin-b", "engine-twin", &[], &[]);
+    let status = eventually(LONG, "the first process to stop", || {
+        farm.engine_exited(first)
+    });
+    assert_eq!(status.code(), Some(78));
+    assert!(farm.engine_log("twin-a").contains("took over"));
+    eventually(LONG, "the master to log the takeover", || {
+        farm.master_log().contains("takes over").then_some(())
+    });
+    let id = farm.submit(&["--frames", "1-3", "--", "true"]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let engines = farm.client().engines().unwrap();
+    assert_eq!(engines.len(), 1);
+    assert_eq!(engines[0].name, "twin-b");
 }
 
 #[test]
@@ -156,13 +226,13 @@ fn writes_need_an_api_token_when_the_master_has_tokens() {
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
 }
 
-/// An engine (here one with the farm key) that reports success for an
-/// attempt another engine holds changes nothing: the task finishes only when
-/// the engine running it says so.
+/// An enrolled engine that reports success for an attempt another engine
+/// holds changes nothing: the task finishes only when the engine running it
+/// says so.
 #[test]
 fn a_result_for_another_engines_attempt_changes_nothing() {
-    let (mut farm, key_file) = keyed_farm();
-    farm.engine("real", &["--key-file", &key_file]);
+    let mut farm = Farm::start();
+    farm.engine("real", &[]);
     let marker = farm.dir.join("may-finish");
     let wait = format!("while [ ! -e {} ]; do sleep 0.05; done", marker.display());
     let id = farm.submit(&["--frames", "1", "--", "sh", "-c", &wait]);
@@ -171,42 +241,33 @@ fn a_result_for_another_engines_attempt_changes_nothing() {
         let t = c.tasks(id, Some(TaskStatus::Running)).ok()?;
         (!t.is_empty()).then_some(())
     });
-    let key = FarmKey::new(KEY.as_bytes()).unwrap();
-    let attempt = AttemptKey {
-        task: TaskKey { job: id, index: 0 },
-        attempt: 1,
-    };
     let success = Finished {
-        attempt,
+        attempt: AttemptKey {
+            task: TaskKey { job: id, index: 0 },
+            attempt: 1,
+        },
         outcome: Outcome {
             exit_code: Some(0),
             ..Outcome::default()
         },
     };
     let endpoint = farm.engines_endpoint.clone();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut s = DealerSocket::new();
-        s.connect(&endpoint).await.unwrap();
+    runtime().block_on(async {
+        let (mut raw, verdict) = RawEngine::connect(&endpoint, "forger").await;
+        assert_eq!(verdict, ToEngine::Admitted);
         // The forged success rides in the Register, then comes on its own.
-        let register = encode(&register_as("forger", vec![success.clone()]), 1, Some(&key));
-        s.send(zmq_message(register)).await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(10), s.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let (_, answer): (u64, ToEngine) = decode(&reply.into_vec(), Some(&key)).unwrap();
-        assert!(matches!(answer, ToEngine::Welcome { .. }), "{answer:?}");
-        let forged = encode(&FromEngine::Finished(success), 2, Some(&key));
-        s.send(zmq_message(forged)).await.unwrap();
-        eventually(LONG, "the master to drop the forged result", || {
-            farm.master_log()
-                .contains("dropped a result for an attempt this engine does not hold")
-                .then_some(())
-        });
+        raw.send(&register_as("forger", vec![success.clone()]))
+            .await;
+        assert!(matches!(raw.recv().await, ToEngine::Welcome { .. }));
+        raw.send(&FromEngine::Finished(success)).await;
+        // A Register for another engine's id on this session is dropped.
+        raw.send(&register_as("real", vec![])).await;
+        until("the master to drop the forgeries", || {
+            let log = farm.master_log();
+            log.contains("dropped a result for an attempt this engine does not hold")
+                && log.contains("on a session that proved engine forger")
+        })
+        .await;
     });
     let task = &c.tasks(id, None).unwrap()[0];
     assert_eq!(

@@ -1,7 +1,8 @@
 //! Engine connections as the core sees them: which ZeroMQ identity is which
-//! engine, the replay guard, and each decoded message fed to the scheduler.
+//! engine, and each decoded message fed to the scheduler. The router's
+//! session table has already proved who sent it.
 
-use super::{Conn, Core, REGISTER_WINDOW_MS};
+use super::{Conn, Core};
 use crate::scheduler::Notice;
 use crate::store::LogChunk;
 use bytes::Bytes;
@@ -11,26 +12,12 @@ use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine};
 const LOG_MARKER_SLACK: u64 = 1024;
 
 impl Core {
-    pub(super) fn on_engine(&mut self, identity: Bytes, seq: u64, msg: FromEngine) {
+    pub(super) fn on_engine(&mut self, identity: Bytes, msg: FromEngine) {
         let now = self.now;
         if let FromEngine::Register(r) = msg {
-            if self.authenticated && r.time_ms.abs_diff(now) > REGISTER_WINDOW_MS {
-                tracing::warn!(engine = %r.engine, "refusing a Register whose clock is {} s off (a replay, or an engine without NTP)", r.time_ms.abs_diff(now) / 1000);
-                self.send_to(
-                    &identity,
-                    ToEngine::Refused {
-                        reason: "clock too far from the master's (check NTP)".into(),
-                    },
-                );
-                return;
-            }
             if self.sched.is_revoked(&r.engine) {
                 tracing::warn!(engine = %r.engine, "refusing a revoked engine");
                 self.send_to(&identity, ToEngine::Revoked);
-                return;
-            }
-            if !self.guards.entry(r.engine.clone()).or_default().accept(seq) {
-                tracing::warn!(engine = %r.engine, "refusing a replayed Register");
                 return;
             }
             if let Some(old) = self.engine_conn.insert(r.engine.clone(), identity.clone()) {
@@ -67,10 +54,6 @@ impl Core {
             return;
         };
         let engine = conn.engine.clone();
-        if !self.guards.entry(engine.clone()).or_default().accept(seq) {
-            tracing::warn!(%engine, seq, "dropping a replayed message");
-            return;
-        }
         if !self.sched.engine_seen(&engine, now) {
             // Declared lost meanwhile: it must register again (and report
             // what it holds) before anything it says counts.

@@ -28,7 +28,7 @@ use crate::store::writer::{PostCommit, WriterMsg};
 use crate::store::LogChunk;
 use bytes::Bytes;
 use drqueue_common::model::EngineId;
-use drqueue_common::protocol::{AttemptKey, ReplayGuard, ToEngine};
+use drqueue_common::protocol::{AttemptKey, ToEngine};
 use drqueue_common::{now_millis, Millis};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,10 +38,6 @@ use tokio::sync::{mpsc, oneshot};
 struct Conn {
     engine: EngineId,
 }
-
-/// How far a Register's clock may be from ours when a farm key is in use;
-/// outside it the Register is taken for a replay.
-const REGISTER_WINDOW_MS: u64 = 10 * 60 * 1000;
 
 /// Events handled before the loop dispatches and flushes.
 const MAX_EVENTS_PER_ROUND: usize = 2048;
@@ -54,12 +50,10 @@ pub struct Core {
     logs: Vec<LogChunk>,
     conns: HashMap<Bytes, Conn>,
     engine_conn: HashMap<EngineId, Bytes>,
-    guards: HashMap<EngineId, ReplayGuard>,
     /// Messages about attempts their engine does not hold, logged sparingly.
     foreign_notices: notices::RateLimit,
     out: mpsc::UnboundedSender<Outgoing>,
     writer: mpsc::UnboundedSender<WriterMsg>,
-    authenticated: bool,
     /// None when the master has no `--smtp`: notifications then fail with
     /// that reason.
     mailer: Option<Mailer>,
@@ -72,7 +66,6 @@ impl Core {
         sched: Scheduler,
         out: mpsc::UnboundedSender<Outgoing>,
         writer: mpsc::UnboundedSender<WriterMsg>,
-        authenticated: bool,
     ) -> Core {
         Core {
             sched,
@@ -82,11 +75,9 @@ impl Core {
             logs: Vec::new(),
             conns: HashMap::new(),
             engine_conn: HashMap::new(),
-            guards: HashMap::new(),
             foreign_notices: notices::RateLimit::default(),
             out,
             writer,
-            authenticated,
             mailer: None,
             public_url: String::new(),
         }
@@ -154,7 +145,7 @@ impl Core {
 
     fn handle(&mut self, ev: Event) -> Option<oneshot::Sender<()>> {
         match ev {
-            Event::FromEngine { identity, seq, msg } => self.on_engine(identity, seq, *msg),
+            Event::FromEngine { identity, msg } => self.on_engine(identity, *msg),
             Event::Request(request) => self.on_request(request),
             Event::MailReport(MailReport {
                 job,
@@ -234,7 +225,7 @@ mod tests {
     ) {
         let (out, out_rx) = mpsc::unbounded_channel();
         let (writer, writer_rx) = mpsc::unbounded_channel();
-        let core = Core::new(Scheduler::new(Config::default()), out, writer, false);
+        let core = Core::new(Scheduler::new(Config::default()), out, writer);
         (core, out_rx, writer_rx)
     }
 

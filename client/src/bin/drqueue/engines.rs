@@ -1,4 +1,5 @@
-//! Engine commands: listing, `engine show`, disable, enable, drain and revoke.
+//! Engine commands: listing, `engine show`, accept, join tokens, disable,
+//! enable, drain and revoke.
 
 use crate::error::CliResult;
 use crate::output::{EngineChange, Output};
@@ -13,6 +14,23 @@ use std::time::{Duration, Instant};
 pub enum EngineCmd {
     Show {
         engine: String,
+    },
+    /// Enroll a pending engine (shown as `pending` in `drqueue engines`,
+    /// with its key's fingerprint: compare it with the one the engine logs).
+    Accept {
+        /// Its name, or its id when several pending engines share a name.
+        engine: String,
+    },
+    /// Print a join token: an engine given it at install
+    /// (DRQUEUE_JOIN_TOKEN) enrolls itself on first contact, and trusts
+    /// only this master's key.
+    JoinToken {
+        /// How long the token stays good: 30m, 24h, 7d … (0: until used up).
+        #[arg(long, default_value = "24h", value_parser = parse_expiry)]
+        expires: u64,
+        /// How many engines may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
     },
     /// Give it no new work.
     Disable {
@@ -43,6 +61,10 @@ pub fn list(client: &Client, out: &dyn Output) -> CliResult<()> {
 pub fn run(client: &Client, cmd: EngineCmd, out: &dyn Output) -> CliResult<ExitCode> {
     match cmd {
         EngineCmd::Show { engine } => out.engine(&client.engine(&engine)?)?,
+        EngineCmd::Accept { engine } => out.engine_accepted(&client.engine_accept(&engine)?)?,
+        EngineCmd::JoinToken { expires, uses } => {
+            out.join_token(&client.join_token(uses, expires)?)?
+        }
         EngineCmd::Disable { engine } => {
             let e = client.engine_control(&engine, "disable")?;
             out.engine_changed(&e, EngineChange::Disabled)?;
@@ -94,4 +116,36 @@ fn drain(
     spinner.finish_and_clear();
     out.engine_changed(&e, EngineChange::Drained)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `30m`, `24h`, `7d`, `90s` or a bare number of seconds, as seconds.
+fn parse_expiry(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{s:?} is not a duration: use e.g. 30m, 24h or 7d (0: never expires)")
+    })?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use s, m, h or d")),
+    };
+    Ok(n.saturating_mul(scale))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn expiries_parse() {
+        assert_eq!(super::parse_expiry("24h"), Ok(86_400));
+        assert_eq!(super::parse_expiry("0"), Ok(0));
+        assert_eq!(super::parse_expiry("7d"), Ok(7 * 86_400));
+        assert!(super::parse_expiry("soon").is_err());
+        assert!(super::parse_expiry("3w").is_err());
+    }
 }

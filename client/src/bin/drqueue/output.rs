@@ -7,7 +7,8 @@
 use crate::error::{CliError, CliResult};
 use drqueue_client::local::JobProgress;
 use drqueue_common::model::{
-    EngineView, JobId, JobView, LimitView, PoolView, TaskStatus, TaskView,
+    EngineAccepted, EngineState, EngineView, JobId, JobView, JoinTokenView, LimitView, PoolView,
+    TaskStatus, TaskView,
 };
 use std::path::Path;
 
@@ -41,6 +42,8 @@ pub trait Output {
     fn engines(&self, engines: &[EngineView]) -> CliResult<()>;
     fn engine(&self, engine: &EngineView) -> CliResult<()>;
     fn engine_changed(&self, engine: &EngineView, change: EngineChange) -> CliResult<()>;
+    fn engine_accepted(&self, accepted: &EngineAccepted) -> CliResult<()>;
+    fn join_token(&self, token: &JoinTokenView) -> CliResult<()>;
     fn pools(&self, pools: &[PoolView]) -> CliResult<()>;
     fn limits(&self, limits: &[LimitView]) -> CliResult<()>;
     fn limit_set(&self, limit: &LimitView) -> CliResult<()>;
@@ -97,6 +100,12 @@ impl Output for Json {
     }
     fn engine_changed(&self, engine: &EngineView, _: EngineChange) -> CliResult<()> {
         print_json(engine)
+    }
+    fn engine_accepted(&self, accepted: &EngineAccepted) -> CliResult<()> {
+        print_json(accepted)
+    }
+    fn join_token(&self, token: &JoinTokenView) -> CliResult<()> {
+        print_json(token)
     }
     fn pools(&self, pools: &[PoolView]) -> CliResult<()> {
         print_json(pools)
@@ -213,6 +222,42 @@ impl Output for Human {
                 e.tasks_failed
             );
         }
+        for e in engines.iter().filter(|e| e.state == EngineState::Pending) {
+            println!(
+                "pending: {} with key {}: if the engine logs the same key, `drqueue engine accept {}`",
+                e.name, e.fingerprint, e.name
+            );
+        }
+        Ok(())
+    }
+
+    fn engine_accepted(&self, a: &EngineAccepted) -> CliResult<()> {
+        println!(
+            "engine {} accepted (key {}); it joins the farm on its next try, within seconds",
+            a.name, a.fingerprint
+        );
+        Ok(())
+    }
+
+    fn join_token(&self, t: &JoinTokenView) -> CliResult<()> {
+        // The token alone on stdout, so `$(drqueue engine join-token)` works;
+        // what it is goes to stderr.
+        println!("{}", t.token);
+        let expiry = match t.expires_ms {
+            0 => "does not expire".to_string(),
+            ms => format!(
+                "expires {}",
+                drqueue_common::display::clock_time(
+                    ms,
+                    drqueue_common::now_millis(),
+                    &chrono::Local
+                )
+            ),
+        };
+        eprintln!(
+            "join token for {} engine(s), {expiry}; it trusts master key {}. Give it to an engine as DRQUEUE_JOIN_TOKEN (or --join-token-file)",
+            t.uses, t.master_fingerprint
+        );
         Ok(())
     }
 
