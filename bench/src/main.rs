@@ -177,6 +177,7 @@ async fn start_master(dir: &std::path::Path) -> anyhow::Result<server::RunningMa
 
 async fn start_master_on(db: String) -> anyhow::Result<server::RunningMaster> {
     server::start(MasterOptions {
+        keys_dir: Some(scratch("keys")),
         db,
         http: "127.0.0.1:0".into(),
         engines: "tcp://127.0.0.1:0".into(),

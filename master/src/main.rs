@@ -29,8 +29,8 @@ struct Args {
     #[arg(long)]
     ready_file: Option<PathBuf>,
     /// Where the master's key pair and the enrolled engines are kept
-    /// (default: `keys` inside --db's directory; for MongoDB, ./drqueue-keys,
-    /// which standby masters must share).
+    /// (default: `keys` inside --db's directory; for MongoDB,
+    /// ~/.local/state/drqueue/master-keys). Standby masters must share it.
     #[arg(long, env = "DRQUEUE_KEYS_DIR")]
     keys_dir: Option<PathBuf>,
     /// Enroll engines only by join token or `drqueue engine accept`, even

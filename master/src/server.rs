@@ -109,9 +109,13 @@ fn keys_dir(opts: &MasterOptions) -> PathBuf {
         return dir.clone();
     }
     if opts.db.starts_with("mongodb") {
-        // Standby masters must share this directory (or a copy of it):
-        // engines trust the master's key, and enrollment lives here.
-        PathBuf::from("./drqueue-keys")
+        // No store directory to keep it in. Standby masters must share this
+        // directory (or a copy of it): engines trust the master's key, and
+        // enrollment lives here.
+        match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".local/state/drqueue/master-keys"),
+            None => PathBuf::from("./drqueue-keys"),
+        }
     } else {
         std::path::Path::new(&opts.db).join("keys")
     }

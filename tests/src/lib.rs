@@ -368,6 +368,9 @@ impl Farm {
             .arg("--ready-file")
             .arg(&ready)
             .args(&self.master_args)
+            // Each farm its own master key and enrollment, also on MongoDB
+            // (whose default keys dir is not the farm's).
+            .args(keys_dir_unless_given(&self.master_args, &self.dir))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -573,6 +576,14 @@ impl Farm {
             let v = c.job(id).ok()?;
             v.status.is_terminal().then_some(v)
         })
+    }
+}
+
+fn keys_dir_unless_given(args: &[String], dir: &Path) -> Vec<String> {
+    if args.iter().any(|a| a == "--keys-dir") {
+        Vec::new()
+    } else {
+        vec!["--keys-dir".into(), dir.join("keys").display().to_string()]
     }
 }
 

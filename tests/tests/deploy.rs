@@ -311,8 +311,15 @@ fn the_puppet_module_validates_lints_and_applies_an_engine_that_joins_its_pool()
     );
     passes(Command::new(&lint).arg("--fail-on-warnings").arg(&module));
 
-    // A farm for the engine Puppet sets up to join.
-    let farm = Farm::start();
+    // A farm for the engine Puppet sets up to join, with a join token.
+    let farm = Farm::start_with(&["--require-enrollment"]);
+    let out = farm.drqueue(&["engine", "join-token", "--uses", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let port = farm
         .engines_endpoint
         .rsplit(':')
@@ -332,6 +339,7 @@ fn the_puppet_module_validates_lints_and_applies_an_engine_that_joins_its_pool()
     let manifest = format!(
         "class {{ 'drqueue': root => '{r}', install_from => 'path', bin_path => '{b}',
             master_host => '127.0.0.1', engine_port => {port}, manage_user => false,
+            join_token => '{token}',
             config_group => 'root', service_provider => 'base',
             service_options => {{ start => 'touch {r}/started', status => 'test -e {r}/started',
                                   stop => 'rm -f {r}/started' }} }}
@@ -348,12 +356,14 @@ fn the_puppet_module_validates_lints_and_applies_an_engine_that_joins_its_pool()
         format!(
             "# Managed by Puppet (drqueue::engine). Read by drqueue-engine-wrapper at boot.\n\
              DRQUEUE_MASTER=tcp://127.0.0.1:{port}\nDRQUEUE_POOL=gpu\nDRQUEUE_SLOTS=2\n\
-             DRQUEUE_ENGINE_NAME=puppeted\n"
+             DRQUEUE_ENGINE_NAME=puppeted\nDRQUEUE_JOIN_TOKEN_FILE={r}/etc/drqueue/join.token\n"
         )
     );
+    assert_eq!(read("etc/drqueue/join.token"), format!("{token}\n"));
     let master_env = read("etc/drqueue/master.env");
     for want in [
         "DRQUEUE_DB=/var/lib/drqueue/master\n",
+        "DRQUEUE_KEYS_DIR=/var/lib/drqueue/keys\n",
         &format!("DRQUEUE_ENGINES=tcp://0.0.0.0:{port}\n"),
         "DRQUEUE_HTTP=0.0.0.0:5580\n",
         "DRQUEUE_TOKEN_FILE=/etc/drqueue/tokens\n",
@@ -386,7 +396,7 @@ fn the_puppet_module_validates_lints_and_applies_an_engine_that_joins_its_pool()
     assert_eq!(code, 0, "a second apply is a no-op:\n{text}");
 
     // The installed wrapper, with the installed configuration, starts an
-    // engine that joins pool gpu.
+    // engine that enrolls with the token and joins pool gpu.
     let path = format!(
         "{}:{}",
         root.join("usr/bin").display(),

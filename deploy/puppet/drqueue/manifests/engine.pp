@@ -40,9 +40,9 @@ class drqueue::engine (
     programs => ['drqueue-engine'],
   }
 
-  $key_file = $drqueue::farm_key ? {
+  $join_token_file = $drqueue::join_token ? {
     undef   => undef,
-    default => $drqueue::key_path,
+    default => "${root}${drqueue::join_token_path}",
   }
   file { "${root}/etc/drqueue/engine.env":
     ensure  => file,
@@ -50,15 +50,15 @@ class drqueue::engine (
     group   => $drqueue::config_group,
     mode    => '0640',
     content => epp('drqueue/engine.env.epp', {
-      'master'        => "tcp://${drqueue::master_host}:${drqueue::engine_port}",
-      'pools'         => $pools,
-      'slots'         => $slots,
-      'hwm'           => $hwm,
-      'engine_name'   => $engine_name,
-      'key_file'      => $key_file,
-      'log_file'      => $log_file,
-      'log_max_bytes' => $log_max_bytes,
-      'log_keep'      => $log_keep,
+      'master'          => "tcp://${drqueue::master_host}:${drqueue::engine_port}",
+      'pools'           => $pools,
+      'slots'           => $slots,
+      'hwm'             => $hwm,
+      'engine_name'     => $engine_name,
+      'join_token_file' => $join_token_file,
+      'log_file'        => $log_file,
+      'log_max_bytes'   => $log_max_bytes,
+      'log_keep'        => $log_keep,
     }),
   }
 

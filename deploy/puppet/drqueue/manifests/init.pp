@@ -17,14 +17,16 @@
 #   The master's ZeroMQ port for engines.
 # @param http_port
 #   The master's HTTP API port.
-# @param farm_key
-#   The farm key (engines sign their messages with it), or undef for none.
+# @param join_token
+#   A join token (`drqueue engine join-token --uses N`): engines enroll
+#   themselves with it on first contact. undef: accept each engine with
+#   `drqueue engine accept NAME`.
 # @param user
 #   The account the services run as.
 # @param manage_user
 #   Create `user` as a system account.
 # @param config_group
-#   The group that may read the configuration (and the farm key).
+#   The group that may read the configuration (and the join token).
 # @param root
 #   A prefix for every path managed, for testing against a scratch root.
 # @param service_provider
@@ -39,7 +41,7 @@ class drqueue (
   String[1] $master_host = 'localhost',
   Integer[1, 65535] $engine_port = 5555,
   Integer[1, 65535] $http_port = 5580,
-  Optional[String[1]] $farm_key = undef,
+  Optional[String[1]] $join_token = undef,
   String[1] $user = 'drqueue',
   Boolean $manage_user = true,
   String[1] $config_group = 'drqueue',
@@ -82,14 +84,14 @@ class drqueue (
     mode  => '0750',
   }
 
-  $key_path = '/etc/drqueue/farm.key'
-  if $farm_key {
-    file { "${root}${key_path}":
+  $join_token_path = '/etc/drqueue/join.token'
+  if $join_token {
+    file { "${root}${join_token_path}":
       ensure  => file,
       owner   => 'root',
       group   => $config_group,
       mode    => '0640',
-      content => Sensitive("${farm_key}\n"),
+      content => Sensitive("${join_token}\n"),
     }
   }
 }

@@ -58,10 +58,6 @@ class drqueue::master (
     }
   }
 
-  $key_file = $drqueue::farm_key ? {
-    undef   => undef,
-    default => $drqueue::key_path,
-  }
   $tokens_in_use = empty($tokens) ? {
     true    => undef,
     default => $token_file,
@@ -75,7 +71,6 @@ class drqueue::master (
       'db'            => $db,
       'http'          => "${bind_address}:${drqueue::http_port}",
       'engines'       => "tcp://${bind_address}:${drqueue::engine_port}",
-      'key_file'      => $key_file,
       'token_file'    => $tokens_in_use,
       'smtp'          => $smtp,
       'mail_from'     => $mail_from,
