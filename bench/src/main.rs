@@ -19,11 +19,11 @@
 //! Figures go to stdout; nothing here is asserted.
 
 use drqueue_client::Client;
+use drqueue_common::keys::KeyPair;
 use drqueue_common::model::{EngineFacts, JobSpec, JobStatus, TaskKey};
 use drqueue_common::protocol::{
     AttemptKey, Finished, FromEngine, Heartbeat, Outcome, Register, ToEngine,
 };
-use drqueue_common::session::KeyPair;
 use drqueue_engine::link::{Credentials, Link};
 use drqueue_master::server::{self, MasterOptions};
 use std::path::PathBuf;

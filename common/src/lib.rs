@@ -7,17 +7,19 @@
 //! - [`display`]: how durations and clock times read, in one place;
 //! - [`frames`]: frame sets (`1-100x5`, `1,3,7-9`) and how a job is cut into tasks;
 //! - [`graph`]: job files (TOML or JSON), one job or a graph of named jobs;
+//! - [`keys`]: key pairs, fingerprints and the join-token format;
 //! - [`model`]: jobs, tasks, engines and their statuses as users see them;
 //! - [`preset`]: renderer presets (`--preset blender`) and their command lines;
 //! - [`template`]: the command-template placeholders (`{start}`, `{padframe:4}` …);
 //! - [`protocol`]: every message between master and engine;
 //! - [`session`]: the encrypted, mutually authenticated session they travel
-//!   in, its framing and version check, and the key pairs.
+//!   in, its framing and version check.
 
 pub mod blocked;
 pub mod display;
 pub mod frames;
 pub mod graph;
+pub mod keys;
 pub mod model;
 pub mod preset;
 pub mod protocol;

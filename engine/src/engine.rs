@@ -12,12 +12,12 @@
 use crate::facts;
 use crate::link::{Credentials, Link, LinkError};
 use drqueue_common::frames::Block;
+use drqueue_common::keys::KeyPair;
 use drqueue_common::model::{EngineFacts, EngineId};
 use drqueue_common::now_millis;
 use drqueue_common::protocol::{
     AttemptKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, Register, ToEngine,
 };
-use drqueue_common::session::KeyPair;
 use drqueue_runner::contain::{Choice, Containment};
 use drqueue_runner::{Attempt, Control, Pool, RunnerEvent};
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -11,11 +11,10 @@
 //! admits it is trusted and pinned.
 
 use bytes::Bytes;
+use drqueue_common::keys::{self, fingerprint, hex, token_fingerprint, unhex, KeyPair};
 use drqueue_common::model::EngineId;
 use drqueue_common::protocol::{FromEngine, ToEngine};
-use drqueue_common::session::{
-    self, fingerprint, hex, token_fingerprint, unhex, EngineHello, Initiator, KeyPair, Kind, Sealer,
-};
+use drqueue_common::session::{self, EngineHello, Initiator, Kind, Sealer};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -68,7 +67,7 @@ impl Credentials {
 
     fn pin(&self, key: &[u8; 32]) {
         if self.pinned().is_none() {
-            match session::write_private(&self.master_pin, format!("{}\n", hex(key)).as_bytes()) {
+            match keys::write_private(&self.master_pin, format!("{}\n", hex(key)).as_bytes()) {
                 Ok(()) => {
                     tracing::info!(master_key = %fingerprint(key), "trusting this master's key from now on")
                 }

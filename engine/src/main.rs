@@ -135,7 +135,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     .filter(|t| !t.is_empty());
     if let Some(t) = &join_token {
-        drqueue_common::session::token_fingerprint(t)
+        drqueue_common::keys::token_fingerprint(t)
             .map_err(|e| anyhow::anyhow!("--join-token: {e}"))?;
     }
     let opts = EngineOptions {

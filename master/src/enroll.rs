@@ -6,8 +6,8 @@
 //! only in memory: they retry every few seconds, so a restarted master sees
 //! them again. Join tokens are stored as SHA-256 hashes, never in clear.
 
+use drqueue_common::keys::{fingerprint, hex, sha256_hex, write_private, TOKEN_PREFIX};
 use drqueue_common::model::EngineId;
-use drqueue_common::session::{fingerprint, hex, sha256_hex, write_private, TOKEN_PREFIX};
 use drqueue_common::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -282,7 +282,7 @@ fn getrandom(buf: &mut [u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drqueue_common::session::token_fingerprint;
+    use drqueue_common::keys::token_fingerprint;
 
     fn id(s: &str) -> EngineId {
         EngineId::from(s)

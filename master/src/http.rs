@@ -416,7 +416,7 @@ async fn join_token(
         token,
         uses: body.uses,
         expires_ms,
-        master_fingerprint: drqueue_common::session::fingerprint(&s.access.master_public),
+        master_fingerprint: drqueue_common::keys::fingerprint(&s.access.master_public),
     })
 }
 

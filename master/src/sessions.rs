@@ -10,9 +10,10 @@
 
 use crate::enroll::{Enrollment, Verdict};
 use bytes::Bytes;
+use drqueue_common::keys::KeyPair;
 use drqueue_common::model::EngineId;
 use drqueue_common::protocol::{DecodeError, FromEngine, ToEngine};
-use drqueue_common::session::{self, KeyPair, Kind, Opener, Responder, Sealer};
+use drqueue_common::session::{self, Kind, Opener, Responder, Sealer};
 use drqueue_common::Millis;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -144,7 +145,9 @@ impl Sessions {
                     .insert(hello.engine.clone(), identity.clone())
                 {
                     if old != identity && self.open.remove(&old).is_some() {
-                        tracing::warn!(engine = %hello.engine, "a new connection proved this engine's key: it takes over, the old one is told to stop");
+                        // Also the ordinary reconnect, whose old connection
+                        // is already gone: hence info, not a warning.
+                        tracing::info!(engine = %hello.engine, "a new connection proved this engine's key and takes over from the previous one, which is told to stop if it still listens");
                         actions.push(Action::Send(old, ToEngine::TakenOver));
                     }
                 }

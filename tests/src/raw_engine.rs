@@ -3,9 +3,10 @@
 //! keeps every message it sends, so a test can replay them.
 
 use bytes::Bytes;
+use drqueue_common::keys::KeyPair;
 use drqueue_common::model::EngineFacts;
 use drqueue_common::protocol::{Finished, FromEngine, Register, ToEngine};
-use drqueue_common::session::{self, EngineHello, Initiator, KeyPair, Opener, Sealer};
+use drqueue_common::session::{self, EngineHello, Initiator, Opener, Sealer};
 use std::time::Duration;
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend};
 
