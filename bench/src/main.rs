@@ -268,13 +268,12 @@ async fn sim_engine(
                 if let ToEngine::Assign(a) = to {
                     let now = Instant::now();
                     starts.lock().expect("lock").extend(std::iter::repeat_n(now, a.tasks.len()));
-                    for t in a.tasks {
-                        let done = FromEngine::Finished(Finished {
-                            attempt: AttemptKey { task: TaskKey { job: a.job.id, index: t.index }, attempt: t.attempt },
-                            outcome: Outcome { exit_code: Some(0), ..Default::default() },
-                        });
-                        link.send(&done).await?;
-                    }
+                    // Sent together, as the engine sends a loop turn's results.
+                    let done: Vec<FromEngine> = a.tasks.iter().map(|t| FromEngine::Finished(Finished {
+                        attempt: AttemptKey { task: TaskKey { job: a.job.id, index: t.index }, attempt: t.attempt },
+                        outcome: Outcome { exit_code: Some(0), ..Default::default() },
+                    })).collect();
+                    link.send_all(&done).await?;
                 }
             }
             _ = beat.tick() => {

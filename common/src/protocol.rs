@@ -1,7 +1,9 @@
 //! Every message between master and engine, and how it travels.
 //!
-//! One enum per direction: [`FromEngine`] and [`ToEngine`]. Each travels
-//! postcard-encoded and sealed in the connection's encrypted session
+//! One enum per direction: [`FromEngine`] and [`ToEngine`]. A master message
+//! travels alone; an engine seals a loop turn's messages together as one
+//! `Vec<FromEngine>`. Both go postcard-encoded and sealed in the
+//! connection's encrypted session
 //! ([`crate::session`], which also owns the framing and the version check).
 //! Decoding returns [`DecodeError`] values and never panics.
 

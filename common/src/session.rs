@@ -277,7 +277,7 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    pub fn seal<T: Serialize>(&mut self, msg: &T) -> Vec<Bytes> {
+    pub fn seal<T: Serialize + ?Sized>(&mut self, msg: &T) -> Vec<Bytes> {
         // Serialising our own in-memory types cannot fail.
         let body = postcard::to_allocvec(msg).expect("protocol types serialise");
         let mut head = Vec::with_capacity(SEALED_HEADER);
@@ -333,8 +333,9 @@ impl Opener {
         if total > MAX_MESSAGE_BYTES + chunks.len() * TAG {
             return Err(DecodeError::Oversized(total));
         }
+        // Opened in place, straight into the body: no scratch buffer to
+        // zero per message on the hot path.
         let mut body = Vec::with_capacity(total);
-        let mut buf = vec![0u8; NOISE_MAX];
         for (i, chunk) in chunks.iter().enumerate() {
             if chunk.len() > NOISE_MAX || chunk.len() < TAG {
                 return Err(DecodeError::Malformed(format!(
@@ -342,11 +343,13 @@ impl Opener {
                     chunk.len()
                 )));
             }
+            let start = body.len();
+            body.resize(start + chunk.len(), 0);
             let len = self
                 .state
-                .read_message(nonce + i as u64, chunk, &mut buf)
+                .read_message(nonce + i as u64, chunk, &mut body[start..])
                 .map_err(|_| DecodeError::Unsealed)?;
-            body.extend_from_slice(&buf[..len]);
+            body.truncate(start + len);
         }
         self.next = nonce + chunks.len() as u64;
         postcard::from_bytes(&body).map_err(|e| DecodeError::Malformed(e.to_string()))

@@ -564,11 +564,12 @@ async fn session(
         st.opts.facts_refresh,
     );
     loop {
-        for m in outbox.drain(..) {
-            if let Err(e) = link.send(&m).await {
+        if !outbox.is_empty() {
+            if let Err(e) = link.send_all(&outbox).await {
                 tracing::warn!("{e}");
                 return SessionEnd::Silent;
             }
+            outbox.clear();
         }
         tokio::select! {
             msg = link.recv() => match msg {
@@ -655,9 +656,7 @@ async fn shutdown_gracefully(
         if !handed_back.is_empty() {
             msgs.push(FromEngine::Release(handed_back));
         }
-        for m in msgs {
-            let _ = link.send(&m).await;
-        }
+        let _ = link.send_all(&msgs).await;
         let until = Instant::now() + Duration::from_secs(2);
         while !st.unacked.is_empty() && Instant::now() < until {
             match tokio::time::timeout(Duration::from_millis(200), link.recv()).await {

@@ -25,6 +25,19 @@ use zeromq::{
 };
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Roughly how much one sealed batch carries: well under the message cap,
+/// so a resent log never makes a batch the master refuses.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A message's size on the wire, near enough to cut batches by: only logs
+/// (and a Register's results) are ever large.
+fn approx_size(msg: &FromEngine) -> usize {
+    match msg {
+        FromEngine::Log { data, .. } => data.len() + 64,
+        FromEngine::Register(r) => 4096 + r.finished.len() * 128 + r.held.len() * 16,
+        _ => 256,
+    }
+}
 
 /// Who this engine is, and whom it trusts.
 #[derive(Debug, Clone)]
@@ -249,8 +262,27 @@ impl Link {
     }
 
     pub async fn send(&mut self, msg: &FromEngine) -> anyhow::Result<()> {
-        let frames = self.sealer.seal(msg);
-        send_frames(&mut self.send, frames).await
+        self.send_all(std::slice::from_ref(msg)).await
+    }
+
+    /// Sends messages sealed together, as few as fit in [`BATCH_BYTES`]:
+    /// a burst of results costs one seal and one ZeroMQ message, not one each.
+    pub async fn send_all(&mut self, msgs: &[FromEngine]) -> anyhow::Result<()> {
+        let mut start = 0;
+        while start < msgs.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < msgs.len()
+                && (end == start || bytes + approx_size(&msgs[end]) <= BATCH_BYTES)
+            {
+                bytes += approx_size(&msgs[end]);
+                end += 1;
+            }
+            let frames = self.sealer.seal(&msgs[start..end]);
+            send_frames(&mut self.send, frames).await?;
+            start = end;
+        }
+        Ok(())
     }
 
     /// The next message, or None when the connection's reader has stopped.

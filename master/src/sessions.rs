@@ -174,20 +174,22 @@ impl Sessions {
                 Action::Drop("a sealed message without a session".into()),
             ];
         };
-        let msg: FromEngine = match open.opener.open(frames) {
+        // Engines seal a loop turn's messages together: one seal, one open.
+        let batch: Vec<FromEngine> = match open.opener.open(frames) {
             Ok(m) => m,
             Err(e) => return vec![Action::Drop(e.to_string())],
         };
         open.last_ms = now;
-        if let FromEngine::Register(r) = &msg {
-            if r.engine != open.engine {
-                return vec![Action::Drop(format!(
+        batch
+            .into_iter()
+            .map(|msg| match &msg {
+                FromEngine::Register(r) if r.engine != open.engine => Action::Drop(format!(
                     "a Register for engine {} on a session that proved engine {}",
                     r.engine, open.engine
-                ))];
-            }
-        }
-        vec![Action::Deliver(identity.clone(), Box::new(msg))]
+                )),
+                _ => Action::Deliver(identity.clone(), Box::new(msg)),
+            })
+            .collect()
     }
 
     fn drop_oldest_handshake(&mut self) {
@@ -287,7 +289,7 @@ mod tests {
             &actions[0],
             Action::Send(_, ToEngine::Pending { .. })
         ));
-        let hb = seal.seal(&FromEngine::Release(vec![]));
+        let hb = seal.seal(&[FromEngine::Release(vec![])]);
         let out = t.on_message(&id, &hb, 3);
         assert!(
             !out.iter().any(|a| matches!(a, Action::Deliver(..))),
@@ -302,7 +304,7 @@ mod tests {
         let id = Bytes::from_static(b"i1");
         let (mut seal, actions) = connect(&mut t, &e, &id);
         assert_eq!(actions, vec![Action::Send(id.clone(), ToEngine::Admitted)]);
-        let msg = seal.seal(&FromEngine::Release(vec![]));
+        let msg = seal.seal(&[FromEngine::Release(vec![])]);
         assert!(matches!(t.on_message(&id, &msg, 3)[0], Action::Deliver(..)));
         assert!(matches!(t.on_message(&id, &msg, 4)[0], Action::Drop(_)));
         // The same bytes on a new connection, or to a restarted master.

@@ -62,7 +62,7 @@ impl RawEngine {
     }
 
     pub async fn send(&mut self, msg: &FromEngine) {
-        let frames = self.sealer.seal(msg);
+        let frames = self.sealer.seal(std::slice::from_ref(msg));
         self.socket
             .send(crate::zmq_message(frames.clone()))
             .await
