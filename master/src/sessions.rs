@@ -289,7 +289,7 @@ mod tests {
             &actions[0],
             Action::Send(_, ToEngine::Pending { .. })
         ));
-        let hb = seal.seal(&[FromEngine::Release(vec![])]);
+        let hb = seal.seal(&vec![FromEngine::Release(vec![])]);
         let out = t.on_message(&id, &hb, 3);
         assert!(
             !out.iter().any(|a| matches!(a, Action::Deliver(..))),
@@ -304,7 +304,7 @@ mod tests {
         let id = Bytes::from_static(b"i1");
         let (mut seal, actions) = connect(&mut t, &e, &id);
         assert_eq!(actions, vec![Action::Send(id.clone(), ToEngine::Admitted)]);
-        let msg = seal.seal(&[FromEngine::Release(vec![])]);
+        let msg = seal.seal(&vec![FromEngine::Release(vec![])]);
         assert!(matches!(t.on_message(&id, &msg, 3)[0], Action::Deliver(..)));
         assert!(matches!(t.on_message(&id, &msg, 4)[0], Action::Drop(_)));
         // The same bytes on a new connection, or to a restarted master.

@@ -41,6 +41,15 @@ fn logged_key(farm: &Farm, name: &str) -> String {
 #[test]
 fn an_engine_gets_no_work_until_accepted() {
     let mut farm = Farm::start_with(&["--require-enrollment"]);
+    // A hand-made engine is kept pending too, and what it then says is
+    // not heard: its Register makes no engine.
+    let endpoint = farm.engines_endpoint.clone();
+    runtime().block_on(async {
+        let (mut raw, verdict) = RawEngine::connect(&endpoint, "stranger").await;
+        assert!(matches!(verdict, ToEngine::Pending { .. }), "{verdict:?}");
+        raw.send(&register_as("stranger", vec![])).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    });
     farm.engine("newbie", &[]);
     let c = farm.client();
     let pending = eventually(LONG, "the engine to show as pending", || {
@@ -66,6 +75,9 @@ fn an_engine_gets_no_work_until_accepted() {
         },
     );
     assert_eq!(c.job(id).unwrap().status, JobStatus::Queued);
+    let engines = c.engines().unwrap();
+    let stranger = engines.iter().find(|e| e.name == "stranger").unwrap();
+    assert_eq!(stranger.state, EngineState::Pending, "its Register counted");
     let out = farm.drqueue(&["engine", "accept", "newbie"]);
     assert!(
         out.status.success(),
