@@ -131,6 +131,10 @@ fn a_standby_takes_over(failure: Failure) {
     let _standby = Reaper(
         std::process::Command::new(bin("drqueue-master"))
             .args(["--db", &db, "--lease", &lease])
+            // A standby shares the active master's keys dir: engines trust
+            // one master key, and enrollment lives beside it.
+            .arg("--keys-dir")
+            .arg(farm.dir.join("keys"))
             .args([
                 "--http",
                 &format!("127.0.0.1:{http2}"),
