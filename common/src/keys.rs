@@ -135,6 +135,14 @@ pub fn token_fingerprint(token: &str) -> Result<String, String> {
 }
 
 /// SHA-256 of `data`, hex: how secrets such as join tokens are stored.
+/// Fills `buf` from the kernel's random source.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), String> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }

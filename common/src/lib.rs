@@ -28,6 +28,7 @@ pub mod session;
 pub mod signals;
 pub mod signature;
 pub mod template;
+pub mod users;
 
 /// Milliseconds since the Unix epoch: the one time unit of the model.
 pub type Millis = u64;

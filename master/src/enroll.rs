@@ -6,7 +6,9 @@
 //! only in memory: they retry every few seconds, so a restarted master sees
 //! them again. Join tokens are stored as SHA-256 hashes, never in clear.
 
-use drqueue_common::keys::{fingerprint, hex, sha256_hex, write_private, TOKEN_PREFIX};
+use drqueue_common::keys::{
+    fingerprint, hex, random_bytes, sha256_hex, write_private, TOKEN_PREFIX,
+};
 use drqueue_common::model::EngineId;
 use drqueue_common::Millis;
 use serde::{Deserialize, Serialize};
@@ -251,7 +253,7 @@ impl Enrollment {
             ));
         }
         let mut secret = [0u8; 16];
-        getrandom(&mut secret)?;
+        random_bytes(&mut secret)?;
         let secret = hex(&secret);
         self.file.tokens.push(JoinToken {
             hash: sha256_hex(secret.as_bytes()),
@@ -270,13 +272,6 @@ impl Enrollment {
     pub fn is_enrolled(&self, engine: &EngineId) -> bool {
         self.file.engines.contains_key(engine)
     }
-}
-
-fn getrandom(buf: &mut [u8]) -> Result<(), String> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))
 }
 
 #[cfg(test)]

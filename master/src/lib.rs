@@ -9,6 +9,7 @@
 //! | [`http`] | the HTTP/JSON API and dashboard |
 //! | [`notify`] | email notifications: the mailer (lettre over SMTP) |
 //! | [`store`] | persistence behind one trait, group-committed by one writer thread |
+//! | [`users`] | people and their API tokens: roles, authentication |
 //! | [`server`] | wiring it all together |
 pub mod core;
 pub mod enroll;
@@ -19,5 +20,6 @@ pub mod router;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod users;
 
 pub use drqueue_scheduler as scheduler;
