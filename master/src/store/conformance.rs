@@ -3,8 +3,10 @@
 //! the same store again (to check persistence), a new name a fresh one.
 
 use super::*;
+use crate::users::TokenRecord;
 use drqueue_common::model::{EngineFacts, JobId, JobSpec, JobStatus, TaskStatus};
 use drqueue_common::protocol::Outcome;
+use drqueue_common::users::Role;
 
 pub type Open<'a> = &'a dyn Fn(&str) -> Box<dyn Store>;
 
@@ -17,6 +19,103 @@ pub fn run_all(open: Open) {
     attempts_are_listed_in_order_and_idempotent(open);
     large_batches_commit(open);
     one_master_holds_the_lease(open);
+    users_are_put_replaced_and_removed(open);
+    the_audit_trail_is_numbered_and_filtered(open);
+}
+
+fn user(name: &str, role: Role, tokens: &[&str]) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        role,
+        tokens: tokens
+            .iter()
+            .map(|t| TokenRecord {
+                sha256: t.to_string(),
+                created_ms: 5,
+            })
+            .collect(),
+        created_ms: 4,
+    }
+}
+
+fn users_are_put_replaced_and_removed(open: Open) {
+    let mut s = open("users");
+    assert!(s.users().expect("users").is_empty());
+    let alice = user("alice", Role::Artist, &["aa11"]);
+    let bob = user("bob", Role::Admin, &["bb22", "bb33"]);
+    s.change_user(&UserChange::Put(alice.clone())).expect("put");
+    s.change_user(&UserChange::Put(bob)).expect("put");
+    let bob = user("bob", Role::Admin, &["bb33"]);
+    s.change_user(&UserChange::Put(bob.clone()))
+        .expect("replace");
+    drop(s);
+    let mut s = open("users");
+    assert_eq!(s.users().expect("users"), vec![alice, bob.clone()]);
+    s.change_user(&UserChange::Remove("alice".into()))
+        .expect("remove");
+    s.change_user(&UserChange::Remove("nobody".into()))
+        .expect("removing nobody is no error");
+    assert_eq!(s.users().expect("users"), vec![bob]);
+}
+
+fn entry(at_ms: u64, user: &str, job: Option<u64>) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at_ms,
+        user: user.into(),
+        remote: "127.0.0.1:5000".into(),
+        action: "POST /api/jobs".into(),
+        job: job.map(JobId),
+        status: 200,
+        detail: String::new(),
+    }
+}
+
+fn the_audit_trail_is_numbered_and_filtered(open: Open) {
+    let mut s = open("audit");
+    assert!(s
+        .audit(&AuditQuery::default(), 10)
+        .expect("audit")
+        .is_empty());
+    s.append_audit(&[entry(10, "alice", Some(1)), entry(20, "bob", None)])
+        .expect("append");
+    s.append_audit(&[]).expect("nothing to append");
+    s.append_audit(&[entry(30, "alice", Some(2))])
+        .expect("append");
+    drop(s);
+    let mut s = open("audit");
+    let all = s.audit(&AuditQuery::default(), 10).expect("audit");
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    assert_eq!(
+        all[0],
+        AuditEntry {
+            seq: all[0].seq,
+            ..entry(30, "alice", Some(2))
+        }
+    );
+    let q = |job: Option<u64>, user: Option<&str>, since_ms: Option<u64>| AuditQuery {
+        job: job.map(JobId),
+        user: user.map(String::from),
+        since_ms,
+        limit: None,
+    };
+    let mut at = |q: AuditQuery, limit: usize| -> Vec<u64> {
+        s.audit(&q, limit)
+            .expect("audit")
+            .iter()
+            .map(|e| e.at_ms)
+            .collect()
+    };
+    assert_eq!(at(q(None, Some("alice"), None), 10), vec![30, 10]);
+    assert_eq!(at(q(Some(1), None, None), 10), vec![10]);
+    assert_eq!(at(q(None, None, Some(20)), 10), vec![30, 20]);
+    assert_eq!(at(q(None, Some("bob"), Some(25)), 10), Vec::<u64>::new());
+    assert_eq!(at(q(None, None, None), 2), vec![30, 20]);
 }
 
 fn one_master_holds_the_lease(open: Open) {

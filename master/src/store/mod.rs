@@ -12,8 +12,10 @@ pub mod mongo;
 pub mod sqlite;
 pub mod writer;
 
+use crate::users::{UserChange, UserRecord};
 use drqueue_common::model::TaskKey;
 use drqueue_common::protocol::AttemptKey;
+use drqueue_common::users::{AuditEntry, AuditQuery};
 use drqueue_common::Millis;
 
 // What is stored is the scheduler's vocabulary: its records live beside it.
@@ -61,6 +63,15 @@ pub trait Store: Send {
     /// Whether a held lease must be renewed (a shared database), or lasts as
     /// long as the store is open (a local lock).
     fn lease_needs_renewal(&self) -> bool;
+    /// The farm's users (never the `--token-file` admin, who is not stored).
+    fn users(&mut self) -> StoreResult<Vec<UserRecord>>;
+    /// Stores one change an admin made to the users.
+    fn change_user(&mut self, change: &UserChange) -> StoreResult<()>;
+    /// Appends to the audit trail, numbering the entries after the last.
+    /// Entries are never changed or removed through the store's callers.
+    fn append_audit(&mut self, entries: &[AuditEntry]) -> StoreResult<()>;
+    /// Audit entries matching `query`, newest first, at most `limit`.
+    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>>;
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The MongoDB store, for real farms: `--db mongodb://HOST:PORT/DBNAME`.
 //!
 //! Collections: `jobs`, `tasks`, `engines` (the slave info), `attempts`,
-//! `logs` and `meta` (schema version, next job id). Documents are typed serde
+//! `logs`, `users`, `audit` and `meta` (schema version, next job id, audit counter). Documents are typed serde
 //! structs written whole (replacements and inserts, never `$set`), statuses are
 //! strings, and nulls are never stored. A batch is a handful of commands, not a
 //! round trip per record: upserts go through one `update` command with many
@@ -16,6 +16,8 @@ use mongodb::bson::{self, doc, Binary, Bson, Document};
 use mongodb::sync::{Client, Collection, Database};
 use mongodb::IndexModel;
 use serde::{Deserialize, Serialize};
+
+mod access;
 
 /// Bumped when documents change shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -215,8 +217,10 @@ impl MongoStore {
                 });
             }
         }
-        let indexes: [(&str, Document); 4] = [
+        let indexes: [(&str, Document); 6] = [
             ("jobs", doc! {"status": 1}),
+            ("audit", doc! {"user": 1, "seq": -1}),
+            ("audit", doc! {"job": 1, "seq": -1}),
             ("tasks", doc! {"job": 1, "index": 1}),
             ("attempts", doc! {"job": 1, "index": 1, "attempt": 1}),
             (
@@ -563,5 +567,21 @@ impl Store for MongoStore {
 
     fn lease_needs_renewal(&self) -> bool {
         true
+    }
+
+    fn users(&mut self) -> StoreResult<Vec<UserRecord>> {
+        self.load_users()
+    }
+
+    fn change_user(&mut self, change: &UserChange) -> StoreResult<()> {
+        self.store_user_change(change)
+    }
+
+    fn append_audit(&mut self, entries: &[AuditEntry]) -> StoreResult<()> {
+        self.store_audit(entries)
+    }
+
+    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.load_audit(query, limit)
     }
 }

@@ -9,6 +9,8 @@ use drqueue_common::model::{EngineId, JobId, TaskStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
+mod access;
+
 /// Bumped when the tables change shape.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -61,6 +63,7 @@ impl SqliteStore {
                  PRIMARY KEY (job, idx, attempt, offset)) WITHOUT ROWID;",
         )
         .map_err(err)?;
+        conn.execute_batch(access::SCHEMA).map_err(err)?;
         let found: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -455,6 +458,22 @@ impl Store for SqliteStore {
 
     fn lease_needs_renewal(&self) -> bool {
         false
+    }
+
+    fn users(&mut self) -> StoreResult<Vec<UserRecord>> {
+        self.load_users()
+    }
+
+    fn change_user(&mut self, change: &UserChange) -> StoreResult<()> {
+        self.store_user_change(change)
+    }
+
+    fn append_audit(&mut self, entries: &[AuditEntry]) -> StoreResult<()> {
+        self.store_audit(entries)
+    }
+
+    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.load_audit(query, limit)
     }
 }
 
