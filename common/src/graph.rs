@@ -393,7 +393,9 @@ fn spec_error_field(e: &SpecError, spec: &JobSpec) -> (&'static str, String) {
             value.clone(),
         ),
         SpecError::BadAddress(a) => ("notify", a.clone()),
-        SpecError::TooLong { .. } => ("command", String::new()),
+        SpecError::TooLong { field, .. }
+        | SpecError::TooMany { field, .. }
+        | SpecError::Nul { field } => (field, String::new()),
     }
 }
 

@@ -8,9 +8,11 @@
 //! - [`frames`]: frame sets (`1-100x5`, `1,3,7-9`) and how a job is cut into tasks;
 //! - [`graph`]: job files (TOML or JSON), one job or a graph of named jobs;
 //! - [`keys`]: key pairs, fingerprints and the join-token format;
+//! - [`listing`]: pages, job filters and the job summary row of listings;
 //! - [`model`]: jobs, tasks, engines and their statuses as users see them;
 //! - [`preset`]: renderer presets (`--preset blender`) and their command lines;
 //! - [`template`]: the command-template placeholders (`{start}`, `{padframe:4}` …);
+//! - [`spec_bounds`]: the size of everything in a job spec, and no NUL bytes;
 //! - [`protocol`]: every message between master and engine;
 //! - [`session`]: the encrypted, mutually authenticated session they travel
 //!   in, its framing and version check.
@@ -20,6 +22,7 @@ pub mod display;
 pub mod frames;
 pub mod graph;
 pub mod keys;
+pub mod listing;
 pub mod model;
 pub mod preset;
 pub mod protocol;
@@ -27,6 +30,7 @@ pub mod session;
 #[cfg(feature = "signals")]
 pub mod signals;
 pub mod signature;
+pub mod spec_bounds;
 pub mod template;
 pub mod users;
 

@@ -446,11 +446,15 @@ pub enum SpecError {
         len: usize,
         max: usize,
     },
+    #[error("{field}: {count} entries, the limit is {max}")]
+    TooMany {
+        field: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("{field} holds a NUL byte, which no program can be given: remove it")]
+    Nul { field: &'static str },
 }
-
-/// A limit on the size of any one string in a spec, so a request cannot
-/// smuggle megabytes into every task record.
-const MAX_FIELD: usize = 64 * 1024;
 
 fn is_simple_name(s: &str) -> bool {
     !s.is_empty()
@@ -466,6 +470,7 @@ impl JobSpec {
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err(SpecError::NoCommand);
         }
+        crate::spec_bounds::check(self)?;
         let frames = FrameSet::parse(&self.frames)?;
         frames.task_count(self.blocksize)?;
         if self.priority > MAX_PRIORITY {
@@ -500,20 +505,6 @@ impl JobSpec {
                     value: l.clone(),
                 });
             }
-        }
-        let total: usize = self.command.iter().map(String::len).sum::<usize>()
-            + self
-                .env
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
-            + self.name.len();
-        if total > MAX_FIELD {
-            return Err(SpecError::TooLong {
-                field: "command, env and name together",
-                len: total,
-                max: MAX_FIELD,
-            });
         }
         Ok(frames)
     }

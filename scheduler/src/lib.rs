@@ -56,6 +56,7 @@ mod requests;
 mod restore;
 mod results;
 mod state;
+mod status_index;
 #[cfg(test)]
 mod tests;
 
@@ -221,6 +222,12 @@ pub enum RequestError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("job {job} belongs to {owner:?}; {caller:?} may change only their own jobs (a wrangler may change any)")]
+    NotYours {
+        job: JobId,
+        owner: String,
+        caller: String,
+    },
 }
 
 /// The scheduler's whole state.

@@ -1,14 +1,24 @@
 //! Read-only views of the state for the API.
 
+use super::state::Job;
 use super::{Engine, Scheduler};
 use crate::records::TaskRecord;
+use drqueue_common::listing::{JobFilter, JobSummary, Order};
 use drqueue_common::model::{
     JobId, JobStatus, JobView, PoolView, TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
 };
 use drqueue_common::Millis;
 use std::collections::BTreeMap;
 
+/// Blocked reasons a summary row carries; `show` has them all.
+const MAX_SUMMARY_REASONS: usize = 4;
+
 impl Scheduler {
+    /// Who a job belongs to (for the API's "only your own jobs" rule).
+    pub fn job_owner(&self, id: JobId) -> Option<&str> {
+        self.jobs.get(&id).map(|j| j.spec.owner.as_str())
+    }
+
     pub fn job_view(&self, id: JobId, now: Millis) -> Option<JobView> {
         let job = self.jobs.get(&id)?;
         let blocked_by = self.blocked_reasons(id, now);
@@ -51,6 +61,8 @@ impl Scheduler {
         })
     }
 
+    /// Every job in `status` (all when None), oldest first: for tests and
+    /// `run-local`; the API lists pages ([`Scheduler::job_page`]).
     pub fn job_views(&self, status: Option<JobStatus>, now: Millis) -> Vec<JobView> {
         self.jobs
             .iter()
@@ -59,15 +71,94 @@ impl Scheduler {
             .collect()
     }
 
+    /// Up to `limit` jobs matching `filter`, from just past `after` in the
+    /// filter's order, as summary rows; and whether more remain.
+    pub fn job_page(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+        now: Millis,
+    ) -> (Vec<JobSummary>, bool) {
+        let range: Box<dyn Iterator<Item = (&JobId, &Job)>> = match (filter.order, after) {
+            (Order::Newest, None) => Box::new(self.jobs.iter().rev()),
+            (Order::Newest, Some(a)) => Box::new(self.jobs.range(..a).rev()),
+            (Order::Oldest, None) => Box::new(self.jobs.iter()),
+            (Order::Oldest, Some(a)) => Box::new(self.jobs.range(JobId(a.0 + 1)..)),
+        };
+        let mut rows: Vec<JobSummary> = range
+            .filter(|(_, j)| filter.matches(j.status, &j.spec.owner, &j.spec.pool, &j.spec.name))
+            .take(limit.saturating_add(1))
+            .map(|(id, j)| self.job_summary(*id, j, now))
+            .collect();
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        (rows, more)
+    }
+
+    fn job_summary(&self, id: JobId, job: &Job, now: Millis) -> JobSummary {
+        let reasons = self.blocked_reasons(id, now);
+        let mut blocked: Vec<String> = reasons
+            .iter()
+            .take(MAX_SUMMARY_REASONS)
+            .map(|b| b.text(now, &chrono::Utc))
+            .collect();
+        if reasons.len() > MAX_SUMMARY_REASONS {
+            blocked.push(format!(
+                "… and {} more (drqueue show {id})",
+                reasons.len() - MAX_SUMMARY_REASONS
+            ));
+        }
+        JobSummary {
+            id,
+            name: job.spec.name.clone(),
+            owner: job.spec.owner.clone(),
+            status: job.status,
+            priority: job.spec.priority,
+            pool: job.spec.pool.clone(),
+            counts: job.counts,
+            tasks_total: job.tasks.len() as u64,
+            blocked,
+            submitted_ms: job.submitted_ms,
+            started_ms: job.started_ms,
+            finished_ms: job.finished_ms,
+        }
+    }
+
+    /// Every task of a job in `status` (all when None).
     pub fn task_views(&self, id: JobId, status: Option<TaskStatus>) -> Option<Vec<TaskView>> {
+        self.task_page(id, status, None, usize::MAX).map(|(v, _)| v)
+    }
+
+    /// Up to `limit` tasks of a job after index `after`, in index order, in
+    /// `status` when given; and whether more remain. Served from the
+    /// status index: an empty status costs nothing, a sparse one little.
+    pub fn task_page(
+        &self,
+        id: JobId,
+        status: Option<TaskStatus>,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Option<(Vec<TaskView>, bool)> {
         let job = self.jobs.get(&id)?;
-        Some(
-            (0..job.tasks.len() as u32)
-                .filter(|i| status.is_none_or(|s| job.tasks[*i as usize].status == s))
-                .filter_map(|index| self.task_record(TaskKey { job: id, index }))
-                .map(TaskRecord::view)
-                .collect(),
-        )
+        let want = limit.saturating_add(1);
+        let mut indices: Vec<u32> = match status {
+            Some(s) if job.counts.get(s) == 0 => Vec::new(),
+            Some(s) => job.by_status.page(s, after, want),
+            None => {
+                let from = after.map_or(0, |a| a.saturating_add(1));
+                let to = (from as usize).saturating_add(want).min(job.tasks.len());
+                (from..to as u32).collect()
+            }
+        };
+        let more = indices.len() > limit;
+        indices.truncate(limit);
+        let views = indices
+            .into_iter()
+            .filter_map(|index| self.task_record(TaskKey { job: id, index }))
+            .map(TaskRecord::view)
+            .collect();
+        Some((views, more))
     }
 
     pub fn task_attempts(&self, key: TaskKey) -> Option<u32> {

@@ -121,6 +121,8 @@ impl Scheduler {
                 }
                 let st = job.tasks[i].status;
                 job.counts.add(st);
+                job.by_status.clear(i as u32, TaskStatus::Waiting);
+                job.by_status.set(i as u32, st);
                 if st == TaskStatus::Ready {
                     job.ready.push_back(i as u32);
                 }

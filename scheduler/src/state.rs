@@ -1,6 +1,7 @@
 //! What the scheduler knows of each engine, job and task, and how each
 //! turns into a store record or a view.
 
+use super::status_index::StatusIndex;
 use super::{Config, EngineIdx};
 use crate::records::{EngineFailures, EngineRecord, JobRecord};
 use drqueue_common::frames::Block;
@@ -181,6 +182,8 @@ pub(super) struct Job {
     pub(super) status: JobStatus,
     pub(super) tasks: Vec<Task>,
     pub(super) counts: Counts,
+    /// Which tasks are in each status; changes with `counts`.
+    pub(super) by_status: StatusIndex,
     /// Ready task indices in dispatch order. Entries go stale when a task
     /// leaves `ready` another way; they are skipped when popped.
     pub(super) ready: VecDeque<u32>,
@@ -210,8 +213,10 @@ impl Job {
     pub(super) fn set_task_status(&mut self, index: u32, status: TaskStatus) {
         let task = &mut self.tasks[index as usize];
         self.counts.remove(task.status);
+        self.by_status.clear(index, task.status);
         task.status = status;
         self.counts.add(status);
+        self.by_status.set(index, status);
     }
 
     pub(super) fn is_dispatchable(&self) -> bool {
@@ -299,6 +304,7 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         },
         spec,
         body,
+        by_status: StatusIndex::new(tasks.len(), initial),
         tasks,
         counts,
         ready: VecDeque::new(),
