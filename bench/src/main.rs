@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! target/release/drqueue-bench [sched|dispatch|e2e|util|all] [--tasks N]
+//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|all] [--tasks N]
 //! ```
 //!
 //! - `sched`: the scheduler alone (no socket, no store): 50 engines, jobs
@@ -15,6 +15,9 @@
 //!   loop that only spawns and reaps `true` on as many lanes as there are slots.
 //! - `util` (c): 2,000 tasks of `sleep 0.01` on 4 slots, beside a bare loop
 //!   running the same processes back to back on 4 lanes.
+//! - `readers`: dispatch of a 1M-task job beside 8 people watching (logs
+//!   followed, task pages listed), against dispatch alone; and the master's
+//!   RSS under 1,000 concurrent `GET /api/jobs` ([`readers`]).
 //!
 //! Figures go to stdout; nothing here is asserted.
 
@@ -30,6 +33,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod readers;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,9 +53,9 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--db")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    if !["sched", "dispatch", "e2e", "util", "all"].contains(&case.as_str()) {
+    if !["sched", "dispatch", "e2e", "util", "readers", "all"].contains(&case.as_str()) {
         anyhow::bail!(
-            "usage: drqueue-bench [sched|dispatch|e2e|util|all] [--tasks N] [--db DIR|mongodb://…]"
+            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|all] [--tasks N] [--db DIR|mongodb://…]"
         );
     }
     if case == "sched" || case == "all" {
@@ -76,6 +81,9 @@ fn main() -> anyhow::Result<()> {
     }
     if case == "util" || case == "all" {
         rt.block_on(utilisation(tasks_arg.unwrap_or(2_000)))?;
+    }
+    if case == "readers" || case == "all" {
+        rt.block_on(readers::readers(tasks_arg.unwrap_or(1_000_000)))?;
     }
     Ok(())
 }

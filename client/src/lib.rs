@@ -5,17 +5,19 @@
 
 pub mod local;
 
+use drqueue_common::listing::{next_link, JobFilter, JobSummary};
 use drqueue_common::model::{
     ApiError, EngineAccepted, EngineView, JobId, JobSpec, JobStatus, JobView, JoinTokenView,
     LimitView, PoolView, TaskStatus, TaskView,
 };
+use drqueue_common::users::{AuditEntry, AuditQuery, NewToken, NewUser, Role, UserView, WhoAmI};
 use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:5580";
 
-/// Listings can be large (a job of a million tasks): allow big answers.
-const MAX_BODY: u64 = 1 << 30;
+/// The largest answer read: a page of a listing is far below it.
+const MAX_BODY: u64 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -33,6 +35,9 @@ pub enum ClientError {
     Protocol(String),
     #[error("timed out after {0:?} waiting for the job")]
     Timeout(Duration),
+    /// The client itself cannot be used as configured (a CA file).
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
@@ -52,12 +57,43 @@ pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// `DRQUEUE_CA_FILE` could not be used: every request fails with this.
+    tls_error: Option<String>,
+}
+
+/// TLS that trusts the certificates in `path` (PEM) and nothing else: a
+/// farm's own CA.
+fn tls_with_ca(path: &str) -> std::result::Result<ureq::tls::TlsConfig, String> {
+    use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+    let pem = std::fs::read(path).map_err(|e| format!("DRQUEUE_CA_FILE {path}: {e}"))?;
+    let certs: Vec<_> = parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c.to_owned()),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(format!(
+            "DRQUEUE_CA_FILE {path}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::Specific(std::sync::Arc::new(certs)))
+        .build())
 }
 
 impl Client {
     /// A client for `url` (default `DRQUEUE_URL`, then http://127.0.0.1:5580),
     /// sending `token` (default `DRQUEUE_TOKEN`) as a bearer token.
     pub fn new(url: Option<&str>, token: Option<&str>) -> Client {
+        Client::with_ca_file(url, token, None)
+    }
+
+    /// As [`Client::new`], trusting only the CA certificates in `ca_file`
+    /// (PEM) for an `https://` master; default `DRQUEUE_CA_FILE`, then the
+    /// usual public roots. A CA file that cannot be used fails every
+    /// request: never "any certificate".
+    pub fn with_ca_file(url: Option<&str>, token: Option<&str>, ca_file: Option<&str>) -> Client {
         let base = url
             .map(String::from)
             .or_else(|| std::env::var("DRQUEUE_URL").ok().filter(|s| !s.is_empty()))
@@ -67,15 +103,28 @@ impl Client {
                 .ok()
                 .filter(|s| !s.is_empty())
         });
+        let ca_file = ca_file.map(String::from).or_else(|| {
+            std::env::var("DRQUEUE_CA_FILE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        });
+        let (tls, tls_error) = match ca_file.as_deref().map(tls_with_ca) {
+            None => (ureq::tls::TlsConfig::default(), None),
+            Some(Ok(tls)) => (tls, None),
+            // Refuse every request rather than fall back to other roots.
+            Some(Err(e)) => (ureq::tls::TlsConfig::default(), Some(e)),
+        };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
+            .tls_config(tls)
             .build()
             .new_agent();
         Client {
             base: base.trim_end_matches('/').to_string(),
             token,
             agent,
+            tls_error,
         }
     }
 
@@ -123,12 +172,98 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
-        let mut req = self.agent.get(self.url_for(path));
-        for (k, v) in query {
-            req = req.query(*k, v);
+    /// Sends one request: the token on every request, and JSON (even an
+    /// empty body) on every change, as the master requires of writes.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut uri = self.url_for(path);
+        for (i, (k, v)) in query.iter().enumerate() {
+            uri.push(if i == 0 { '?' } else { '&' });
+            uri.push_str(&percent_encode(k));
+            uri.push('=');
+            uri.push_str(&percent_encode(v));
         }
-        let resp = req.call().map_err(|e| self.connect_error(e))?;
+        self.send_to(method, uri, body)
+    }
+
+    fn send_to(
+        &self,
+        method: &str,
+        uri: String,
+        body: Option<&serde_json::Value>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        if let Some(e) = &self.tls_error {
+            return Err(ClientError::Config(e.clone()));
+        }
+        let mut req = ureq::http::Request::builder().method(method).uri(uri);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        if method != "GET" {
+            req = req.header("Content-Type", "application/json");
+        }
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let req = req
+            .body(bytes)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp = self.agent.run(req).map_err(|e| self.connect_error(e))?;
+        self.check(resp)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        let resp = self.send("GET", path, query, None)?;
+        self.json(resp)
+    }
+
+    /// A whole listing: the first page, then each `Link: rel="next"` page
+    /// the master names, until none is named.
+    fn get_all<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<T>> {
+        let mut resp = self.send("GET", path, query, None)?;
+        let mut all = Vec::new();
+        loop {
+            let next = resp
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link)
+                .map(String::from);
+            all.extend(self.json::<Vec<T>>(resp)?);
+            match next {
+                // Only a path on this master is followed.
+                Some(next) if next.starts_with('/') => {
+                    resp = self.send_to("GET", self.url_for(&next), None)?;
+                }
+                Some(other) => {
+                    return Err(ClientError::Protocol(format!(
+                        "the next page is not on this master: {other:?}"
+                    )))
+                }
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// A change: `body` is sent as JSON (none: an empty JSON request).
+    fn write<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T> {
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp = self.send(method, path, query, body.as_ref())?;
         self.json(resp)
     }
 
@@ -137,16 +272,7 @@ impl Client {
         path: &str,
         body: Option<&impl serde::Serialize>,
     ) -> Result<T> {
-        let mut req = self.agent.post(self.url_for(path));
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.send_empty(),
-        }
-        .map_err(|e| self.connect_error(e))?;
-        self.json(resp)
+        self.write("POST", path, &[], body)
     }
 
     pub fn submit(&self, spec: &JobSpec) -> Result<JobView> {
@@ -159,12 +285,17 @@ impl Client {
         self.post("/api/graphs", Some(graph))
     }
 
-    pub fn jobs(&self, status: Option<JobStatus>) -> Result<Vec<JobView>> {
-        let q: Vec<(&str, String)> = status
-            .map(|s| ("status", s.to_string()))
-            .into_iter()
-            .collect();
-        self.get("/api/jobs", &q)
+    /// Every job in `status` (all when None), newest first.
+    pub fn jobs(&self, status: Option<JobStatus>) -> Result<Vec<JobSummary>> {
+        self.jobs_where(&JobFilter {
+            status,
+            ..JobFilter::default()
+        })
+    }
+
+    /// Every job the filter matches, following the master's pages.
+    pub fn jobs_where(&self, filter: &JobFilter) -> Result<Vec<JobSummary>> {
+        self.get_all("/api/jobs", &filter.query())
     }
 
     pub fn job(&self, id: JobId) -> Result<JobView> {
@@ -176,19 +307,50 @@ impl Client {
             .map(|s| ("status", s.to_string()))
             .into_iter()
             .collect();
-        self.get(&format!("/api/jobs/{id}/tasks"), &q)
+        self.get_all(&format!("/api/jobs/{id}/tasks"), &q)
     }
 
     /// The log of a task's attempt (the latest when `attempt` is None) from `offset`.
+    /// One window of a task attempt's log (the latest attempt when
+    /// `attempt` is None) from `offset`; the master sends at most 1 MiB.
     pub fn log(&self, id: JobId, task: u32, attempt: Option<u32>, offset: u64) -> Result<LogChunk> {
-        let mut req = self
-            .agent
-            .get(self.url_for(&format!("/api/jobs/{id}/tasks/{task}/log")))
-            .query("offset", offset.to_string());
-        if let Some(a) = attempt {
-            req = req.query("attempt", a.to_string());
+        self.log_window(id, task, attempt, offset, 0)
+    }
+
+    /// The whole log of an attempt, window after window.
+    pub fn log_all(&self, id: JobId, task: u32, attempt: Option<u32>) -> Result<Vec<u8>> {
+        let first = self.log(id, task, attempt, 0)?;
+        let attempt = Some(first.attempt);
+        let mut all = first.data;
+        loop {
+            let next = self.log(id, task, attempt, all.len() as u64)?;
+            if next.data.is_empty() {
+                return Ok(all);
+            }
+            all.extend_from_slice(&next.data);
         }
-        let resp = self.check(req.call().map_err(|e| self.connect_error(e))?)?;
+    }
+
+    /// As [`Client::log`]; when nothing new has been written yet and the
+    /// attempt is live, the master holds the answer up to `wait_secs` until
+    /// more arrives (a long poll: followers do not ask in a loop).
+    pub fn log_window(
+        &self,
+        id: JobId,
+        task: u32,
+        attempt: Option<u32>,
+        offset: u64,
+        wait_secs: u64,
+    ) -> Result<LogChunk> {
+        let mut query = vec![("offset", offset.to_string())];
+        if let Some(a) = attempt {
+            query.push(("attempt", a.to_string()));
+        }
+        if wait_secs > 0 {
+            query.push(("wait", wait_secs.to_string()));
+        }
+        let path = format!("/api/jobs/{id}/tasks/{task}/log");
+        let resp = self.send("GET", &path, &query, None)?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -219,15 +381,13 @@ impl Client {
     }
 
     pub fn delete(&self, id: JobId, force: bool) -> Result<()> {
-        let mut req = self.agent.delete(self.url_for(&format!("/api/jobs/{id}")));
-        if force {
-            req = req.query("force", "true");
-        }
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        let resp = req.call().map_err(|e| self.connect_error(e))?;
-        self.check(resp).map(|_| ())
+        let query: Vec<(&str, String)> = if force {
+            vec![("force", "true".into())]
+        } else {
+            Vec::new()
+        };
+        self.send("DELETE", &format!("/api/jobs/{id}"), &query, None)
+            .map(|_| ())
     }
 
     pub fn engines(&self) -> Result<Vec<EngineView>> {
@@ -267,14 +427,60 @@ impl Client {
 
     /// Sets a limit's token count (creating it).
     pub fn set_limit(&self, name: &str, count: u32) -> Result<LimitView> {
-        let mut req = self.agent.put(self.url_for(&format!("/api/limits/{name}")));
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
+        let body = serde_json::json!({ "count": count });
+        self.write("PUT", &format!("/api/limits/{name}"), &[], Some(&body))
+    }
+
+    /// Who the master takes this client for.
+    pub fn whoami(&self) -> Result<WhoAmI> {
+        self.get("/api/whoami", &[])
+    }
+
+    pub fn users(&self) -> Result<Vec<UserView>> {
+        self.get("/api/users", &[])
+    }
+
+    /// Adds a user; the answer holds their first token.
+    pub fn add_user(&self, name: &str, role: Role) -> Result<NewToken> {
+        let body = NewUser {
+            name: name.into(),
+            role,
+        };
+        self.post("/api/users", Some(&body))
+    }
+
+    pub fn remove_user(&self, name: &str) -> Result<()> {
+        let path = format!("/api/users/{}", percent_encode(name));
+        self.send("DELETE", &path, &[], None).map(|_| ())
+    }
+
+    /// Another token for `user`.
+    pub fn create_token(&self, user: &str) -> Result<NewToken> {
+        let path = format!("/api/users/{}/tokens", percent_encode(user));
+        self.post(&path, None::<&()>)
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<()> {
+        let path = format!("/api/tokens/{}", percent_encode(id));
+        self.send("DELETE", &path, &[], None).map(|_| ())
+    }
+
+    /// The audit trail, newest first.
+    pub fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(j) = q.job {
+            query.push(("job", j.to_string()));
         }
-        let resp = req
-            .send_json(serde_json::json!({ "count": count }))
-            .map_err(|e| self.connect_error(e))?;
-        self.json(resp)
+        if let Some(u) = &q.user {
+            query.push(("user", u.clone()));
+        }
+        if let Some(t) = q.since_ms {
+            query.push(("since_ms", t.to_string()));
+        }
+        if let Some(n) = q.limit {
+            query.push(("limit", n.to_string()));
+        }
+        self.get("/api/audit", &query)
     }
 
     /// Polls until the job ends (or `timeout` passes), calling `progress`
@@ -302,4 +508,17 @@ impl Client {
             delay = (delay * 2).min(Duration::from_millis(500));
         }
     }
+}
+
+/// Query and path parts: everything but unreserved characters is %-escaped.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

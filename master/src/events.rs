@@ -9,13 +9,14 @@
 //! - [`Outgoing`]: a message for the engine behind a ZeroMQ identity.
 
 use crate::scheduler::RequestError;
-use crate::store::{AttemptRecord, StoreResult};
+use crate::store::TaskRecord;
 use bytes::Bytes;
 use drqueue_common::graph::Graph;
+use drqueue_common::listing::{JobFilter, JobSummary};
 use drqueue_common::model::{
-    EngineView, JobId, JobSpec, JobStatus, JobView, LimitView, PoolView, TaskKey, TaskStatus,
-    TaskView,
+    EngineView, JobId, JobSpec, JobView, LimitView, PoolView, TaskKey, TaskStatus, TaskView,
 };
+use drqueue_common::protocol::AttemptKey;
 use drqueue_common::protocol::{FromEngine, ToEngine};
 use tokio::sync::oneshot;
 
@@ -106,16 +107,6 @@ impl std::str::FromStr for EngineAction {
     }
 }
 
-/// Which attempt's log a reader wants, and where the store's answer goes.
-pub struct LogRead {
-    pub task: TaskKey,
-    /// None: the latest attempt.
-    pub attempt: Option<u32>,
-    pub offset: u64,
-    /// The log bytes, sent by the store thread once the task is found.
-    pub bytes: Reply<StoreResult<Vec<u8>>>,
-}
-
 /// The task and attempt a log read found.
 #[derive(Debug, Clone)]
 pub struct LogTarget {
@@ -123,11 +114,22 @@ pub struct LogTarget {
     pub attempt: u32,
 }
 
+impl LogTarget {
+    /// The attempt still runs (or is about to): its log may grow.
+    pub fn is_live(&self) -> bool {
+        let t = &self.task;
+        self.attempt == t.attempts && !t.status.is_terminal() && t.status != TaskStatus::Ready
+    }
+}
+
 /// One variant per API call, each with its own reply.
 pub enum Request {
+    /// One page of job summaries, and whether more remain.
     ListJobs {
-        status: Option<JobStatus>,
-        reply: Reply<Vec<JobView>>,
+        filter: JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+        reply: Reply<(Vec<JobSummary>, bool)>,
     },
     /// Answered once the new job is committed.
     Submit {
@@ -143,31 +145,44 @@ pub enum Request {
         id: JobId,
         reply: Reply<Result<JobView, RequestError>>,
     },
+    /// One page of a job's tasks, and whether more remain.
     ListTasks {
         id: JobId,
         status: Option<TaskStatus>,
-        reply: Reply<Result<Vec<TaskView>, RequestError>>,
+        after: Option<u32>,
+        limit: usize,
+        reply: Reply<Result<(Vec<TaskView>, bool), RequestError>>,
     },
+    /// Which attempt a log read is for (None: the latest); the bytes come
+    /// from the store's reader.
     TaskLog {
-        read: LogRead,
+        task: TaskKey,
+        attempt: Option<u32>,
         reply: Reply<Result<LogTarget, RequestError>>,
     },
-    /// Every attempt of a task, the completing one included.
-    TaskAttempts {
+    /// Answered once more of this attempt's log is committed, or it ended
+    /// (at once if it is not live): a follower's long poll.
+    WatchLog {
+        attempt: AttemptKey,
+        reply: Reply<()>,
+    },
+    /// The task as kept, for its attempt history (read from the store's
+    /// reader).
+    TaskRecord {
         task: TaskKey,
-        /// Whether the task exists; answered at once.
-        reply: Reply<Result<(), RequestError>>,
-        /// The history, answered by the store thread.
-        attempts: Reply<StoreResult<Vec<AttemptRecord>>>,
+        reply: Reply<Result<TaskRecord, RequestError>>,
     },
     ControlJob {
         id: JobId,
         action: JobAction,
+        /// Refused unless the job is this user's (an artist's request).
+        only_owner: Option<String>,
         reply: Reply<Result<JobView, RequestError>>,
     },
     DeleteJob {
         id: JobId,
         force: bool,
+        only_owner: Option<String>,
         reply: Reply<Result<(), RequestError>>,
     },
     ListEngines {

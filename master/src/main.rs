@@ -41,9 +41,18 @@ struct Args {
     /// (see the README's "Migrating from the farm key").
     #[arg(long, env = "DRQUEUE_KEY_FILE", hide = true)]
     key_file: Option<PathBuf>,
-    /// File of API tokens, one per line: HTTP writes then need one as a bearer token.
+    /// File of API tokens, one per line ('#' comments): each acts as the
+    /// admin. A file that names no token is an error.
     #[arg(long, env = "DRQUEUE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// On a store without users, create the first admin ("admin") and write
+    /// its API token to this file (mode 0600). Ignored once users exist.
+    #[arg(long, env = "DRQUEUE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Let anyone read (jobs, logs, engines) without a token once the farm
+    /// has users. Changes still need a token.
+    #[arg(long, env = "DRQUEUE_PUBLIC_READ")]
+    public_read: bool,
     /// Seconds of silence after which an engine is declared lost.
     #[arg(long, default_value_t = Config::default().engine_timeout_ms / 1000)]
     engine_timeout: u64,
@@ -78,6 +87,19 @@ struct Args {
     /// by default the engine's built-in check (start a process, write a file).
     #[arg(long)]
     check_command: Option<String>,
+    /// Serve the API and the monitor over HTTPS with this PEM certificate
+    /// chain (with --tls-key).
+    #[arg(long, env = "DRQUEUE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "DRQUEUE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// HTTP connections served at once; one address may hold a quarter.
+    #[arg(long, default_value_t = 512)]
+    http_max_connections: usize,
+    /// Seconds a client has to send a request's headers, or its body.
+    #[arg(long, default_value_t = 10)]
+    http_timeout: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,7 +122,44 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The tokens in `--token-file`. One that names none fails closed: never
+/// "authentication off".
+fn read_token_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", path.display()))?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if tokens.is_empty() {
+        anyhow::bail!(
+            "token file {} names no token: put one token per line, or drop --token-file (DRQUEUE_TOKEN_FILE) and use `drqueue user add`",
+            path.display()
+        );
+    }
+    Ok(tokens)
+}
+
+/// Raises the open-file limit to what the system allows: every engine and
+/// HTTP client is a descriptor. systemd's unit sets it high already.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
+    raise_open_file_limit();
     if let Some(path) = &args.key_file {
         anyhow::bail!(
             "--key-file {} (DRQUEUE_KEY_FILE): the farm key is gone; engines now have their own keys and are enrolled. Drop the option, then enroll engines with `drqueue engine join-token` or `drqueue engine accept NAME` (README: \"Migrating from the farm key\")",
@@ -108,13 +167,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let tokens = match &args.token_file {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", p.display()))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect(),
+        Some(p) => read_token_file(p)?,
         None => Vec::new(),
     };
     if args.smtp.is_none() && args.mail_from.is_some() {
@@ -143,9 +196,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         keys_dir: args.keys_dir,
         require_enrollment: args.require_enrollment,
         tokens,
+        admin_token_file: args.admin_token_file,
+        public_read: args.public_read,
         lease_ms: args.lease * 1000,
         mail,
         public_url: args.public_url,
+        tls: args.tls_cert.zip(args.tls_key),
+        http_max_connections: args.http_max_connections,
+        http_timeout_ms: args.http_timeout.max(1) * 1000,
         sched: Config {
             engine_timeout_ms: args.engine_timeout * 1000,
             recovery_ms: args.recovery * 1000,

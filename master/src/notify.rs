@@ -17,7 +17,7 @@
 //! (`<drqueue-JOB-END@HOST>`), so mail clients show one.
 
 use crate::events::{Event, MailReport};
-use crate::store::writer::WriterMsg;
+use crate::store::reader::ReadMsg;
 use drqueue_common::display::duration;
 use drqueue_common::model::{JobId, JobView, TaskKey, TaskStatus, TaskView};
 use drqueue_common::protocol::AttemptKey;
@@ -63,7 +63,7 @@ impl Mailer {
     /// per-mail error, retried.
     pub fn start(
         cfg: MailConfig,
-        writer: mpsc::UnboundedSender<WriterMsg>,
+        reader: mpsc::UnboundedSender<ReadMsg>,
         events: mpsc::UnboundedSender<Event>,
     ) -> anyhow::Result<Mailer> {
         let transport = transport(&cfg)?;
@@ -82,7 +82,7 @@ impl Mailer {
         let (tx, mut rx) = mpsc::unbounded_channel::<MailRequest>();
         tokio::spawn(async move {
             while let Some(req) = rx.recv().await {
-                let logs = failed_logs(&writer, req.job.id, &req.failed).await;
+                let logs = failed_logs(&reader, req.job.id, &req.failed).await;
                 let job = req.job.id;
                 let mail = compose(&req, &logs, &from);
                 let transport = transport.clone();
@@ -146,15 +146,14 @@ fn host() -> String {
 }
 
 /// The last lines of each failed task's latest attempt, read through the
-/// store thread (after any pending commit).
+/// store's reader.
 async fn failed_logs(
-    writer: &mpsc::UnboundedSender<WriterMsg>,
+    reader: &mpsc::UnboundedSender<ReadMsg>,
     job: JobId,
     failed: &[TaskView],
 ) -> Vec<String> {
     let mut out = Vec::new();
     for t in failed.iter().take(FAILED_LISTED) {
-        let (reply, rx) = oneshot::channel();
         let attempt = AttemptKey {
             task: TaskKey {
                 job,
@@ -162,19 +161,41 @@ async fn failed_logs(
             },
             attempt: t.attempts,
         };
-        let asked = writer
-            .send(WriterMsg::ReadLog {
-                attempt,
-                offset: 0,
-                reply,
-            })
-            .is_ok();
-        out.push(match (asked, rx.await) {
-            (true, Ok(Ok(bytes))) => tail(&String::from_utf8_lossy(&bytes), LOG_LINES),
-            _ => "(log not available)".into(),
+        out.push(match last_window(reader, attempt).await {
+            Some(bytes) => tail(&String::from_utf8_lossy(&bytes), LOG_LINES),
+            None => "(log not available)".into(),
         });
     }
     out
+}
+
+/// The last window of an attempt's log (reads window after window, keeping
+/// only the latest two, so a long log costs time, not memory).
+async fn last_window(
+    reader: &mpsc::UnboundedSender<ReadMsg>,
+    attempt: AttemptKey,
+) -> Option<Vec<u8>> {
+    let (mut offset, mut last) = (0u64, Vec::new());
+    loop {
+        let (reply, rx) = oneshot::channel();
+        reader
+            .send(ReadMsg::Log {
+                attempt,
+                offset,
+                reply,
+            })
+            .ok()?;
+        let bytes = rx.await.ok()?.ok()?;
+        if bytes.is_empty() {
+            return Some(last);
+        }
+        offset += bytes.len() as u64;
+        // Keep the end of the previous window too: the last lines may
+        // straddle two windows.
+        let keep = last.len().saturating_sub(64 << 10);
+        last.drain(..keep);
+        last.extend_from_slice(&bytes);
+    }
 }
 
 fn tail(text: &str, n: usize) -> String {

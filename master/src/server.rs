@@ -10,12 +10,13 @@ use crate::sessions::{Sealers, Sessions};
 use crate::store::sqlite::SqliteStore;
 use crate::store::writer::{self, WriterStats};
 use crate::store::{Lease, Store};
+use crate::users::{Directory, ADMIN_USER};
 use crate::{http, router};
 use anyhow::Context;
 use drqueue_common::keys::KeyPair;
 use drqueue_common::now_millis;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// Where a master keeps state, serves HTTP and listens for engines when
@@ -37,7 +38,13 @@ pub struct MasterOptions {
     /// Enroll engines only by join token or `drqueue engine accept`, even
     /// on a loopback bind.
     pub require_enrollment: bool,
+    /// `--token-file`'s tokens: each acts as an admin.
     pub tokens: Vec<String>,
+    /// On a store without users: create the first admin, `admin`, and
+    /// write its token here (mode 0600).
+    pub admin_token_file: Option<PathBuf>,
+    /// Reads need no token even when the farm has users.
+    pub public_read: bool,
     pub sched: Config,
     /// How long the active master's lease on a shared store lasts unrenewed:
     /// a standby takes over this long after the active master dies.
@@ -47,6 +54,12 @@ pub struct MasterOptions {
     /// The HTTP API's address as users reach it (for links in mails);
     /// default: the address the master listens on.
     pub public_url: Option<String>,
+    /// Serve the API over TLS with this PEM certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// HTTP connections served at once, and the time a client has to send
+    /// a request's headers (or body).
+    pub http_max_connections: usize,
+    pub http_timeout_ms: u64,
 }
 
 impl Default for MasterOptions {
@@ -59,10 +72,15 @@ impl Default for MasterOptions {
             keys_dir: None,
             require_enrollment: false,
             tokens: Vec::new(),
+            admin_token_file: None,
+            public_read: false,
             sched: Config::default(),
             lease_ms: 10_000,
             mail: None,
             public_url: None,
+            tls: None,
+            http_max_connections: 512,
+            http_timeout_ms: 10_000,
         }
     }
 }
@@ -211,19 +229,77 @@ fn keep_lease(db: &str, owner: &str, lease_ms: u64) {
     }
 }
 
+/// A farm without users serves this machine alone: there is no switch that
+/// opens it to the network before someone can be told apart.
+fn refuse_shared_bind_without_users(
+    http: &str,
+    bound: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let addr = bound.or_else(|| http.parse().ok());
+    if addr.is_none_or(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--http {http}: this farm has no users yet, so it serves only this machine. Bind --http to 127.0.0.1, or create the first admin with --admin-token-file PATH (or give --token-file)"
+    )
+}
+
+/// `--admin-token-file`: on a store without users, makes the first admin
+/// and writes its token to `path`, readable by the master's user alone.
+/// The file is written before the user is stored, so a token is never lost.
+fn first_admin(
+    store: &mut dyn Store,
+    directory: &mut Directory,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if directory.has_stored_users() {
+        tracing::info!(path = %path.display(), "--admin-token-file: the farm has users already; nothing made");
+        return Ok(());
+    }
+    let (change, token) = directory
+        .add(ADMIN_USER, drqueue_common::users::Role::Admin, now_millis())
+        .map_err(anyhow::Error::msg)?;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("--admin-token-file: cannot write {}", tmp.display()))?;
+    writeln!(f, "{}", token.token).context("--admin-token-file: writing the token")?;
+    f.sync_all()
+        .context("--admin-token-file: writing the token")?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("--admin-token-file: cannot write {}", path.display()))?;
+    store
+        .change_user(&change)
+        .context("storing the first admin")?;
+    tracing::info!(path = %path.display(), user = ADMIN_USER, "made the farm's first admin; its token is in the file");
+    Ok(())
+}
+
 pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     // The MongoDB driver's sync API runs its own runtime: open and load on a
     // blocking thread.
     let db = opts.db.clone();
     let owner = master_name();
     let lease_ms = opts.lease_ms;
-    let (store, snap) = tokio::task::spawn_blocking({
+    let (store, snap, directory) = tokio::task::spawn_blocking({
         let owner = owner.clone();
+        let (tokens, admin_file) = (opts.tokens.clone(), opts.admin_token_file.clone());
         move || -> anyhow::Result<_> {
             let mut store = open_store(&db)?;
             wait_for_lease(store.as_mut(), &owner, lease_ms);
             let snap = store.load().context("loading the store")?;
-            Ok((store, snap))
+            let users = store.users().context("loading the users")?;
+            let mut directory = Directory::new(users, &tokens);
+            if let Some(path) = admin_file {
+                first_admin(store.as_mut(), &mut directory, &path)?;
+            }
+            Ok((store, snap, directory))
         }
     })
     .await??;
@@ -240,15 +316,38 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     tracing::info!(jobs, tasks, engines, db = %opts.db, "store loaded");
 
     let stats = Arc::new(WriterStats::default());
+    let (reader_tx, reader_rx) = mpsc::unbounded_channel();
+    // The reader thread ends with the API (its only sender), so it is not
+    // joined at shutdown.
+    crate::store::reader::spawn(
+        store.reader().context("opening the store's reader")?,
+        reader_rx,
+    )
+    .context("starting the store reader thread")?;
     let (writer_tx, writer_rx) = mpsc::unbounded_channel();
     let store_thread =
         writer::spawn(store, writer_rx, stats.clone()).context("starting the store thread")?;
 
+    if directory.is_empty() {
+        // Refused before the socket opens, where the address says so.
+        refuse_shared_bind_without_users(&opts.http, None)?;
+    }
     let (socket, engines_endpoint) = router::bind(&opts.engines).await?;
     let listener = tokio::net::TcpListener::bind(&opts.http)
         .await
         .with_context(|| format!("cannot listen for HTTP on {} (is another master running? use --http to pick another address)", opts.http))?;
-    let http_url = format!("http://{}", listener.local_addr()?);
+    let http_addr = listener.local_addr()?;
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(|(cert, key)| http::serve::tls_config(cert, key))
+        .transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let http_url = format!("{scheme}://{http_addr}");
+    if directory.is_empty() {
+        refuse_shared_bind_without_users(&opts.http, Some(http_addr))?;
+        tracing::info!("single-machine farm: no users yet, so the API listens on loopback only and every local caller is the admin \"local\"; `drqueue user add NAME --role admin` (or --admin-token-file) makes it a shared farm");
+    }
 
     let keys_dir = keys_dir(&opts);
     let master_keys =
@@ -272,21 +371,30 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     let mailer = opts
         .mail
         .clone()
-        .map(|cfg| crate::notify::Mailer::start(cfg, writer_tx.clone(), events_tx.clone()))
+        .map(|cfg| crate::notify::Mailer::start(cfg, reader_tx.clone(), events_tx.clone()))
         .transpose()?;
     let public_url = opts.public_url.clone().unwrap_or_else(|| http_url.clone());
+    let api_writer = writer_tx.clone();
     let core = Core::new(sched, out_tx, writer_tx).with_mail(mailer, public_url);
     tokio::spawn(core.run(events_rx));
     let access = http::EngineAccess {
         enrollment,
         master_public: master_keys.public,
     };
-    let app = http::router(events_tx.clone(), opts.tokens.clone(), access);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("HTTP server stopped: {e}");
-        }
+    let app = http::router(http::ApiParts {
+        events: events_tx.clone(),
+        writer: api_writer,
+        reader: reader_tx,
+        users: Arc::new(RwLock::new(directory)),
+        access,
+        policy: http::Policy::new(http_addr, opts.public_url.as_deref(), opts.public_read),
+        body_timeout: std::time::Duration::from_millis(opts.http_timeout_ms),
     });
+    let limits = http::serve::Limits::new(
+        opts.http_max_connections,
+        std::time::Duration::from_millis(opts.http_timeout_ms),
+    );
+    tokio::spawn(http::serve::serve(listener, app, limits, tls));
 
     tracing::info!(http = %http_url, engines = %engines_endpoint, key = %master_keys.fingerprint(), auto_enroll, "master accepting work");
     if let Some(path) = &opts.ready_file {

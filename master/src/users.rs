@@ -78,7 +78,7 @@ pub enum UserChange {
     Remove(String),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Directory {
     users: BTreeMap<String, UserRecord>,
     /// Token hash → user name.
@@ -163,6 +163,11 @@ impl Directory {
         }
         if self.users.contains_key(name) {
             return Err(format!("user {name:?} exists; `drqueue token create --user {name}` gives them another token"));
+        }
+        if self.is_empty() && role != Role::Admin {
+            return Err(format!(
+                "the farm's first user must be an admin, who can then add others: `drqueue user add {name} --role admin`"
+            ));
         }
         if self.users.len() >= MAX_USERS {
             return Err(format!("the farm has {MAX_USERS} users, the most it keeps"));
@@ -274,6 +279,7 @@ mod tests {
     #[test]
     fn a_token_names_its_user_until_revoked() {
         let mut d = Directory::default();
+        d.add("root", Role::Admin, 1).unwrap();
         let (_, t) = d.add("alice", Role::Artist, 1).unwrap();
         assert!(t.token.starts_with(API_TOKEN_PREFIX));
         let alice = Caller {
@@ -292,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_reloaded_directory_knows_the_same_tokens() {
-        let mut d = Directory::default();
+        let mut d = Directory::new(vec![], &["file-token".to_string()]);
         let (change, t) = d.add("bob", Role::Wrangler, 1).unwrap();
         let UserChange::Put(rec) = change else {
             panic!("a new user is put")
@@ -316,6 +322,10 @@ mod tests {
     #[test]
     fn names_are_checked_and_the_last_admin_stays() {
         let mut d = Directory::default();
+        assert!(d
+            .add("alice", Role::Artist, 1)
+            .unwrap_err()
+            .contains("first user"));
         assert!(d.add("local", Role::Admin, 1).is_err());
         assert!(d.add("bad name", Role::Admin, 1).is_err());
         d.add("root", Role::Admin, 1).unwrap();
@@ -329,7 +339,7 @@ mod tests {
     #[test]
     fn a_short_or_shared_token_id_is_refused() {
         let mut d = Directory::default();
-        d.add("a", Role::Viewer, 1).unwrap();
+        d.add("a", Role::Admin, 1).unwrap();
         assert!(d.revoke_token("abc").unwrap_err().contains("at least 8"));
     }
 }

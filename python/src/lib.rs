@@ -62,7 +62,9 @@ fn to_py(e: ClientError) -> PyErr {
         ClientError::NotFound(_) => NotFound::new_err(msg),
         ClientError::BadRequest(_) => InvalidRequest::new_err(msg),
         ClientError::Timeout(_) => WaitTimeout::new_err(msg),
-        ClientError::Server { .. } | ClientError::Protocol(_) => DrQueueError::new_err(msg),
+        ClientError::Server { .. } | ClientError::Protocol(_) | ClientError::Config(_) => {
+            DrQueueError::new_err(msg)
+        }
     }
 }
 
@@ -83,10 +85,10 @@ struct NativeClient {
 #[pymethods]
 impl NativeClient {
     #[new]
-    #[pyo3(signature = (url=None, token=None))]
-    fn new(url: Option<String>, token: Option<String>) -> Self {
+    #[pyo3(signature = (url=None, token=None, ca_file=None))]
+    fn new(url: Option<String>, token: Option<String>, ca_file: Option<String>) -> Self {
         NativeClient {
-            inner: Client::new(url.as_deref(), token.as_deref()),
+            inner: Client::with_ca_file(url.as_deref(), token.as_deref(), ca_file.as_deref()),
         }
     }
 
@@ -137,17 +139,8 @@ impl NativeClient {
     #[pyo3(signature = (id, task, attempt=None))]
     fn log(&self, py: Python<'_>, id: u64, task: u32, attempt: Option<u32>) -> PyResult<Vec<u8>> {
         let id = JobId(id);
-        py.detach(|| {
-            let mut out = Vec::new();
-            loop {
-                let chunk = self.inner.log(id, task, attempt, out.len() as u64)?;
-                if chunk.data.is_empty() {
-                    return Ok(out);
-                }
-                out.extend_from_slice(&chunk.data);
-            }
-        })
-        .map_err(to_py)
+        py.detach(|| self.inner.log_all(id, task, attempt))
+            .map_err(to_py)
     }
 
     fn control(&self, py: Python<'_>, id: u64, action: &str) -> PyResult<String> {

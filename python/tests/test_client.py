@@ -168,3 +168,24 @@ def test_the_readme_example_runs(farm, monkeypatch):
     assert block, "README has a ```python example"
     monkeypatch.setenv("DRQUEUE_URL", farm.url)
     exec(compile(block.group(1), "README.md", "exec"), {})
+
+
+def test_listings_follow_every_page(tmp_path, monkeypatch):
+    from conftest import Farm
+
+    monkeypatch.chdir(tmp_path)
+    f = Farm(tmp_path)
+    try:
+        job = f.client.submit(["true"], frames="1-2500", paused=True)
+        tasks = job.tasks()
+        assert [t["index"] for t in tasks] == list(range(2500))
+        assert job.tasks(status="failed") == []
+    finally:
+        f.stop()
+
+
+def test_a_ca_file_that_holds_no_certificate_fails_closed(farm, tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(drqueue.DrQueueError, match="holds no PEM certificate"):
+        drqueue.Client(farm.url, ca_file=str(bad)).jobs()

@@ -86,6 +86,7 @@ impl Core {
                             offset,
                             data,
                         });
+                        self.wake_log_followers(&attempt);
                     }
                 } else {
                     self.fx.notices.push(Notice::ForeignAttempt {
@@ -99,6 +100,7 @@ impl Core {
                 if !f.outcome.is_success() {
                     tracing::info!(%engine, task = %f.attempt.task, attempt = f.attempt.attempt, "attempt failed: {}", f.outcome.describe());
                 }
+                self.wake_log_followers(&f.attempt);
                 self.sched
                     .task_finished(&engine, f.attempt, f.outcome, now, &mut self.fx);
             }

@@ -16,6 +16,7 @@
 //! | `notices.rs` | the scheduler's notices, logged; notifications handed to the mailer |
 
 mod engine_link;
+mod log_watch;
 mod notices;
 mod requests;
 
@@ -59,6 +60,8 @@ pub struct Core {
     mailer: Option<Mailer>,
     /// The HTTP API as users reach it, for links in mails.
     public_url: String,
+    /// Log followers waiting for their attempt's next chunk.
+    log_watchers: log_watch::LogWatchers,
 }
 
 impl Core {
@@ -80,6 +83,7 @@ impl Core {
             writer,
             mailer: None,
             public_url: String::new(),
+            log_watchers: log_watch::LogWatchers::default(),
         }
     }
 
@@ -99,6 +103,17 @@ impl Core {
     fn ask_store(&mut self, msg: WriterMsg) {
         self.flush();
         let _ = self.writer.send(msg);
+    }
+
+    /// Wakes the followers of `attempt` once what came so far is committed.
+    fn wake_log_followers(&mut self, attempt: &AttemptKey) {
+        if let Some(followers) = self.log_watchers.take(attempt) {
+            self.after_commit(move || {
+                for f in followers {
+                    let _ = f.send(());
+                }
+            });
+        }
     }
 
     pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
@@ -137,6 +152,7 @@ impl Core {
                 let (tx, rx) = oneshot::channel();
                 let _ = self.writer.send(WriterMsg::Flush(tx));
                 let _ = rx.await;
+                let _ = self.writer.send(WriterMsg::Stop);
                 let _ = done.send(());
                 return;
             }
@@ -273,6 +289,7 @@ mod tests {
         core.handle(Event::Request(Request::ControlJob {
             id: drqueue_common::model::JobId(1),
             action: crate::events::JobAction::Pause,
+            only_owner: None,
             reply,
         }));
         core.flush();

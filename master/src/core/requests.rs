@@ -5,15 +5,55 @@ use super::Core;
 use crate::events::{EngineAction, JobAction, LogTarget, Reply, Request};
 use crate::scheduler::RequestError;
 use crate::store::writer::WriterMsg;
-use drqueue_common::model::{JobId, JobView};
-use drqueue_common::protocol::AttemptKey;
+use drqueue_common::model::{JobId, JobView, TaskKey};
 
 impl Core {
+    /// An artist's request names a job: it must be theirs.
+    fn check_owner(&self, id: JobId, only_owner: Option<String>) -> Result<(), RequestError> {
+        let (Some(caller), Some(owner)) = (only_owner, self.sched.job_owner(id)) else {
+            // No rule, or no job (which the request itself reports).
+            return Ok(());
+        };
+        if owner == caller {
+            return Ok(());
+        }
+        Err(RequestError::NotYours {
+            job: id,
+            owner: owner.to_string(),
+            caller,
+        })
+    }
+
+    /// The task and attempt (the latest when None) a log read is for.
+    fn log_target(&self, key: TaskKey, attempt: Option<u32>) -> Result<LogTarget, RequestError> {
+        let task = self
+            .sched
+            .task_record(key)
+            .ok_or(RequestError::NoTask(key))?;
+        let attempt = attempt.unwrap_or(task.attempts);
+        if attempt == 0 || attempt > task.attempts {
+            return Err(RequestError::NoAttempt {
+                task: key,
+                attempts: task.attempts,
+                asked: attempt,
+            });
+        }
+        Ok(LogTarget {
+            task: task.view(),
+            attempt,
+        })
+    }
+
     pub(super) fn on_request(&mut self, request: Request) {
         let now = self.now;
         match request {
-            Request::ListJobs { status, reply } => {
-                let _ = reply.send(self.sched.job_views(status, now));
+            Request::ListJobs {
+                filter,
+                after,
+                limit,
+                reply,
+            } => {
+                let _ = reply.send(self.sched.job_page(&filter, after, limit, now));
             }
             Request::Submit { spec, reply } => {
                 let created = self.sched.submit(*spec, now, &mut self.fx);
@@ -27,54 +67,46 @@ impl Core {
             Request::ShowJob { id, reply } => {
                 let _ = reply.send(self.sched.job_view(id, now).ok_or(RequestError::NoJob(id)));
             }
-            Request::ListTasks { id, status, reply } => {
-                let tasks = self.sched.task_views(id, status);
+            Request::ListTasks {
+                id,
+                status,
+                after,
+                limit,
+                reply,
+            } => {
+                let tasks = self.sched.task_page(id, status, after, limit);
                 let _ = reply.send(tasks.ok_or(RequestError::NoJob(id)));
             }
-            Request::TaskLog { read, reply } => {
-                let Some(task) = self.sched.task_record(read.task) else {
-                    let _ = reply.send(Err(RequestError::NoTask(read.task)));
-                    return;
-                };
-                let attempt = read.attempt.unwrap_or(task.attempts);
-                if attempt == 0 || attempt > task.attempts {
-                    let _ = reply.send(Err(RequestError::NoAttempt {
-                        task: read.task,
-                        attempts: task.attempts,
-                        asked: attempt,
-                    }));
-                    return;
-                }
-                self.ask_store(WriterMsg::ReadLog {
-                    attempt: AttemptKey {
-                        task: read.task,
-                        attempt,
-                    },
-                    offset: read.offset,
-                    reply: read.bytes,
-                });
-                let _ = reply.send(Ok(LogTarget {
-                    task: task.view(),
-                    attempt,
-                }));
-            }
-            Request::TaskAttempts {
+            Request::TaskLog {
                 task,
+                attempt,
                 reply,
-                attempts,
-            } => match self.sched.task_record(task) {
-                Some(record) => {
-                    self.ask_store(WriterMsg::Attempts {
-                        task: record,
-                        reply: attempts,
-                    });
-                    let _ = reply.send(Ok(()));
+            } => {
+                let target = self.log_target(task, attempt);
+                let _ = reply.send(target);
+            }
+            Request::WatchLog { attempt, reply } => {
+                let live = self.log_target(attempt.task, Some(attempt.attempt));
+                if live.is_ok_and(|t| t.is_live()) {
+                    self.log_watchers.add(attempt, reply);
+                } else {
+                    let _ = reply.send(());
                 }
-                None => {
-                    let _ = reply.send(Err(RequestError::NoTask(task)));
+            }
+            Request::TaskRecord { task, reply } => {
+                let record = self.sched.task_record(task);
+                let _ = reply.send(record.ok_or(RequestError::NoTask(task)));
+            }
+            Request::ControlJob {
+                id,
+                action,
+                only_owner,
+                reply,
+            } => {
+                if let Err(e) = self.check_owner(id, only_owner) {
+                    let _ = reply.send(Err(e));
+                    return;
                 }
-            },
-            Request::ControlJob { id, action, reply } => {
                 let fx = &mut self.fx;
                 let done = match action {
                     JobAction::Pause => self.sched.pause(id),
@@ -86,7 +118,16 @@ impl Core {
                     done.and_then(|()| self.sched.job_view(id, now).ok_or(RequestError::NoJob(id)));
                 self.reply_after_commit(reply, view);
             }
-            Request::DeleteJob { id, force, reply } => {
+            Request::DeleteJob {
+                id,
+                force,
+                only_owner,
+                reply,
+            } => {
+                if let Err(e) = self.check_owner(id, only_owner) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let deleted = self.sched.delete(id, force, now, &mut self.fx);
                 self.reply_after_commit(reply, deleted);
             }

@@ -9,6 +9,7 @@
 #[cfg(test)]
 mod conformance;
 pub mod mongo;
+pub mod reader;
 pub mod sqlite;
 pub mod writer;
 
@@ -43,18 +44,33 @@ pub enum Lease {
     Taken { owner: String, until: Millis },
 }
 
+/// Reads that run beside commits, on a handle of their own
+/// ([`Store::reader`]): a log being followed never delays a commit.
+pub trait StoreReader: Send {
+    /// The log of one attempt from `offset`: at most [`LOG_WINDOW`] bytes,
+    /// found by seeking to the chunk that holds `offset`.
+    fn read_log(&mut self, attempt: AttemptKey, offset: u64) -> StoreResult<Vec<u8>>;
+    /// The attempts recorded for one task, oldest first.
+    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>>;
+    /// Audit entries matching `query`, newest first, at most `limit`.
+    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// The most log bytes one read returns; a reader asks again from where it
+/// stopped.
+pub const LOG_WINDOW: usize = 1 << 20;
+
 /// The seam between the master and its database. Calls come from one writer
-/// thread (and a reader for logs), so implementations are plain blocking code.
-pub trait Store: Send {
+/// thread (and a reader thread, through [`Store::reader`]), so
+/// implementations are plain blocking code.
+pub trait Store: StoreReader {
+    /// Another handle on the same store, for reads beside the writer.
+    fn reader(&self) -> StoreResult<Box<dyn StoreReader>>;
     /// Loads everything the scheduler needs. Records that do not decode are
     /// reported (with their ids) and skipped, never fatal.
     fn load(&mut self) -> StoreResult<Snapshot>;
     /// Commits a batch atomically.
     fn commit(&mut self, batch: &Batch) -> StoreResult<()>;
-    /// The log of one attempt from `offset`.
-    fn read_log(&mut self, attempt: AttemptKey, offset: u64) -> StoreResult<Vec<u8>>;
-    /// The attempts recorded for one task, oldest first.
-    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>>;
     /// Store round trips made so far (for the benchmark's per-task figure).
     fn round_trips(&self) -> u64;
     /// Takes or renews the right to dispatch from this store until
@@ -70,8 +86,6 @@ pub trait Store: Send {
     /// Appends to the audit trail, numbering the entries after the last.
     /// Entries are never changed or removed through the store's callers.
     fn append_audit(&mut self, entries: &[AuditEntry]) -> StoreResult<()>;
-    /// Audit entries matching `query`, newest first, at most `limit`.
-    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>>;
 }
 
 #[cfg(test)]

@@ -346,7 +346,79 @@ fn docs<T, D: Serialize>(items: &[T], f: impl Fn(&T) -> D) -> StoreResult<Vec<Do
     items.iter().map(|i| to_doc(&f(i))).collect()
 }
 
+impl StoreReader for MongoStore {
+    fn read_log(&mut self, a: AttemptKey, offset: u64) -> StoreResult<Vec<u8>> {
+        let filter = doc! {"job": a.task.job.0 as i64, "index": a.task.index, "attempt": a.attempt};
+        // The chunks that may cover `offset` (the last few starting at or
+        // before it: a re-sent chunk may reach further than a later one),
+        // then those after it, only as many as fill the window.
+        let chunks = |cursor: mongodb::sync::Cursor<Document>| {
+            cursor.map(|d| {
+                let d: LogDoc = mongodb::bson::from_document(d.map_err(err)?).map_err(err)?;
+                Ok::<_, StoreError>((d.offset.max(0) as u64, d.data.bytes))
+            })
+        };
+        let mut before = filter.clone();
+        before.insert("offset", doc! {"$lte": offset as i64});
+        let covering = self
+            .coll("logs")
+            .find(before)
+            .sort(doc! {"offset": -1})
+            .limit(8)
+            .run()
+            .map_err(err)?;
+        let covering = chunks(covering).collect::<StoreResult<Vec<_>>>()?;
+        let mut window = sqlite::LogWindow::new(offset);
+        window.start_from(covering);
+        let mut after = filter;
+        after.insert("offset", doc! {"$gt": offset as i64});
+        let cursor = self
+            .coll("logs")
+            .find(after)
+            .sort(doc! {"offset": 1})
+            .run()
+            .map_err(err)?;
+        self.round_trips += 2;
+        for chunk in chunks(cursor) {
+            if !window.add(chunk?) {
+                break;
+            }
+        }
+        Ok(window.into_bytes())
+    }
+
+    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
+        let filter = doc! {"job": task.job.0 as i64, "index": task.index};
+        let docs: Vec<AttemptDoc> = self.load_all("attempts", filter, doc! {"attempt": 1})?;
+        Ok(docs
+            .into_iter()
+            .map(|d| AttemptRecord {
+                attempt: AttemptKey {
+                    task,
+                    attempt: d.attempt,
+                },
+                engine: d.engine,
+                ended_ms: d.ended_ms,
+                outcome: d.outcome.into(),
+                counted: d.counted,
+            })
+            .collect())
+    }
+
+    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.load_audit(query, limit)
+    }
+}
+
 impl Store for MongoStore {
+    fn reader(&self) -> StoreResult<Box<dyn StoreReader>> {
+        // The driver pools connections: a clone reads beside the writer.
+        Ok(Box::new(MongoStore {
+            db: self.db.clone(),
+            round_trips: 0,
+        }))
+    }
+
     fn load(&mut self) -> StoreResult<Snapshot> {
         let jobs: Vec<JobDoc> = self.load_all("jobs", doc! {}, doc! {"_id": 1})?;
         let tasks: Vec<TaskDoc> = self.load_all("tasks", doc! {}, doc! {})?;
@@ -485,34 +557,6 @@ impl Store for MongoStore {
         Ok(())
     }
 
-    fn read_log(&mut self, a: AttemptKey, offset: u64) -> StoreResult<Vec<u8>> {
-        let filter = doc! {"job": a.task.job.0 as i64, "index": a.task.index, "attempt": a.attempt};
-        let docs: Vec<LogDoc> = self.load_all("logs", filter, doc! {"offset": 1})?;
-        let chunks = docs
-            .into_iter()
-            .map(|d| (d.offset.max(0) as u64, d.data.bytes))
-            .collect();
-        Ok(sqlite::stitch(chunks, offset))
-    }
-
-    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
-        let filter = doc! {"job": task.job.0 as i64, "index": task.index};
-        let docs: Vec<AttemptDoc> = self.load_all("attempts", filter, doc! {"attempt": 1})?;
-        Ok(docs
-            .into_iter()
-            .map(|d| AttemptRecord {
-                attempt: AttemptKey {
-                    task,
-                    attempt: d.attempt,
-                },
-                engine: d.engine,
-                ended_ms: d.ended_ms,
-                outcome: d.outcome.into(),
-                counted: d.counted,
-            })
-            .collect())
-    }
-
     fn round_trips(&self) -> u64 {
         self.round_trips
     }
@@ -579,9 +623,5 @@ impl Store for MongoStore {
 
     fn append_audit(&mut self, entries: &[AuditEntry]) -> StoreResult<()> {
         self.store_audit(entries)
-    }
-
-    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
-        self.load_audit(query, limit)
     }
 }

@@ -106,7 +106,97 @@ impl SqliteStore {
     }
 }
 
+impl StoreReader for SqliteStore {
+    fn read_log(&mut self, a: AttemptKey, offset: u64) -> StoreResult<Vec<u8>> {
+        // From the last chunk starting at or before `offset` (the index
+        // finds it), and only as many chunks as fill the window.
+        // The chunks that may cover `offset` (the last few starting at or
+        // before it: a re-sent chunk may reach further than a later one),
+        // then those after it, only as many as fill the window. The primary
+        // key's index finds both.
+        let key = params![a.task.job.0 as i64, a.task.index, a.attempt, offset as i64];
+        let row = |r: &rusqlite::Row| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?));
+        let mut before = self
+            .conn
+            .prepare_cached(
+                "SELECT offset, data FROM logs WHERE job = ?1 AND idx = ?2 AND attempt = ?3
+                 AND offset <= ?4 ORDER BY offset DESC LIMIT 8",
+            )
+            .map_err(err)?;
+        let covering = before
+            .query_map(key, row)
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let mut window = LogWindow::new(offset);
+        window.start_from(covering);
+        let mut after = self
+            .conn
+            .prepare_cached(
+                "SELECT offset, data FROM logs WHERE job = ?1 AND idx = ?2 AND attempt = ?3
+                 AND offset > ?4 ORDER BY offset",
+            )
+            .map_err(err)?;
+        for r in after.query_map(key, row).map_err(err)? {
+            if !window.add(r.map_err(err)?) {
+                break;
+            }
+        }
+        self.round_trips += 1;
+        Ok(window.into_bytes())
+    }
+
+    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT attempt, engine, ended_ms, counted, outcome FROM attempts WHERE job = ?1 AND idx = ?2 ORDER BY attempt")
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![task.job.0 as i64, task.index], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (attempt, engine, ended, counted, outcome) = row.map_err(err)?;
+            match serde_json::from_str(&outcome) {
+                Ok(outcome) => out.push(AttemptRecord {
+                    attempt: AttemptKey { task, attempt },
+                    engine: engine.into(),
+                    ended_ms: ended as u64,
+                    outcome,
+                    counted,
+                }),
+                Err(e) => {
+                    tracing::error!(%task, attempt, "skipping stored attempt that does not decode: {e}")
+                }
+            }
+        }
+        self.round_trips += 1;
+        Ok(out)
+    }
+
+    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.load_audit(query, limit)
+    }
+}
+
 impl Store for SqliteStore {
+    fn reader(&self) -> StoreResult<Box<dyn StoreReader>> {
+        // A connection of its own: WAL lets it read while the writer commits.
+        let r = SqliteStore::open(&self.dir)?;
+        r.conn
+            .pragma_update(None, "query_only", true)
+            .map_err(err)?;
+        Ok(Box::new(r))
+    }
+
     fn load(&mut self) -> StoreResult<Snapshot> {
         let mut snap = Snapshot::default();
         {
@@ -379,60 +469,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn read_log(&mut self, a: AttemptKey, offset: u64) -> StoreResult<Vec<u8>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT offset, data FROM logs WHERE job = ?1 AND idx = ?2 AND attempt = ?3 ORDER BY offset")
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![a.task.job.0 as i64, a.task.index, a.attempt], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(err)?;
-        let mut chunks = Vec::new();
-        for row in rows {
-            chunks.push(row.map_err(err)?);
-        }
-        self.round_trips += 1;
-        Ok(stitch(chunks, offset))
-    }
-
-    fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT attempt, engine, ended_ms, counted, outcome FROM attempts WHERE job = ?1 AND idx = ?2 ORDER BY attempt")
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![task.job.0 as i64, task.index], |r| {
-                Ok((
-                    r.get::<_, u32>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, bool>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })
-            .map_err(err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (attempt, engine, ended, counted, outcome) = row.map_err(err)?;
-            match serde_json::from_str(&outcome) {
-                Ok(outcome) => out.push(AttemptRecord {
-                    attempt: AttemptKey { task, attempt },
-                    engine: engine.into(),
-                    ended_ms: ended as u64,
-                    outcome,
-                    counted,
-                }),
-                Err(e) => {
-                    tracing::error!(%task, attempt, "skipping stored attempt that does not decode: {e}")
-                }
-            }
-        }
-        self.round_trips += 1;
-        Ok(out)
-    }
-
     fn round_trips(&self) -> u64 {
         self.round_trips
     }
@@ -471,38 +507,73 @@ impl Store for SqliteStore {
     fn append_audit(&mut self, entries: &[AuditEntry]) -> StoreResult<()> {
         self.store_audit(entries)
     }
-
-    fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
-        self.load_audit(query, limit)
-    }
 }
 
-/// Joins log chunks (sorted by offset, possibly overlapping after a re-send)
-/// into the bytes from `from` on.
-pub fn stitch(chunks: Vec<(u64, Vec<u8>)>, from: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut end = 0u64;
-    for (offset, data) in chunks {
-        let chunk_end = offset + data.len() as u64;
-        if chunk_end <= end || offset > end {
-            // Already covered, or a gap (a lost chunk): skip; a gap means the
-            // bytes before it are all we can vouch for.
-            if offset > end {
-                break;
-            }
-            continue;
+/// The bytes of a log from one offset on, joined from chunks sorted by
+/// offset (possibly overlapping after a re-send), up to [`LOG_WINDOW`]. A gap
+/// (a lost chunk) ends it: the bytes before it are all it can vouch for.
+pub struct LogWindow {
+    out: Vec<u8>,
+    /// Where the bytes gathered so far end.
+    end: u64,
+}
+
+impl LogWindow {
+    pub fn new(from: u64) -> LogWindow {
+        LogWindow {
+            out: Vec::new(),
+            end: from,
         }
-        let skip = (end - offset) as usize;
-        out.extend_from_slice(&data[skip..]);
-        end = chunk_end;
     }
-    let from = (from as usize).min(out.len());
-    out.split_off(from)
+
+    /// Starts from the one of `candidates` (chunks starting at or before
+    /// the window's start) that reaches furthest.
+    pub fn start_from(&mut self, candidates: Vec<(u64, Vec<u8>)>) {
+        if let Some(best) = candidates
+            .into_iter()
+            .max_by_key(|(offset, data)| offset + data.len() as u64)
+        {
+            self.add(best);
+        }
+    }
+
+    /// Adds the next chunk; false once the window is full or a gap is met.
+    pub fn add(&mut self, (offset, data): (u64, Vec<u8>)) -> bool {
+        let chunk_end = offset + data.len() as u64;
+        if chunk_end <= self.end {
+            return true; // already covered
+        }
+        if offset > self.end {
+            return false; // a gap
+        }
+        let skip = (self.end - offset) as usize;
+        self.out.extend_from_slice(&data[skip..]);
+        self.end = chunk_end;
+        if self.out.len() >= LOG_WINDOW {
+            self.out.truncate(LOG_WINDOW);
+            return false;
+        }
+        true
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.out
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::stitch;
+    use super::{LogWindow, LOG_WINDOW};
+
+    fn stitch(chunks: Vec<(u64, Vec<u8>)>, from: u64) -> Vec<u8> {
+        let mut w = LogWindow::new(from);
+        for c in chunks {
+            if !w.add(c) {
+                break;
+            }
+        }
+        w.into_bytes()
+    }
 
     #[test]
     fn stitching_handles_resent_and_overlapping_chunks() {
@@ -518,5 +589,12 @@ mod tests {
             stitch(vec![(0, b"ab".to_vec()), (5, b"x".to_vec())], 0),
             b"ab"
         );
+        // A read stops at the window; the next one starts where it ended.
+        let big = vec![
+            (0, vec![b'a'; LOG_WINDOW]),
+            (LOG_WINDOW as u64, b"tail".to_vec()),
+        ];
+        assert_eq!(stitch(big.clone(), 0).len(), LOG_WINDOW);
+        assert_eq!(stitch(big, LOG_WINDOW as u64), b"tail");
     }
 }

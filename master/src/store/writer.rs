@@ -6,9 +6,9 @@
 //! engines, replies to a submit) rides along and runs after the commit. A
 //! failed commit is retried with backoff, never dropped.
 
-use super::{AttemptRecord, Batch, Store, StoreResult, TaskRecord};
-use drqueue_common::model::TaskKey;
-use drqueue_common::protocol::AttemptKey;
+use super::{Batch, Store, StoreResult};
+use crate::users::UserChange;
+use drqueue_common::users::AuditEntry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,19 +22,18 @@ pub enum WriterMsg {
         batch: Batch,
         after: Vec<PostCommit>,
     },
-    ReadLog {
-        attempt: AttemptKey,
-        offset: u64,
-        reply: oneshot::Sender<StoreResult<Vec<u8>>>,
-    },
-    /// A task's whole attempt history: the stored rows plus the completing
-    /// attempt, which lives in the task's own record.
-    Attempts {
-        task: TaskRecord,
-        reply: oneshot::Sender<StoreResult<Vec<AttemptRecord>>>,
-    },
     /// Answered once everything sent before it is committed.
     Flush(oneshot::Sender<()>),
+    /// Commit what is queued, then end the thread (the master is stopping;
+    /// the API and the mailer may still hold senders).
+    Stop,
+    /// A change an admin made to the users; answered once stored.
+    User {
+        change: UserChange,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+    /// One entry for the audit trail, stored with the next commit.
+    Audit(AuditEntry),
 }
 
 /// Figures the benchmark reads.
@@ -70,11 +69,15 @@ pub fn spawn(
                 let mut batch = Batch::default();
                 let mut after: Vec<PostCommit> = Vec::new();
                 let mut reads = Vec::new();
+                let mut audit = Vec::new();
+                let mut stop = false;
                 let mut take = |msg: WriterMsg, batch: &mut Batch| match msg {
+                    WriterMsg::Stop => stop = true,
                     WriterMsg::Commit { batch: b, after: a } => {
                         batch.append(b);
                         after.extend(a);
                     }
+                    WriterMsg::Audit(entry) => audit.push(entry),
                     other => reads.push(other),
                 };
                 take(first, &mut batch);
@@ -86,8 +89,14 @@ pub fn spawn(
                     }
                     n += 1;
                 }
+                if !audit.is_empty() {
+                    until_done(&format!("{} audit entries", audit.len()), || {
+                        store.append_audit(&audit)
+                    });
+                }
                 if !batch.is_empty() {
-                    commit_until_done(store.as_mut(), &batch);
+                    let what = format!("commit of {} records", batch.len());
+                    until_done(&what, || store.commit(&batch));
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     stats
                         .records
@@ -102,37 +111,31 @@ pub fn spawn(
                 }
                 for r in reads {
                     match r {
-                        WriterMsg::ReadLog {
-                            attempt,
-                            offset,
-                            reply,
-                        } => {
-                            let _ = reply.send(store.read_log(attempt, offset));
-                        }
-                        WriterMsg::Attempts { task, reply } => {
-                            let stored = store.attempts(TaskKey {
-                                job: task.job,
-                                index: task.index,
-                            });
-                            let _ = reply.send(stored.map(|rows| task.history(rows)));
-                        }
                         WriterMsg::Flush(reply) => {
                             let _ = reply.send(());
                         }
-                        WriterMsg::Commit { .. } => unreachable!("commits are merged above"),
+                        WriterMsg::User { change, reply } => {
+                            let _ = reply.send(store.change_user(&change));
+                        }
+                        WriterMsg::Commit { .. } | WriterMsg::Audit(_) | WriterMsg::Stop => {
+                            unreachable!("commits, audit entries and stops are taken above")
+                        }
                     }
+                }
+                if stop {
+                    return;
                 }
             }
         })
 }
 
-/// Commits, retrying with backoff while the store is unavailable. The master
-/// keeps running meanwhile; acks wait, so engines keep their results.
-fn commit_until_done(store: &mut dyn Store, batch: &Batch) {
+/// Writes (`what`), retrying with backoff while the store is unavailable.
+/// The master keeps running meanwhile; acks wait, so engines keep their results.
+fn until_done(what: &str, mut write: impl FnMut() -> StoreResult<()>) {
     let mut delay = Duration::from_millis(50);
     let mut failures = 0u32;
     loop {
-        match store.commit(batch) {
+        match write() {
             Ok(()) => {
                 if failures > 0 {
                     tracing::info!(failures, "store is writable again; caught up");
@@ -143,9 +146,7 @@ fn commit_until_done(store: &mut dyn Store, batch: &Batch) {
                 failures += 1;
                 tracing::error!(
                     attempt = failures,
-                    "commit of {} records failed, retrying in {:?}: {e}",
-                    batch.len(),
-                    delay
+                    "{what} failed, retrying in {delay:?}: {e}"
                 );
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));

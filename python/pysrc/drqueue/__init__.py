@@ -15,7 +15,6 @@ while it waits on the network. Job options have the CLI flags' meaning.
 from __future__ import annotations
 
 import base64
-import getpass
 import json
 import os
 import pickle
@@ -129,18 +128,21 @@ def _after_entries(after: Iterable[Any] | None) -> list:
 
 
 def _owner() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry in a container
-        return os.environ.get("USER", "unknown")
+    # Empty: the master makes the job the caller's, the user of the token
+    # (or "local" on a farm without users), so one person is one owner.
+    return ""
 
 
 class Client:
     """A connection to a master: ``url`` defaults to ``DRQUEUE_URL`` (then
-    http://127.0.0.1:5580), ``token`` to ``DRQUEUE_TOKEN``."""
+    http://127.0.0.1:5580), ``token`` to ``DRQUEUE_TOKEN``. An ``https://``
+    master's certificate is verified, against the CA certificates in
+    ``ca_file`` (PEM; default ``DRQUEUE_CA_FILE``) or the public roots."""
 
-    def __init__(self, url: str | None = None, token: str | None = None):
-        self._native = NativeClient(url, token)
+    def __init__(
+        self, url: str | None = None, token: str | None = None, ca_file: str | None = None
+    ):
+        self._native = NativeClient(url, token, ca_file)
 
     @property
     def url(self) -> str:

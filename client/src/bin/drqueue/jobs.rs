@@ -4,14 +4,44 @@
 use crate::error::CliResult;
 use crate::output::{JobDetail, Output};
 use drqueue_client::Client;
+use drqueue_common::listing::{JobFilter, Order};
 use drqueue_common::model::{JobId, JobStatus, JobView, TaskStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub fn list(client: &Client, status: Option<JobStatus>, out: &dyn Output) -> CliResult<()> {
-    out.jobs(&client.jobs(status)?)
+/// `drqueue jobs`: which jobs to list.
+#[derive(clap::Args)]
+pub struct JobsArgs {
+    #[arg(long)]
+    status: Option<JobStatus>,
+    /// Only this user's jobs.
+    #[arg(long)]
+    owner: Option<String>,
+    #[arg(long)]
+    pool: Option<String>,
+    /// Only names matching this glob (`shot_*`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Oldest first (default: newest first).
+    #[arg(long)]
+    oldest: bool,
+}
+
+pub fn list(client: &Client, a: JobsArgs, out: &dyn Output) -> CliResult<()> {
+    let filter = JobFilter {
+        status: a.status,
+        owner: a.owner,
+        pool: a.pool,
+        name: a.name,
+        order: if a.oldest {
+            Order::Oldest
+        } else {
+            Order::Newest
+        },
+    };
+    out.jobs(&client.jobs_where(&filter)?)
 }
 
 /// `show`: the job, with blacklisted engines by name and its failed tasks.
@@ -52,7 +82,11 @@ pub fn tasks(
     out.tasks(&client.tasks(job, status)?)
 }
 
-/// Prints an attempt's log; with `follow`, keeps printing until it ends.
+/// How long one follower's request waits for more log at the master.
+const FOLLOW_WAIT_SECS: u64 = 20;
+
+/// Prints an attempt's log (window after window); with `follow`, keeps
+/// printing until the attempt ends.
 pub fn log(
     client: &Client,
     job: JobId,
@@ -61,16 +95,29 @@ pub fn log(
     follow: bool,
 ) -> CliResult<()> {
     let mut offset = 0u64;
+    let mut attempt = attempt;
     let mut stdout = std::io::stdout().lock();
     loop {
-        let chunk = client.log(job, task, attempt, offset)?;
+        // A follower long-polls: the master answers once there is more.
+        let wait = if follow { FOLLOW_WAIT_SECS } else { 0 };
+        let chunk = match client.log_window(job, task, attempt, offset, wait) {
+            // Following a task that has not started yet: wait for it.
+            Err(drqueue_client::ClientError::NotFound(m))
+                if follow && attempt.is_none() && m.contains("has 0 attempt") =>
+            {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            other => other?,
+        };
+        // Stay with the attempt the first answer named, should a retry start.
+        attempt = Some(chunk.attempt);
         let _ = stdout.write_all(&chunk.data);
         let _ = stdout.flush();
         offset += chunk.data.len() as u64;
-        if !follow || (!chunk.live && chunk.data.is_empty()) {
+        if chunk.data.is_empty() && (!follow || !chunk.live) {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -6,6 +6,7 @@
 //! | `jobs` | `jobs`, `show`, `tasks`, `log`, `wait`, `watch`, pause … delete |
 //! | `engines` | `engines`, `engine show/disable/enable/drain` |
 //! | `admin` | `pools`, `limits`, `limit set` |
+//! | `users` | `user add/list/remove`, `token create/revoke`, `audit`, `whoami` |
 //! | `local` | `run-local` |
 //! | `output` | every command's output: human tables or `--json` |
 //!
@@ -20,10 +21,11 @@ mod local;
 mod output;
 mod show;
 mod submit;
+mod users;
 
 use clap::{Parser, Subcommand};
 use drqueue_client::Client;
-use drqueue_common::model::{JobId, JobStatus, TaskStatus};
+use drqueue_common::model::{JobId, TaskStatus};
 use error::CliResult;
 use output::Output;
 use std::process::ExitCode;
@@ -46,10 +48,7 @@ enum Cmd {
     /// Submit a job; prints its id.
     Submit(Box<submit::SubmitArgs>),
     /// List jobs.
-    Jobs {
-        #[arg(long)]
-        status: Option<JobStatus>,
-    },
+    Jobs(jobs::JobsArgs),
     /// Show one job, with the reasons its tasks are not running.
     Show { job: JobId },
     /// List a job's tasks.
@@ -107,6 +106,20 @@ enum Cmd {
         #[command(subcommand)]
         action: admin::LimitCmd,
     },
+    /// Manage users (admins): `drqueue user add alice --role artist`.
+    User {
+        #[command(subcommand)]
+        action: users::UserCmd,
+    },
+    /// Make or revoke API tokens.
+    Token {
+        #[command(subcommand)]
+        action: users::TokenCmd,
+    },
+    /// Who changed what, newest first (wranglers and admins).
+    Audit(users::AuditArgs),
+    /// Show who the master takes you for (the user of DRQUEUE_TOKEN).
+    Whoami,
     /// Run a job or a job file's graph on this machine, no master: to debug
     /// it before it goes to the farm. Exits 1 if anything failed.
     RunLocal(Box<local::RunLocalArgs>),
@@ -129,7 +142,7 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
     match cmd {
         Cmd::Submit(a) => submit::run(client, *a, out)?,
         Cmd::RunLocal(r) => return local::run(*r, out),
-        Cmd::Jobs { status } => jobs::list(client, status, out)?,
+        Cmd::Jobs(a) => jobs::list(client, a, out)?,
         Cmd::Show { job } => jobs::show(client, job, out)?,
         Cmd::Tasks { job, status } => jobs::tasks(client, job, status, out)?,
         Cmd::Log {
@@ -150,6 +163,10 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
         Cmd::Pools => admin::pools(client, out)?,
         Cmd::Limits => admin::limits(client, out)?,
         Cmd::Limit { action } => admin::limit(client, action, out)?,
+        Cmd::User { action } => users::user(client, action, out)?,
+        Cmd::Token { action } => users::token(client, action, out)?,
+        Cmd::Audit(a) => users::audit(client, a, out)?,
+        Cmd::Whoami => users::whoami(client, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,10 +6,12 @@
 
 use crate::error::{CliError, CliResult};
 use drqueue_client::local::JobProgress;
+use drqueue_common::listing::JobSummary;
 use drqueue_common::model::{
     EngineAccepted, EngineState, EngineView, JobId, JobView, JoinTokenView, LimitView, PoolView,
     TaskStatus, TaskView,
 };
+use drqueue_common::users::{AuditEntry, NewToken, UserView, WhoAmI};
 use std::path::Path;
 
 /// A job with what `show` adds for people: blacklisted engines by name and
@@ -32,7 +34,7 @@ pub enum EngineChange {
 pub trait Output {
     fn submitted(&self, job: &JobView) -> CliResult<()>;
     fn submitted_graph(&self, jobs: &[JobView]) -> CliResult<()>;
-    fn jobs(&self, jobs: &[JobView]) -> CliResult<()>;
+    fn jobs(&self, jobs: &[JobSummary]) -> CliResult<()>;
     fn job(&self, job: &JobDetail) -> CliResult<()>;
     fn job_changed(&self, job: &JobView) -> CliResult<()>;
     fn job_deleted(&self, id: JobId) -> CliResult<()>;
@@ -48,6 +50,13 @@ pub trait Output {
     fn limits(&self, limits: &[LimitView]) -> CliResult<()>;
     fn limit_set(&self, limit: &LimitView) -> CliResult<()>;
     fn local_run(&self, jobs: &[JobProgress], log_dir: &Path) -> CliResult<()>;
+    /// A token just made: the only time it is shown.
+    fn new_token(&self, token: &NewToken) -> CliResult<()>;
+    fn users(&self, users: &[UserView]) -> CliResult<()>;
+    fn audit(&self, entries: &[AuditEntry]) -> CliResult<()>;
+    fn whoami(&self, me: &WhoAmI) -> CliResult<()>;
+    /// A change with nothing to list: `json` for --json, `said` for people.
+    fn done(&self, json: &serde_json::Value, said: &str) -> CliResult<()>;
 }
 
 /// The output `--json` asks for.
@@ -74,7 +83,7 @@ impl Output for Json {
     fn submitted_graph(&self, jobs: &[JobView]) -> CliResult<()> {
         print_json(jobs)
     }
-    fn jobs(&self, jobs: &[JobView]) -> CliResult<()> {
+    fn jobs(&self, jobs: &[JobSummary]) -> CliResult<()> {
         print_json(jobs)
     }
     fn job(&self, job: &JobDetail) -> CliResult<()> {
@@ -119,6 +128,21 @@ impl Output for Json {
     fn local_run(&self, jobs: &[JobProgress], _: &Path) -> CliResult<()> {
         print_json(jobs)
     }
+    fn new_token(&self, token: &NewToken) -> CliResult<()> {
+        print_json(token)
+    }
+    fn users(&self, users: &[UserView]) -> CliResult<()> {
+        print_json(users)
+    }
+    fn audit(&self, entries: &[AuditEntry]) -> CliResult<()> {
+        print_json(entries)
+    }
+    fn whoami(&self, me: &WhoAmI) -> CliResult<()> {
+        print_json(me)
+    }
+    fn done(&self, json: &serde_json::Value, _: &str) -> CliResult<()> {
+        print_json(json)
+    }
 }
 
 pub struct Human;
@@ -138,7 +162,7 @@ impl Output for Human {
         Ok(())
     }
 
-    fn jobs(&self, jobs: &[JobView]) -> CliResult<()> {
+    fn jobs(&self, jobs: &[JobSummary]) -> CliResult<()> {
         println!(
             "{:>6}  {:<24} {:<10} {:<10} {:>4}  {:<10} {:>13}",
             "ID", "NAME", "OWNER", "STATUS", "PRI", "POOL", "DONE/TOTAL"
@@ -151,7 +175,7 @@ impl Output for Human {
                 truncate(&j.owner, 10),
                 j.status,
                 j.priority,
-                j.pool,
+                truncate(&j.pool, 10),
                 format!("{}/{}", j.counts.get(TaskStatus::Done), j.tasks_total)
             );
         }
@@ -317,15 +341,102 @@ impl Output for Human {
         println!("logs in {}", log_dir.display());
         Ok(())
     }
+
+    fn new_token(&self, t: &NewToken) -> CliResult<()> {
+        // The token alone on stdout, so `$(drqueue user add …)` captures it.
+        println!("{}", t.token);
+        eprintln!(
+            "API token {} for {}: shown only now. Give it as DRQUEUE_TOKEN",
+            t.id, t.user
+        );
+        Ok(())
+    }
+
+    fn users(&self, users: &[UserView]) -> CliResult<()> {
+        println!("{:<24} {:<9} {:<20} TOKENS", "USER", "ROLE", "CREATED");
+        let now = drqueue_common::now_millis();
+        for u in users {
+            let ids: Vec<&str> = u.tokens.iter().map(|t| t.id.as_str()).collect();
+            println!(
+                "{:<24} {:<9} {:<20} {}",
+                truncate(&u.name, 24),
+                u.role,
+                drqueue_common::display::clock_time(u.created_ms, now, &chrono::Local),
+                if ids.is_empty() {
+                    "-".into()
+                } else {
+                    ids.join(",")
+                }
+            );
+        }
+        Ok(())
+    }
+
+    fn audit(&self, entries: &[AuditEntry]) -> CliResult<()> {
+        println!(
+            "{:<20} {:<16} {:<15} {:>6} {:>4}  ACTION",
+            "WHEN", "USER", "FROM", "JOB", "HTTP"
+        );
+        let now = drqueue_common::now_millis();
+        for e in entries {
+            let job = e.job.map_or_else(|| "-".into(), |j| j.to_string());
+            let detail = if e.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", truncate(&e.detail, 80))
+            };
+            println!(
+                "{:<20} {:<16} {:<15} {:>6} {:>4}  {}{}",
+                drqueue_common::display::clock_time(e.at_ms, now, &chrono::Local),
+                truncate(&e.user, 16),
+                truncate(&e.remote, 15),
+                job,
+                e.status,
+                truncate(&e.action, 60),
+                detail
+            );
+        }
+        Ok(())
+    }
+
+    fn whoami(&self, me: &WhoAmI) -> CliResult<()> {
+        println!("{} ({})", me.user, me.role);
+        Ok(())
+    }
+
+    fn done(&self, _: &serde_json::Value, said: &str) -> CliResult<()> {
+        println!("{said}");
+        Ok(())
+    }
 }
 
-/// Cuts `s` to `n` characters, marking the cut.
+/// Cuts `s` to `n` characters, marking the cut, with control characters
+/// shown escaped (see [`clean`]).
 pub fn truncate(s: &str, n: usize) -> String {
+    let s = clean(s);
     if s.chars().count() <= n {
-        s.to_string()
+        s
     } else {
         let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
         t.push('…');
         t
     }
+}
+
+/// What another user wrote (a job name, an owner, an engine's host), safe
+/// for a terminal: control characters, escape sequences among them, are
+/// shown as `\u{1b}` instead of acting on the reader's terminal.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }

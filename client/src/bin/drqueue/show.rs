@@ -1,6 +1,6 @@
 //! How one job and one engine read for people (`show`, `engine show`).
 
-use crate::output::JobDetail;
+use crate::output::{clean, JobDetail};
 use drqueue_common::model::{EngineView, TaskStatus};
 
 /// A time in this machine's zone, or `-`.
@@ -17,13 +17,15 @@ fn ms(t: Option<u64>) -> String {
 /// `drqueue show`: the job, its rules, and why it is not running.
 pub fn print_job(detail: &JobDetail) {
     let j = &detail.view;
-    println!("job {}  {}", j.id, j.name);
+    println!("job {}  {}", j.id, clean(&j.name));
     println!("  status     {}", j.status);
     println!(
         "  owner      {}   priority {}   pool {}",
-        j.owner, j.priority, j.pool
+        clean(&j.owner),
+        j.priority,
+        clean(&j.pool)
     );
-    println!("  command    {}", j.command.join(" "));
+    println!("  command    {}", clean(&j.command.join(" ")));
     println!(
         "  frames     {} (blocksize {}, {} tasks)",
         j.frames, j.blocksize, j.tasks_total

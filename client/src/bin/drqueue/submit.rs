@@ -18,6 +18,10 @@ pub fn run(client: &Client, args: SubmitArgs, out: &dyn Output) -> CliResult<()>
 
 #[derive(Args)]
 pub struct SubmitArgs {
+    /// Submit on behalf of this user (wranglers and admins, e.g. for a
+    /// pipeline daemon; the audit trail records who did it). Default: you.
+    #[arg(long)]
+    owner: Option<String>,
     /// A job file (TOML, or JSON by its .json name): one job, or a graph of
     /// named jobs with `after` by name. Submitted all or nothing.
     #[arg(long, conflicts_with_all = ["preset", "command"])]
@@ -136,9 +140,8 @@ pub enum Submission {
 }
 
 pub fn submission(mut a: SubmitArgs) -> CliResult<Submission> {
-    let owner = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    // Empty: the master makes the job the caller's (the token's user).
+    let owner = a.owner.take().unwrap_or_default();
     if let Some(path) = &a.file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?;
