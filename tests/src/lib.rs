@@ -319,6 +319,9 @@ pub struct Farm {
     pub db: String,
     pub engines: Vec<EngineProc>,
     starts: u32,
+    /// The API token [`Farm::client`] and [`Farm::drqueue`] send (a farm
+    /// with users; see [`farm_with_admin`]).
+    pub token: Option<String>,
 }
 
 impl Farm {
@@ -349,6 +352,7 @@ impl Farm {
             db,
             engines: Vec::new(),
             starts: 0,
+            token: None,
         };
         farm.start_master();
         farm
@@ -518,7 +522,7 @@ impl Farm {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(Some(&self.http), None)
+        Client::new(Some(&self.http), self.token.as_deref())
     }
 
     /// Runs the `drqueue` CLI against this farm.
@@ -532,6 +536,9 @@ impl Farm {
             .env("DRQUEUE_URL", &self.http)
             .env_remove("DRQUEUE_TOKEN")
             .current_dir(&self.dir);
+        if let Some(t) = &self.token {
+            cmd.env("DRQUEUE_TOKEN", t);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -639,4 +646,49 @@ impl Drop for Farm {
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, as written) to `http` (the
+/// farm's `http://host:port`) on a fresh connection, and returns the status
+/// and body: for requests no client library would make (a foreign `Host`, a
+/// form post, a half-sent header).
+pub fn raw_http(http: &str, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = http.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the master's HTTP port");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("send the request");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A farm with users: the master makes its first admin and the token is
+/// read back. Returns the farm and the admin's token.
+pub fn farm_with_admin(extra: &[&str]) -> (Farm, String) {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let file = std::env::temp_dir().join(format!("drqueue-admin-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let path = file.display().to_string();
+    let mut args = vec!["--admin-token-file", path.as_str()];
+    args.extend_from_slice(extra);
+    let mut farm = Farm::start_with(&args);
+    let token = std::fs::read_to_string(&file)
+        .expect("the admin token file")
+        .trim()
+        .to_string();
+    let _ = std::fs::remove_file(&file);
+    farm.token = Some(token.clone());
+    (farm, token)
 }

@@ -226,14 +226,19 @@ fn writes_need_an_api_token_when_the_master_has_tokens() {
     let out = farm.drqueue_env(&["submit", "--", "true"], &[("DRQUEUE_TOKEN", "guess")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
-    // Reads stay open.
-    assert!(farm.drqueue(&["jobs"]).status.success());
+    // Once the farm has a token, reads need one too (no --public-read).
+    let out = farm.drqueue(&["jobs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DRQUEUE_TOKEN"));
+    let out = farm.drqueue_env(&["jobs"], &[("DRQUEUE_TOKEN", "s3cret-token")]);
+    assert!(out.status.success());
     let out = farm.drqueue_env(
         &["submit", "--", "true"],
         &[("DRQUEUE_TOKEN", "s3cret-token")],
     );
     assert!(out.status.success());
     let id: JobId = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    farm.token = Some("s3cret-token".into());
     farm.engine("t", &[]);
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
 }
