@@ -381,6 +381,10 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         enrollment,
         master_public: master_keys.public,
     };
+    let limits = http::serve::Limits::new(
+        opts.http_max_connections,
+        std::time::Duration::from_millis(opts.http_timeout_ms),
+    );
     let app = http::router(http::ApiParts {
         events: events_tx.clone(),
         writer: api_writer,
@@ -389,11 +393,8 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         access,
         policy: http::Policy::new(http_addr, opts.public_url.as_deref(), opts.public_read),
         body_timeout: std::time::Duration::from_millis(opts.http_timeout_ms),
+        per_client_requests: limits.requests_per_client,
     });
-    let limits = http::serve::Limits::new(
-        opts.http_max_connections,
-        std::time::Duration::from_millis(opts.http_timeout_ms),
-    );
     tokio::spawn(http::serve::serve(listener, app, limits, tls));
 
     tracing::info!(http = %http_url, engines = %engines_endpoint, key = %master_keys.fingerprint(), auto_enroll, "master accepting work");

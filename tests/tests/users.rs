@@ -286,3 +286,50 @@ fn a_bearer_token_reaches_the_master_by_any_name() {
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("\"admin\""), "{text}");
 }
+
+/// Requests in flight are shared per user: Alice holding her whole share
+/// in long polls gets 429 for one more, and Bob, from the same address, is
+/// still served.
+#[test]
+fn one_user_cannot_hold_every_request() {
+    use std::io::{Read, Write};
+    // 400 connections: 100 per address, 50 requests in flight per user.
+    let (mut farm, _admin) = farm_with_admin(&["--http-max-connections", "400"]);
+    let alice = add_user(&farm, "alice", "artist");
+    let bob = add_user(&farm, "bob", "artist");
+    let job = submitted(&as_user(&farm, &alice, &["submit", "--", "sleep", "60"]));
+    farm.engine("e", &[]);
+    let client = drqueue_client::Client::new(Some(&farm.http), Some(&alice));
+    drqueue_tests::eventually(LONG, "the task to run", || {
+        let t = client.tasks(job, None).ok()?;
+        (t[0].status == drqueue_common::model::TaskStatus::Running).then_some(())
+    });
+    let addr = farm.http.trim_start_matches("http://").to_string();
+    let follow = format!(
+        "GET /api/jobs/{job}/tasks/0/log?wait=20 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {alice}\r\nConnection: close\r\n\r\n"
+    );
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(follow.as_bytes()).unwrap();
+        held.push(s);
+    }
+    // Let the master take all fifty in.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (status, body) = raw_http(&farm.http, &follow);
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("requests in flight"), "{body}");
+    let (status, body) = raw_http(
+        &farm.http,
+        &format!("GET /api/whoami HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {bob}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+    for mut s in held {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    assert!(as_user(&farm, &alice, &["cancel", &job.to_string()])
+        .status
+        .success());
+}

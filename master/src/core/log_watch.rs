@@ -30,7 +30,13 @@ impl LogWatchers {
         if self.count >= MAX_WAITING {
             return; // dropped: the follower is answered at once
         }
-        self.waiting.entry(attempt).or_default().push(follower);
+        let list = self.waiting.entry(attempt).or_default();
+        // Followers of a quiet attempt come back every wait: forget those
+        // that gave up.
+        let before = list.len();
+        list.retain(|f| !f.is_closed());
+        self.count -= before - list.len();
+        list.push(follower);
         self.count += 1;
     }
 

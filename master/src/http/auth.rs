@@ -9,7 +9,9 @@
 //!    token, or a cookie) must name an allowed `Host` and, when it sends
 //!    one, an allowed `Origin`: that defeats DNS rebinding and cross-site
 //!    requests. Writes must be JSON, which a plain HTML form cannot send.
-//! 3. After the handler, every write by a named caller goes to the audit
+//! 3. A client (its user, or its address without a token) has a share of
+//!    the requests in flight ([`super::share`]); past it, 429.
+//! 4. After the handler, every write by a named caller goes to the audit
 //!    trail with its result.
 
 use super::{error, ApiState, AuditJob, Refusal};
@@ -206,6 +208,19 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
             tracing::debug!(?remote, path = %req.uri().path(), "refused a request without a valid token");
             return resp;
         }
+    };
+    // A client's share of the requests in flight: its user when it sent a
+    // token, else its address.
+    let client = match (&token, remote) {
+        (Some(_), _) => format!("user:{}", caller.name),
+        (None, Some(a)) => format!("addr:{}", a.ip()),
+        (None, None) => "addr:unknown".into(),
+    };
+    let Some(_in_flight) = s.shares.take(client) else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in flight from this client: wait for some to finish",
+        );
     };
     let action = bounded(
         &format!("{} {}", req.method(), req.uri().path()),

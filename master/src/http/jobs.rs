@@ -239,7 +239,11 @@ pub(super) async fn task_log(
     })
     .await?;
     if let (true, Some(rx)) = (bytes.is_empty(), woken) {
-        let _ = tokio::time::timeout(wait, rx).await;
+        if let Ok(Err(_)) = tokio::time::timeout(wait, rx).await {
+            // Not watched (the master holds as many followers as it
+            // keeps): wait a little anyway, so a follower does not spin.
+            tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+        }
         target = ask_core(&s, |reply| Request::TaskLog {
             task,
             attempt: Some(key.attempt),

@@ -21,6 +21,7 @@ mod engines;
 mod jobs;
 mod paging;
 pub mod serve;
+mod share;
 mod users;
 
 pub use auth::Policy;
@@ -56,6 +57,8 @@ pub struct ApiParts {
     pub policy: Policy,
     /// The time a client has to send a request body.
     pub body_timeout: std::time::Duration,
+    /// Requests one client may have in flight at once.
+    pub per_client_requests: usize,
 }
 
 #[derive(Clone)]
@@ -70,6 +73,7 @@ pub struct ApiState {
     access: EngineAccess,
     policy: Arc<Policy>,
     body_timeout: std::time::Duration,
+    shares: share::Shares,
 }
 
 impl ApiState {
@@ -102,6 +106,7 @@ pub fn router(parts: ApiParts) -> Router {
         access: parts.access,
         policy: Arc::new(parts.policy),
         body_timeout: parts.body_timeout,
+        shares: share::Shares::new(parts.per_client_requests),
     };
     Router::new()
         .route("/", get(dashboard))

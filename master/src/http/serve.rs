@@ -31,6 +31,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections one address may hold at once.
     pub per_client: usize,
+    /// Requests one client (a user, or an address without a token) may
+    /// have in flight at once: half its connection share, so people behind
+    /// one proxy address still get theirs.
+    pub requests_per_client: usize,
     /// Time to send a request's headers (and to finish a TLS handshake).
     pub header_timeout: Duration,
 }
@@ -42,6 +46,7 @@ impl Limits {
             max_connections,
             // A quarter each, but never fewer than a browser's handful.
             per_client: (max_connections / 4).max(8).min(max_connections),
+            requests_per_client: (max_connections / 8).max(4).min(max_connections),
             header_timeout,
         }
     }
@@ -199,7 +204,7 @@ mod tests {
         p.give_back(ip);
         assert!(p.lock().is_empty());
         let l = Limits::new(1000, Duration::from_secs(1));
-        assert_eq!(l.per_client, 250);
+        assert_eq!((l.per_client, l.requests_per_client), (250, 125));
         assert_eq!(Limits::new(4, Duration::from_secs(1)).per_client, 4);
     }
 }
