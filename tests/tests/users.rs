@@ -333,3 +333,16 @@ fn one_user_cannot_hold_every_request() {
         .status
         .success());
 }
+
+#[test]
+fn public_read_opens_reads_and_nothing_else() {
+    let (farm, _admin) = farm_with_admin(&["--public-read"]);
+    let anon = [("DRQUEUE_TOKEN", "")];
+    let out = farm.drqueue_env(&["jobs", "--json"], &anon);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = farm.drqueue_env(&["whoami"], &anon);
+    assert_eq!(stdout(&out).trim(), "anonymous (viewer)");
+    let out = farm.drqueue_env(&["submit", "--", "true"], &anon);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("DRQUEUE_TOKEN"), "{}", stderr(&out));
+}

@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod log_window;
 pub mod mongo;
 pub mod reader;
 pub mod sqlite;
