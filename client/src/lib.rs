@@ -120,6 +120,12 @@ impl Client {
             .tls_config(tls)
             .build()
             .new_agent();
+        // `127.0.0.1:5580` means what it says: plain HTTP there.
+        let base = if base.contains("://") {
+            base
+        } else {
+            format!("http://{base}")
+        };
         Client {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -137,9 +143,14 @@ impl Client {
     }
 
     fn connect_error(&self, e: ureq::Error) -> ClientError {
+        let mut reason = e.to_string();
+        if matches!(e, ureq::Error::Protocol(_)) {
+            // Something answers there, but not HTTP.
+            reason.push_str(": something answers there, but not the HTTP API. Is it the master's engines port (5555)? The API listens on --http (default 127.0.0.1:5580)");
+        }
         ClientError::Connect {
             url: self.base.clone(),
-            reason: e.to_string(),
+            reason,
         }
     }
 
@@ -296,6 +307,20 @@ impl Client {
     /// Every job the filter matches, following the master's pages.
     pub fn jobs_where(&self, filter: &JobFilter) -> Result<Vec<JobSummary>> {
         self.get_all("/api/jobs", &filter.query())
+    }
+
+    /// The first `limit` jobs the filter matches, and whether more remain.
+    pub fn jobs_first(&self, filter: &JobFilter, limit: usize) -> Result<(Vec<JobSummary>, bool)> {
+        let mut query = filter.query();
+        query.push(("limit", limit.to_string()));
+        let resp = self.send("GET", "/api/jobs", &query, None)?;
+        let more = resp
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link)
+            .is_some();
+        Ok((self.json(resp)?, more))
     }
 
     pub fn job(&self, id: JobId) -> Result<JobView> {

@@ -214,7 +214,7 @@ pub enum RequestError {
     NoEngine(String),
     #[error("no task {} in job {}: list them with `drqueue tasks {}`", .0.index, .0.job, .0.job)]
     NoTask(TaskKey),
-    #[error("task {task} has {attempts} attempt(s); there is no attempt {asked}")]
+    #[error("{}", no_attempt(*.task, *.attempts, *.asked))]
     NoAttempt {
         task: TaskKey,
         attempts: u32,
@@ -228,6 +228,15 @@ pub enum RequestError {
         owner: String,
         caller: String,
     },
+}
+
+/// Why there is no log for the attempt asked for, in words.
+fn no_attempt(task: TaskKey, attempts: u32, asked: u32) -> String {
+    if attempts == 0 {
+        format!("task {task} has not run yet, so it has no log; `drqueue log --follow` waits for it to start")
+    } else {
+        format!("task {task} has {attempts} attempt(s); there is no attempt {asked}")
+    }
 }
 
 /// The scheduler's whole state.

@@ -156,9 +156,10 @@ fn bad_http_bodies_get_clear_errors_and_harm_nothing() {
     assert!(v["error"].as_str().unwrap().contains("no job 999"));
     let (status, _) = post(&farm, "/api/jobs/1/explode", "");
     assert_eq!(status, 400);
-    // The CLI refuses a malformed frame set before sending it, with exit 1.
+    // The CLI refuses a malformed frame set before sending it: a usage
+    // error, exit 2.
     let out = farm.drqueue(&["submit", "--frames", "10-1", "--", "true"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ends before it starts"));
     // A usage error is exit 2.
     assert_eq!(farm.drqueue(&["submit"]).status.code(), Some(2));
@@ -178,7 +179,11 @@ fn bad_http_bodies_get_clear_errors_and_harm_nothing() {
 fn ten_million_frames_work_in_blocks_or_are_refused_with_a_clear_limit() {
     let farm = Farm::start();
     let out = farm.drqueue(&["submit", "--frames", "1-10000000", "--", "true"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refused before the master is asked"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("raise --blocksize"));
     let id = farm.submit(&[
         "--frames",

@@ -204,7 +204,7 @@ fn each_class_of_malformed_graph_file_gets_its_error_and_nothing_is_submitted() 
         std::fs::write(farm.dir.join(file), text).unwrap();
         let out = farm.drqueue(&["submit", "--file", file]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
         assert!(stderr.contains(want), "{file}: wanted {want:?} in {stderr}");
     }
     // A graph the master refuses (its second job waits for a job that does

@@ -26,10 +26,13 @@ impl Core {
 
     /// The task and attempt (the latest when None) a log read is for.
     fn log_target(&self, key: TaskKey, attempt: Option<u32>) -> Result<LogTarget, RequestError> {
-        let task = self
-            .sched
-            .task_record(key)
-            .ok_or(RequestError::NoTask(key))?;
+        let task = self.sched.task_record(key).ok_or(
+            // Name what is missing: the job, or the task in it.
+            match self.sched.job_status(key.job) {
+                None => RequestError::NoJob(key.job),
+                Some(_) => RequestError::NoTask(key),
+            },
+        )?;
         let attempt = attempt.unwrap_or(task.attempts);
         if attempt == 0 || attempt > task.attempts {
             return Err(RequestError::NoAttempt {

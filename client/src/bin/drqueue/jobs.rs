@@ -14,6 +14,8 @@ use std::time::Duration;
 /// `drqueue jobs`: which jobs to list.
 #[derive(clap::Args)]
 pub struct JobsArgs {
+    /// Only jobs in this status: waiting, queued, running, paused, done,
+    /// failed or cancelled.
     #[arg(long)]
     status: Option<JobStatus>,
     /// Only this user's jobs.
@@ -27,6 +29,12 @@ pub struct JobsArgs {
     /// Oldest first (default: newest first).
     #[arg(long)]
     oldest: bool,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    limit: u32,
+    /// Show every job that matches (no --limit).
+    #[arg(long, conflicts_with = "limit")]
+    all: bool,
 }
 
 pub fn list(client: &Client, a: JobsArgs, out: &dyn Output) -> CliResult<()> {
@@ -41,7 +49,19 @@ pub fn list(client: &Client, a: JobsArgs, out: &dyn Output) -> CliResult<()> {
             Order::Newest
         },
     };
-    out.jobs(&client.jobs_where(&filter)?)
+    if a.all {
+        return out.jobs(&client.jobs_where(&filter)?);
+    }
+    let (jobs, more) = client.jobs_first(&filter, a.limit as usize)?;
+    out.jobs(&jobs)?;
+    if more {
+        eprintln!(
+            "(the {} {} shown; more match: --limit N or --all)",
+            jobs.len(),
+            if a.oldest { "oldest" } else { "newest" }
+        );
+    }
+    Ok(())
 }
 
 /// `show`: the job, with blacklisted engines by name and its failed tasks.
@@ -103,7 +123,7 @@ pub fn log(
         let chunk = match client.log_window(job, task, attempt, offset, wait) {
             // Following a task that has not started yet: wait for it.
             Err(drqueue_client::ClientError::NotFound(m))
-                if follow && attempt.is_none() && m.contains("has 0 attempt") =>
+                if follow && attempt.is_none() && m.contains("has not run yet") =>
             {
                 std::thread::sleep(Duration::from_millis(500));
                 continue;

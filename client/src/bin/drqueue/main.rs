@@ -54,6 +54,8 @@ enum Cmd {
     /// List a job's tasks.
     Tasks {
         job: JobId,
+        /// Only tasks in this status: waiting, ready, assigned, running,
+        /// done, failed or cancelled.
         #[arg(long)]
         status: Option<TaskStatus>,
     },
@@ -61,6 +63,7 @@ enum Cmd {
     Log {
         job: JobId,
         task: u32,
+        /// Which attempt's log (1 is the first; default: the latest).
         #[arg(long)]
         attempt: Option<u32>,
         /// Keep printing as the attempt runs.
@@ -87,6 +90,7 @@ enum Cmd {
     /// Delete a finished job (any job with --force).
     Delete {
         job: JobId,
+        /// Delete it even if it has not ended: its running tasks are killed.
         #[arg(long)]
         force: bool,
     },
@@ -125,7 +129,17 @@ enum Cmd {
     RunLocal(Box<local::RunLocalArgs>),
 }
 
+/// Exit codes, as the README gives them.
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
 fn main() -> ExitCode {
+    // Output into a closed pipe (`drqueue jobs | head`) ends the program
+    // quietly, as it does every Unix tool, instead of a panic.
+    // SAFETY: resetting a signal's disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let client = Client::new(cli.url.as_deref(), None);
     let out = output::for_mode(cli.json);
@@ -133,7 +147,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("drqueue: {e}");
-            ExitCode::from(1)
+            // Refused here, before the master was asked: a usage error.
+            let code = match e {
+                error::CliError::Input(_) => EXIT_USAGE,
+                _ => EXIT_FAILED,
+            };
+            ExitCode::from(code)
         }
     }
 }

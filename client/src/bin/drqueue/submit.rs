@@ -31,6 +31,7 @@ pub struct SubmitArgs {
     /// In CMD2, {job} is this job's id and {start}/{end} its first and last frame.
     #[arg(long)]
     then: bool,
+    /// The job's name in listings (default: the program's file name).
     #[arg(long)]
     name: Option<String>,
     /// Render with a known renderer: blender, povray, hrender, maya, nuke,
@@ -56,12 +57,16 @@ pub struct SubmitArgs {
     /// 0-1000, higher first.
     #[arg(long, default_value_t = drqueue_common::model::DEFAULT_PRIORITY)]
     priority: u32,
+    /// Only engines in this pool run it (`drqueue pools` lists them).
     #[arg(long, default_value = drqueue_common::model::DEFAULT_POOL)]
     pool: String,
+    /// Only engines on this OS run it: linux, macos or windows.
     #[arg(long)]
     os: Option<String>,
+    /// Only engines with at least this many cores run it.
     #[arg(long, default_value_t = 0)]
     min_cores: u32,
+    /// Only engines with at least this much RAM (MiB) run it.
     #[arg(long, default_value_t = 0)]
     min_ram_mb: u64,
     /// Capability an engine must have (repeatable), e.g. blender.
@@ -70,8 +75,12 @@ pub struct SubmitArgs {
     /// Environment for the command, K=V (repeatable).
     #[arg(long = "env", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// The directory the command runs in, on the engine (default: the
+    /// engine's own working directory).
     #[arg(long)]
     cwd: Option<String>,
+    /// Attempts per task before it is failed (a cancel or a lost engine
+    /// does not count).
     #[arg(long, default_value_t = drqueue_common::model::DEFAULT_MAX_ATTEMPTS)]
     max_attempts: u32,
     /// Per-task time limit in seconds.
