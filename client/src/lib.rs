@@ -456,6 +456,17 @@ impl Client {
         self.write("PUT", &format!("/api/limits/{name}"), &[], Some(&body))
     }
 
+    /// One limit, with its tokens in use.
+    pub fn limit(&self, name: &str) -> Result<LimitView> {
+        self.get(&format!("/api/limits/{}", percent_encode(name)), &[])
+    }
+
+    /// Removes a limit: jobs naming it are no longer held back by it.
+    pub fn delete_limit(&self, name: &str) -> Result<()> {
+        let path = format!("/api/limits/{}", percent_encode(name));
+        self.send("DELETE", &path, &[], None).map(|_| ())
+    }
+
     /// Who the master takes this client for.
     pub fn whoami(&self) -> Result<WhoAmI> {
         self.get("/api/whoami", &[])

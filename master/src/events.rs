@@ -209,6 +209,10 @@ pub enum Request {
         count: u32,
         reply: Reply<Result<LimitView, RequestError>>,
     },
+    DeleteLimit {
+        name: String,
+        reply: Reply<Result<(), RequestError>>,
+    },
     /// Answered once everything decided so far is committed.
     Flush {
         reply: Reply<()>,

@@ -220,6 +220,8 @@ pub enum RequestError {
         attempts: u32,
         asked: u32,
     },
+    #[error("no limit {0:?}; `drqueue limits` lists them")]
+    NoLimit(String),
     #[error("{0}")]
     Invalid(String),
     #[error("job {job} belongs to {owner:?}; {caller:?} may change only their own jobs (a wrangler may change any)")]

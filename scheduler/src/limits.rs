@@ -24,6 +24,15 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Removes a limit: jobs naming it are no longer held back by it.
+    pub fn delete_limit(&mut self, name: &str) -> Result<(), RequestError> {
+        if self.limits.remove(name).is_none() {
+            return Err(RequestError::NoLimit(name.to_string()));
+        }
+        self.dirty_limits.insert(name.to_string());
+        Ok(())
+    }
+
     /// Tokens held now, per limit: one per attempt an engine holds (a task
     /// being cancelled keeps its token until it has really ended).
     pub(super) fn tokens_in_use(&self) -> HashMap<String, u32> {

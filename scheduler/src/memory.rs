@@ -61,6 +61,9 @@ impl MemoryStore {
         for l in b.limits {
             self.limits.insert(l.name, l.count);
         }
+        for name in b.deleted_limits {
+            self.limits.remove(&name);
+        }
     }
 
     /// Everything a restarting scheduler loads.

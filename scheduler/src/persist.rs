@@ -37,11 +37,12 @@ impl Scheduler {
             batch.next_job_id = Some(self.next_job_id);
         }
         for name in std::mem::take(&mut self.dirty_limits) {
-            if let Some(count) = self.limits.get(&name) {
-                batch.limits.push(LimitRecord {
+            match self.limits.get(&name) {
+                Some(count) => batch.limits.push(LimitRecord {
                     name,
                     count: *count,
-                });
+                }),
+                None => batch.deleted_limits.push(name),
             }
         }
         if std::mem::take(&mut self.pools_dirty) {

@@ -212,6 +212,8 @@ pub struct Batch {
     pub pools: Option<Vec<PoolRecord>>,
     /// Limits to insert or replace.
     pub limits: Vec<LimitRecord>,
+    /// Limits to remove (applied after `limits`).
+    pub deleted_limits: Vec<String>,
 }
 
 impl Batch {
@@ -230,7 +232,13 @@ impl Batch {
         if later.pools.is_some() {
             self.pools = later.pools;
         }
+        // A later batch's word on a limit replaces this one's.
+        self.limits
+            .retain(|l| !later.deleted_limits.contains(&l.name));
+        self.deleted_limits
+            .retain(|n| !later.limits.iter().any(|l| &l.name == n));
         join(&mut self.limits, later.limits);
+        join(&mut self.deleted_limits, later.deleted_limits);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -243,6 +251,7 @@ impl Batch {
             && self.next_job_id.is_none()
             && self.pools.is_none()
             && self.limits.is_empty()
+            && self.deleted_limits.is_empty()
     }
 
     /// How many records it writes.

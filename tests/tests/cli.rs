@@ -90,3 +90,84 @@ fn jobs_shows_the_newest_fifty_unless_asked_for_more() {
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows.len(), 4);
 }
+
+#[test]
+fn job_commands_take_several_ids_ranges_and_filters() {
+    let farm = Farm::start();
+    let ids: Vec<String> = (0..5)
+        .map(|_| farm.submit(&["--paused", "--", "true"]).to_string())
+        .collect();
+    // Ids act at once, each reported.
+    let out = farm.drqueue(&["cancel", &ids[0], &ids[1]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("job {} is cancelled", ids[0])),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("job {} is cancelled", ids[1])),
+        "{said}"
+    );
+    // A range, with one id that does not exist: the others are done, the
+    // missing one reported, exit 1.
+    let range = format!("{}-{}", ids[0], ids[1]);
+    let out = farm.drqueue(&["delete", &range, "999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("job 999: no job 999"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(farm.client().jobs(None).unwrap().len(), 3);
+    // A filter without a terminal to ask on wants --yes: a usage error.
+    let out = farm.drqueue(&["resume", "--status", "paused"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    let out = farm.drqueue(&["cancel", "--status", "paused", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left = farm.client().jobs(None).unwrap();
+    assert!(left.iter().all(|j| j.status.as_str() == "cancelled"));
+    // Ids and filters together, or nothing at all, are usage errors.
+    assert_eq!(
+        farm.drqueue(&["pause", &ids[2], "--all"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(farm.drqueue(&["pause"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_limit_can_be_shown_and_deleted() {
+    let mut farm = Farm::start();
+    assert!(farm
+        .drqueue(&["limit", "set", "nuke", "0"])
+        .status
+        .success());
+    // Held back by a limit of 0 tokens...
+    let id = farm.submit(&["--limit", "nuke", "--", "true"]);
+    farm.engine("e", &[]);
+    let out = farm.drqueue(&["--json", "limit", "show", "nuke"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown[0]["count"], 0);
+    // ...until the limit is gone.
+    let out = farm.drqueue(&["limit", "delete", "nuke"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        farm.wait_job(id, std::time::Duration::from_secs(60))
+            .status
+            .as_str(),
+        "done"
+    );
+    let out = farm.drqueue(&["limit", "show", "nuke"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no limit \"nuke\""),
+        "{}",
+        stderr(&out)
+    );
+    // Gone for good: a restarted master does not bring it back.
+    farm.stop_master();
+    farm.start_master();
+    let out = farm.drqueue(&["--json", "limits"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}

@@ -111,8 +111,12 @@ fn a_revoked_engine_stops_its_task_which_runs_elsewhere() {
     let victim = farm.engine("victim", &[]);
     let mark = marker("revoke");
     let flag = farm.dir.join("ran-once");
+    // Only the first run's long-lived shell carries the whole marker: the
+    // script holds it in two halves, so the retry on the other engine (a
+    // short-lived shell running the same script) is never taken for it.
+    let (head, tail) = mark.split_at(mark.len() - 3);
     let script = format!(
-        "if [ -e {flag} ]; then exit 0; fi; touch {flag}; sleep 300; : {mark}",
+        "if [ -e {flag} ]; then exit 0; fi; touch {flag}; A={head}; B={tail}; exec sh -c \"sleep 300; : $A$B\"",
         flag = flag.display()
     );
     let id = farm.submit(&["--frames", "1", "--", "sh", "-c", &script]);

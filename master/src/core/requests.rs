@@ -166,6 +166,10 @@ impl Core {
                 });
                 self.reply_after_commit(reply, set);
             }
+            Request::DeleteLimit { name, reply } => {
+                let deleted = self.sched.delete_limit(&name);
+                self.reply_after_commit(reply, deleted);
+            }
             Request::Flush { reply } => self.ask_store(WriterMsg::Flush(reply)),
         }
     }

@@ -3,6 +3,7 @@
 
 use super::{ask, ask_core, error, json, json_body, need, parse_action, ApiResult, ApiState};
 use crate::events::Request;
+use crate::scheduler::RequestError;
 use crate::users::Caller;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -133,4 +134,25 @@ pub(super) async fn set_limit(
     need(&caller, Role::Wrangler, "setting a limit")?;
     let LimitBody { count } = json_body(body, "limit (send {\"count\": N})")?;
     json(ask_core(&s, |reply| Request::SetLimit { name, count, reply }).await?)
+}
+
+/// `drqueue limit show NAME`.
+pub(super) async fn show_limit(State(s): State<ApiState>, Path(name): Path<String>) -> ApiResult {
+    let limits = ask(&s, |reply| Request::ListLimits { reply }).await?;
+    match limits.into_iter().find(|l| l.name == name) {
+        Some(l) => json(l),
+        None => Err(super::request_error(RequestError::NoLimit(name))),
+    }
+}
+
+/// `drqueue limit delete NAME`: jobs naming it are no longer held back.
+pub(super) async fn delete_limit(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    need(&caller, Role::Wrangler, "deleting a limit")?;
+    let deleted = name.clone();
+    ask_core(&s, |reply| Request::DeleteLimit { name, reply }).await?;
+    json(serde_json::json!({ "deleted": deleted }))
 }

@@ -129,7 +129,12 @@ pub fn router(parts: ApiParts) -> Router {
         .route("/api/join-tokens", post(engines::join_token))
         .route("/api/pools", get(engines::list_pools))
         .route("/api/limits", get(engines::list_limits))
-        .route("/api/limits/{name}", put(engines::set_limit))
+        .route(
+            "/api/limits/{name}",
+            put(engines::set_limit)
+                .get(engines::show_limit)
+                .delete(engines::delete_limit),
+        )
         .route("/api/users", get(users::list_users).post(users::add_user))
         .route("/api/users/{name}", delete(users::remove_user))
         .route("/api/users/{name}/tokens", post(users::create_token))
@@ -175,7 +180,8 @@ fn request_error(e: RequestError) -> Response {
         RequestError::NoJob(_)
         | RequestError::NoEngine(_)
         | RequestError::NoTask(_)
-        | RequestError::NoAttempt { .. } => StatusCode::NOT_FOUND,
+        | RequestError::NoAttempt { .. }
+        | RequestError::NoLimit(_) => StatusCode::NOT_FOUND,
         RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
         RequestError::NotYours { .. } => StatusCode::FORBIDDEN,
     };

@@ -21,6 +21,32 @@ pub fn run_all(open: Open) {
     one_master_holds_the_lease(open);
     users_are_put_replaced_and_removed(open);
     the_audit_trail_is_numbered_and_filtered(open);
+    a_deleted_limit_is_gone(open);
+}
+
+fn a_deleted_limit_is_gone(open: Open) {
+    let mut s = open("limits-deleted");
+    let limit = |name: &str, count| LimitRecord {
+        name: name.into(),
+        count,
+    };
+    s.commit(&Batch {
+        limits: vec![limit("nuke", 2), limit("maya", 5)],
+        ..Batch::default()
+    })
+    .expect("commit");
+    // Deleted, then set again in one merged batch: the last word counts.
+    let mut merged = Batch {
+        deleted_limits: vec!["nuke".into(), "maya".into()],
+        ..Batch::default()
+    };
+    merged.append(Batch {
+        limits: vec![limit("maya", 7)],
+        ..Batch::default()
+    });
+    s.commit(&merged).expect("commit");
+    let snap = s.load().expect("load");
+    assert_eq!(snap.limits, vec![limit("maya", 7)]);
 }
 
 fn user(name: &str, role: Role, tokens: &[&str]) -> UserRecord {

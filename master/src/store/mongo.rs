@@ -473,6 +473,13 @@ impl Store for MongoStore {
                 count: l.count,
             })?,
         )?;
+        if !b.deleted_limits.is_empty() {
+            self.coll("limits")
+                .delete_many(doc! {"_id": {"$in": &b.deleted_limits}})
+                .run()
+                .map_err(err)?;
+            self.round_trips += 1;
+        }
         if let Some(pools) = &b.pools {
             // Small and rare (an engine joined or changed pools): rewrite all.
             self.coll("pools").delete_many(doc! {}).run().map_err(err)?;

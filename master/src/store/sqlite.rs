@@ -447,6 +447,10 @@ impl Store for SqliteStore {
                 )
                 .map_err(err)?;
             }
+            for name in &b.deleted_limits {
+                tx.execute("DELETE FROM limits WHERE name = ?1", params![name])
+                    .map_err(err)?;
+            }
             if let Some(pools) = &b.pools {
                 tx.execute("DELETE FROM pools", []).map_err(err)?;
                 for p in pools {

@@ -3,6 +3,7 @@
 
 use crate::error::CliResult;
 use crate::output::{JobDetail, Output};
+use crate::select::JobSelection;
 use drqueue_client::Client;
 use drqueue_common::listing::{JobFilter, Order};
 use drqueue_common::model::{JobId, JobStatus, JobView, TaskStatus};
@@ -163,13 +164,49 @@ pub fn wait(
 }
 
 /// `pause`, `resume`, `cancel`, `retry`.
-pub fn control(client: &Client, job: JobId, action: &str, out: &dyn Output) -> CliResult<()> {
-    out.job_changed(&client.control(job, action)?)
+/// pause, resume, cancel or retry each selected job, reporting each; exit 1
+/// if any was refused.
+pub fn control(
+    client: &Client,
+    sel: &JobSelection,
+    action: &str,
+    out: &dyn Output,
+) -> CliResult<ExitCode> {
+    for_each(&sel.resolve(client, action)?, |job| {
+        out.job_changed(&client.control(job, action)?)
+    })
 }
 
-pub fn delete(client: &Client, job: JobId, force: bool, out: &dyn Output) -> CliResult<()> {
-    client.delete(job, force)?;
-    out.job_deleted(job)
+pub fn delete(
+    client: &Client,
+    sel: &JobSelection,
+    force: bool,
+    out: &dyn Output,
+) -> CliResult<ExitCode> {
+    for_each(&sel.resolve(client, "delete")?, |job| {
+        client.delete(job, force)?;
+        out.job_deleted(job)
+    })
+}
+
+/// Runs `act` on every job; a refusal is reported and the rest go on.
+fn for_each(jobs: &[JobId], mut act: impl FnMut(JobId) -> CliResult<()>) -> CliResult<ExitCode> {
+    let mut failed = 0;
+    for &job in jobs {
+        if let Err(e) = act(job) {
+            // One job: its error is the command's, as before.
+            if jobs.len() == 1 {
+                return Err(e);
+            }
+            eprintln!("drqueue: job {job}: {e}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        eprintln!("drqueue: {failed} of {} jobs refused", jobs.len());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// 0 for a job that ended done; 1, with the counts on stderr, otherwise.

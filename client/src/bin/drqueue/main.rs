@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `submit` | `submit` (flags, presets, `--then`, job files) |
 //! | `jobs` | `jobs`, `show`, `tasks`, `log`, `wait`, `watch`, pause … delete |
+//! | `select` | which jobs pause … delete act on: ids, ranges, filters |
 //! | `engines` | `engines`, `engine show/disable/enable/drain` |
 //! | `admin` | `pools`, `limits`, `limit set` |
 //! | `users` | `user add/list/remove`, `token create/revoke`, `audit`, `whoami` |
@@ -19,6 +20,7 @@ mod error;
 mod jobs;
 mod local;
 mod output;
+mod select;
 mod show;
 mod submit;
 mod users;
@@ -79,17 +81,18 @@ enum Cmd {
     },
     /// Show live progress bars until the job ends.
     Watch { job: JobId },
-    /// Stop starting new tasks of a job; running ones finish.
-    Pause { job: JobId },
-    /// Resume a paused job.
-    Resume { job: JobId },
-    /// Cancel a job: running tasks are killed.
-    Cancel { job: JobId },
-    /// Put failed and cancelled tasks back to ready.
-    Retry { job: JobId },
+    /// Stop starting new tasks of jobs; running ones finish.
+    Pause(select::JobSelection),
+    /// Resume paused jobs.
+    Resume(select::JobSelection),
+    /// Cancel jobs: running tasks are killed.
+    Cancel(select::JobSelection),
+    /// Put failed and cancelled tasks of jobs back to ready.
+    Retry(select::JobSelection),
     /// Delete a finished job (any job with --force).
     Delete {
-        job: JobId,
+        #[command(flatten)]
+        jobs: select::JobSelection,
         /// Delete it even if it has not ended: its running tasks are killed.
         #[arg(long)]
         force: bool,
@@ -172,11 +175,11 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
         } => jobs::log(client, job, task, attempt, follow)?,
         Cmd::Wait { job, timeout } => return jobs::wait(client, job, timeout, false, out),
         Cmd::Watch { job } => return jobs::wait(client, job, None, true, out),
-        Cmd::Pause { job } => jobs::control(client, job, "pause", out)?,
-        Cmd::Resume { job } => jobs::control(client, job, "resume", out)?,
-        Cmd::Cancel { job } => jobs::control(client, job, "cancel", out)?,
-        Cmd::Retry { job } => jobs::control(client, job, "retry", out)?,
-        Cmd::Delete { job, force } => jobs::delete(client, job, force, out)?,
+        Cmd::Pause(sel) => return jobs::control(client, &sel, "pause", out),
+        Cmd::Resume(sel) => return jobs::control(client, &sel, "resume", out),
+        Cmd::Cancel(sel) => return jobs::control(client, &sel, "cancel", out),
+        Cmd::Retry(sel) => return jobs::control(client, &sel, "retry", out),
+        Cmd::Delete { jobs, force } => return jobs::delete(client, &jobs, force, out),
         Cmd::Engines => engines::list(client, out)?,
         Cmd::Engine { action } => return engines::run(client, action, out),
         Cmd::Pools => admin::pools(client, out)?,
