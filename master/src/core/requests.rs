@@ -24,6 +24,17 @@ impl Core {
         })
     }
 
+    /// A job that asks for mail is refused by a master that cannot send any,
+    /// at submit rather than when the job ends.
+    fn can_mail(&self, notify: &[Vec<String>]) -> Result<(), RequestError> {
+        if self.mailer.is_some() || notify.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        Err(RequestError::Invalid(
+            "--notify: this master sends no mail (it was started without --smtp). Start drqueue-master with --smtp smtp://HOST:PORT, or submit without --notify".into(),
+        ))
+    }
+
     /// The task and attempt (the latest when None) a log read is for.
     fn log_target(&self, key: TaskKey, attempt: Option<u32>) -> Result<LogTarget, RequestError> {
         let task = self.sched.task_record(key).ok_or(
@@ -59,11 +70,17 @@ impl Core {
                 let _ = reply.send(self.sched.job_page(&filter, after, limit, now));
             }
             Request::Submit { spec, reply } => {
-                let created = self.sched.submit(*spec, now, &mut self.fx);
+                let created = self
+                    .can_mail(std::slice::from_ref(&spec.notify))
+                    .and_then(|()| self.sched.submit(*spec, now, &mut self.fx));
                 self.reply_when_committed(created.map(|id| vec![id]), reply);
             }
             Request::SubmitGraph { graph, reply } => {
-                let created = self.sched.submit_graph(graph, now, &mut self.fx);
+                let notify: Vec<Vec<String>> =
+                    graph.jobs.iter().map(|j| j.spec.notify.clone()).collect();
+                let created = self
+                    .can_mail(&notify)
+                    .and_then(|()| self.sched.submit_graph(graph, now, &mut self.fx));
                 let ids = created.map(|jobs| jobs.into_iter().map(|(_, id)| id).collect());
                 self.reply_when_committed(ids, reply);
             }
