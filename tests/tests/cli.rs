@@ -171,3 +171,18 @@ fn a_limit_can_be_shown_and_deleted() {
     let out = farm.drqueue(&["--json", "limits"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+#[test]
+fn table_columns_line_up_whatever_the_status() {
+    let farm = Farm::start();
+    farm.submit(&["--paused", "--", "true"]);
+    farm.submit(&["--", "true"]);
+    let out = farm.drqueue(&["jobs"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let pri = lines[0].find("PRI").expect("a PRI column");
+    for row in &lines[1..] {
+        // The priority (500) ends where the PRI heading ends.
+        assert_eq!(&row[pri..pri + 3], "500", "{text}");
+    }
+}
