@@ -102,8 +102,11 @@ impl Core {
                 attempt,
                 reply,
             } => {
+                // Answered once what the core has taken in is committed, so
+                // the read that follows (on the store's reader) sees every
+                // chunk up to the state the caller was shown.
                 let target = self.log_target(task, attempt);
-                let _ = reply.send(target);
+                self.reply_after_commit(reply, target);
             }
             Request::WatchLog { attempt, reply } => {
                 let live = self.log_target(attempt.task, Some(attempt.attempt));
@@ -115,7 +118,7 @@ impl Core {
             }
             Request::TaskRecord { task, reply } => {
                 let record = self.sched.task_record(task);
-                let _ = reply.send(record.ok_or(RequestError::NoTask(task)));
+                self.reply_after_commit(reply, record.ok_or(RequestError::NoTask(task)));
             }
             Request::ControlJob {
                 id,
