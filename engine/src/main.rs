@@ -6,10 +6,32 @@ use drqueue_engine::facts;
 use drqueue_engine::logfile::RotatingFile;
 use std::path::PathBuf;
 
+mod render_demo;
+
 /// The DrQueue engine: connects to the master, registers this machine, and
 /// runs the tasks it is given.
 #[derive(Parser, Debug)]
-#[command(name = "drqueue-engine", version)]
+#[command(
+    name = "drqueue-engine",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    tool: Option<Tool>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Tool {
+    /// Render one frame of the built-in demo scene to a PNG: a real renderer
+    /// that every engine has (the sample job of `scripts/farm up`, tests).
+    /// Prints `drqueue_progress: N` lines as it goes.
+    RenderDemo(render_demo::RenderDemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Master endpoint(s), comma separated; tried in turn.
     #[arg(long, env = "DRQUEUE_MASTER", default_value = "tcp://127.0.0.1:5555")]
@@ -67,7 +89,11 @@ fn default_state_dir() -> PathBuf {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Tool::RenderDemo(a)) = cli.tool {
+        return render_demo::run(&a);
+    }
+    let args = cli.args;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     match &args.log_file {

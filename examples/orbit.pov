@@ -1,4 +1,5 @@
-// A small animated scene for DrQueue's POV-Ray test: a sphere orbits a box
+// A small animated scene: the sample job of `scripts/farm up` (with POV-Ray
+// installed) and the POV-Ray test. A sphere orbits a box
 // as `clock` runs from 0 to 1 over the job's frames (+KFI/+KFF).
 #version 3.7;
 global_settings { assumed_gamma 1.0 }
