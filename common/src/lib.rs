@@ -32,6 +32,8 @@ pub mod signals;
 pub mod signature;
 pub mod spec_bounds;
 pub mod template;
+#[doc(hidden)]
+pub mod test_skip;
 pub mod users;
 
 /// Milliseconds since the Unix epoch: the one time unit of the model.
