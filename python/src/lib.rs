@@ -143,10 +143,28 @@ impl NativeClient {
             .map_err(to_py)
     }
 
-    fn control(&self, py: Python<'_>, id: u64, action: &str) -> PyResult<String> {
+    /// pause, resume, cancel or retry; cancel and retry take a task set
+    /// (`3,7-12`) to act on those tasks only.
+    #[pyo3(signature = (id, action, tasks=None))]
+    fn control(
+        &self,
+        py: Python<'_>,
+        id: u64,
+        action: &str,
+        tasks: Option<&str>,
+    ) -> PyResult<String> {
+        let id = JobId(id);
+        let view = py.detach(|| match tasks {
+            Some(t) => self.inner.control_tasks(id, action, t),
+            None => self.inner.control(id, action),
+        });
+        json(&view.map_err(to_py)?)
+    }
+
+    fn set_priority(&self, py: Python<'_>, id: u64, priority: u32) -> PyResult<String> {
         let id = JobId(id);
         json(
-            &py.detach(|| self.inner.control(id, action))
+            &py.detach(|| self.inner.set_priority(id, priority))
                 .map_err(to_py)?,
         )
     }

@@ -1,7 +1,8 @@
 """A real farm for the Python tests: drqueue-master and one drqueue-engine
 started from the built binaries (DRQUEUE_BIN_DIR, default ../target/debug),
-on free ports in a temporary directory. The engine finds `python3` in this
-interpreter's environment first, so callables run with this drqueue module."""
+on free ports in a temporary directory. Engines get a bare `python3` (a venv
+with nothing installed: no drqueue module, no cloudpickle), as a render node
+has: callables must bring what they need."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ def _bin(name: str) -> str:
 
 BASE_TOOLS = ["sh", "bash", "true", "false", "sleep", "echo", "printf", "cat", "test",
               "env", "mkdir", "rm", "ls", "touch", "head", "tail", "wc", "seq", "sed", "grep"]
+
+
+def bare_python(tmp: pathlib.Path) -> str:
+    """A directory holding `python3` from a venv with nothing installed."""
+    venv = tmp / "bare-python"
+    if not (venv / "bin" / "python3").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    return str(venv / "bin")
 
 
 def _base_tools(tmp: pathlib.Path) -> str:
@@ -69,9 +78,9 @@ class Farm:
 
     def engine(self, name: str, *args: str) -> None:
         env = dict(os.environ)
-        # This interpreter's environment, then core tools only: what the host
-        # has installed (renderers above all) never reaches the engine.
-        env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + _base_tools(self.dir)
+        # A bare python3, then core tools only: what the host has installed
+        # (renderers, Python packages) never reaches the engine.
+        env["PATH"] = bare_python(self.dir) + os.pathsep + _base_tools(self.dir)
         env.pop("DRQUEUE_POOL", None)
         log = open(self.dir / f"engine-{name}.log", "w")
         self.engines.append(subprocess.Popen(

@@ -179,23 +179,19 @@ class Client:
         kwargs: Mapping[str, Any] | None = None,
         **job_options: Any,
     ) -> "Job":
-        """Runs ``fn(*args, **kwargs)`` on an engine (one that has ``python3``
-        with this module installed). ``job.result()`` gives its return value,
-        or raises :class:`RemoteError` with the remote traceback. Uses
-        cloudpickle when installed (lambdas, closures), else pickle."""
-        payload = base64.b64encode(_pickle_call(fn, tuple(args), dict(kwargs or {}))).decode()
-        if len(payload) > 48 * 1024:
-            raise InvalidRequest(
-                f"the pickled function and arguments take {len(payload)} bytes; the limit is "
-                "48 KiB: pass a path to the data instead of the data"
-            )
+        """Runs ``fn(*args, **kwargs)`` on an engine that has ``python3``;
+        nothing else needs installing there. ``job.result()`` gives its
+        return value, or raises :class:`RemoteError` with the remote
+        traceback. With cloudpickle installed here (``pip install
+        "drqueue[callables]"``), functions from your own scripts, lambdas and
+        closures travel by value; without it only importable functions do,
+        and anything else is refused here, saying so."""
+        command = _callable_command(fn, tuple(args), dict(kwargs or {}))
         requires = list(job_options.pop("requires", []))
         if "python3" not in requires:
             requires.append("python3")
         job_options.setdefault("name", getattr(fn, "__name__", "callable"))
-        return self.submit(
-            ["python3", "-m", "drqueue.remote", payload], requires=requires, **job_options
-        )
+        return self.submit(command, requires=requires, **job_options)
 
     def job(self, id: int) -> "Job":
         return Job(self, json.loads(self._native.job(int(id))))
@@ -211,15 +207,48 @@ class Client:
         return json.loads(self._native.pools())
 
 
-def _pickle_call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
-    """Pickles a call. With cloudpickle, functions from the caller's own
-    scripts and test files travel by value (the engine cannot import them);
-    functions from installed packages travel by reference, so the engine
-    needs those packages."""
+# A command's strings may take 64 KiB together (the master's bound); leave
+# room for the job's name and env.
+_COMMAND_BUDGET = 60 * 1024
+
+
+def _callable_command(fn: Callable[..., Any], args: tuple, kwargs: dict) -> list[str]:
+    """The task's command: python3 runs the bootstrap (shipped as text, so
+    the engine needs no drqueue module), with this Python's version, the
+    cloudpickle it used (its source, when used) and the pickled call."""
+    import sys
+    import zlib
+    from importlib import resources
+
+    bootstrap = resources.files(__package__).joinpath("_bootstrap.py").read_text()
+    pickled, cloudpickle = _pickle_call(fn, args, kwargs)
+    if cloudpickle is None:
+        cp_version, cp_source = "-", "-"
+    else:
+        cp_version = cloudpickle.__version__
+        with open(cloudpickle.cloudpickle.__file__, "rb") as f:
+            cp_source = base64.b64encode(zlib.compress(f.read(), 9)).decode()
+    payload = base64.b64encode(zlib.compress(pickled, 9)).decode()
+    python = "%d.%d" % sys.version_info[:2]
+    command = ["python3", "-c", bootstrap, python, cp_version, cp_source, payload]
+    room = _COMMAND_BUDGET - sum(len(a) for a in command[:-1])
+    if len(payload) > room:
+        raise InvalidRequest(
+            f"the pickled function and arguments take {len(payload)} bytes; a callable job "
+            f"has room for {room}: pass a path to the data instead of the data"
+        )
+    return command
+
+
+def _pickle_call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[bytes, Any]:
+    """Pickles a call; returns the bytes and the cloudpickle module used (or
+    None). With cloudpickle, functions from the caller's own scripts travel
+    by value (the engine cannot import them); functions from installed
+    packages travel by reference, so the engine needs those packages."""
     try:
         import cloudpickle  # type: ignore[import-not-found]
     except ImportError:
-        return pickle.dumps((fn, args, kwargs))
+        return _pickle_by_reference(fn, args, kwargs), None
     import sys
     import sysconfig
 
@@ -234,10 +263,31 @@ def _pickle_call(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
     if by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return cloudpickle.dumps((fn, args, kwargs))
+        return cloudpickle.dumps((fn, args, kwargs)), cloudpickle
     finally:
         if by_value:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def _pickle_by_reference(fn: Callable[..., Any], args: tuple, kwargs: dict) -> bytes:
+    """Plain pickle sends a function as its module and name, so the engine
+    must be able to import it: refuse here what it could not."""
+    name = getattr(fn, "__qualname__", repr(fn))
+    where = getattr(fn, "__module__", None)
+    fix = (
+        'install cloudpickle where you submit from (pip install "drqueue[callables]"), '
+        "which sends functions by value, or move it into a module the engines can import"
+    )
+    if where == "__main__" or "<lambda>" in name or "<locals>" in name:
+        place = "your script (__main__)" if where == "__main__" else f"{where} as {name}"
+        raise InvalidRequest(
+            f"{name} is defined in {place}; without cloudpickle a function travels by "
+            f"name, and the engine cannot import it: {fix}"
+        )
+    try:
+        return pickle.dumps((fn, args, kwargs))
+    except Exception as e:  # noqa: BLE001 - what pickle refuses, said plainly
+        raise InvalidRequest(f"cannot pickle the call to {name}: {e}; {fix}") from e
 
 
 class Job:
@@ -292,11 +342,18 @@ class Job:
             raise JobFailed(self)
         return self
 
-    def _control(self, action: str) -> "Job":
-        return self._update(json.loads(self._client._native.control(self.id, action)))
+    def _control(self, action: str, tasks: str | Iterable[int] | None = None) -> "Job":
+        if tasks is not None and not isinstance(tasks, str):
+            tasks = ",".join(str(int(t)) for t in tasks)
+        return self._update(json.loads(self._client._native.control(self.id, action, tasks)))
 
-    def cancel(self) -> "Job":
-        return self._control("cancel")
+    def cancel(self, tasks: str | Iterable[int] | None = None) -> "Job":
+        """Cancels the job, or only ``tasks`` (``"3,7-12"`` or indices)."""
+        return self._control("cancel", tasks)
+
+    def set_priority(self, priority: int) -> "Job":
+        """A new priority, 0-1000 (higher runs first)."""
+        return self._update(json.loads(self._client._native.set_priority(self.id, int(priority))))
 
     def pause(self) -> "Job":
         return self._control("pause")
@@ -304,8 +361,9 @@ class Job:
     def resume(self) -> "Job":
         return self._control("resume")
 
-    def retry(self) -> "Job":
-        return self._control("retry")
+    def retry(self, tasks: str | Iterable[int] | None = None) -> "Job":
+        """Puts failed and cancelled tasks (or only ``tasks``) back to ready."""
+        return self._control("retry", tasks)
 
     def tasks(self, status: str | None = None) -> list[dict]:
         """Tasks as ``drqueue tasks --json`` shows them."""
