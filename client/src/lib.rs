@@ -287,13 +287,28 @@ impl Client {
     }
 
     pub fn submit(&self, spec: &JobSpec) -> Result<JobView> {
-        self.post("/api/jobs", Some(spec))
+        self.submit_opts(spec, false)
+    }
+
+    /// Submits a job; with `require_runnable` the master refuses it (409)
+    /// when no engine could run it now, instead of queueing it.
+    pub fn submit_opts(&self, spec: &JobSpec, require_runnable: bool) -> Result<JobView> {
+        self.post(&submit_path("/api/jobs", require_runnable), Some(spec))
     }
 
     /// Submits a graph of jobs in one request: all are created, or none.
     /// The jobs come back dependencies first.
     pub fn submit_graph(&self, graph: &drqueue_common::graph::Graph) -> Result<Vec<JobView>> {
-        self.post("/api/graphs", Some(graph))
+        self.submit_graph_opts(graph, false)
+    }
+
+    /// [`Client::submit_graph`], with [`Client::submit_opts`]' check.
+    pub fn submit_graph_opts(
+        &self,
+        graph: &drqueue_common::graph::Graph,
+        require_runnable: bool,
+    ) -> Result<Vec<JobView>> {
+        self.post(&submit_path("/api/graphs", require_runnable), Some(graph))
     }
 
     /// Every job in `status` (all when None), newest first.
@@ -321,6 +336,20 @@ impl Client {
             .and_then(next_link)
             .is_some();
         Ok((self.json(resp)?, more))
+    }
+
+    /// One task of a job, by index (one page of one row).
+    pub fn task(&self, id: JobId, index: u32) -> Result<TaskView> {
+        let mut query = vec![("limit", "1".to_string())];
+        if let Some(before) = index.checked_sub(1) {
+            query.push(("after", before.to_string()));
+        }
+        let rows: Vec<TaskView> = self.get(&format!("/api/jobs/{id}/tasks"), &query)?;
+        rows.into_iter().find(|t| t.index == index).ok_or_else(|| {
+            ClientError::NotFound(format!(
+                "no task {index} in job {id}: list them with `drqueue tasks {id}`"
+            ))
+        })
     }
 
     pub fn job(&self, id: JobId) -> Result<JobView> {
@@ -405,6 +434,25 @@ impl Client {
         self.post(&format!("/api/jobs/{id}/{action}"), None::<&()>)
     }
 
+    /// `cancel` or `retry` of some tasks only: `tasks` in frame-set syntax
+    /// (`3,7-12`), task indices from 0.
+    pub fn control_tasks(&self, id: JobId, action: &str, tasks: &str) -> Result<JobView> {
+        self.post(
+            &format!("/api/jobs/{id}/{action}"),
+            Some(&serde_json::json!({ "tasks": tasks })),
+        )
+    }
+
+    /// A job's new priority (0–1000, higher first).
+    pub fn set_priority(&self, id: JobId, priority: u32) -> Result<JobView> {
+        self.write(
+            "PATCH",
+            &format!("/api/jobs/{id}"),
+            &[],
+            Some(&serde_json::json!({ "priority": priority })),
+        )
+    }
+
     pub fn delete(&self, id: JobId, force: bool) -> Result<()> {
         let query: Vec<(&str, String)> = if force {
             vec![("force", "true".into())]
@@ -413,6 +461,16 @@ impl Client {
         };
         self.send("DELETE", &format!("/api/jobs/{id}"), &query, None)
             .map(|_| ())
+    }
+
+    /// Every attempt of a task, oldest first, with what each cost and
+    /// whether it counted against `max_attempts`.
+    pub fn attempts(
+        &self,
+        job: JobId,
+        task: u32,
+    ) -> Result<Vec<drqueue_scheduler::records::AttemptRecord>> {
+        self.get(&format!("/api/jobs/{job}/tasks/{task}/attempts"), &[])
     }
 
     pub fn engines(&self) -> Result<Vec<EngineView>> {
@@ -543,6 +601,14 @@ impl Client {
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(500));
         }
+    }
+}
+
+fn submit_path(base: &str, require_runnable: bool) -> String {
+    if require_runnable {
+        format!("{base}?require_runnable=true")
+    } else {
+        base.to_string()
     }
 }
 

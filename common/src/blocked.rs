@@ -80,6 +80,21 @@ pub enum Blocked {
 }
 
 impl Blocked {
+    /// No engine the master knows could run the job (pool, state, OS,
+    /// cores, RAM, capability), as opposed to waiting its turn.
+    pub fn is_engine_gap(&self) -> bool {
+        matches!(
+            self,
+            Blocked::NoEngineInPool { .. }
+                | Blocked::NoOnlineEngineInPool { .. }
+                | Blocked::NoUsableEngineInPool { .. }
+                | Blocked::NeedsOs { .. }
+                | Blocked::NeedsCores { .. }
+                | Blocked::NeedsRam { .. }
+                | Blocked::LacksCapability { .. }
+        )
+    }
+
     /// The reason as a sentence, with times in `tz` relative to `now`.
     pub fn text<Tz: chrono::TimeZone>(&self, now: Millis, tz: &Tz) -> String
     where

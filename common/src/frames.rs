@@ -372,3 +372,41 @@ mod tests {
         }
     }
 }
+
+/// The most tasks one task set may name (a job has at most this many).
+pub const MAX_TASK_SET: u64 = 1_000_000;
+
+/// A set of task indices in frame-set syntax (`3,7-12`), sorted, for
+/// `cancel`/`retry --tasks`. Negative indices and sets past
+/// [`MAX_TASK_SET`] are refused, naming the field.
+pub fn parse_task_set(text: &str) -> Result<Vec<u32>, String> {
+    let set = FrameSet::parse(text).map_err(|e| format!("tasks: {e}"))?;
+    if set.len() > MAX_TASK_SET {
+        return Err(format!(
+            "tasks: {text:?} names {} tasks; a job has at most {MAX_TASK_SET}",
+            set.len()
+        ));
+    }
+    set.frames()
+        .map(|f| {
+            u32::try_from(f).map_err(|_| {
+                format!("tasks: {f} is not a task index (tasks count from 0; `drqueue tasks JOB` lists them)")
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod task_set_tests {
+    use super::parse_task_set;
+
+    #[test]
+    fn task_sets_read_like_frame_sets() {
+        assert_eq!(parse_task_set("3,7-9").unwrap(), vec![3, 7, 8, 9]);
+        assert!(parse_task_set("-1")
+            .unwrap_err()
+            .contains("not a task index"));
+        assert!(parse_task_set("a-b").unwrap_err().starts_with("tasks: "));
+        assert!(parse_task_set("0-5000000").unwrap_err().contains("at most"));
+    }
+}

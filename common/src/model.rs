@@ -581,7 +581,12 @@ pub struct TaskView {
     pub last: i64,
     pub step: i64,
     pub status: TaskStatus,
+    /// Attempts started, counting those that did not count against
+    /// `max_attempts` (a cancel, a lost engine).
     pub attempts: u32,
+    /// Attempts that failed and counted against `max_attempts`.
+    #[serde(default)]
+    pub failures: u32,
     /// The engine of the latest attempt.
     pub engine: Option<EngineId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

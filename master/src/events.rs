@@ -134,11 +134,14 @@ pub enum Request {
     /// Answered once the new job is committed.
     Submit {
         spec: Box<JobSpec>,
+        /// Refuse, instead of queueing, when no engine could run it now.
+        require_runnable: bool,
         reply: Reply<Result<Vec<JobView>, RequestError>>,
     },
     /// A graph of jobs, all or nothing; answered once committed.
     SubmitGraph {
         graph: Graph,
+        require_runnable: bool,
         reply: Reply<Result<Vec<JobView>, RequestError>>,
     },
     ShowJob {
@@ -175,7 +178,16 @@ pub enum Request {
     ControlJob {
         id: JobId,
         action: JobAction,
+        /// Only these tasks (cancel and retry); the whole job when None.
+        tasks: Option<Vec<u32>>,
         /// Refused unless the job is this user's (an artist's request).
+        only_owner: Option<String>,
+        reply: Reply<Result<JobView, RequestError>>,
+    },
+    /// `PATCH /api/jobs/{id}`: a new priority.
+    SetPriority {
+        id: JobId,
+        priority: u32,
         only_owner: Option<String>,
         reply: Reply<Result<JobView, RequestError>>,
     },

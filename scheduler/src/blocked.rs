@@ -3,7 +3,7 @@
 
 use super::fitness::eligible;
 use super::{Engine, Scheduler};
-use drqueue_common::model::{Blocked, JobId, JobStatus, TaskStatus};
+use drqueue_common::model::{Blocked, JobId, JobSpec, JobStatus, TaskStatus};
 use drqueue_common::Millis;
 
 impl Scheduler {
@@ -43,6 +43,90 @@ impl Scheduler {
             return reasons;
         }
         let spec = &job.spec;
+        reasons = self.engine_gaps(spec);
+        if !reasons.is_empty() {
+            return reasons;
+        }
+        let limits = self.limit_views();
+        for name in &spec.limits {
+            if let Some(l) = limits.iter().find(|l| l.name == *name) {
+                if l.in_use >= l.count {
+                    reasons.push(Blocked::LimitInUse {
+                        limit: l.name.clone(),
+                        in_use: l.in_use,
+                        count: l.count,
+                    });
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            return reasons;
+        }
+        if spec.max_engines > 0 && self.engines_running(id) >= spec.max_engines {
+            reasons.push(Blocked::MaxEngines {
+                max: spec.max_engines,
+            });
+            return reasons;
+        }
+        // Blacklisted engines count only when no other could run the job
+        // (they then keep it, so it fails rather than waits forever).
+        let fitting: Vec<&Engine> = self
+            .usable_in_pool(&spec.pool)
+            .into_iter()
+            .filter(|e| eligible(e, spec))
+            .collect();
+        let unbanned: Vec<&Engine> = fitting
+            .iter()
+            .copied()
+            .filter(|e| {
+                self.engine_index
+                    .get(&e.id)
+                    .is_none_or(|&idx| !job.is_blacklisted(idx, &self.cfg))
+            })
+            .collect();
+        let fitting = if unbanned.is_empty() {
+            fitting
+        } else {
+            unbanned
+        };
+        let need = spec.requirements.min_ram_mb;
+        if need > 0 && fitting.iter().all(|e| self.ram_room(e, need) == Some(0)) {
+            let most = fitting
+                .iter()
+                .map(|e| self.free_ram_estimate(e))
+                .max()
+                .unwrap_or(0);
+            reasons.push(Blocked::NeedsFreeRam {
+                need_mb: need,
+                most_free_mb: most,
+            });
+            return reasons;
+        }
+        // Busy engines block a job only when none of its tasks runs: a job
+        // that is running is simply waiting its turn for more slots.
+        let started = job.counts.get(TaskStatus::Running) + job.counts.get(TaskStatus::Assigned);
+        if started == 0 && !fitting.is_empty() && fitting.iter().all(|e| e.credit() == 0) {
+            reasons.push(Blocked::AllBusy {
+                engines: fitting.len() as u32,
+            });
+        }
+        reasons
+    }
+
+    /// The pool's engines that take work: online, enabled and well.
+    fn usable_in_pool(&self, pool: &str) -> Vec<&Engine> {
+        self.engines
+            .iter()
+            .filter(|e| e.facts.pools.iter().any(|p| p == pool))
+            .filter(|e| e.online && !e.disabled && e.sick.is_none())
+            .collect()
+    }
+
+    /// Why no engine the master knows could run a job of this spec at all
+    /// (pool, state, OS, cores, RAM, capabilities): what `submit` warns of,
+    /// and `--require-runnable` refuses on. Empty when some engine fits.
+    pub fn engine_gaps(&self, spec: &JobSpec) -> Vec<Blocked> {
+        let mut reasons = Vec::new();
         let in_pool: Vec<_> = self
             .engines
             .iter()
@@ -62,10 +146,7 @@ impl Scheduler {
             });
             return reasons;
         }
-        let usable: Vec<_> = online
-            .iter()
-            .filter(|e| !e.disabled && e.sick.is_none())
-            .collect();
+        let usable = self.usable_in_pool(&spec.pool);
         if usable.is_empty() {
             let sick = online.iter().filter(|e| e.sick.is_some()).count();
             let disabled = online.len() - sick;
@@ -121,66 +202,6 @@ impl Scheduler {
         }
         if !reasons.is_empty() {
             return reasons;
-        }
-        let limits = self.limit_views();
-        for name in &spec.limits {
-            if let Some(l) = limits.iter().find(|l| l.name == *name) {
-                if l.in_use >= l.count {
-                    reasons.push(Blocked::LimitInUse {
-                        limit: l.name.clone(),
-                        in_use: l.in_use,
-                        count: l.count,
-                    });
-                }
-            }
-        }
-        if !reasons.is_empty() {
-            return reasons;
-        }
-        if spec.max_engines > 0 && self.engines_running(id) >= spec.max_engines {
-            reasons.push(Blocked::MaxEngines {
-                max: spec.max_engines,
-            });
-            return reasons;
-        }
-        // Blacklisted engines count only when no other could run the job
-        // (they then keep it, so it fails rather than waits forever).
-        let fitting: Vec<&Engine> = usable
-            .iter()
-            .map(|e| ***e)
-            .filter(|e| eligible(e, spec))
-            .collect();
-        let unbanned: Vec<&Engine> = fitting
-            .iter()
-            .copied()
-            .filter(|e| {
-                self.engine_index
-                    .get(&e.id)
-                    .is_none_or(|&idx| !job.is_blacklisted(idx, &self.cfg))
-            })
-            .collect();
-        let fitting = if unbanned.is_empty() {
-            fitting
-        } else {
-            unbanned
-        };
-        let need = r.min_ram_mb;
-        if need > 0 && fitting.iter().all(|e| self.ram_room(e, need) == Some(0)) {
-            let most = fitting
-                .iter()
-                .map(|e| self.free_ram_estimate(e))
-                .max()
-                .unwrap_or(0);
-            reasons.push(Blocked::NeedsFreeRam {
-                need_mb: need,
-                most_free_mb: most,
-            });
-            return reasons;
-        }
-        if !fitting.is_empty() && fitting.iter().all(|e| e.credit() == 0) {
-            reasons.push(Blocked::AllBusy {
-                engines: fitting.len() as u32,
-            });
         }
         reasons
     }

@@ -57,6 +57,7 @@ mod restore;
 mod results;
 mod state;
 mod status_index;
+mod task_control;
 #[cfg(test)]
 mod tests;
 
@@ -224,6 +225,9 @@ pub enum RequestError {
     NoLimit(String),
     #[error("{0}")]
     Invalid(String),
+    /// `--require-runnable`, and no engine could run the job now.
+    #[error("no engine could run job {name:?} now: {}. Add or fix engines, or submit without --require-runnable to queue it for engines that join later", .reasons.join("; "))]
+    Unrunnable { name: String, reasons: Vec<String> },
     #[error("job {job} belongs to {owner:?}; {caller:?} may change only their own jobs (a wrangler may change any)")]
     NotYours {
         job: JobId,

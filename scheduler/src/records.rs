@@ -112,6 +112,7 @@ impl TaskRecord {
             step: self.step,
             status: self.status,
             attempts: self.attempts,
+            failures: self.failures,
             engine: self.engine,
             started_ms: self.started_ms,
             ended_ms: self.ended_ms,

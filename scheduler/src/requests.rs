@@ -177,15 +177,28 @@ impl Scheduler {
     }
 
     pub(super) fn cancel_tasks(&mut self, id: JobId, now: Millis, fx: &mut Effects) {
+        self.cancel_tasks_where(id, now, fx, |_| true);
+    }
+
+    /// Cancels the unfinished tasks `pick` chooses; returns how many.
+    pub(super) fn cancel_tasks_where(
+        &mut self,
+        id: JobId,
+        now: Millis,
+        fx: &mut Effects,
+        pick: impl Fn(u32) -> bool,
+    ) -> u32 {
         let Some(job) = self.jobs.get_mut(&id) else {
-            return;
+            return 0;
         };
         let mut kills: BTreeMap<EngineIdx, Vec<AttemptKey>> = BTreeMap::new();
+        let mut n = 0;
         for i in 0..job.tasks.len() as u32 {
             let t = &job.tasks[i as usize];
-            if t.status.is_terminal() {
+            if t.status.is_terminal() || !pick(i) {
                 continue;
             }
+            n += 1;
             if t.status.is_held() {
                 if let Some(e) = t.engine {
                     let key = AttemptKey {
@@ -206,15 +219,27 @@ impl Scheduler {
             fx.messages
                 .push((self.engines[e].id.clone(), ToEngine::Cancel(keys)));
         }
+        n
     }
 
     /// Puts failed and cancelled tasks back to ready with a fresh count.
     pub fn retry(&mut self, id: JobId, now: Millis, fx: &mut Effects) -> Result<u32, RequestError> {
+        self.retry_where(id, now, fx, |_| true)
+    }
+
+    /// [`Scheduler::retry`] for the failed and cancelled tasks `pick` chooses.
+    pub(super) fn retry_where(
+        &mut self,
+        id: JobId,
+        now: Millis,
+        fx: &mut Effects,
+        pick: impl Fn(u32) -> bool,
+    ) -> Result<u32, RequestError> {
         let job = self.jobs.get_mut(&id).ok_or(RequestError::NoJob(id))?;
         let mut n = 0;
         for i in 0..job.tasks.len() as u32 {
             let st = job.tasks[i as usize].status;
-            if matches!(st, TaskStatus::Failed | TaskStatus::Cancelled) {
+            if matches!(st, TaskStatus::Failed | TaskStatus::Cancelled) && pick(i) {
                 job.set_task_status(i, TaskStatus::Ready);
                 let t = &mut job.tasks[i as usize];
                 t.failures = 0;

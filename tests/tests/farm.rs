@@ -232,6 +232,7 @@ fn a_failing_command_is_retried_then_fails_the_job_with_a_log_per_attempt() {
             "log",
             &id.to_string(),
             "0",
+            "--raw",
             "--attempt",
             &attempt.to_string(),
         ]);
@@ -242,7 +243,7 @@ fn a_failing_command_is_retried_then_fails_the_job_with_a_log_per_attempt() {
         );
     }
     // The latest attempt by default; a missing one is a clear error.
-    let out = farm.drqueue(&["log", &id.to_string(), "0"]);
+    let out = farm.drqueue(&["log", &id.to_string(), "0", "--raw"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "attempt 3\n");
     let out = farm.drqueue(&["log", &id.to_string(), "0", "--attempt", "9"]);
     assert_eq!(out.status.code(), Some(1));
@@ -353,7 +354,7 @@ fn a_task_over_its_timeout_is_killed_and_counts_as_failed() {
     ]);
     let job = farm.wait_job(id, LONG);
     assert_eq!(job.status, JobStatus::Failed);
-    let log = farm.drqueue(&["log", &id.to_string(), "0"]);
+    let log = farm.drqueue(&["log", &id.to_string(), "0", "--raw"]);
     let text = String::from_utf8_lossy(&log.stdout).to_string();
     assert!(
         text.starts_with("started\n") && text.contains("killed after the job's timeout of 1 s"),
@@ -377,6 +378,13 @@ fn log_follow_streams_a_running_attempt_until_it_ends() {
     });
     let out = farm.drqueue(&["log", &id.to_string(), "0", "--follow"]);
     assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("── job 1 task 0"), "a header: {text}");
+    assert!(
+        text.contains("── exit code 0 · wall"),
+        "a footer from the record: {text}"
+    );
+    let out = farm.drqueue(&["log", &id.to_string(), "0", "--raw"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "line 1\nline 2\nline 3\n"

@@ -32,7 +32,7 @@ fn a_farm_on_mongodb_survives_a_killed_master_with_nothing_run_twice() {
         assert_eq!(farm.runs_of(t), 1, "task {t} ran {} times", farm.runs_of(t));
     }
     // Logs and engines live in MongoDB too.
-    let log = farm.drqueue(&["log", &id.to_string(), "5"]);
+    let log = farm.drqueue(&["log", &id.to_string(), "5", "--raw"]);
     assert_eq!(String::from_utf8_lossy(&log.stdout), "task 5\n");
     assert_eq!(c.engines().unwrap().len(), 2);
     // A clean stop and a start on the same database keeps the job.

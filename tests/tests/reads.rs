@@ -275,7 +275,7 @@ fn a_follower_sees_the_whole_log_and_stops_when_the_task_ends() {
     ]);
     farm.engine("e", &[]);
     let started = Instant::now();
-    let out = farm.drqueue(&["log", &id.to_string(), "0", "--follow"]);
+    let out = farm.drqueue(&["log", &id.to_string(), "0", "--follow", "--raw"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, "line 1\nline 2\nline 3\nline 4\nline 5\n");

@@ -258,7 +258,11 @@ mod tests {
             blocksize: 1,
             ..Default::default()
         });
-        core.handle(Event::Request(Request::Submit { spec, reply }));
+        core.handle(Event::Request(Request::Submit {
+            spec,
+            require_runnable: false,
+            reply,
+        }));
         core.flush();
         assert!(answer.try_recv().is_err(), "answered before the commit");
         let Ok(WriterMsg::Commit { batch, after }) = writer.try_recv() else {
@@ -282,11 +286,16 @@ mod tests {
             blocksize: 1,
             ..Default::default()
         });
-        core.handle(Event::Request(Request::Submit { spec, reply }));
+        core.handle(Event::Request(Request::Submit {
+            spec,
+            require_runnable: false,
+            reply,
+        }));
         core.flush();
         let _ = writer.try_recv();
         let (reply, mut answer) = oneshot::channel();
         core.handle(Event::Request(Request::ControlJob {
+            tasks: None,
             id: drqueue_common::model::JobId(1),
             action: crate::events::JobAction::Pause,
             only_owner: None,

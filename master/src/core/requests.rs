@@ -5,7 +5,7 @@ use super::Core;
 use crate::events::{EngineAction, JobAction, LogTarget, Reply, Request};
 use crate::scheduler::RequestError;
 use crate::store::writer::WriterMsg;
-use drqueue_common::model::{JobId, JobView, TaskKey};
+use drqueue_common::model::{JobId, JobSpec, JobView, TaskKey};
 
 impl Core {
     /// An artist's request names a job: it must be theirs.
@@ -33,6 +33,26 @@ impl Core {
         Err(RequestError::Invalid(
             "--notify: this master sends no mail (it was started without --smtp). Start drqueue-master with --smtp smtp://HOST:PORT, or submit without --notify".into(),
         ))
+    }
+
+    /// `--require-runnable`: refuse a job no engine could run now, naming why.
+    fn runnable(&self, required: bool, specs: &[JobSpec]) -> Result<(), RequestError> {
+        if !required {
+            return Ok(());
+        }
+        for spec in specs {
+            let gaps = self.sched.engine_gaps(spec);
+            if !gaps.is_empty() {
+                return Err(RequestError::Unrunnable {
+                    name: spec.name.clone(),
+                    reasons: gaps
+                        .iter()
+                        .map(|b| b.text(self.now, &chrono::Utc))
+                        .collect(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The task and attempt (the latest when None) a log read is for.
@@ -69,17 +89,28 @@ impl Core {
             } => {
                 let _ = reply.send(self.sched.job_page(&filter, after, limit, now));
             }
-            Request::Submit { spec, reply } => {
+            Request::Submit {
+                spec,
+                require_runnable,
+                reply,
+            } => {
                 let created = self
                     .can_mail(std::slice::from_ref(&spec.notify))
+                    .and_then(|()| self.runnable(require_runnable, std::slice::from_ref(&*spec)))
                     .and_then(|()| self.sched.submit(*spec, now, &mut self.fx));
                 self.reply_when_committed(created.map(|id| vec![id]), reply);
             }
-            Request::SubmitGraph { graph, reply } => {
+            Request::SubmitGraph {
+                graph,
+                require_runnable,
+                reply,
+            } => {
                 let notify: Vec<Vec<String>> =
                     graph.jobs.iter().map(|j| j.spec.notify.clone()).collect();
+                let specs: Vec<JobSpec> = graph.jobs.iter().map(|j| j.spec.clone()).collect();
                 let created = self
                     .can_mail(&notify)
+                    .and_then(|()| self.runnable(require_runnable, &specs))
                     .and_then(|()| self.sched.submit_graph(graph, now, &mut self.fx));
                 let ids = created.map(|jobs| jobs.into_iter().map(|(_, id)| id).collect());
                 self.reply_when_committed(ids, reply);
@@ -123,6 +154,7 @@ impl Core {
             Request::ControlJob {
                 id,
                 action,
+                tasks,
                 only_owner,
                 reply,
             } => {
@@ -131,14 +163,33 @@ impl Core {
                     return;
                 }
                 let fx = &mut self.fx;
-                let done = match action {
-                    JobAction::Pause => self.sched.pause(id),
-                    JobAction::Resume => self.sched.resume(id, now, fx),
-                    JobAction::Cancel => self.sched.cancel(id, now, fx),
-                    JobAction::Retry => self.sched.retry(id, now, fx).map(|_| ()),
+                let done = match (action, tasks) {
+                    (JobAction::Pause, None) => self.sched.pause(id),
+                    (JobAction::Resume, None) => self.sched.resume(id, now, fx),
+                    (JobAction::Cancel, None) => self.sched.cancel(id, now, fx),
+                    (JobAction::Retry, None) => self.sched.retry(id, now, fx).map(|_| ()),
+                    (JobAction::Cancel, Some(t)) => {
+                        self.sched.cancel_some(id, &t, now, fx).map(|_| ())
+                    }
+                    (JobAction::Retry, Some(t)) => self.sched.retry_some(id, &t, now, fx).map(|_| ()),
+                    (JobAction::Pause | JobAction::Resume, Some(_)) => Err(RequestError::Invalid(
+                        "tasks: only cancel and retry take a task set; pause and resume act on the whole job".into(),
+                    )),
                 };
                 let view =
                     done.and_then(|()| self.sched.job_view(id, now).ok_or(RequestError::NoJob(id)));
+                self.reply_after_commit(reply, view);
+            }
+            Request::SetPriority {
+                id,
+                priority,
+                only_owner,
+                reply,
+            } => {
+                let view = self
+                    .check_owner(id, only_owner)
+                    .and_then(|()| self.sched.set_priority(id, priority))
+                    .and_then(|()| self.sched.job_view(id, now).ok_or(RequestError::NoJob(id)));
                 self.reply_after_commit(reply, view);
             }
             Request::DeleteJob {

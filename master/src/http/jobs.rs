@@ -110,15 +110,29 @@ pub(super) async fn list_jobs(
     paging::page(&uri, &rows, more, last)
 }
 
+/// `?require_runnable=true`: refuse (409) a job no engine could run now,
+/// instead of queueing it for engines that join later.
+#[derive(Deserialize)]
+pub(super) struct SubmitQuery {
+    #[serde(default)]
+    require_runnable: bool,
+}
+
 pub(super) async fn submit(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<SubmitQuery>,
     body: Result<Json<JobSpec>, JsonRejection>,
 ) -> ApiResult {
     need(&caller, Role::Artist, "submitting")?;
     let mut spec = Box::new(json_body(body, "job")?);
     set_owner(&caller, &mut spec)?;
-    let mut views = ask_core(&s, |reply| Request::Submit { spec, reply }).await?;
+    let mut views = ask_core(&s, |reply| Request::Submit {
+        spec,
+        require_runnable: q.require_runnable,
+        reply,
+    })
+    .await?;
     if views.is_empty() {
         return Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -135,6 +149,7 @@ pub(super) async fn submit(
 pub(super) async fn submit_graph(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
+    Query(q): Query<SubmitQuery>,
     body: Result<Json<Graph>, JsonRejection>,
 ) -> ApiResult {
     need(&caller, Role::Artist, "submitting")?;
@@ -142,7 +157,12 @@ pub(super) async fn submit_graph(
     for job in &mut graph.jobs {
         set_owner(&caller, &mut job.spec)?;
     }
-    let views = ask_core(&s, |reply| Request::SubmitGraph { graph, reply }).await?;
+    let views = ask_core(&s, |reply| Request::SubmitGraph {
+        graph,
+        require_runnable: q.require_runnable,
+        reply,
+    })
+    .await?;
     let first = views.first().map(|v| v.id);
     let mut resp = (StatusCode::CREATED, Json(views)).into_response();
     if let Some(id) = first {
@@ -291,19 +311,69 @@ pub(super) struct ForceQuery {
     force: bool,
 }
 
+/// The optional body of `POST /api/jobs/{id}/cancel|retry`:
+/// `{"tasks": "3,7-12"}` acts on those tasks only.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ControlBody {
+    tasks: Option<String>,
+}
+
 pub(super) async fn control_job(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> ApiResult {
     need(&caller, Role::Artist, "changing a job")?;
     let id = parse_id(&id)?;
     let action = parse_action(&action)?;
+    let body: ControlBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ControlBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad control body: {e}")))?
+    };
+    let tasks = body
+        .tasks
+        .as_deref()
+        .map(drqueue_common::frames::parse_task_set)
+        .transpose()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     let only_owner = only_owner(&caller);
     json(
         ask_core(&s, |reply| Request::ControlJob {
             id,
             action,
+            tasks,
+            only_owner,
+            reply,
+        })
+        .await?,
+    )
+}
+
+/// `PATCH /api/jobs/{id}` with `{"priority": N}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JobPatch {
+    priority: u32,
+}
+
+pub(super) async fn patch_job(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Json<JobPatch>, JsonRejection>,
+) -> ApiResult {
+    need(&caller, Role::Artist, "changing a job")?;
+    let id = parse_id(&id)?;
+    let patch = json_body(body, "job change (send {\"priority\": N})")?;
+    let only_owner = only_owner(&caller);
+    json(
+        ask_core(&s, |reply| Request::SetPriority {
+            id,
+            priority: patch.priority,
             only_owner,
             reply,
         })

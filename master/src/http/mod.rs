@@ -114,7 +114,9 @@ pub fn router(parts: ApiParts) -> Router {
         .route("/api/graphs", post(jobs::submit_graph))
         .route(
             "/api/jobs/{id}",
-            get(jobs::show_job).delete(jobs::delete_job),
+            get(jobs::show_job)
+                .delete(jobs::delete_job)
+                .patch(jobs::patch_job),
         )
         .route("/api/jobs/{id}/tasks", get(jobs::list_tasks))
         .route("/api/jobs/{id}/tasks/{index}/log", get(jobs::task_log))
@@ -183,6 +185,7 @@ fn request_error(e: RequestError) -> Response {
         | RequestError::NoAttempt { .. }
         | RequestError::NoLimit(_) => StatusCode::NOT_FOUND,
         RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+        RequestError::Unrunnable { .. } => StatusCode::CONFLICT,
         RequestError::NotYours { .. } => StatusCode::FORBIDDEN,
     };
     error(status, e.to_string())

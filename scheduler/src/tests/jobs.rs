@@ -316,3 +316,65 @@ fn outputs_do_not_depend_on_the_time_zone() {
     assert_eq!(outputs[0], outputs[1], "UTC and Asia/Tokyo differ");
     assert_eq!(outputs[0], outputs[2], "UTC and America/Los_Angeles differ");
 }
+
+#[test]
+fn busy_engines_block_only_a_job_with_nothing_running() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let mut fx = Effects::default();
+    let running = sim.s.submit(spec("1-3", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    let mut fx = Effects::default();
+    let starved = sim.s.submit(spec("1-2", 1), sim.now, &mut fx).unwrap();
+    sim.settle(fx);
+    assert_eq!(
+        sim.blocked(running, sim.now),
+        Vec::<String>::new(),
+        "a job with a task on the engine is waiting its turn, not blocked"
+    );
+    let reasons = sim.blocked(starved, sim.now);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].contains("busy"), "{reasons:?}");
+}
+
+#[test]
+fn cancelling_some_tasks_ends_the_job_cancelled_once_the_rest_are_done() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    let id = sim.submit(spec("1-4", 1));
+    let mut fx = Effects::default();
+    // Tasks 2 and 3 are still ready (one slot): cancel them.
+    assert_eq!(sim.s.cancel_some(id, &[2, 3], sim.now, &mut fx).unwrap(), 2);
+    sim.settle(fx);
+    let err = sim
+        .s
+        .cancel_some(id, &[9], sim.now, &mut Effects::default());
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("job 1 has no task 9; its tasks are 0 to 3"),
+        "a bad index is named"
+    );
+    sim.finish(0, 0, true);
+    sim.finish(0, 0, true);
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    assert_eq!(
+        view.status,
+        JobStatus::Cancelled,
+        "done and cancelled: cancelled"
+    );
+    assert_eq!(view.counts.get(TaskStatus::Done), 2);
+    // Retrying only task 3 brings the job back; task 2 stays cancelled.
+    let mut fx = Effects::default();
+    assert_eq!(sim.s.retry_some(id, &[3], sim.now, &mut fx).unwrap(), 1);
+    sim.settle(fx);
+    sim.finish(0, 0, true);
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    assert_eq!(view.status, JobStatus::Cancelled);
+    assert_eq!(view.counts.get(TaskStatus::Done), 3);
+    assert_eq!(view.counts.get(TaskStatus::Cancelled), 1);
+    // Priority changes are bounded.
+    assert!(sim.s.set_priority(id, 1001).is_err());
+    sim.s.set_priority(id, 900).unwrap();
+    assert_eq!(sim.s.job_view(id, sim.now).unwrap().priority, 900);
+}

@@ -1,14 +1,13 @@
 //! Job commands: listing, `show`, tasks, logs, waiting and watching, and
 //! the controls (pause, resume, cancel, retry, delete).
 
-use crate::error::CliResult;
-use crate::output::{JobDetail, Output};
+use crate::error::{CliError, CliResult};
+use crate::output::{EngineNames, JobDetail, Output};
+use crate::progress::{Progress, Snapshot};
 use crate::select::JobSelection;
 use drqueue_client::Client;
-use drqueue_common::listing::{JobFilter, Order};
+use drqueue_common::listing::{JobFilter, JobSummary, Order};
 use drqueue_common::model::{JobId, JobStatus, JobView, TaskStatus};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -100,46 +99,26 @@ pub fn tasks(
     status: Option<TaskStatus>,
     out: &dyn Output,
 ) -> CliResult<()> {
-    out.tasks(&client.tasks(job, status)?)
+    let tasks = client.tasks(job, status)?;
+    out.tasks(
+        &tasks,
+        &engine_names(client, tasks.iter().any(|t| t.engine.is_some()))?,
+    )
 }
 
-/// How long one follower's request waits for more log at the master.
-const FOLLOW_WAIT_SECS: u64 = 20;
+/// `drqueue attempts JOB TASK`: every attempt of a task, counted or not.
+pub fn attempts(client: &Client, job: JobId, task: u32, out: &dyn Output) -> CliResult<()> {
+    let attempts = client.attempts(job, task)?;
+    out.attempts(&attempts, &engine_names(client, !attempts.is_empty())?)
+}
 
-/// Prints an attempt's log (window after window); with `follow`, keeps
-/// printing until the attempt ends.
-pub fn log(
-    client: &Client,
-    job: JobId,
-    task: u32,
-    attempt: Option<u32>,
-    follow: bool,
-) -> CliResult<()> {
-    let mut offset = 0u64;
-    let mut attempt = attempt;
-    let mut stdout = std::io::stdout().lock();
-    loop {
-        // A follower long-polls: the master answers once there is more.
-        let wait = if follow { FOLLOW_WAIT_SECS } else { 0 };
-        let chunk = match client.log_window(job, task, attempt, offset, wait) {
-            // Following a task that has not started yet: wait for it.
-            Err(drqueue_client::ClientError::NotFound(m))
-                if follow && attempt.is_none() && m.contains("has not run yet") =>
-            {
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-            other => other?,
-        };
-        // Stay with the attempt the first answer named, should a retry start.
-        attempt = Some(chunk.attempt);
-        let _ = stdout.write_all(&chunk.data);
-        let _ = stdout.flush();
-        offset += chunk.data.len() as u64;
-        if chunk.data.is_empty() && (!follow || !chunk.live) {
-            return Ok(());
-        }
-    }
+/// Engine names by id, when a table needs them.
+fn engine_names(client: &Client, needed: bool) -> CliResult<EngineNames> {
+    Ok(if needed {
+        EngineNames::of(&client.engines()?)
+    } else {
+        EngineNames::default()
+    })
 }
 
 /// `wait` (a bar only on a terminal) and `watch` (always a bar).
@@ -147,20 +126,34 @@ pub fn wait(
     client: &Client,
     job: JobId,
     timeout: Option<u64>,
-    always_show: bool,
+    watch: bool,
     out: &dyn Output,
 ) -> CliResult<ExitCode> {
-    let bar = progress_bar(always_show || std::io::stderr().is_terminal());
-    let view = client.wait(job, timeout.map(Duration::from_secs), |v| {
-        update_bar(&bar, v)
-    })?;
-    if always_show {
-        bar.finish();
+    let mut progress = if watch {
+        Progress::shown()
     } else {
-        bar.finish_and_clear();
-    }
+        Progress::on_terminal()
+    };
+    let view = client.wait(job, timeout.map(Duration::from_secs), |v| {
+        progress.update(&[snapshot(v)])
+    })?;
+    progress.finish(watch);
     out.job_ended(&view)?;
     Ok(ended(&view))
+}
+
+fn snapshot(v: &JobView) -> Snapshot<'_> {
+    Snapshot {
+        id: v.id,
+        name: &v.name,
+        status: v.status,
+        counts: &v.counts,
+        total: v.tasks_total,
+        blocked: v
+            .blocked_here(drqueue_common::now_millis())
+            .into_iter()
+            .next(),
+    }
 }
 
 /// `pause`, `resume`, `cancel`, `retry`.
@@ -174,6 +167,102 @@ pub fn control(
 ) -> CliResult<ExitCode> {
     for_each(&sel.resolve(client, action)?, |job| {
         out.job_changed(&client.control(job, action)?)
+    })
+}
+
+/// `cancel` and `retry`: jobs, or with `--tasks` some tasks of one job.
+#[derive(clap::Args)]
+pub struct TaskControl {
+    #[command(flatten)]
+    jobs: JobSelection,
+    /// Only these tasks of the one job named (indices from 0, as `drqueue
+    /// tasks` shows): `3,7-12`.
+    #[arg(long, value_name = "SET")]
+    tasks: Option<String>,
+}
+
+pub fn control_tasks(
+    client: &Client,
+    c: &TaskControl,
+    action: &str,
+    out: &dyn Output,
+) -> CliResult<ExitCode> {
+    let Some(tasks) = &c.tasks else {
+        return control(client, &c.jobs, action, out);
+    };
+    drqueue_common::frames::parse_task_set(tasks).map_err(CliError::Input)?;
+    let [job] = c.jobs.ids()?[..] else {
+        return Err(CliError::Input(format!(
+            "--tasks acts on one job: `drqueue {action} JOB --tasks {tasks}`"
+        )));
+    };
+    out.job_changed(&client.control_tasks(job, action, tasks)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `drqueue clean`: which ended jobs to delete.
+#[derive(clap::Args)]
+pub struct CleanArgs {
+    /// Delete jobs that ended longer ago than this: 30m, 12h, 7d.
+    #[arg(long, value_parser = parse_age)]
+    older_than: u64,
+    /// Only jobs that ended in this status: done, failed or cancelled.
+    #[arg(long)]
+    status: Option<JobStatus>,
+    /// Only this user's jobs.
+    #[arg(long)]
+    owner: Option<String>,
+    /// List what would be deleted, and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_age(s: &str) -> Result<u64, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: give an age like 30m, 12h or 7d"))?;
+    let ms = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: give an age like 30m, 12h or 7d")),
+    };
+    n.checked_mul(ms)
+        .ok_or_else(|| format!("{s:?} is too long ago"))
+}
+
+/// Deletes ended jobs that finished before `--older-than`; reports each.
+pub fn clean(client: &Client, a: &CleanArgs, out: &dyn Output) -> CliResult<ExitCode> {
+    if let Some(s) = a.status.filter(|s| !s.is_terminal()) {
+        return Err(CliError::Input(format!(
+            "--status {s}: clean deletes only ended jobs (done, failed or cancelled)"
+        )));
+    }
+    let cutoff = drqueue_common::now_millis().saturating_sub(a.older_than);
+    let filter = JobFilter {
+        status: a.status,
+        owner: a.owner.clone(),
+        order: Order::Oldest,
+        ..JobFilter::default()
+    };
+    let old: Vec<JobSummary> = client
+        .jobs_where(&filter)?
+        .into_iter()
+        .filter(|j| j.status.is_terminal() && j.finished_ms.is_some_and(|f| f < cutoff))
+        .collect();
+    if a.dry_run {
+        out.jobs(&old)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ids: Vec<JobId> = old.iter().map(|j| j.id).collect();
+    if ids.is_empty() {
+        eprintln!("drqueue: no ended job is older than that");
+    }
+    for_each(&ids, |job| {
+        client.delete(job, false)?;
+        out.job_deleted(job)
     })
 }
 
@@ -226,37 +315,4 @@ fn ended(v: &JobView) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-pub fn progress_bar(visible: bool) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:40.green/white}] {pos}/{len} {msg} ({elapsed})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
-}
-
-fn update_bar(bar: &ProgressBar, v: &JobView) {
-    bar.set_prefix(format!("job {} {}", v.id, v.name));
-    bar.set_length(v.tasks_total);
-    bar.set_position(v.counts.get(TaskStatus::Done) + v.counts.get(TaskStatus::Failed));
-    let mut msg = format!(
-        "{} | {} running",
-        v.status,
-        v.counts.get(TaskStatus::Running) + v.counts.get(TaskStatus::Assigned)
-    );
-    if v.counts.get(TaskStatus::Failed) > 0 {
-        msg.push_str(&format!(", {} failed", v.counts.get(TaskStatus::Failed)));
-    }
-    if let Some(reason) = v.blocked_here(drqueue_common::now_millis()).first() {
-        msg.push_str(&format!(" | {reason}"));
-    }
-    bar.set_message(msg);
 }

@@ -3,15 +3,14 @@
 //! `drqueue_client::local`).
 
 use crate::error::{CliError, CliResult};
-use crate::jobs::progress_bar;
 use crate::output::Output;
-use crate::submit::{submission, Submission, SubmitArgs};
+use crate::progress::{Progress, Snapshot};
+use crate::submit::{submission, FarmArgs, JobArgs, Submission};
 use clap::Args;
 use drqueue_client::local::{self, AttemptEnd, JobProgress, Observer};
 use drqueue_common::graph::{Graph, GraphJob};
-use drqueue_common::model::{JobStatus, TaskStatus};
-use indicatif::ProgressBar;
-use std::io::IsTerminal;
+use drqueue_common::model::JobStatus;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -19,16 +18,24 @@ pub struct RunLocalArgs {
     /// Tasks run at once.
     #[arg(long, default_value_t = 1)]
     slots: u32,
-    /// Where attempt logs go (JOB-TASK-ATTEMPT.log).
+    /// Where runs keep their logs: each run gets its own folder in it
+    /// (run-1, run-2 …), with JOB-TASK-ATTEMPT.log files.
     #[arg(long, default_value = "drqueue-local")]
     log_dir: std::path::PathBuf,
     #[command(flatten)]
-    submit: SubmitArgs,
+    job: JobArgs,
 }
 
 /// Exits 1 if any job did not end done.
 pub fn run(r: RunLocalArgs, out: &dyn Output) -> CliResult<ExitCode> {
-    let graph = match submission(r.submit)? {
+    if let Some(scene) = r.job.local_scene() {
+        if !std::path::Path::new(scene).exists() {
+            return Err(CliError::Input(format!(
+                "--scene {scene}: no such file here; run-local renders on this machine, so the scene must be on it (check the path and the working directory)"
+            )));
+        }
+    }
+    let graph = match submission(r.job, FarmArgs::for_local())? {
         Submission::Graph(g) => g,
         Submission::One(spec) => {
             let mut spec = *spec;
@@ -42,20 +49,14 @@ pub fn run(r: RunLocalArgs, out: &dyn Output) -> CliResult<ExitCode> {
             }
         }
     };
-    let multi = indicatif::MultiProgress::new();
-    if !std::io::stderr().is_terminal() {
-        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let mut bars = Bars {
-        multi,
-        bars: Vec::new(),
+    let run_dir = new_run_dir(&r.log_dir)?;
+    let mut watcher = Watcher {
+        progress: Progress::shown(),
     };
-    let ends = local::run(&graph, r.slots, &r.log_dir, &mut bars)
+    let ends = local::run(&graph, r.slots, &run_dir, &mut watcher)
         .map_err(|e| CliError::Local(format!("{e:#}")))?;
-    for b in &bars.bars {
-        b.finish();
-    }
-    out.local_run(&ends, &r.log_dir)?;
+    watcher.progress.finish(true);
+    out.local_run(&ends, &run_dir)?;
     let ok = ends.iter().all(|j| j.status == JobStatus::Done);
     Ok(if ok {
         ExitCode::SUCCESS
@@ -64,30 +65,61 @@ pub fn run(r: RunLocalArgs, out: &dyn Output) -> CliResult<ExitCode> {
     })
 }
 
-struct Bars {
-    multi: indicatif::MultiProgress,
-    bars: Vec<ProgressBar>,
+/// `LOG_DIR/run-N`, N one past the highest there: every run keeps its logs,
+/// and two runs started at once still get a folder each.
+fn new_run_dir(base: &Path) -> CliResult<PathBuf> {
+    std::fs::create_dir_all(base)
+        .map_err(|e| CliError::Local(format!("cannot create {}: {e}", base.display())))?;
+    let highest = std::fs::read_dir(base)
+        .map_err(|e| CliError::Local(format!("cannot read {}: {e}", base.display())))?
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("run-")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    for n in highest + 1.. {
+        let dir = base.join(format!("run-{n}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(CliError::Local(format!(
+                    "cannot create {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    unreachable!("a run number is always free")
 }
-impl Observer for Bars {
+
+struct Watcher {
+    progress: Progress,
+}
+
+impl Observer for Watcher {
     fn progress(&mut self, jobs: &[JobProgress]) {
-        while self.bars.len() < jobs.len() {
-            let bar = self.multi.add(progress_bar(true));
-            self.bars.push(bar);
-        }
-        for (bar, j) in self.bars.iter().zip(jobs) {
-            bar.set_prefix(format!("job {} {}", j.id, j.name));
-            bar.set_length(j.tasks);
-            bar.set_position(j.counts.get(TaskStatus::Done) + j.counts.get(TaskStatus::Failed));
-            bar.set_message(format!(
-                "{} | {} running",
-                j.status,
-                j.counts.get(TaskStatus::Running)
-            ));
-        }
+        let snapshots: Vec<Snapshot<'_>> = jobs
+            .iter()
+            .map(|j| Snapshot {
+                id: j.id,
+                name: &j.name,
+                status: j.status,
+                counts: &j.counts,
+                total: j.tasks,
+                blocked: None,
+            })
+            .collect();
+        self.progress.update(&snapshots);
     }
     fn attempt_ended(&mut self, e: &AttemptEnd) {
         if !e.outcome.is_success() {
-            let _ = self.multi.println(format!(
+            self.progress.println(&format!(
                 "job {} {} task {} (frames {}-{}) attempt {}: {}; log: {}",
                 e.job,
                 e.name,

@@ -19,10 +19,13 @@ mod engines;
 mod error;
 mod jobs;
 mod local;
+mod logview;
 mod output;
+mod progress;
 mod select;
 mod show;
 mod submit;
+mod table;
 mod users;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +64,9 @@ enum Cmd {
         #[arg(long)]
         status: Option<TaskStatus>,
     },
+    /// List a task's attempts: engine, start, time, CPU, peak RSS, and
+    /// whether each counted against --max-attempts.
+    Attempts { job: JobId, task: u32 },
     /// Print a task's log (the latest attempt by default).
     Log {
         job: JobId,
@@ -71,6 +77,9 @@ enum Cmd {
         /// Keep printing as the attempt runs.
         #[arg(long, short)]
         follow: bool,
+        /// Only what the task printed: no header and footer.
+        #[arg(long)]
+        raw: bool,
     },
     /// Wait for a job to end: exit 0 if done, 1 if failed or cancelled.
     Wait {
@@ -85,10 +94,18 @@ enum Cmd {
     Pause(select::JobSelection),
     /// Resume paused jobs.
     Resume(select::JobSelection),
-    /// Cancel jobs: running tasks are killed.
-    Cancel(select::JobSelection),
-    /// Put failed and cancelled tasks of jobs back to ready.
-    Retry(select::JobSelection),
+    /// Cancel jobs (or some of a job's tasks): running tasks are killed.
+    Cancel(jobs::TaskControl),
+    /// Put failed and cancelled tasks of jobs (or some tasks) back to ready.
+    Retry(jobs::TaskControl),
+    /// Change a job's priority: `drqueue priority 12 800` (0-1000, higher first).
+    Priority {
+        job: JobId,
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=drqueue_common::model::MAX_PRIORITY as i64))]
+        priority: u32,
+    },
+    /// Delete ended jobs older than a time: `drqueue clean --older-than 7d`.
+    Clean(jobs::CleanArgs),
     /// Delete a finished job (any job with --force).
     Delete {
         #[command(flatten)]
@@ -167,18 +184,31 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
         Cmd::Jobs(a) => jobs::list(client, a, out)?,
         Cmd::Show { job } => jobs::show(client, job, out)?,
         Cmd::Tasks { job, status } => jobs::tasks(client, job, status, out)?,
+        Cmd::Attempts { job, task } => jobs::attempts(client, job, task, out)?,
         Cmd::Log {
             job,
             task,
             attempt,
             follow,
-        } => jobs::log(client, job, task, attempt, follow)?,
+            raw,
+        } => logview::log(
+            client,
+            &logview::LogArgs {
+                job,
+                task,
+                attempt,
+                follow,
+                raw,
+            },
+        )?,
         Cmd::Wait { job, timeout } => return jobs::wait(client, job, timeout, false, out),
         Cmd::Watch { job } => return jobs::wait(client, job, None, true, out),
         Cmd::Pause(sel) => return jobs::control(client, &sel, "pause", out),
         Cmd::Resume(sel) => return jobs::control(client, &sel, "resume", out),
-        Cmd::Cancel(sel) => return jobs::control(client, &sel, "cancel", out),
-        Cmd::Retry(sel) => return jobs::control(client, &sel, "retry", out),
+        Cmd::Cancel(c) => return jobs::control_tasks(client, &c, "cancel", out),
+        Cmd::Retry(c) => return jobs::control_tasks(client, &c, "retry", out),
+        Cmd::Priority { job, priority } => out.job_changed(&client.set_priority(job, priority)?)?,
+        Cmd::Clean(a) => return jobs::clean(client, &a, out),
         Cmd::Delete { jobs, force } => return jobs::delete(client, &jobs, force, out),
         Cmd::Engines => engines::list(client, out)?,
         Cmd::Engine { action } => return engines::run(client, action, out),

@@ -5,14 +5,49 @@
 //! go their own way.
 
 use crate::error::{CliError, CliResult};
+use crate::table::{self, Align::*, Cell, Table};
 use drqueue_client::local::JobProgress;
 use drqueue_common::listing::JobSummary;
+use drqueue_common::model::EngineId;
 use drqueue_common::model::{
     EngineAccepted, EngineState, EngineView, JobId, JobView, JoinTokenView, LimitView, PoolView,
     TaskStatus, TaskView,
 };
 use drqueue_common::users::{AuditEntry, NewToken, UserView, WhoAmI};
+use drqueue_scheduler::records::AttemptRecord;
+use std::collections::HashMap;
 use std::path::Path;
+
+/// Engine names by id, for tables (tasks carry ids; people use names).
+#[derive(Default)]
+pub struct EngineNames(pub HashMap<EngineId, String>);
+
+impl EngineNames {
+    pub fn of(engines: &[EngineView]) -> EngineNames {
+        EngineNames(
+            engines
+                .iter()
+                .map(|e| (e.id.clone(), e.name.clone()))
+                .collect(),
+        )
+    }
+
+    /// The engine's name; its id when the master no longer knows it.
+    pub fn name(&self, id: Option<&EngineId>) -> String {
+        match id {
+            None => "-".into(),
+            Some(id) => self.0.get(id).cloned().unwrap_or_else(|| id.to_string()),
+        }
+    }
+}
+
+fn clock(ms: drqueue_common::Millis, now: drqueue_common::Millis) -> String {
+    drqueue_common::display::clock_time(ms, now, &chrono::Local)
+}
+
+fn dash<T: std::fmt::Display>(v: Option<T>) -> Cell {
+    v.map_or_else(|| Cell::from("-"), Cell::from)
+}
 
 /// A job with what `show` adds for people: blacklisted engines by name and
 /// the failed tasks.
@@ -40,7 +75,9 @@ pub trait Output {
     fn job_deleted(&self, id: JobId) -> CliResult<()>;
     /// A job `wait` saw end.
     fn job_ended(&self, job: &JobView) -> CliResult<()>;
-    fn tasks(&self, tasks: &[TaskView]) -> CliResult<()>;
+    fn tasks(&self, tasks: &[TaskView], engines: &EngineNames) -> CliResult<()>;
+    /// One task's attempts (`drqueue attempts JOB TASK`).
+    fn attempts(&self, attempts: &[AttemptRecord], engines: &EngineNames) -> CliResult<()>;
     fn engines(&self, engines: &[EngineView]) -> CliResult<()>;
     fn engine(&self, engine: &EngineView) -> CliResult<()>;
     fn engine_changed(&self, engine: &EngineView, change: EngineChange) -> CliResult<()>;
@@ -98,8 +135,11 @@ impl Output for Json {
     fn job_ended(&self, job: &JobView) -> CliResult<()> {
         print_json(job)
     }
-    fn tasks(&self, tasks: &[TaskView]) -> CliResult<()> {
+    fn tasks(&self, tasks: &[TaskView], _: &EngineNames) -> CliResult<()> {
         print_json(tasks)
+    }
+    fn attempts(&self, attempts: &[AttemptRecord], _: &EngineNames) -> CliResult<()> {
+        print_json(attempts)
     }
     fn engines(&self, engines: &[EngineView]) -> CliResult<()> {
         print_json(engines)
@@ -163,22 +203,35 @@ impl Output for Human {
     }
 
     fn jobs(&self, jobs: &[JobSummary]) -> CliResult<()> {
-        println!(
-            "{:>6}  {:<24} {:<10} {:<10} {:>4}  {:<10} {:>13}",
-            "ID", "NAME", "OWNER", "STATUS", "PRI", "POOL", "DONE/TOTAL"
-        );
+        let now = drqueue_common::now_millis();
+        let mut t = Table::new(&[
+            ("ID", Right),
+            ("NAME", Left),
+            ("OWNER", Left),
+            ("STATUS", Left),
+            ("PRI", Right),
+            ("POOL", Left),
+            ("DONE/TOTAL", Right),
+            ("SUBMITTED", Left),
+            ("TOOK", Right),
+        ]);
         for j in jobs {
-            println!(
-                "{:>6}  {:<24} {:<10} {:<10} {:>4}  {:<10} {:>13}",
-                j.id,
-                truncate(&j.name, 24),
-                truncate(&j.owner, 10),
-                j.status,
-                j.priority,
-                truncate(&j.pool, 10),
-                format!("{}/{}", j.counts.get(TaskStatus::Done), j.tasks_total)
-            );
+            let took = j
+                .started_ms
+                .map(|s| table::duration(j.finished_ms.unwrap_or(now).saturating_sub(s)));
+            t.row(vec![
+                j.id.into(),
+                truncate(&j.name, 32).into(),
+                truncate(&j.owner, 16).into(),
+                Cell::status(j.status),
+                j.priority.into(),
+                truncate(&j.pool, 12).into(),
+                format!("{}/{}", j.counts.get(TaskStatus::Done), j.tasks_total).into(),
+                clock(j.submitted_ms, now).into(),
+                took.unwrap_or_else(|| "-".into()).into(),
+            ]);
         }
+        t.print();
         Ok(())
     }
 
@@ -201,51 +254,112 @@ impl Output for Human {
         Ok(()) // the exit code says it; a failure is explained on stderr
     }
 
-    fn tasks(&self, tasks: &[TaskView]) -> CliResult<()> {
-        println!(
-            "{:>6}  {:>15}  {:<9} {:>8}  {:<20} {:>5}",
-            "TASK", "FRAMES", "STATUS", "ATTEMPTS", "ENGINE", "EXIT"
-        );
-        for t in tasks {
-            let frames = if t.first == t.last {
-                t.first.to_string()
+    fn tasks(&self, tasks: &[TaskView], engines: &EngineNames) -> CliResult<()> {
+        let now = drqueue_common::now_millis();
+        let mut t = Table::new(&[
+            ("TASK", Right),
+            ("FRAMES", Right),
+            ("STATUS", Left),
+            ("TRIES", Right),
+            ("FAILED", Right),
+            ("ENGINE", Left),
+            ("STARTED", Left),
+            ("TOOK", Right),
+            ("CPU", Right),
+            ("PEAK RSS", Right),
+            ("EXIT", Right),
+        ]);
+        for task in tasks {
+            let frames = if task.first == task.last {
+                task.first.to_string()
             } else {
-                format!("{}-{}", t.first, t.last)
+                format!("{}-{}", task.first, task.last)
             };
-            println!(
-                "{:>6}  {:>15}  {:<9} {:>8}  {:<20} {:>5}",
-                t.index,
-                frames,
-                t.status,
-                t.attempts,
-                truncate(t.engine.as_deref().unwrap_or("-"), 20),
-                t.exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "-".into())
-            );
+            let took = task
+                .started_ms
+                .map(|s| table::duration(task.ended_ms.unwrap_or(now).saturating_sub(s)));
+            t.row(vec![
+                task.index.into(),
+                frames.into(),
+                Cell::status(task.status),
+                task.attempts.into(),
+                task.failures.into(),
+                truncate(&engines.name(task.engine.as_ref()), 20).into(),
+                dash(task.started_ms.map(|ms| clock(ms, now))),
+                dash(took),
+                dash(task.cpu_ms.map(table::duration)),
+                dash(task.peak_rss_kb.map(table::memory_kb)),
+                dash(task.exit_code),
+            ]);
+        }
+        t.print();
+        if tasks.iter().any(|t| t.attempts > t.failures + 1) {
+            eprintln!("(TRIES counts every attempt; FAILED only those that count against --max-attempts: a cancel or a lost engine does not. `drqueue attempts JOB TASK` lists them)");
         }
         Ok(())
     }
 
-    fn engines(&self, engines: &[EngineView]) -> CliResult<()> {
-        println!(
-            "{:<20} {:<16} {:<9} {:<16} {:>5} {:>8} {:>9} {:>6} {:>6}",
-            "NAME", "HOST", "STATE", "POOLS", "CORES", "RAM MB", "RUN/HWM", "DONE", "FAILED"
-        );
-        for e in engines {
-            println!(
-                "{:<20} {:<16} {:<9} {:<16} {:>5} {:>8} {:>9} {:>6} {:>6}",
-                truncate(&e.name, 20),
-                truncate(&e.hostname, 16),
-                e.state,
-                truncate(&e.pools.join(","), 16),
-                e.cores,
-                e.ram_mb,
-                format!("{}/{}", e.running, e.hwm),
-                e.tasks_done,
-                e.tasks_failed
-            );
+    fn attempts(&self, attempts: &[AttemptRecord], engines: &EngineNames) -> CliResult<()> {
+        let now = drqueue_common::now_millis();
+        let mut t = Table::new(&[
+            ("ATTEMPT", Right),
+            ("ENGINE", Left),
+            ("STARTED", Left),
+            ("TOOK", Right),
+            ("CPU", Right),
+            ("PEAK RSS", Right),
+            ("COUNTED", Left),
+            ("ENDED", Left),
+        ]);
+        for a in attempts {
+            let o = &a.outcome;
+            t.row(vec![
+                a.attempt.attempt.into(),
+                truncate(&engines.name(Some(&a.engine)), 20).into(),
+                clock(a.ended_ms.saturating_sub(o.wall_ms), now).into(),
+                table::duration(o.wall_ms).into(),
+                table::duration(o.cpu_ms).into(),
+                table::memory_kb(o.peak_rss_kb).into(),
+                if a.counted { "yes" } else { "no" }.into(),
+                if o.is_success() {
+                    Cell::status("done")
+                } else {
+                    truncate(&o.describe(), 60).into()
+                },
+            ]);
         }
+        t.print();
+        Ok(())
+    }
+
+    fn engines(&self, engines: &[EngineView]) -> CliResult<()> {
+        let mut t = Table::new(&[
+            ("NAME", Left),
+            ("HOST", Left),
+            ("STATE", Left),
+            ("POOLS", Left),
+            ("CORES", Right),
+            ("RAM MB", Right),
+            ("LOAD", Right),
+            ("RUN/HWM", Right),
+            ("DONE", Right),
+            ("FAILED", Right),
+        ]);
+        for e in engines {
+            t.row(vec![
+                truncate(&e.name, 24).into(),
+                truncate(&e.hostname, 20).into(),
+                Cell::status(e.state),
+                truncate(&e.pools.join(","), 20).into(),
+                e.cores.into(),
+                e.ram_mb.into(),
+                format!("{:.2}", e.load).into(),
+                format!("{}/{}", e.running, e.hwm).into(),
+                e.tasks_done.into(),
+                e.tasks_failed.into(),
+            ]);
+        }
+        t.print();
         for e in engines.iter().filter(|e| e.state == EngineState::Pending) {
             println!(
                 "pending: {} with key {}: if the engine logs the same key, `drqueue engine accept {}`",

@@ -40,6 +40,20 @@ impl JobSelection {
         self.owner.is_some() || self.status.is_some() || self.name.is_some() || self.all
     }
 
+    /// The ids given (no filters): for commands that act on one job.
+    pub fn ids(&self) -> CliResult<Vec<JobId>> {
+        if self.filtered() {
+            return Err(CliError::Input(
+                "name the job by its id; filters (--owner, --status, --name, --all) do not go with --tasks".into(),
+            ));
+        }
+        let mut ids = Vec::new();
+        for arg in &self.jobs {
+            ids.extend(parse_ids(arg)?);
+        }
+        Ok(ids)
+    }
+
     /// The jobs to act on, in the order given (ids) or oldest first
     /// (filters), having asked when a filter chose them.
     pub fn resolve(&self, client: &Client, verb: &str) -> CliResult<Vec<JobId>> {

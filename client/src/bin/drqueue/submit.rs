@@ -8,20 +8,53 @@ use drqueue_client::Client;
 use drqueue_common::model::{Dependency, JobId, JobSpec, JobStatus, Requirements};
 use std::collections::BTreeMap;
 
-/// `drqueue submit`: prints the new job's id (each id, for a graph).
+/// `drqueue submit`: prints the new job's id (each id, for a graph). A job
+/// that no engine could run now is accepted (engines may join later) with a
+/// warning saying why, or refused with `--require-runnable`.
 pub fn run(client: &Client, args: SubmitArgs, out: &dyn Output) -> CliResult<()> {
-    match submission(args)? {
-        Submission::One(spec) => out.submitted(&client.submit(&spec)?),
-        Submission::Graph(g) => out.submitted_graph(&client.submit_graph(&g)?),
+    let strict = args.farm.require_runnable;
+    let views = match submission(args.job, args.farm)? {
+        Submission::One(spec) => {
+            let view = client.submit_opts(&spec, strict)?;
+            out.submitted(&view)?;
+            vec![view]
+        }
+        Submission::Graph(g) => {
+            let views = client.submit_graph_opts(&g, strict)?;
+            out.submitted_graph(&views)?;
+            views
+        }
+    };
+    for v in &views {
+        let gaps: Vec<String> = v
+            .blocked_by
+            .iter()
+            .filter(|b| b.is_engine_gap())
+            .map(|b| b.text(drqueue_common::now_millis(), &chrono::Local))
+            .collect();
+        if !gaps.is_empty() {
+            eprintln!(
+                "drqueue: warning: job {} is queued, but no engine can run it now: {}. It starts when one can (--require-runnable refuses such a job instead)",
+                v.id,
+                gaps.join("; ")
+            );
+        }
     }
+    Ok(())
 }
 
+/// `submit`'s flags: the job's own, and those only a farm has.
 #[derive(Args)]
 pub struct SubmitArgs {
-    /// Submit on behalf of this user (wranglers and admins, e.g. for a
-    /// pipeline daemon; the audit trail records who did it). Default: you.
-    #[arg(long)]
-    owner: Option<String>,
+    #[command(flatten)]
+    pub job: JobArgs,
+    #[command(flatten)]
+    pub farm: FarmArgs,
+}
+
+/// What a job is and how each task runs: `submit` and `run-local` alike.
+#[derive(Args)]
+pub struct JobArgs {
     /// A job file (TOML, or JSON by its .json name): one job, or a graph of
     /// named jobs with `after` by name. Submitted all or nothing.
     #[arg(long, conflicts_with_all = ["preset", "command"])]
@@ -57,21 +90,6 @@ pub struct SubmitArgs {
     /// 0-1000, higher first.
     #[arg(long, default_value_t = drqueue_common::model::DEFAULT_PRIORITY)]
     priority: u32,
-    /// Only engines in this pool run it (`drqueue pools` lists them).
-    #[arg(long, default_value = drqueue_common::model::DEFAULT_POOL)]
-    pool: String,
-    /// Only engines on this OS run it: linux, macos or windows.
-    #[arg(long)]
-    os: Option<String>,
-    /// Only engines with at least this many cores run it.
-    #[arg(long, default_value_t = 0)]
-    min_cores: u32,
-    /// Only engines with at least this much RAM (MiB) run it.
-    #[arg(long, default_value_t = 0)]
-    min_ram_mb: u64,
-    /// Capability an engine must have (repeatable), e.g. blender.
-    #[arg(long = "require")]
-    requires: Vec<String>,
     /// Environment for the command, K=V (repeatable).
     #[arg(long = "env", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -90,6 +108,35 @@ pub struct SubmitArgs {
     /// halves and marks the gap.
     #[arg(long, default_value_t = drqueue_common::model::DEFAULT_MAX_LOG_MB)]
     max_log_mb: u32,
+    /// The command and its arguments, after `--` (with --preset: extra
+    /// arguments for the renderer).
+    #[arg(last = true, required_unless_present_any = ["preset", "file"])]
+    command: Vec<String>,
+}
+
+/// What only a farm has: owners, pools, engine requirements, limits,
+/// dependencies on farm jobs, start times and mail. `run-local` has none.
+#[derive(Args, Default)]
+pub struct FarmArgs {
+    /// Submit on behalf of this user (wranglers and admins, e.g. for a
+    /// pipeline daemon; the audit trail records who did it). Default: you.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Only engines in this pool run it (`drqueue pools` lists them).
+    #[arg(long, default_value = drqueue_common::model::DEFAULT_POOL)]
+    pool: String,
+    /// Only engines on this OS run it: linux, macos or windows.
+    #[arg(long)]
+    os: Option<String>,
+    /// Only engines with at least this many cores run it.
+    #[arg(long, default_value_t = 0)]
+    min_cores: u32,
+    /// Only engines with at least this much RAM (MiB) run it.
+    #[arg(long, default_value_t = 0)]
+    min_ram_mb: u64,
+    /// Capability an engine must have (repeatable), e.g. blender.
+    #[arg(long = "require")]
+    requires: Vec<String>,
     /// How many engines may run it at once (0 = no cap).
     #[arg(long, default_value_t = 0)]
     max_engines: u32,
@@ -111,10 +158,27 @@ pub struct SubmitArgs {
     /// Submit paused.
     #[arg(long)]
     paused: bool,
-    /// The command and its arguments, after `--` (with --preset: extra
-    /// arguments for the renderer).
-    #[arg(last = true, required_unless_present_any = ["preset", "file"])]
-    command: Vec<String>,
+    /// Refuse the job, instead of queueing it with a warning, when no engine
+    /// could run it now (wrong pool, OS, RAM or missing renderer).
+    #[arg(long)]
+    require_runnable: bool,
+}
+
+impl JobArgs {
+    /// The scene a preset job renders, if one was given.
+    pub fn local_scene(&self) -> Option<&str> {
+        self.preset.and(self.scene.as_deref())
+    }
+}
+
+impl FarmArgs {
+    /// `run-local`: none of the farm's settings apply on one machine.
+    pub fn for_local() -> FarmArgs {
+        FarmArgs {
+            pool: drqueue_common::model::DEFAULT_POOL.into(),
+            ..FarmArgs::default()
+        }
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -148,9 +212,9 @@ pub enum Submission {
     Graph(drqueue_common::graph::Graph),
 }
 
-pub fn submission(mut a: SubmitArgs) -> CliResult<Submission> {
+pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
     // Empty: the master makes the job the caller's (the token's user).
-    let owner = a.owner.take().unwrap_or_default();
+    let owner = farm.owner.take().unwrap_or_default();
     if let Some(path) = &a.file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?;
@@ -201,8 +265,8 @@ pub fn submission(mut a: SubmitArgs) -> CliResult<Submission> {
         let expanded = drqueue_common::preset::expand(preset, &args, &frames)
             .map_err(|e| CliError::Input(e.to_string()))?;
         a.command = expanded.command;
-        if !a.requires.contains(&expanded.capability) {
-            a.requires.push(expanded.capability);
+        if !farm.requires.contains(&expanded.capability) {
+            farm.requires.push(expanded.capability);
         }
     } else if a.scene.is_some() || a.output.is_some() || a.render_node.is_some() {
         return Err(CliError::Input(
@@ -216,12 +280,12 @@ pub fn submission(mut a: SubmitArgs) -> CliResult<Submission> {
         frames: a.frames,
         blocksize: a.blocksize,
         priority: a.priority,
-        pool: a.pool,
+        pool: farm.pool,
         requirements: Requirements {
-            os: a.os,
-            min_cores: a.min_cores,
-            min_ram_mb: a.min_ram_mb,
-            capabilities: a.requires,
+            os: farm.os,
+            min_cores: farm.min_cores,
+            min_ram_mb: farm.min_ram_mb,
+            capabilities: farm.requires,
         },
         env: a.env.into_iter().collect::<BTreeMap<_, _>>(),
         cwd: a.cwd.or_else(|| {
@@ -232,13 +296,13 @@ pub fn submission(mut a: SubmitArgs) -> CliResult<Submission> {
         max_attempts: a.max_attempts,
         timeout_secs: a.timeout,
         max_log_mb: a.max_log_mb,
-        max_engines: a.max_engines,
-        limits: a.limits,
-        after: a.after,
-        start_after: a.start_after,
-        notify: a.notify,
-        notify_on: a.notify_on,
-        paused: a.paused,
+        max_engines: farm.max_engines,
+        limits: farm.limits,
+        after: farm.after,
+        start_after: farm.start_after,
+        notify: farm.notify,
+        notify_on: farm.notify_on,
+        paused: farm.paused,
     };
     // Judge it here too, for an error before any network round trip.
     let frames = spec

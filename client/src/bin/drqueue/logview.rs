@@ -1,0 +1,173 @@
+//! `drqueue log`: an attempt's output between a header (engine, command
+//! line, start) and a footer (exit, signal, wall time, CPU, peak RSS). Both
+//! come from the attempt's record when the log is read: the log file holds
+//! only what the task printed, so an engine still creates it only on the
+//! first output. `--raw` prints the output alone.
+
+use crate::error::CliResult;
+use crate::output::EngineNames;
+use crate::table::{colour_on, duration, memory_kb};
+use drqueue_client::{Client, ClientError};
+use drqueue_common::model::JobId;
+use drqueue_common::template::{commands, TaskContext};
+use drqueue_scheduler::records::AttemptRecord;
+use std::io::Write;
+use std::time::Duration;
+
+/// How long one follower's request waits for more log at the master.
+const FOLLOW_WAIT_SECS: u64 = 20;
+
+pub struct LogArgs {
+    pub job: JobId,
+    pub task: u32,
+    pub attempt: Option<u32>,
+    pub follow: bool,
+    pub raw: bool,
+}
+
+/// Prints an attempt's log (window after window); with `follow`, keeps
+/// printing until the attempt ends.
+pub fn log(client: &Client, a: &LogArgs) -> CliResult<()> {
+    let mut offset = 0u64;
+    let mut attempt = a.attempt;
+    let mut stdout = std::io::stdout().lock();
+    let mut headed = a.raw;
+    loop {
+        // A follower long-polls: the master answers once there is more.
+        let wait = if a.follow { FOLLOW_WAIT_SECS } else { 0 };
+        let chunk = match client.log_window(a.job, a.task, attempt, offset, wait) {
+            // Following a task that has not started yet: wait for it.
+            Err(ClientError::NotFound(m))
+                if a.follow && attempt.is_none() && m.contains("has not run yet") =>
+            {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            other => other?,
+        };
+        // Stay with the attempt the first answer named, should a retry start.
+        attempt = Some(chunk.attempt);
+        if !headed {
+            headed = true;
+            let _ = write!(stdout, "{}", rule(&header(client, a, chunk.attempt)?));
+        }
+        let _ = stdout.write_all(&chunk.data);
+        let _ = stdout.flush();
+        offset += chunk.data.len() as u64;
+        if chunk.data.is_empty() && (!a.follow || !chunk.live) {
+            if !a.raw {
+                if offset > 0 && !ends_with_newline(client, a, offset)? {
+                    let _ = writeln!(stdout);
+                }
+                let _ = write!(stdout, "{}", rule(&footer(client, a, chunk.attempt)?));
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Whether the log's last byte is a newline (so the footer starts a line).
+fn ends_with_newline(client: &Client, a: &LogArgs, len: u64) -> CliResult<bool> {
+    let last = client.log_window(a.job, a.task, a.attempt, len - 1, 0)?;
+    Ok(last.data.last() == Some(&b'\n'))
+}
+
+/// `── text ──`, dimmed on a terminal.
+fn rule(lines: &[String]) -> String {
+    let (on, off) = if colour_on() {
+        ("\x1b[2m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    lines.iter().map(|l| format!("{on}── {l}{off}\n")).collect()
+}
+
+fn record(client: &Client, a: &LogArgs, attempt: u32) -> CliResult<Option<AttemptRecord>> {
+    Ok(client
+        .attempts(a.job, a.task)?
+        .into_iter()
+        .find(|r| r.attempt.attempt == attempt))
+}
+
+fn header(client: &Client, a: &LogArgs, attempt: u32) -> CliResult<Vec<String>> {
+    let job = client.job(a.job)?;
+    let task = client.task(a.job, a.task)?;
+    let names = EngineNames::of(&client.engines()?);
+    let now = drqueue_common::now_millis();
+    let (engine, started) = match record(client, a, attempt)? {
+        Some(r) => (
+            Some(r.engine.clone()),
+            Some(r.ended_ms.saturating_sub(r.outcome.wall_ms)),
+        ),
+        None => (task.engine.clone(), task.started_ms),
+    };
+    let started = started.map_or_else(
+        || "not started".to_string(),
+        |ms| {
+            format!(
+                "started {}",
+                drqueue_common::display::clock_time(ms, now, &chrono::Local)
+            )
+        },
+    );
+    let mut lines = vec![format!(
+        "job {} task {} (frames {}-{}), attempt {attempt} of {}, on {}, {started}",
+        a.job,
+        a.task,
+        task.first,
+        task.last,
+        task.attempts,
+        names.name(engine.as_ref()),
+    )];
+    let ctx = TaskContext {
+        job: a.job,
+        task: a.task,
+        block: drqueue_common::frames::Block {
+            first: task.first,
+            last: task.last,
+            step: task.step,
+        },
+    };
+    for argv in commands(&job.command, &ctx) {
+        let line: Vec<String> = argv.iter().map(|a| shell_quoted(a)).collect();
+        let line = line.join(" ");
+        lines.push(format!("$ {}", crate::output::truncate(&line, 400)));
+    }
+    Ok(lines)
+}
+
+/// An argument as a shell would need it typed, to copy and run by hand.
+fn shell_quoted(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=+,@%-{}".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+fn footer(client: &Client, a: &LogArgs, attempt: u32) -> CliResult<Vec<String>> {
+    let Some(r) = record(client, a, attempt)? else {
+        return Ok(vec![format!(
+            "attempt {attempt} is still running (--follow to keep reading)"
+        )]);
+    };
+    let o = &r.outcome;
+    let mut ended = o.describe();
+    if let Some(sig) = o.signal {
+        if !ended.contains("signal") {
+            ended.push_str(&format!(" (signal {sig})"));
+        }
+    }
+    let counted = if r.counted {
+        ""
+    } else {
+        "; did not count against --max-attempts"
+    };
+    Ok(vec![format!(
+        "{ended} · wall {} · CPU {} · peak RSS {}{counted}",
+        duration(o.wall_ms),
+        duration(o.cpu_ms),
+        memory_kb(o.peak_rss_kb)
+    )])
+}

@@ -1,0 +1,294 @@
+//! The CLI's daily work, with the real master, engines and the renderer
+//! built into the engine: tables with times and engine names, attempts,
+//! truthful `watch`, task-level cancel and retry, priority, clean, the
+//! submit warning for jobs no engine can run, and run-local's runs.
+
+use drqueue_common::model::{JobStatus, TaskStatus};
+use drqueue_tests::{bin, Farm};
+use std::path::Path;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).to_string()
+}
+
+fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("image data");
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+#[test]
+fn the_built_in_renderer_renders_frames_and_the_tables_show_what_it_cost() {
+    let mut farm = Farm::start();
+    farm.engine("render-1", &["--slots", "2"]);
+    std::fs::create_dir_all(farm.dir.join("frames")).unwrap();
+    let engine = bin("drqueue-engine").display().to_string();
+    let id = farm.submit(&[
+        "--frames",
+        "1-4",
+        "--blocksize",
+        "2",
+        "--",
+        &engine,
+        "render-demo",
+        "--frame",
+        "{frame}",
+        "--output",
+        "frames/f_{padframe:4}.png",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--samples",
+        "2",
+    ]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let frames: Vec<_> = (1..=4)
+        .map(|f| decode_png(&farm.dir.join(format!("frames/f_{f:04}.png"))))
+        .collect();
+    assert!(frames.iter().all(|(w, h, _)| (*w, *h) == (64, 48)));
+    assert_ne!(
+        frames[0].2, frames[1].2,
+        "the moons move from frame to frame"
+    );
+
+    let tasks = text(&farm.drqueue(&["tasks", &id.to_string()]).stdout);
+    let header = tasks.lines().next().unwrap_or_default();
+    for col in ["ENGINE", "STARTED", "TOOK", "CPU", "PEAK RSS", "EXIT"] {
+        assert!(header.contains(col), "{col} in {header}");
+    }
+    assert!(
+        tasks.lines().skip(1).all(|l| l.contains("render-1")),
+        "engine names: {tasks}"
+    );
+    assert!(!tasks.contains("\x1b["), "no colour into a pipe");
+    let attempts = farm.drqueue(&["attempts", &id.to_string(), "1"]);
+    let attempts = text(&attempts.stdout);
+    assert!(attempts.starts_with("ATTEMPT"), "{attempts}");
+    assert!(
+        attempts
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("render-1") && l.contains("yes")),
+        "{attempts}"
+    );
+    let log = text(&farm.drqueue(&["log", &id.to_string(), "1"]).stdout);
+    assert!(log.contains("drqueue_progress: 100"), "{log}");
+    assert!(log.contains("Saved: 'frames/f_0004.png'"), "{log}");
+    assert!(
+        log.contains("render-demo --frame 3 --output frames/f_0003.png"),
+        "the header shows the command: {log}"
+    );
+}
+
+#[test]
+fn watch_off_a_terminal_prints_plain_truthful_lines() {
+    let mut farm = Farm::start();
+    farm.engine("w", &[]);
+    let id = farm.submit(&[
+        "--frames",
+        "0-2",
+        "--max-attempts",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.3; test {task} != 1",
+    ]);
+    let out = farm.drqueue(&["watch", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(1), "a failed job");
+    let lines = text(&out.stdout);
+    let last = lines.lines().last().unwrap_or_default();
+    assert!(last.contains("failed | 2/3 done, 1 failed"), "{lines}");
+    assert!(
+        !lines.contains("3/3 done"),
+        "never full before the end: {lines}"
+    );
+    assert!(lines.lines().count() >= 2, "lines as it goes: {lines}");
+    // "running" is what runs: one slot, so never two.
+    assert!(
+        !lines.contains("2 running") && !lines.contains("3 running"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn some_tasks_are_cancelled_and_retried_and_a_priority_changes() {
+    let mut farm = Farm::start();
+    farm.engine("e", &[]);
+    let id = farm.submit(&["--paused", "--frames", "0-5", "--", "true"]);
+    let job = id.to_string();
+    let ok = |args: &[&str]| {
+        let out = farm.drqueue(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    ok(&["cancel", &job, "--tasks", "1,3-4"]);
+    let c = farm.client();
+    assert_eq!(c.job(id).unwrap().counts.get(TaskStatus::Cancelled), 3);
+    ok(&["retry", &job, "--tasks", "3"]);
+    assert_eq!(c.job(id).unwrap().counts.get(TaskStatus::Cancelled), 2);
+    ok(&["priority", &job, "800"]);
+    assert_eq!(c.job(id).unwrap().priority, 800);
+    for args in [
+        vec!["priority", &job, "5000"],
+        vec!["cancel", &job, "--tasks", "x"],
+        vec!["cancel", &job, "9", "--tasks", "1"],
+        vec!["retry", "--all", "--tasks", "1"],
+    ] {
+        assert_eq!(farm.drqueue(&args).status.code(), Some(2), "{args:?}");
+    }
+    let out = farm.drqueue(&["cancel", &job, "--tasks", "6"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no task 6"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The rest run and are done; with two cancelled the job ends cancelled.
+    ok(&["resume", &job]);
+    let view = farm.wait_job(id, LONG);
+    assert_eq!(view.status, JobStatus::Cancelled);
+    assert_eq!(view.counts.get(TaskStatus::Done), 4);
+}
+
+#[test]
+fn submit_warns_of_a_job_no_engine_can_run_and_can_refuse_it() {
+    let mut farm = Farm::start();
+    farm.engine("plain", &[]);
+    farm.wait_engines(1);
+    let scene = farm.dir.join("scene.pov");
+    std::fs::write(&scene, "// empty\n").unwrap();
+    let scene = scene.display().to_string();
+    let out = farm.drqueue(&["submit", "--preset", "povray", "--scene", &scene]);
+    assert!(out.status.success(), "accepted: engines may come later");
+    let warning = text(&out.stderr);
+    assert!(
+        warning.contains("warning") && warning.contains("povray"),
+        "{warning}"
+    );
+    let out = farm.drqueue(&[
+        "submit",
+        "--require-runnable",
+        "--preset",
+        "povray",
+        "--scene",
+        &scene,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no engine could run"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        farm.client().jobs(None).unwrap().len(),
+        1,
+        "the refused job was not made"
+    );
+    let out = farm.drqueue(&["submit", "--require-runnable", "--", "true"]);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn clean_deletes_only_ended_jobs_older_than_asked() {
+    let mut farm = Farm::start();
+    farm.engine("e", &[]);
+    let old = farm.submit(&["--", "true"]);
+    assert_eq!(farm.wait_job(old, LONG).status, JobStatus::Done);
+    let kept = farm.submit(&["--paused", "--", "true"]);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let fresh = farm.submit(&["--", "true"]);
+    assert_eq!(farm.wait_job(fresh, LONG).status, JobStatus::Done);
+    assert_eq!(
+        farm.drqueue(&["clean", "--older-than", "7x"]).status.code(),
+        Some(2)
+    );
+    let dry = farm.drqueue(&["clean", "--older-than", "1s", "--dry-run"]);
+    assert!(
+        text(&dry.stdout).lines().count() == 2,
+        "{}",
+        text(&dry.stdout)
+    );
+    let out = farm.drqueue(&["clean", "--older-than", "1s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("job {old} deleted"));
+    let left: Vec<_> = farm
+        .client()
+        .jobs(None)
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(left, vec![fresh, kept]);
+}
+
+#[test]
+fn run_local_keeps_each_runs_logs_and_offers_only_what_applies() {
+    let dir = std::env::temp_dir().join(format!("drqueue-run-local-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin("drqueue"))
+            .arg("run-local")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run drqueue")
+    };
+    for _ in 0..2 {
+        let out = run(&[
+            "--log-dir",
+            "logs",
+            "--frames",
+            "1-2",
+            "--",
+            "sh",
+            "-c",
+            "echo frame {frame}",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for n in [1, 2] {
+        let log = dir.join(format!("logs/run-{n}/1-0-1.log"));
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "frame 1\n",
+            "{}",
+            log.display()
+        );
+    }
+    let out = run(&["--preset", "povray", "--scene", "missing.pov"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("missing.pov: no such file here"),
+        "{}",
+        text(&out.stderr)
+    );
+    let help = text(&run(&["--help"]).stdout);
+    for farm_only in [
+        "--pool",
+        "--notify",
+        "--limit",
+        "--after",
+        "--owner",
+        "--require",
+    ] {
+        assert!(
+            !help.contains(&format!("{farm_only} ")),
+            "{farm_only} in run-local --help"
+        );
+    }
+    assert!(help.contains("--max-attempts"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
