@@ -253,6 +253,9 @@ impl LocalFarm {
         match event {
             RunnerEvent::Started(key) => self.sched.task_started(LOCAL_ENGINE, key, now),
             RunnerEvent::Log { .. } => {} // the runner writes the log file itself
+            RunnerEvent::Progress(key, percent) => {
+                self.sched.task_progress(LOCAL_ENGINE, key, percent)
+            }
             RunnerEvent::Finished(key, outcome) => {
                 self.running.remove(&key);
                 let task = self.sched.task_record(key.task);

@@ -77,6 +77,8 @@ struct FileJob {
     notify_on: Option<NotifyOn>,
     #[serde(default)]
     paused: bool,
+    #[serde(default)]
+    retry_deterministic: bool,
 }
 
 /// `"sim"`, `"sim:done,failed"`, or a job id (`12`, `"12:failed"`).
@@ -183,6 +185,7 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             notify: j.notify.clone(),
             notify_on: j.notify_on.unwrap_or_default(),
             paused: j.paused,
+            retry_deterministic: j.retry_deterministic,
         };
         if let Some(p) = &j.preset {
             let preset: Preset = p

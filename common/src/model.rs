@@ -394,6 +394,10 @@ pub struct JobSpec {
     pub notify: Vec<String>,
     pub notify_on: NotifyOn,
     pub paused: bool,
+    /// Retry even a failure that no retry can fix (a renderer's fatal-error
+    /// line): by default such a task fails at its first attempt.
+    #[serde(default)]
+    pub retry_deterministic: bool,
 }
 
 impl Default for JobSpec {
@@ -419,6 +423,7 @@ impl Default for JobSpec {
             notify: Vec::new(),
             notify_on: NotifyOn::Both,
             paused: false,
+            retry_deterministic: false,
         }
     }
 }
@@ -571,10 +576,28 @@ pub struct JobView {
     pub started_ms: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<Millis>,
+    /// Percent done: done tasks plus running tasks' reported fractions
+    /// (null when nothing has run).
+    #[serde(default)]
+    pub progress: Option<f32>,
+    /// When it may end, while it runs (null when unknown).
+    #[serde(default)]
+    pub eta: Option<Eta>,
+}
+
+/// A job's estimated time to its end, as a range of seconds from now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Eta {
+    pub low_s: u64,
+    pub high_s: u64,
+    /// How it was estimated: `frame_times` (the job's own finished tasks'
+    /// durations: remaining work × quartile task time ÷ the slots it can
+    /// use) or `task_progress` (running tasks' elapsed × (1 − p) / p).
+    pub method: String,
 }
 
 /// A task as the API shows it (`tasks --json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     pub index: u32,
     pub first: i64,
@@ -589,6 +612,10 @@ pub struct TaskView {
     pub failures: u32,
     /// The engine of the latest attempt.
     pub engine: Option<EngineId>,
+    /// How far the running attempt has got, 0–100, as its renderer
+    /// reported (null when unknown or not running).
+    #[serde(default)]
+    pub progress: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

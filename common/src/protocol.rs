@@ -13,7 +13,7 @@ use crate::Millis;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The largest message either side accepts; larger ones are refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -57,6 +57,9 @@ pub enum FromEngine {
     Facts(EngineFacts),
     /// How the check task of [`ToEngine::Check`] `id` went.
     CheckResult { id: u64, ok: bool, detail: String },
+    /// How far a running attempt has got, 0–100, as its renderer printed
+    /// it: at most every 2 s per attempt, and only when it changed.
+    Progress { attempt: AttemptKey, percent: f32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +116,10 @@ pub struct Outcome {
     /// masked. What tells the job's fault from the engine's.
     #[serde(default)]
     pub signature: Option<String>,
+    /// The line after which no retry can help (the renderer's fatal-error
+    /// pattern matched it): the task fails without its other attempts.
+    #[serde(default)]
+    pub fatal: Option<String>,
 }
 
 impl Outcome {

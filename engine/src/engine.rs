@@ -224,6 +224,10 @@ impl State {
                 offset,
                 data,
             }),
+            RunnerEvent::Progress(key, percent) => Some(FromEngine::Progress {
+                attempt: key,
+                percent,
+            }),
             RunnerEvent::Finished(key, outcome) => {
                 self.running.remove(&key);
                 self.unreported_starts.remove(&key);

@@ -11,6 +11,8 @@
 
 pub mod contain;
 mod log;
+pub mod progress;
+pub mod renderers;
 
 use contain::{Containment, TaskBox};
 use drqueue_common::frames::Block;
@@ -18,6 +20,7 @@ use drqueue_common::protocol::{AttemptKey, JobBody, Outcome};
 use drqueue_common::signature::failure_signature;
 use drqueue_common::template::{self, TaskContext};
 use log::LogSink;
+use progress::{Reporter, Tracker};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -38,6 +41,9 @@ pub enum RunnerEvent {
         data: Vec<u8>,
     },
     Finished(AttemptKey, Outcome),
+    /// How far the attempt has got, 0–100: at most every
+    /// [`progress::REPORT_EVERY`], and only when it changed.
+    Progress(AttemptKey, f32),
 }
 
 /// Shared between the attempt's thread and the engine's loop, which may kill it.
@@ -142,17 +148,35 @@ fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSe
             ));
         }
     }
+    let commands = template::commands(&a.body.command, &ctx);
+    let program = commands
+        .first()
+        .and_then(|c| c.first())
+        .map_or("", String::as_str);
+    let mut watch = Reporter::new(
+        Tracker::new(program, a.block, commands.len()),
+        a.key,
+        events.clone(),
+    );
     if outcome.error.is_none() {
-        for argv in template::commands(&a.body.command, &ctx) {
+        for (i, argv) in commands.iter().enumerate() {
             if a.control.stopping() {
                 break;
             }
-            let ok = run_one(&argv, &a, (contain, slot), &mut log, &mut outcome);
+            watch.next_command(i);
+            let ok = run_one(
+                argv,
+                &a,
+                (contain, slot),
+                (&mut log, &mut watch),
+                &mut outcome,
+            );
             if !ok {
                 break;
             }
         }
     }
+    outcome.fatal = watch.fatal();
     // Signed before the engine's own lines below join the log.
     let last_line = log.last_line();
     if let Some(e) = &outcome.error {
@@ -182,7 +206,7 @@ fn run_one(
     argv: &[String],
     a: &Attempt,
     (contain, slot): (&Containment, usize),
-    log: &mut LogSink,
+    (log, watch): (&mut LogSink, &mut Reporter),
     outcome: &mut Outcome,
 ) -> bool {
     let (mut reader, writer) = match std::io::pipe() {
@@ -229,7 +253,7 @@ fn run_one(
     if a.control.stopping() {
         a.control.kill();
     }
-    copy_output(&mut reader, pid, contain, &task_box, log);
+    copy_output(&mut reader, pid, contain, &task_box, (log, watch));
     let (status, usage) = wait4(pid);
     a.control.pgid.store(0, Ordering::SeqCst);
     // Nothing a task started outlives it.
@@ -272,7 +296,7 @@ fn copy_output(
     pid: i32,
     contain: &Containment,
     task_box: &TaskBox,
-    log: &mut LogSink,
+    (log, watch): (&mut LogSink, &mut Reporter),
 ) {
     const CHECK_MS: i32 = 100;
     const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -289,7 +313,10 @@ fn copy_output(
         if ready > 0 {
             match reader.read(&mut buf) {
                 Ok(0) => return,
-                Ok(n) => log.write(&buf[..n]),
+                Ok(n) => {
+                    log.write(&buf[..n]);
+                    watch.feed(&buf[..n]);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return,
             }

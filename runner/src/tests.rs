@@ -71,7 +71,7 @@ fn collect_in(a: Attempt, contain: &Containment) -> (Outcome, Vec<u8>) {
         match ev {
             RunnerEvent::Log { data, .. } => log.extend(data),
             RunnerEvent::Finished(_, o) => out = Some(o),
-            RunnerEvent::Started(_) => {}
+            RunnerEvent::Started(_) | RunnerEvent::Progress(..) => {}
         }
     }
     (out.expect("finished"), log)

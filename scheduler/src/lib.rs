@@ -50,6 +50,7 @@ mod lifecycle;
 mod limits;
 pub mod memory;
 mod persist;
+mod progress;
 mod queries;
 pub mod records;
 mod requests;

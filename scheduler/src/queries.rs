@@ -2,7 +2,6 @@
 
 use super::state::Job;
 use super::{Engine, Scheduler};
-use crate::records::TaskRecord;
 use drqueue_common::listing::{JobFilter, JobSummary, Order};
 use drqueue_common::model::{
     JobId, JobStatus, JobView, PoolView, TaskKey, TaskStatus, TaskView, DEFAULT_POOL,
@@ -58,6 +57,8 @@ impl Scheduler {
             submitted_ms: job.submitted_ms,
             started_ms: job.started_ms,
             finished_ms: job.finished_ms,
+            progress: job.progress(),
+            eta: self.eta(id, now),
         })
     }
 
@@ -155,8 +156,11 @@ impl Scheduler {
         indices.truncate(limit);
         let views = indices
             .into_iter()
-            .filter_map(|index| self.task_record(TaskKey { job: id, index }))
-            .map(TaskRecord::view)
+            .filter_map(|index| {
+                let mut view = self.task_record(TaskKey { job: id, index })?.view();
+                view.progress = job.task_progress(index);
+                Some(view)
+            })
             .collect();
         Some((views, more))
     }

@@ -114,6 +114,7 @@ impl TaskRecord {
             attempts: self.attempts,
             failures: self.failures,
             engine: self.engine,
+            progress: None,
             started_ms: self.started_ms,
             ended_ms: self.ended_ms,
             exit_code: self.exit_code,

@@ -184,7 +184,21 @@ impl Scheduler {
         let t = &mut job.tasks[i as usize];
         t.failures += 1;
         t.avoid = Some(e);
-        if t.failures >= max_attempts {
+        // A line no retry can fix (the scene is missing everywhere): the
+        // task fails now, and the job says why, quoting the line.
+        let fatal = outcome
+            .fatal
+            .as_ref()
+            .filter(|_| !job.spec.retry_deterministic && !outcome.cancelled);
+        if let Some(line) = fatal {
+            if job.reason.is_none() {
+                job.reason = Some(format!(
+                    "task {i} failed without retrying: the renderer printed {line:?}, which no retry fixes (--retry-deterministic retries anyway; `drqueue retry` still does)"
+                ));
+                self.dirty_jobs.insert(key.task.job);
+            }
+        }
+        if t.failures >= max_attempts || fatal.is_some() {
             job.set_task_status(i, TaskStatus::Failed);
         } else {
             job.set_task_status(i, TaskStatus::Ready);

@@ -200,6 +200,9 @@ pub(super) struct Job {
     pub(super) signatures: HashMap<String, BTreeMap<EngineIdx, u32>>,
     /// Signatures seen on two or more engines: the job's fault.
     pub(super) job_faults: BTreeSet<String>,
+    /// How far running attempts have got (task index → attempt, percent):
+    /// live data, never stored; an entry goes when its task stops running.
+    pub(super) live_progress: HashMap<u32, (u32, f32)>,
 }
 
 impl Task {
@@ -217,6 +220,9 @@ impl Job {
         task.status = status;
         self.counts.add(status);
         self.by_status.set(index, status);
+        if !status.is_held() {
+            self.live_progress.remove(&index);
+        }
     }
 
     pub(super) fn is_dispatchable(&self) -> bool {
@@ -315,6 +321,7 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         engine_failures: BTreeMap::new(),
         signatures: HashMap::new(),
         job_faults: BTreeSet::new(),
+        live_progress: HashMap::new(),
         notification: (!spec_notify.is_empty()).then_some(Notification {
             state: NotifyState::Waiting,
             to: spec_notify,

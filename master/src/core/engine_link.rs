@@ -106,6 +106,9 @@ impl Core {
             }
             FromEngine::Release(keys) => self.sched.released(&engine, &keys, now),
             FromEngine::Facts(facts) => self.sched.facts_refreshed(&engine, facts),
+            FromEngine::Progress { attempt, percent } => {
+                self.sched.task_progress(&engine, attempt, percent)
+            }
             FromEngine::CheckResult { id, ok, detail } => {
                 self.sched
                     .check_result(&engine, id, ok, &detail, &mut self.fx)

@@ -107,6 +107,8 @@ struct OutcomeDoc {
     log_bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     signature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fatal: Option<String>,
 }
 
 impl From<&Outcome> for OutcomeDoc {
@@ -122,6 +124,7 @@ impl From<&Outcome> for OutcomeDoc {
             error: o.error.clone(),
             log_bytes: o.log_bytes,
             signature: o.signature.clone(),
+            fatal: o.fatal.clone(),
         }
     }
 }
@@ -139,6 +142,7 @@ impl From<OutcomeDoc> for Outcome {
             error: o.error,
             log_bytes: o.log_bytes,
             signature: o.signature,
+            fatal: o.fatal,
         }
     }
 }

@@ -318,6 +318,17 @@ class Job:
         return self._view["counts"]
 
     @property
+    def progress(self) -> float | None:
+        """Percent done (done tasks plus running tasks' reported fractions),
+        or None before anything ran."""
+        return self._view.get("progress")
+
+    @property
+    def eta(self) -> dict | None:
+        """``{"low_s", "high_s", "method"}``: when it may end, or None."""
+        return self._view.get("eta")
+
+    @property
     def blocked(self) -> list[str]:
         """Why ready tasks are not running (empty when nothing blocks)."""
         return self._view["blocked"]

@@ -378,3 +378,33 @@ fn cancelling_some_tasks_ends_the_job_cancelled_once_the_rest_are_done() {
     sim.s.set_priority(id, 900).unwrap();
     assert_eq!(sim.s.job_view(id, sim.now).unwrap().priority, 900);
 }
+
+#[test]
+fn progress_counts_only_from_the_engine_running_the_attempt_and_feeds_the_eta() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let id = sim.submit(spec("1-4", 1));
+    let key = sim.engines[0].held[0];
+    let now = sim.now;
+    sim.s.task_started("engine-0", key, now);
+    sim.s.task_progress("engine-1", key, 80.0);
+
+    sim.s.task_progress("engine-0", key, 50.0);
+    sim.s.task_progress("engine-0", key, f32::NAN);
+    let view = sim.s.job_view(id, now).unwrap();
+    assert_eq!(view.progress, Some(12.5), "half of one task in four");
+    assert_eq!(view.eta, None, "too early for the task's own estimate");
+    let later = now + 60_000;
+    let eta = sim.s.job_view(id, later).unwrap().eta.expect("an estimate");
+    assert_eq!(eta.method, "task_progress");
+    // Both engines' tasks finish: estimates come from their times now.
+    sim.advance(10_000);
+    sim.finish(0, 0, true);
+    sim.finish(1, 0, true);
+    let view = sim.s.job_view(id, sim.now).unwrap();
+    let eta = view.eta.expect("an estimate from finished tasks");
+    assert_eq!(eta.method, "frame_times");
+    assert!(eta.low_s <= eta.high_s);
+    assert!(view.progress.unwrap() >= 50.0);
+}

@@ -153,6 +153,8 @@ fn snapshot(v: &JobView) -> Snapshot<'_> {
             .blocked_here(drqueue_common::now_millis())
             .into_iter()
             .next(),
+        percent: v.progress,
+        eta: v.eta.as_ref().map(crate::show::eta_text),
     }
 }
 

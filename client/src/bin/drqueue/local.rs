@@ -113,6 +113,8 @@ impl Observer for Watcher {
                 counts: &j.counts,
                 total: j.tasks,
                 blocked: None,
+                percent: None,
+                eta: None,
             })
             .collect();
         self.progress.update(&snapshots);

@@ -20,6 +20,9 @@ pub struct Snapshot<'a> {
     pub total: u64,
     /// The first reason ready tasks are not running, if any.
     pub blocked: Option<String>,
+    /// Percent done and the estimate, where the farm reports them.
+    pub percent: Option<f32>,
+    pub eta: Option<String>,
 }
 
 impl Snapshot<'_> {
@@ -42,13 +45,26 @@ impl Snapshot<'_> {
         s
     }
 
+    /// ` | 42% | ends in 3m – 5m`, when known.
+    fn extra(&self) -> String {
+        let mut s = String::new();
+        if let Some(p) = self.percent {
+            s.push_str(&format!(" | {p:.0}%"));
+        }
+        if let Some(e) = &self.eta {
+            s.push_str(&format!(" | {e}"));
+        }
+        s
+    }
+
     fn line(&self) -> String {
         let mut s = format!(
-            "job {} {}: {} | {}",
+            "job {} {}: {} | {}{}",
             self.id,
             crate::output::clean(self.name),
             self.status,
-            self.summary()
+            self.summary(),
+            self.extra()
         );
         if let Some(b) = &self.blocked {
             s.push_str(&format!(" | {b}"));
@@ -114,7 +130,7 @@ impl Progress {
                     // Known only once the job is read; a bar of 0/0 would be full.
                     bar.set_length(j.total.max(1));
                     bar.set_position(j.counts.get(TaskStatus::Done));
-                    let mut msg = format!("{} | {}", j.status, j.summary());
+                    let mut msg = format!("{} | {}{}", j.status, j.summary(), j.extra());
                     if let Some(b) = &j.blocked {
                         msg.push_str(&format!(" | {b}"));
                     }

@@ -15,6 +15,16 @@ fn ms(t: Option<u64>) -> String {
 }
 
 /// `drqueue show`: the job, its rules, and why it is not running.
+/// `ends in 4m 10s – 6m 2s`: an estimate as a range.
+pub fn eta_text(e: &drqueue_common::model::Eta) -> String {
+    let d = |s: u64| drqueue_common::display::duration(s * 1000);
+    if e.low_s == e.high_s {
+        format!("ends in about {}", d(e.low_s))
+    } else {
+        format!("ends in {} – {}", d(e.low_s), d(e.high_s))
+    }
+}
+
 pub fn print_job(detail: &JobDetail) {
     let j = &detail.view;
     println!("job {}  {}", j.id, clean(&j.name));
@@ -36,6 +46,13 @@ pub fn print_job(detail: &JobDetail) {
         .map(|s| format!("{} {}", j.counts.get(*s), s))
         .collect();
     println!("  tasks      {}", counts.join(", "));
+    if let Some(p) = j.progress {
+        let eta = j
+            .eta
+            .as_ref()
+            .map_or_else(String::new, |e| format!("   {}", eta_text(e)));
+        println!("  progress   {p:.0}%{eta}");
+    }
     println!(
         "  submitted  {}   started {}   finished {}",
         ms(Some(j.submitted_ms)),

@@ -104,6 +104,11 @@ pub struct JobArgs {
     /// Per-task time limit in seconds.
     #[arg(long, default_value_t = 0)]
     timeout: u64,
+    /// Retry tasks even after a line the renderer prints only for failures
+    /// no retry fixes (a missing scene, a build without a feature): by
+    /// default those fail at their first attempt.
+    #[arg(long)]
+    retry_deterministic: bool,
     /// Per-task log cap in MiB: past it the log keeps its first and last
     /// halves and marks the gap.
     #[arg(long, default_value_t = drqueue_common::model::DEFAULT_MAX_LOG_MB)]
@@ -303,6 +308,7 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
         notify: farm.notify,
         notify_on: farm.notify_on,
         paused: farm.paused,
+        retry_deterministic: a.retry_deterministic,
     };
     // Judge it here too, for an error before any network round trip.
     let frames = spec

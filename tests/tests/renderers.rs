@@ -1,0 +1,157 @@
+//! The farm understands its renderers: stand-ins on the engine's PATH print
+//! exactly what the real ones print (Blender 3 and 5, EEVEE, POV-Ray with
+//! carriage returns, Arnold, Mantra/Karma, prman), and the progress they
+//! report reaches `tasks` and the job; a renderer's fatal-error line fails
+//! the task at its first attempt. Real master, engines and CLI.
+
+use drqueue_common::model::{JobStatus, TaskStatus};
+use drqueue_tests::{eventually, fake_program, path_with, Farm};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A stand-in that prints `lines` (printf format), then waits for `release`.
+fn stand_in(lines: &str) -> String {
+    format!("#!/bin/sh\nprintf '{lines}'\nwhile [ ! -e release ]; do sleep 0.05; done\n")
+}
+
+#[test]
+fn progress_printed_by_each_renderer_reaches_the_task_and_the_job() {
+    let mut farm = Farm::start();
+    let bin = farm.dir.join("renderers");
+    let cases: &[(&str, &str, f32)] = &[
+        ("blender", "Fra:1 Mem:9.90M (Peak 10.83M) | Time:00:00.06 | Remaining:00:01.20 | Mem:1.2M | Sample 2/4\\n", 50.0),
+        ("blender5", "00:00.327  render  | Fra:1 Mem:9.90M | Sample 3/4\\n", 75.0),
+        ("eevee", "Fra:1 Mem:9.90M | Rendering 16 / 64 samples\\n", 25.0),
+        ("povray", "Rendered 1024 of 76800 pixels (1%%)\\rRendered 38400 of 76800 pixels (50%%)\\r", 50.0),
+        ("kick", "00:00:03  1020MB         |    40%% done - 12 rays/pixel\\n", 40.0),
+        ("husk", "ALF_PROGRESS 63%%\\n", 63.0),
+        ("prman", "R90000  87%%\\n", 87.0),
+    ];
+    for (name, lines, _) in cases {
+        // blender5 and eevee are Blender printing other forms.
+        let program = match *name {
+            "blender5" | "eevee" => format!("blender-{name}"),
+            n => n.to_string(),
+        };
+        fake_program(&bin, &program, &stand_in(lines));
+    }
+    // The rules go by the program's file name: the Blender forms run as
+    // `blender` from their own folders.
+    for alt in ["blender5", "eevee"] {
+        let dir = farm.dir.join(alt);
+        fake_program(
+            &dir,
+            "blender",
+            &std::fs::read_to_string(bin.join(format!("blender-{alt}"))).unwrap(),
+        );
+    }
+    let path = path_with(&bin);
+    farm.engine_with_env("r", &["--slots", "8"], &[("PATH", &path)]);
+    farm.wait_engines(1);
+    let mut jobs = Vec::new();
+    for (name, _, want) in cases {
+        let program = match *name {
+            "blender5" | "eevee" => farm.dir.join(name).join("blender").display().to_string(),
+            n => n.to_string(),
+        };
+        let id = farm.submit(&["--name", name, "--", &program]);
+        jobs.push((id, *name, *want));
+    }
+    let c = farm.client();
+    for (id, name, want) in &jobs {
+        let got = eventually(LONG, &format!("{name}'s progress"), || {
+            c.tasks(*id, None).ok()?.first()?.progress
+        });
+        assert_eq!(got, *want, "{name}");
+        let job = c.job(*id).unwrap();
+        assert_eq!(
+            job.progress,
+            Some(*want),
+            "{name}: one task, so the job is as far"
+        );
+    }
+    let out = farm.drqueue(&["tasks", &jobs[0].0.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("50%"),
+        "the PROGRESS column"
+    );
+    std::fs::write(farm.dir.join("release"), "").unwrap();
+    for (id, name, _) in &jobs {
+        let view = farm.wait_job(*id, LONG);
+        assert_eq!(view.status, JobStatus::Done, "{name}");
+        assert_eq!(view.progress, Some(100.0), "{name}");
+        assert!(
+            c.tasks(*id, None).unwrap()[0].progress.is_none(),
+            "live only while it runs"
+        );
+    }
+}
+
+/// A farm with one engine whose `blender` fails as a build without
+/// OpenImageDenoise does, on every scene, every time.
+fn farm_with_a_broken_blender() -> Farm {
+    let mut farm = Farm::start();
+    let bin = farm.dir.join("renderers");
+    fake_program(
+        &bin,
+        "blender",
+        "#!/bin/sh\necho 'Fra:1 Mem:9.90M'\necho 'Error: Build without OpenImageDenoiser'\nexit 1\n",
+    );
+    let path = path_with(&bin);
+    farm.engine_with_env("r", &["--slots", "2"], &[("PATH", &path)]);
+    farm
+}
+
+#[test]
+fn a_fatal_error_line_fails_each_task_at_its_first_attempt() {
+    let farm = farm_with_a_broken_blender();
+    let id = farm.submit(&[
+        "--frames",
+        "1-3",
+        "--max-attempts",
+        "3",
+        "--",
+        "blender",
+        "-b",
+        "x.blend",
+    ]);
+    let view = farm.wait_job(id, LONG);
+    assert_eq!(view.status, JobStatus::Failed);
+    let tasks = farm.client().tasks(id, None).unwrap();
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.attempts == 1 && t.status == TaskStatus::Failed),
+        "{tasks:?}"
+    );
+    let show =
+        String::from_utf8_lossy(&farm.drqueue(&["show", &id.to_string()]).stdout).to_string();
+    assert!(
+        show.contains("Error: Build without OpenImageDenoiser"),
+        "show quotes the line: {show}"
+    );
+    // `drqueue retry` still retries it.
+    let out = farm.drqueue(&["retry", &id.to_string()]);
+    assert!(out.status.success());
+    let view = farm.wait_job(id, LONG);
+    assert_eq!(view.status, JobStatus::Failed);
+    let tasks = farm.client().tasks(id, None).unwrap();
+    assert!(tasks.iter().all(|t| t.attempts == 2), "{tasks:?}");
+}
+
+#[test]
+fn retry_deterministic_keeps_retrying_a_fatal_error() {
+    let farm = farm_with_a_broken_blender();
+    let id = farm.submit(&[
+        "--max-attempts",
+        "3",
+        "--retry-deterministic",
+        "--",
+        "blender",
+        "-b",
+        "x.blend",
+    ]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Failed);
+    assert_eq!(farm.client().tasks(id, None).unwrap()[0].attempts, 3);
+}
