@@ -186,6 +186,8 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             notify_on: j.notify_on.unwrap_or_default(),
             paused: j.paused,
             retry_deterministic: j.retry_deterministic,
+            outputs: Vec::new(),
+            min_output_bytes: 1,
         };
         if let Some(p) = &j.preset {
             let preset: Preset = p
@@ -212,6 +214,7 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             let x = preset::expand(preset, &args, &frames)
                 .map_err(|e| err(at("preset", p), format!("{what}: {e}")))?;
             spec.command = x.command;
+            spec.outputs = x.outputs;
             if !spec.requirements.capabilities.contains(&x.capability) {
                 spec.requirements.capabilities.push(x.capability);
             }

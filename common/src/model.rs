@@ -398,6 +398,17 @@ pub struct JobSpec {
     /// line): by default such a task fails at its first attempt.
     #[serde(default)]
     pub retry_deterministic: bool,
+    /// Files each frame must write (`{frame}`, `{padframe:N}`), relative to
+    /// `cwd`: a task that leaves one missing, or smaller than
+    /// `min_output_bytes`, fails however it exited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    #[serde(default = "default_min_output_bytes")]
+    pub min_output_bytes: u64,
+}
+
+fn default_min_output_bytes() -> u64 {
+    1
 }
 
 impl Default for JobSpec {
@@ -424,6 +435,8 @@ impl Default for JobSpec {
             notify_on: NotifyOn::Both,
             paused: false,
             retry_deterministic: false,
+            outputs: Vec::new(),
+            min_output_bytes: 1,
         }
     }
 }

@@ -105,6 +105,9 @@ pub struct PresetArgs {
 pub struct Expanded {
     pub command: Vec<String>,
     pub capability: String,
+    /// The files each frame writes, where the renderer's naming is known
+    /// (`{padframe:N}` for the frame): checked when each task ends.
+    pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,6 +147,7 @@ pub fn expand(
         }
     };
     let mut cmd: Vec<String> = Vec::new();
+    let mut outputs: Vec<String> = Vec::new();
     let mut push = |parts: &[&str]| cmd.extend(parts.iter().map(|s| s.to_string()));
     match preset {
         Preset::Blender => {
@@ -162,6 +166,7 @@ pub fn expand(
             push(&["povray", &format!("+I{scene}")]);
             if let Some(o) = &output {
                 push(&[&format!("+O{o}")]);
+                outputs.push(povray_frame_file(o, first, last));
             }
             push(&[
                 &format!("+KFI{first}"),
@@ -216,6 +221,7 @@ pub fn expand(
                 push(&["kick", "-i", &per_frame(&scene), "-dw", "-dp"]);
                 if let Some(o) = &output {
                     push(&["-o", &per_frame(o)]);
+                    outputs.push(per_frame(o));
                 }
             } else {
                 if output.is_some() {
@@ -233,7 +239,29 @@ pub fn expand(
     Ok(Expanded {
         command: cmd,
         capability: preset.capability().to_string(),
+        outputs,
     })
+}
+
+/// The file POV-Ray writes for a frame of an animation: the frame number,
+/// padded to as many digits as the last frame has, before the extension
+/// (`frame.png`, frames 1-48 → `frame01.png`).
+fn povray_frame_file(output: &str, first: i64, last: i64) -> String {
+    let digits = first.abs().max(last.abs()).to_string().len();
+    let name_at = output.rfind('/').map_or(0, |i| i + 1);
+    match output[name_at..].rfind('.') {
+        Some(dot) => {
+            let (stem, ext) = output.split_at(name_at + dot);
+            format!("{stem}{{padframe:{digits}}}{ext}")
+        }
+        None => format!("{output}{{padframe:{digits}}}.png"),
+    }
+}
+
+/// An output name as a per-frame template: each run of `#` becomes the
+/// frame padded to that many digits (`f_####.png` → `f_{padframe:4}.png`).
+pub fn frame_template(name: &str) -> String {
+    hashes_to(name, |n| format!("{{padframe:{n}}}"))
 }
 
 /// Replaces each run of `#` with `f(run length)`.
@@ -334,6 +362,31 @@ mod tests {
         let err = expand(Preset::Nuke, &args("c.nk", Some("x.exr")), &f).unwrap_err();
         assert!(err.to_string().contains("Write node"), "{err}");
         assert!("maya2".parse::<Preset>().unwrap_err().contains("blender"));
+    }
+
+    #[test]
+    fn known_output_names_become_expected_files() {
+        let frames = FrameSet::parse("1-48").unwrap();
+        let pov = expand(
+            Preset::Povray,
+            &args("s.pov", Some("out/frame.png")),
+            &frames,
+        )
+        .unwrap();
+        assert_eq!(pov.outputs, vec!["out/frame{padframe:2}.png"]);
+        let kick = expand(
+            Preset::Kick,
+            &args("s.####.ass", Some("r/f.####.exr")),
+            &frames,
+        )
+        .unwrap();
+        assert_eq!(kick.outputs, vec!["r/f.{padframe:4}.exr"]);
+        let blender = expand(Preset::Blender, &args("s.blend", Some("//r/####")), &frames).unwrap();
+        assert!(
+            blender.outputs.is_empty(),
+            "Blender's Saved: lines name its files"
+        );
+        assert_eq!(frame_template("f_##.png"), "f_{padframe:2}.png");
     }
 
     #[test]

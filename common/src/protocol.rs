@@ -120,6 +120,22 @@ pub struct Outcome {
     /// pattern matched it): the task fails without its other attempts.
     #[serde(default)]
     pub fatal: Option<String>,
+    /// The files the attempt wrote, as found when it ended: those the job
+    /// expects and those the renderer said it saved (at most
+    /// [`MAX_OUTPUTS`]).
+    #[serde(default)]
+    pub outputs: Vec<OutputFile>,
+}
+
+/// The most output files one attempt records.
+pub const MAX_OUTPUTS: usize = 1000;
+
+/// A file an attempt wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// As the job names it (relative to its `cwd`) or the renderer printed it.
+    pub path: String,
+    pub size: u64,
 }
 
 impl Outcome {
@@ -212,6 +228,11 @@ pub struct JobBody {
     /// The attempt's log keeps at most this many bytes (head and tail).
     #[serde(default = "default_max_log_bytes")]
     pub max_log_bytes: u64,
+    /// Files each frame must write ([`crate::model::JobSpec::outputs`]).
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    #[serde(default)]
+    pub min_output_bytes: u64,
 }
 
 fn default_max_log_bytes() -> u64 {

@@ -18,6 +18,8 @@ pub const MAX_FRAMES: usize = 4096;
 pub const MAX_PATH: usize = 4096;
 pub const MAX_COMMAND_ARGS: usize = 4096;
 pub const MAX_ENV: usize = 1024;
+/// Output files expected per frame (`--output`).
+pub const MAX_OUTPUT_PATTERNS: usize = 16;
 pub const MAX_LIMITS: usize = 64;
 pub const MAX_AFTER: usize = 1024;
 pub const MAX_NOTIFY: usize = 32;
@@ -88,6 +90,11 @@ pub fn check(spec: &JobSpec) -> Result<(), SpecError> {
     too_many("limits", spec.limits.len(), MAX_LIMITS)?;
     too_many("after", spec.after.len(), MAX_AFTER)?;
     too_many("notify", spec.notify.len(), MAX_NOTIFY)?;
+    too_many("outputs", spec.outputs.len(), MAX_OUTPUT_PATTERNS)?;
+    for o in &spec.outputs {
+        too_long("outputs", o.len(), MAX_PATH)?;
+        no_nul("outputs", o)?;
+    }
     let total = spec.command.iter().map(String::len).sum::<usize>()
         + spec
             .env

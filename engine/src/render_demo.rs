@@ -50,7 +50,7 @@ pub fn run(a: &RenderDemoArgs) -> ExitCode {
     });
     match result {
         Ok(()) => {
-            println!("Saved: '{}'", a.output.display());
+            println!("drqueue_output: {}", a.output.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

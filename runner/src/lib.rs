@@ -11,6 +11,7 @@
 
 pub mod contain;
 mod log;
+mod outputs;
 pub mod progress;
 pub mod renderers;
 
@@ -177,6 +178,12 @@ fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSe
         }
     }
     outcome.fatal = watch.fatal();
+    if outcome.is_success() && !a.control.stopping() {
+        match outputs::check(&a.body, &ctx, &watch.saved()) {
+            Ok(found) => outcome.outputs = found,
+            Err(why) => outcome.error = Some(why),
+        }
+    }
     // Signed before the engine's own lines below join the log.
     let last_line = log.last_line();
     if let Some(e) = &outcome.error {

@@ -24,10 +24,16 @@ enum Rule {
 struct Compiled {
     progress: Vec<Rule>,
     frame: Option<Regex>,
+    saved: Option<Regex>,
     fatal: Vec<Regex>,
 }
 
-fn compile(progress: &[Progress], frame: Option<&str>, fatal: &[&str]) -> Compiled {
+fn compile(
+    progress: &[Progress],
+    frame: Option<&str>,
+    saved: Option<&str>,
+    fatal: &[&str],
+) -> Compiled {
     // The patterns are constants a unit test compiles; one that did not
     // would only be skipped.
     Compiled {
@@ -39,13 +45,14 @@ fn compile(progress: &[Progress], frame: Option<&str>, fatal: &[&str]) -> Compil
             })
             .collect(),
         frame: frame.and_then(|f| Regex::new(f).ok()),
+        saved: saved.and_then(|s| Regex::new(s).ok()),
         fatal: fatal.iter().filter_map(|f| Regex::new(f).ok()).collect(),
     }
 }
 
 fn generic() -> &'static Compiled {
     static GENERIC: OnceLock<Compiled> = OnceLock::new();
-    GENERIC.get_or_init(|| compile(GENERIC_PROGRESS, None, &[]))
+    GENERIC.get_or_init(|| compile(GENERIC_PROGRESS, None, Some(renderers::GENERIC_SAVED), &[]))
 }
 
 /// The rules of `RENDERERS[index]`.
@@ -54,7 +61,7 @@ fn compiled(index: usize) -> Option<&'static Compiled> {
     EACH.get_or_init(|| {
         renderers::RENDERERS
             .iter()
-            .map(|r| compile(r.progress, r.frame, r.fatal))
+            .map(|r| compile(r.progress, r.frame, r.saved, r.fatal))
             .collect()
     })
     .get(index)
@@ -79,6 +86,8 @@ pub struct Tracker {
     seen: bool,
     line: Vec<u8>,
     fatal: Option<String>,
+    /// Files the renderer said it wrote.
+    saved: Vec<String>,
 }
 
 impl Tracker {
@@ -97,6 +106,7 @@ impl Tracker {
             seen: false,
             line: Vec::new(),
             fatal: None,
+            saved: Vec::new(),
         }
     }
 
@@ -131,6 +141,21 @@ impl Tracker {
     }
 
     fn judge(&mut self, line: &str) {
+        let saved = self.renderer.iter().chain([&self.generic]).find_map(|r| {
+            r.saved
+                .as_ref()?
+                .captures(line)?
+                .get(1)
+                .map(|m| m.as_str().to_string())
+        });
+        if let Some(path) = saved {
+            if self.saved.len() < drqueue_common::protocol::MAX_OUTPUTS
+                && !self.saved.contains(&path)
+            {
+                self.saved.push(path);
+            }
+            return;
+        }
         if let Some(r) = self.renderer {
             if self.fatal.is_none() && r.fatal.iter().any(|f| f.is_match(line)) {
                 self.fatal = Some(line.trim().chars().take(300).collect());
@@ -177,6 +202,12 @@ impl Tracker {
             self.within
         };
         Some((overall * 100.0).clamp(0.0, 100.0) as f32)
+    }
+
+    /// The files the renderer said it wrote, in order.
+    pub fn saved(&mut self) -> Vec<String> {
+        self.end_line();
+        self.saved.clone()
     }
 
     /// The first line that means no retry can help, if one was printed.
@@ -231,6 +262,10 @@ impl Reporter {
     pub fn fatal(&mut self) -> Option<String> {
         self.tracker.fatal()
     }
+
+    pub fn saved(&mut self) -> Vec<String> {
+        self.tracker.saved()
+    }
 }
 
 fn number(re: &Regex, line: &str, group: usize) -> Option<f64> {
@@ -259,10 +294,11 @@ mod tests {
     #[test]
     fn every_pattern_compiles() {
         for r in renderers::RENDERERS {
-            let c = compile(r.progress, r.frame, r.fatal);
+            let c = compile(r.progress, r.frame, r.saved, r.fatal);
             assert_eq!(c.progress.len(), r.progress.len(), "{:?}", r.programs);
             assert_eq!(c.fatal.len(), r.fatal.len(), "{:?}", r.programs);
             assert_eq!(c.frame.is_some(), r.frame.is_some());
+            assert_eq!(c.saved.is_some(), r.saved.is_some());
             for p in r.errors.iter().chain(r.warnings) {
                 assert!(Regex::new(p).is_ok(), "{p}");
             }

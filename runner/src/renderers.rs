@@ -25,6 +25,8 @@ pub struct Renderer {
     /// single command that renders several frames then reports progress
     /// across all of them.
     pub frame: Option<&'static str>,
+    /// A line naming a file the renderer wrote: one capture, the path.
+    pub saved: Option<&'static str>,
     /// Lines after which the same scene fails the same way on every engine:
     /// the task fails at once instead of being retried.
     pub fatal: &'static [&'static str],
@@ -32,6 +34,9 @@ pub struct Renderer {
     pub errors: &'static [&'static str],
     pub warnings: &'static [&'static str],
 }
+
+/// A line any task may print to name a file it wrote.
+pub const GENERIC_SAVED: &str = r"^\s*drqueue_output:\s*(.+?)\s*$";
 
 /// Progress lines any task may print.
 pub const GENERIC_PROGRESS: &[Progress] = &[Progress::Percent(
@@ -48,6 +53,7 @@ pub static RENDERERS: &[Renderer] = &[
             Progress::Fraction(r"Rendering (\d+) / (\d+) samples"),
         ],
         frame: Some(r"Fra:(-?\d+) "),
+        saved: Some(r"^Saved: '(.+)'"),
         fatal: &[
             r"^Error: Build without OpenImageDenoise",
             r"^Error: Cannot read file ",
@@ -60,6 +66,7 @@ pub static RENDERERS: &[Renderer] = &[
         programs: &["povray", "povray37", "povray3.7"],
         progress: &[Progress::Fraction(r"Rendered (\d+) of (\d+) pixels")],
         frame: None,
+        saved: None,
         fatal: &[
             r"Parse Error:",
             r"^Cannot open input file",
@@ -72,6 +79,7 @@ pub static RENDERERS: &[Renderer] = &[
         programs: &["kick"],
         progress: &[Progress::Percent(r"\|\s+(\d+)% done")],
         frame: None,
+        saved: None,
         fatal: &[r"\[ass\] can't (?:open|read) file", r"ERROR \| \[ass\]"],
         errors: &[r"ERROR \|", r"\| ERROR"],
         warnings: &[r"WARNING \|", r"\| WARNING"],
@@ -80,6 +88,7 @@ pub static RENDERERS: &[Renderer] = &[
         programs: &["hrender", "husk", "mantra", "hython"],
         progress: &[Progress::Percent(r"ALF_PROGRESS\s+(\d+)%")],
         frame: None,
+        saved: None,
         fatal: &[r"^Error: Unable to open file", r"Cannot find ROP"],
         errors: &[r"^Error", r"(?i)\berror\b"],
         warnings: &[r"^Warning", r"(?i)\bwarning\b"],
@@ -88,6 +97,7 @@ pub static RENDERERS: &[Renderer] = &[
         programs: &["prman"],
         progress: &[Progress::Percent(r"(?:^|\s)(\d+)%\s*$")],
         frame: None,
+        saved: None,
         fatal: &[r"R56001", r"cannot open RIB file"],
         errors: &[r"\bS\d{5} ", r"\bR\d{5} .*error"],
         warnings: &[r"\bW\d{5} "],
@@ -96,6 +106,7 @@ pub static RENDERERS: &[Renderer] = &[
         programs: &["Render"],
         progress: &[Progress::Percent(r"(\d+(?:\.\d+)?)% done")],
         frame: None,
+        saved: None,
         fatal: &[r"Error: Cannot load scene"],
         errors: &[r"^// Error", r"Error:"],
         warnings: &[r"^// Warning", r"Warning:"],
@@ -104,6 +115,7 @@ pub static RENDERERS: &[Renderer] = &[
         programs: &["nuke", "Nuke"],
         progress: &[Progress::Fraction(r"^Frame \d+ \((\d+) of (\d+)\)")],
         frame: None,
+        saved: None,
         fatal: &[r"^ERROR: .*: Cannot open", r"is not a Nuke script"],
         errors: &[r"^ERROR"],
         warnings: &[r"^WARNING"],

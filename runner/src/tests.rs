@@ -18,6 +18,8 @@ fn attempt(cmd: &[&str], first: i64, last: i64, dir: &std::path::Path) -> Attemp
             attempt: NEXT.fetch_add(1, Ordering::SeqCst),
         },
         body: Arc::new(JobBody {
+            outputs: Vec::new(),
+            min_output_bytes: 1,
             id: JobId(1),
             command: cmd.iter().map(|s| s.to_string()).collect(),
             env: vec![("GREETING".into(), "hi".into())],

@@ -77,8 +77,9 @@ impl Scheduler {
         }
         // The attempt that completes a task lives on in the task's own record;
         // history rows are for the others (failures, superseded attempts),
-        // which halves the writes of a farm that mostly succeeds.
-        if !(counted && outcome.is_success()) {
+        // which halves the writes of a farm that mostly succeeds. One that
+        // wrote files is kept too: the task's record has no room for them.
+        if !(counted && outcome.is_success() && outcome.outputs.is_empty()) {
             self.attempts.push(AttemptRecord {
                 attempt: key,
                 engine: engine_id,

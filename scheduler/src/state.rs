@@ -280,6 +280,8 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         cwd: spec.cwd.clone(),
         timeout_secs: spec.timeout_secs,
         max_log_bytes: u64::from(spec.max_log_mb) << 20,
+        outputs: spec.outputs.clone(),
+        min_output_bytes: spec.min_output_bytes,
     };
     let initial = TaskStatus::Waiting;
     let tasks: Vec<Task> = blocks

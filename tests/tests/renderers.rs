@@ -155,3 +155,78 @@ fn retry_deterministic_keeps_retrying_a_fatal_error() {
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Failed);
     assert_eq!(farm.client().tasks(id, None).unwrap()[0].attempts, 3);
 }
+
+#[test]
+fn a_render_that_exits_0_without_its_image_fails_and_outputs_are_listed() {
+    let mut farm = Farm::start();
+    let bin = farm.dir.join("renderers");
+    // Prints Blender's Saved: line for a file it writes only when asked.
+    fake_program(
+        &bin,
+        "blender",
+        "#!/bin/sh\n[ -n \"$WRITE\" ] && printf 'pixels' > \"out_$1.png\"\necho \"Saved: 'out_$1.png'\"\n",
+    );
+    let path = path_with(&bin);
+    farm.engine_with_env("r", &[], &[("PATH", &path)]);
+    std::fs::create_dir_all(farm.dir.join("frames")).unwrap();
+    // Nothing written: the declared output is missing.
+    let id = farm.submit(&[
+        "--max-attempts",
+        "1",
+        "--output",
+        "frames/f_####.png",
+        "--",
+        "sh",
+        "-c",
+        "exit 0",
+    ]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Failed);
+    let log =
+        String::from_utf8_lossy(&farm.drqueue(&["log", &id.to_string(), "0"]).stdout).to_string();
+    assert!(
+        log.contains("expected output frames/f_0001.png is missing"),
+        "{log}"
+    );
+    // The renderer said Saved: but wrote nothing.
+    let id = farm.submit(&["--max-attempts", "1", "--", "blender", "{frame}"]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Failed);
+    // Written: done, and listed with sizes, what Blender said it saved as
+    // well as what the job expects (the same file is listed once).
+    let id = farm.submit(&[
+        "--frames",
+        "1-2",
+        "--env",
+        "WRITE=1",
+        "--output",
+        "out_#.png",
+        "--",
+        "blender",
+        "{frame}",
+    ]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let out = farm.drqueue(&["--json", "outputs", &id.to_string()]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut listed: Vec<(u64, String, u64)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["task"].as_u64().unwrap(),
+                r["path"].as_str().unwrap().to_string(),
+                r["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![(0, "out_1.png".into(), 6), (1, "out_2.png".into(), 6)]
+    );
+    let human = String::from_utf8_lossy(&farm.drqueue(&["outputs", &id.to_string(), "1"]).stdout)
+        .to_string();
+    assert!(
+        human.contains("out_2.png") && !human.contains("out_1"),
+        "{human}"
+    );
+}

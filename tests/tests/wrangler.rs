@@ -82,7 +82,7 @@ fn the_built_in_renderer_renders_frames_and_the_tables_show_what_it_cost() {
     );
     let log = text(&farm.drqueue(&["log", &id.to_string(), "1"]).stdout);
     assert!(log.contains("drqueue_progress: 100"), "{log}");
-    assert!(log.contains("Saved: 'frames/f_0004.png'"), "{log}");
+    assert!(log.contains("drqueue_output: frames/f_0004.png"), "{log}");
     assert!(
         log.contains("render-demo --frame 3 --output frames/f_0003.png"),
         "the header shows the command: {log}"

@@ -109,6 +109,8 @@ struct OutcomeDoc {
     signature: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fatal: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    outputs: Vec<drqueue_common::protocol::OutputFile>,
 }
 
 impl From<&Outcome> for OutcomeDoc {
@@ -125,6 +127,7 @@ impl From<&Outcome> for OutcomeDoc {
             log_bytes: o.log_bytes,
             signature: o.signature.clone(),
             fatal: o.fatal.clone(),
+            outputs: o.outputs.clone(),
         }
     }
 }
@@ -143,6 +146,7 @@ impl From<OutcomeDoc> for Outcome {
             log_bytes: o.log_bytes,
             signature: o.signature,
             fatal: o.fatal,
+            outputs: o.outputs,
         }
     }
 }

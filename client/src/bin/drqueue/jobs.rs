@@ -2,7 +2,7 @@
 //! the controls (pause, resume, cancel, retry, delete).
 
 use crate::error::{CliError, CliResult};
-use crate::output::{EngineNames, JobDetail, Output};
+use crate::output::{EngineNames, JobDetail, Output, OutputRow};
 use crate::progress::{Progress, Snapshot};
 use crate::select::JobSelection;
 use drqueue_client::Client;
@@ -110,6 +110,32 @@ pub fn tasks(
 pub fn attempts(client: &Client, job: JobId, task: u32, out: &dyn Output) -> CliResult<()> {
     let attempts = client.attempts(job, task)?;
     out.attempts(&attempts, &engine_names(client, !attempts.is_empty())?)
+}
+
+/// `drqueue outputs JOB [TASK]`: the files the job's done tasks wrote, from
+/// each task's successful attempt.
+pub fn outputs(client: &Client, job: JobId, task: Option<u32>, out: &dyn Output) -> CliResult<()> {
+    let tasks: Vec<u32> = match task {
+        Some(t) => vec![t],
+        None => client
+            .tasks(job, Some(TaskStatus::Done))?
+            .iter()
+            .map(|t| t.index)
+            .collect(),
+    };
+    let mut rows = Vec::new();
+    for t in tasks {
+        let attempts = client.attempts(job, t)?;
+        if let Some(a) = attempts.iter().rev().find(|a| a.outcome.is_success()) {
+            rows.extend(a.outcome.outputs.iter().map(|o| OutputRow {
+                task: t,
+                attempt: a.attempt.attempt,
+                path: o.path.clone(),
+                size: o.size,
+            }));
+        }
+    }
+    out.outputs(&rows)
 }
 
 /// Engine names by id, when a table needs them.

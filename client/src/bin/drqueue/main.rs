@@ -67,6 +67,8 @@ enum Cmd {
     /// List a task's attempts: engine, start, time, CPU, peak RSS, and
     /// whether each counted against --max-attempts.
     Attempts { job: JobId, task: u32 },
+    /// List the files a job's done tasks wrote (or one task's): path and size.
+    Outputs { job: JobId, task: Option<u32> },
     /// Print a task's log (the latest attempt by default).
     Log {
         job: JobId,
@@ -185,6 +187,7 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
         Cmd::Show { job } => jobs::show(client, job, out)?,
         Cmd::Tasks { job, status } => jobs::tasks(client, job, status, out)?,
         Cmd::Attempts { job, task } => jobs::attempts(client, job, task, out)?,
+        Cmd::Outputs { job, task } => jobs::outputs(client, job, task, out)?,
         Cmd::Log {
             job,
             task,

@@ -18,6 +18,15 @@ use drqueue_scheduler::records::AttemptRecord;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// A file a task wrote, as `drqueue outputs` lists it.
+#[derive(serde::Serialize)]
+pub struct OutputRow {
+    pub task: u32,
+    pub attempt: u32,
+    pub path: String,
+    pub size: u64,
+}
+
 /// Engine names by id, for tables (tasks carry ids; people use names).
 #[derive(Default)]
 pub struct EngineNames(pub HashMap<EngineId, String>);
@@ -76,6 +85,8 @@ pub trait Output {
     /// A job `wait` saw end.
     fn job_ended(&self, job: &JobView) -> CliResult<()>;
     fn tasks(&self, tasks: &[TaskView], engines: &EngineNames) -> CliResult<()>;
+    /// Files tasks wrote (`drqueue outputs JOB [TASK]`).
+    fn outputs(&self, rows: &[OutputRow]) -> CliResult<()>;
     /// One task's attempts (`drqueue attempts JOB TASK`).
     fn attempts(&self, attempts: &[AttemptRecord], engines: &EngineNames) -> CliResult<()>;
     fn engines(&self, engines: &[EngineView]) -> CliResult<()>;
@@ -140,6 +151,9 @@ impl Output for Json {
     }
     fn attempts(&self, attempts: &[AttemptRecord], _: &EngineNames) -> CliResult<()> {
         print_json(attempts)
+    }
+    fn outputs(&self, rows: &[OutputRow]) -> CliResult<()> {
+        print_json(rows)
     }
     fn engines(&self, engines: &[EngineView]) -> CliResult<()> {
         print_json(engines)
@@ -298,6 +312,25 @@ impl Output for Human {
         if tasks.iter().any(|t| t.attempts > t.failures + 1) {
             eprintln!("(TRIES counts every attempt; FAILED only those that count against --max-attempts: a cancel or a lost engine does not. `drqueue attempts JOB TASK` lists them)");
         }
+        Ok(())
+    }
+
+    fn outputs(&self, rows: &[OutputRow]) -> CliResult<()> {
+        let mut t = Table::new(&[
+            ("TASK", Right),
+            ("ATTEMPT", Right),
+            ("SIZE", Right),
+            ("PATH", Left),
+        ]);
+        for r in rows {
+            t.row(vec![
+                r.task.into(),
+                r.attempt.into(),
+                table::bytes(r.size).into(),
+                r.path.as_str().into(),
+            ]);
+        }
+        t.print();
         Ok(())
     }
 

@@ -75,9 +75,14 @@ pub struct JobArgs {
     /// The scene file the preset renders.
     #[arg(long)]
     scene: Option<String>,
-    /// Where the preset writes images (renderer's own pattern; `####` pads the frame).
+    /// Where the preset writes images (renderer's own pattern; `####` pads
+    /// the frame). Without --preset: the file each frame must write
+    /// (`frames/f_####.png`); a task that leaves it missing fails.
     #[arg(long)]
     output: Option<String>,
+    /// The smallest an expected output may be, in bytes.
+    #[arg(long, default_value_t = 1)]
+    min_output_bytes: u64,
     /// Houdini ROP (default /out/mantra1) or Nuke Write node, for those presets.
     #[arg(long)]
     render_node: Option<String>,
@@ -254,6 +259,7 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
             "--then needs a command: --then -- ffmpeg -i frames/%04d.png movie.mp4".into(),
         ));
     }
+    let mut outputs = Vec::new();
     if let Some(preset) = a.preset {
         let frames = drqueue_common::frames::FrameSet::parse(&a.frames)
             .map_err(|e| CliError::Input(format!("frames: {e}")))?;
@@ -270,13 +276,16 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
         let expanded = drqueue_common::preset::expand(preset, &args, &frames)
             .map_err(|e| CliError::Input(e.to_string()))?;
         a.command = expanded.command;
+        outputs = expanded.outputs;
         if !farm.requires.contains(&expanded.capability) {
             farm.requires.push(expanded.capability);
         }
-    } else if a.scene.is_some() || a.output.is_some() || a.render_node.is_some() {
+    } else if a.scene.is_some() || a.render_node.is_some() {
         return Err(CliError::Input(
-                    "--scene, --output and --render-node go with --preset; without one, write the whole command after --".into(),
+                    "--scene and --render-node go with --preset; without one, write the whole command after --".into(),
                 ));
+    } else if let Some(o) = a.output.take() {
+        outputs = vec![drqueue_common::preset::frame_template(&o)];
     }
     let spec = JobSpec {
         name: a.name.unwrap_or_default(),
@@ -309,6 +318,8 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
         notify_on: farm.notify_on,
         paused: farm.paused,
         retry_deterministic: a.retry_deterministic,
+        outputs,
+        min_output_bytes: a.min_output_bytes,
     };
     // Judge it here too, for an error before any network round trip.
     let frames = spec

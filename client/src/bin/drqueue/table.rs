@@ -110,6 +110,15 @@ pub fn colour_on() -> bool {
 /// A duration for a table: the one formatter, [`drqueue_common::display`].
 pub use drqueue_common::display::duration;
 
+/// `812 B`, `45.2 KB`, `3.1 MB`: a file size for a table.
+pub fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KB", n as f64 / 1024.0),
+        _ => format!("{:.1} MB", n as f64 / 1_048_576.0),
+    }
+}
+
 /// `512 MB`, `1.5 GB`: memory for a table.
 pub fn memory_kb(kb: u64) -> String {
     if kb >= 1024 * 1024 {
