@@ -252,9 +252,10 @@ impl LocalFarm {
         let now = now_millis();
         match event {
             RunnerEvent::Started(key) => self.sched.task_started(LOCAL_ENGINE, key, now),
-            RunnerEvent::Log { .. } => {} // the runner writes the log file itself
+            // The runner writes the log file itself; output is a sign of life.
+            RunnerEvent::Log { key, .. } => self.sched.task_activity(LOCAL_ENGINE, key, now),
             RunnerEvent::Progress(key, percent) => {
-                self.sched.task_progress(LOCAL_ENGINE, key, percent)
+                self.sched.task_progress(LOCAL_ENGINE, key, percent, now)
             }
             RunnerEvent::Finished(key, outcome) => {
                 self.running.remove(&key);

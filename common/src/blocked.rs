@@ -77,6 +77,18 @@ pub enum Blocked {
     AllBusy {
         engines: u32,
     },
+    /// A running task printed nothing and reported no progress for a while
+    /// (with `--on-stall warn`; `requeue` kills it and runs it again).
+    Stalled {
+        task: u32,
+        quiet_s: u64,
+    },
+    /// A running task is taking far longer than the job's finished ones.
+    Outlier {
+        task: u32,
+        running_s: u64,
+        median_s: u64,
+    },
 }
 
 impl Blocked {
@@ -159,6 +171,19 @@ impl Blocked {
             Blocked::AllBusy { engines } => format!(
                 "all {engines} eligible engine{} busy",
                 if *engines == 1 { " is" } else { "s are" }
+            ),
+            Blocked::Stalled { task, quiet_s } => format!(
+                "task {task} has printed nothing for {}",
+                crate::display::duration(quiet_s * 1000)
+            ),
+            Blocked::Outlier {
+                task,
+                running_s,
+                median_s,
+            } => format!(
+                "task {task} is an outlier: running {}, where the median task took {}",
+                crate::display::duration(running_s * 1000),
+                crate::display::duration(median_s * 1000)
             ),
         }
     }

@@ -188,6 +188,8 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             retry_deterministic: j.retry_deterministic,
             outputs: Vec::new(),
             min_output_bytes: 1,
+            stall_after_secs: crate::model::DEFAULT_STALL_AFTER_SECS,
+            on_stall: Default::default(),
         };
         if let Some(p) = &j.preset {
             let preset: Preset = p

@@ -215,6 +215,30 @@ impl TaskStatus {
 }
 
 string_enum!(
+    /// What the farm does with a task that prints nothing and reports no
+    /// progress for `stall_after_secs`.
+    OnStall {
+        Warn => "warn",
+        Requeue => "requeue",
+    }
+);
+
+// string_enum! takes no variant attributes, so `#[default]` cannot be used.
+#[allow(clippy::derivable_impls)]
+impl Default for OnStall {
+    fn default() -> Self {
+        OnStall::Requeue
+    }
+}
+
+/// A task quiet this long is stalled, unless the job says otherwise.
+pub const DEFAULT_STALL_AFTER_SECS: u64 = 15 * 60;
+
+fn default_stall_after_secs() -> u64 {
+    DEFAULT_STALL_AFTER_SECS
+}
+
+string_enum!(
     /// An engine's state as the master sees it.
     EngineState {
         Idle => "idle",
@@ -405,6 +429,12 @@ pub struct JobSpec {
     pub outputs: Vec<String>,
     #[serde(default = "default_min_output_bytes")]
     pub min_output_bytes: u64,
+    /// A running task with no new output and no progress for this long is
+    /// stalled (0: never).
+    #[serde(default = "default_stall_after_secs")]
+    pub stall_after_secs: u64,
+    #[serde(default)]
+    pub on_stall: OnStall,
 }
 
 fn default_min_output_bytes() -> u64 {
@@ -437,6 +467,8 @@ impl Default for JobSpec {
             retry_deterministic: false,
             outputs: Vec::new(),
             min_output_bytes: 1,
+            stall_after_secs: DEFAULT_STALL_AFTER_SECS,
+            on_stall: OnStall::Requeue,
         }
     }
 }
@@ -629,6 +661,10 @@ pub struct TaskView {
     /// reported (null when unknown or not running).
     #[serde(default)]
     pub progress: Option<f32>,
+    /// Running far longer than the job's finished tasks took (past
+    /// max(3 × median, median + 5 × MAD), once 5 are done).
+    #[serde(default)]
+    pub outlier: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

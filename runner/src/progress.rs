@@ -370,6 +370,16 @@ mod tests {
             None,
             "rules are per renderer"
         );
+        assert_eq!(
+            after(
+                "povray",
+                block(1, 1),
+                "Possible Parse Error: undefined camera\n"
+            )
+            .1,
+            None,
+            "only a warning"
+        );
         let long = "x".repeat(10 * MAX_LINE);
         assert_eq!(
             after("sh", block(1, 1), &format!("{long}\ndrqueue_progress: 5\n")).0,

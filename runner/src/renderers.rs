@@ -67,13 +67,10 @@ pub static RENDERERS: &[Renderer] = &[
         progress: &[Progress::Fraction(r"Rendered (\d+) of (\d+) pixels")],
         frame: None,
         saved: None,
-        fatal: &[
-            r"Parse Error:",
-            r"^Cannot open input file",
-            r"^Possible Parse Error",
-        ],
+        // "Possible Parse Error" is only a warning.
+        fatal: &[r"(?:^|: )Parse Error:", r"^Cannot open input file"],
         errors: &[r"Error:", r"(?i)\berror\b"],
-        warnings: &[r"Warning:"],
+        warnings: &[r"Warning:", r"Possible Parse Error"],
     },
     Renderer {
         programs: &["kick"],

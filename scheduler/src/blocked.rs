@@ -35,6 +35,7 @@ impl Scheduler {
             JobStatus::Queued | JobStatus::Running => {}
             _ => return reasons,
         }
+        reasons.extend(self.running_notes(id, now));
         if job.counts.get(TaskStatus::Ready) == 0 {
             return reasons;
         }
@@ -43,8 +44,9 @@ impl Scheduler {
             return reasons;
         }
         let spec = &job.spec;
-        reasons = self.engine_gaps(spec);
-        if !reasons.is_empty() {
+        let gaps = self.engine_gaps(spec);
+        if !gaps.is_empty() {
+            reasons.extend(gaps);
             return reasons;
         }
         let limits = self.limit_views();

@@ -326,6 +326,7 @@ impl Scheduler {
             }
         }
         self.send_checks(now, fx);
+        self.stop_stalled(now, fx);
         fx.mail_due.extend(self.due_notifications(now));
         let waiting: Vec<JobId> = self
             .jobs

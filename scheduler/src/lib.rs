@@ -205,6 +205,13 @@ pub enum Notice {
         engine: EngineId,
         detail: String,
     },
+    /// A running attempt printed nothing and reported no progress for its
+    /// job's `stall_after`: it is stopped and runs again.
+    Stalled {
+        engine: EngineId,
+        attempt: AttemptKey,
+        quiet_ms: Millis,
+    },
 }
 
 /// Why a client request was refused.

@@ -128,7 +128,8 @@ impl Scheduler {
 
     /// Every task of a job in `status` (all when None).
     pub fn task_views(&self, id: JobId, status: Option<TaskStatus>) -> Option<Vec<TaskView>> {
-        self.task_page(id, status, None, usize::MAX).map(|(v, _)| v)
+        self.task_page(id, status, None, usize::MAX, 0)
+            .map(|(v, _)| v)
     }
 
     /// Up to `limit` tasks of a job after index `after`, in index order, in
@@ -140,6 +141,7 @@ impl Scheduler {
         status: Option<TaskStatus>,
         after: Option<u32>,
         limit: usize,
+        now: Millis,
     ) -> Option<(Vec<TaskView>, bool)> {
         let job = self.jobs.get(&id)?;
         let want = limit.saturating_add(1);
@@ -159,6 +161,7 @@ impl Scheduler {
             .filter_map(|index| {
                 let mut view = self.task_record(TaskKey { job: id, index })?.view();
                 view.progress = job.task_progress(index);
+                view.outlier = job.is_outlier(index, now);
                 Some(view)
             })
             .collect();

@@ -115,6 +115,7 @@ impl TaskRecord {
             failures: self.failures,
             engine: self.engine,
             progress: None,
+            outlier: false,
             started_ms: self.started_ms,
             ended_ms: self.ended_ms,
             exit_code: self.exit_code,

@@ -200,9 +200,18 @@ pub(super) struct Job {
     pub(super) signatures: HashMap<String, BTreeMap<EngineIdx, u32>>,
     /// Signatures seen on two or more engines: the job's fault.
     pub(super) job_faults: BTreeSet<String>,
-    /// How far running attempts have got (task index → attempt, percent):
-    /// live data, never stored; an entry goes when its task stops running.
-    pub(super) live_progress: HashMap<u32, (u32, f32)>,
+    /// What running attempts reported (by task index): live data, never
+    /// stored; an entry goes when its task stops running.
+    pub(super) live: HashMap<u32, Live>,
+}
+
+/// A running attempt's latest signs of life.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Live {
+    pub(super) attempt: u32,
+    pub(super) progress: Option<f32>,
+    /// When it last printed or reported progress.
+    pub(super) active_ms: Millis,
 }
 
 impl Task {
@@ -221,7 +230,7 @@ impl Job {
         self.counts.add(status);
         self.by_status.set(index, status);
         if !status.is_held() {
-            self.live_progress.remove(&index);
+            self.live.remove(&index);
         }
     }
 
@@ -323,7 +332,7 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         engine_failures: BTreeMap::new(),
         signatures: HashMap::new(),
         job_faults: BTreeSet::new(),
-        live_progress: HashMap::new(),
+        live: HashMap::new(),
         notification: (!spec_notify.is_empty()).then_some(Notification {
             state: NotifyState::Waiting,
             to: spec_notify,

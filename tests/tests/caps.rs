@@ -32,7 +32,7 @@ fn a_200_mb_log_stays_within_its_cap() {
     let before = size_of(Path::new(&farm.db));
     let id = farm.submit(&["--max-log-mb", "4", "--", "sh", "-c", script]);
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
-    let out = farm.drqueue(&["log", &id.to_string(), "0"]);
+    let out = farm.drqueue(&["log", &id.to_string(), "0", "--raw"]);
     assert!(
         out.status.success(),
         "{}",

@@ -230,3 +230,75 @@ fn a_render_that_exits_0_without_its_image_fails_and_outputs_are_listed() {
         "{human}"
     );
 }
+
+#[test]
+fn a_stalled_task_is_requeued_and_runs_elsewhere() {
+    let mut farm = Farm::start();
+    farm.engine("a", &[]);
+    farm.engine("b", &[]);
+    farm.wait_engines(2);
+    // The first attempt prints once, then hangs in silence.
+    let id = farm.submit(&[
+        "--stall-after",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        "echo rendering; if [ \"$DRQUEUE_ATTEMPT\" = 1 ]; then exec sleep 600; fi; echo done",
+    ]);
+    let view = farm.wait_job(id, LONG);
+    assert_eq!(view.status, JobStatus::Done);
+    let c = farm.client();
+    let attempts = c.attempts(id, 0).unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(
+        attempts[0].outcome.cancelled && attempts[0].counted,
+        "stopped, and counted for the job"
+    );
+    assert_ne!(
+        attempts[0].engine, attempts[1].engine,
+        "the requeue ran elsewhere"
+    );
+    assert!(farm.master_log().contains("stalled"), "the master says why");
+}
+
+#[test]
+fn stalls_with_warn_and_outliers_are_explained() {
+    let mut farm = Farm::start();
+    farm.engine("a", &["--slots", "6"]);
+    // Five quick tasks and one that hangs, quietly.
+    let id = farm.submit(&[
+        "--frames",
+        "0-5",
+        "--stall-after",
+        "1s",
+        "--on-stall",
+        "warn",
+        "--",
+        "sh",
+        "-c",
+        "if [ {task} = 5 ]; then exec sleep 600; fi; sleep 0.2",
+    ]);
+    let c = farm.client();
+    let reasons = eventually(LONG, "task 5 flagged as stalled and an outlier", || {
+        let v = c.job(id).ok()?;
+        let both = v
+            .blocked
+            .iter()
+            .any(|b| b.contains("task 5 has printed nothing for"))
+            && v.blocked.iter().any(|b| b.contains("task 5 is an outlier"));
+        both.then_some(v.blocked)
+    });
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    let tasks = c.tasks(id, None).unwrap();
+    assert!(tasks[5].outlier && !tasks[0].outlier, "{tasks:?}");
+    let show =
+        String::from_utf8_lossy(&farm.drqueue(&["show", &id.to_string()]).stdout).to_string();
+    assert!(show.contains("task 5 is an outlier"), "{show}");
+    assert_eq!(
+        c.job(id).unwrap().counts.get(TaskStatus::Running),
+        1,
+        "warn only: it still runs"
+    );
+    farm.drqueue(&["cancel", &id.to_string()]);
+}

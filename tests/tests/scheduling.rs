@@ -509,6 +509,22 @@ fn povray_renders_an_animation_through_the_preset() {
         buf.truncate(info.buffer_size());
         frames.push(buf);
     }
+    // The preset knows POV-Ray's naming: each task's file was checked and
+    // recorded when it ended.
+    let out = farm.drqueue(&["--json", "outputs", &job.to_string()]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("outputs JSON");
+    let mut listed: Vec<String> = rows
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap_or_default().to_string())
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = (1..=8)
+        .map(|f| out_dir.join(format!("frame{f}.png")).display().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
     for (i, w) in frames.windows(2).enumerate() {
         assert_ne!(
             w[0],

@@ -81,6 +81,7 @@ impl Core {
                     // takes no byte past it (plus the gap marker's line).
                     let cap = self.sched.log_cap(attempt.task.job) + LOG_MARKER_SLACK;
                     if offset.saturating_add(data.len() as u64) <= cap {
+                        self.sched.task_activity(&engine, attempt, now);
                         self.logs.push(LogChunk {
                             attempt,
                             offset,
@@ -107,7 +108,7 @@ impl Core {
             FromEngine::Release(keys) => self.sched.released(&engine, &keys, now),
             FromEngine::Facts(facts) => self.sched.facts_refreshed(&engine, facts),
             FromEngine::Progress { attempt, percent } => {
-                self.sched.task_progress(&engine, attempt, percent)
+                self.sched.task_progress(&engine, attempt, percent, now)
             }
             FromEngine::CheckResult { id, ok, detail } => {
                 self.sched

@@ -44,6 +44,17 @@ pub fn log_notice(notice: &Notice) {
             %job,
             "engine is well again: its failures ({signature}) happen on other engines too, so they are the job's fault"
         ),
+        Notice::Stalled {
+            engine,
+            attempt,
+            quiet_ms,
+        } => tracing::warn!(
+            %engine,
+            task = %attempt.task,
+            attempt = attempt.attempt,
+            "stalled: nothing printed for {} s; stopping it to run it again",
+            quiet_ms / 1000
+        ),
         Notice::ForeignAttempt {
             engine,
             attempt,

@@ -125,7 +125,7 @@ impl Core {
                 limit,
                 reply,
             } => {
-                let tasks = self.sched.task_page(id, status, after, limit);
+                let tasks = self.sched.task_page(id, status, after, limit, now);
                 let _ = reply.send(tasks.ok_or(RequestError::NoJob(id)));
             }
             Request::TaskLog {

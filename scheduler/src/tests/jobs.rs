@@ -388,10 +388,10 @@ fn progress_counts_only_from_the_engine_running_the_attempt_and_feeds_the_eta() 
     let key = sim.engines[0].held[0];
     let now = sim.now;
     sim.s.task_started("engine-0", key, now);
-    sim.s.task_progress("engine-1", key, 80.0);
+    sim.s.task_progress("engine-1", key, 80.0, now);
 
-    sim.s.task_progress("engine-0", key, 50.0);
-    sim.s.task_progress("engine-0", key, f32::NAN);
+    sim.s.task_progress("engine-0", key, 50.0, now);
+    sim.s.task_progress("engine-0", key, f32::NAN, now);
     let view = sim.s.job_view(id, now).unwrap();
     assert_eq!(view.progress, Some(12.5), "half of one task in four");
     assert_eq!(view.eta, None, "too early for the task's own estimate");

@@ -232,7 +232,7 @@ pub fn control_tasks(
 #[derive(clap::Args)]
 pub struct CleanArgs {
     /// Delete jobs that ended longer ago than this: 30m, 12h, 7d.
-    #[arg(long, value_parser = parse_age)]
+    #[arg(long, value_parser = crate::submit::parse_duration_ms)]
     older_than: u64,
     /// Only jobs that ended in this status: done, failed or cancelled.
     #[arg(long)]
@@ -243,22 +243,6 @@ pub struct CleanArgs {
     /// List what would be deleted, and delete nothing.
     #[arg(long)]
     dry_run: bool,
-}
-
-fn parse_age(s: &str) -> Result<u64, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?}: give an age like 30m, 12h or 7d"))?;
-    let ms = match unit {
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{s:?}: give an age like 30m, 12h or 7d")),
-    };
-    n.checked_mul(ms)
-        .ok_or_else(|| format!("{s:?} is too long ago"))
 }
 
 /// Deletes ended jobs that finished before `--older-than`; reports each.

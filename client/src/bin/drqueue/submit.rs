@@ -80,6 +80,14 @@ pub struct JobArgs {
     /// (`frames/f_####.png`); a task that leaves it missing fails.
     #[arg(long)]
     output: Option<String>,
+    /// A running task that prints nothing and reports no progress for this
+    /// long is stalled: 30s, 15m, 2h; 0 never.
+    #[arg(long, default_value = "15m", value_parser = parse_duration_ms)]
+    stall_after: u64,
+    /// What a stall does: requeue (stop it and run it again, elsewhere if
+    /// it can; it counts as a failed attempt) or warn (say so in `show`).
+    #[arg(long, default_value = "requeue")]
+    on_stall: drqueue_common::model::OnStall,
     /// The smallest an expected output may be, in bytes.
     #[arg(long, default_value_t = 1)]
     min_output_bytes: u64,
@@ -189,6 +197,26 @@ impl FarmArgs {
             ..FarmArgs::default()
         }
     }
+}
+
+/// `30s`, `15m`, `12h`, `7d` (or `0`) as milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: give a duration like 30s, 15m, 12h or 7d"))?;
+    let ms = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: give a duration like 30s, 15m, 12h or 7d")),
+    };
+    n.checked_mul(ms)
+        .ok_or_else(|| format!("{s:?} is too long ago"))
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -320,6 +348,8 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
         retry_deterministic: a.retry_deterministic,
         outputs,
         min_output_bytes: a.min_output_bytes,
+        stall_after_secs: a.stall_after.div_ceil(1000),
+        on_stall: a.on_stall,
     };
     // Judge it here too, for an error before any network round trip.
     let frames = spec
