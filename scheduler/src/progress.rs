@@ -205,14 +205,13 @@ impl Job {
             .flatten()
     }
 
-    /// Whether a running task is an outlier now.
-    pub(super) fn is_outlier(&self, index: u32, now: Millis) -> bool {
+    /// Whether a running task is an outlier now, given the job's
+    /// [`Job::outlier_threshold`] (worked out once per listing).
+    pub(super) fn is_outlier(&self, index: u32, now: Millis, threshold: Option<Millis>) -> bool {
         let t = &self.tasks[index as usize];
         t.status == TaskStatus::Running
-            && self.outlier_threshold().is_some_and(|(threshold, _)| {
-                t.started_ms
-                    .is_some_and(|s| now.saturating_sub(s) > threshold)
-            })
+            && threshold
+                .is_some_and(|limit| t.started_ms.is_some_and(|s| now.saturating_sub(s) > limit))
     }
 
     fn running(&self) -> Vec<u32> {
@@ -255,7 +254,7 @@ impl Job {
 
     /// max(3 × median, median + 5 × MAD) of the finished tasks' times, and
     /// the median; None before [`OUTLIER_AFTER_DONE`] are done.
-    fn outlier_threshold(&self) -> Option<(Millis, Millis)> {
+    pub(super) fn outlier_threshold(&self) -> Option<(Millis, Millis)> {
         if (self.counts.get(TaskStatus::Done) as usize) < OUTLIER_AFTER_DONE
             || self.counts.get(TaskStatus::Running) == 0
         {

@@ -156,12 +156,13 @@ impl Scheduler {
         };
         let more = indices.len() > limit;
         indices.truncate(limit);
+        let outliers = job.outlier_threshold().map(|(limit, _)| limit);
         let views = indices
             .into_iter()
             .filter_map(|index| {
                 let mut view = self.task_record(TaskKey { job: id, index })?.view();
                 view.progress = job.task_progress(index);
-                view.outlier = job.is_outlier(index, now);
+                view.outlier = job.is_outlier(index, now, outliers);
                 Some(view)
             })
             .collect();

@@ -125,8 +125,9 @@ fn run_local_retries_and_exits_1_when_a_job_fails() {
     assert!(stdout.contains("failed (1 of 2 tasks done)"), "{stdout}");
     // Two attempts of the failing task, each with its log.
     for attempt in 1..=2 {
-        let log = std::fs::read_to_string(dir.join(format!("drqueue-local/1-1-{attempt}.log")))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(dir.join(format!("drqueue-local/run-1/1-1-{attempt}.log")))
+                .unwrap_or_default();
         assert_eq!(log, format!("attempt {attempt} of frame 2\n"));
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -156,7 +156,7 @@ pub fn wait(
     out: &dyn Output,
 ) -> CliResult<ExitCode> {
     let mut progress = if watch {
-        Progress::shown()
+        Progress::shown(out.is_json())
     } else {
         Progress::on_terminal()
     };

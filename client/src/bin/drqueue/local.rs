@@ -51,7 +51,7 @@ pub fn run(r: RunLocalArgs, out: &dyn Output) -> CliResult<ExitCode> {
     };
     let run_dir = new_run_dir(&r.log_dir)?;
     let mut watcher = Watcher {
-        progress: Progress::shown(),
+        progress: Progress::shown(out.is_json()),
     };
     let ends = local::run(&graph, r.slots, &run_dir, &mut watcher)
         .map_err(|e| CliError::Local(format!("{e:#}")))?;

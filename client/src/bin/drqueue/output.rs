@@ -105,6 +105,10 @@ pub trait Output {
     fn whoami(&self, me: &WhoAmI) -> CliResult<()>;
     /// A change with nothing to list: `json` for --json, `said` for people.
     fn done(&self, json: &serde_json::Value, said: &str) -> CliResult<()>;
+    /// Whether stdout is for a program (`--json`): progress stays off it.
+    fn is_json(&self) -> bool {
+        false
+    }
 }
 
 /// The output `--json` asks for.
@@ -125,6 +129,9 @@ fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> CliResult<()> {
 }
 
 impl Output for Json {
+    fn is_json(&self) -> bool {
+        true
+    }
     fn submitted(&self, job: &JobView) -> CliResult<()> {
         print_json(job)
     }

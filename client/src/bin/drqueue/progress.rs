@@ -82,26 +82,33 @@ pub enum Progress {
     },
     Lines {
         last: Vec<String>,
+        /// On stderr: stdout carries `--json`.
+        to_stderr: bool,
     },
     Quiet,
 }
 
 impl Progress {
     /// `watch` and `run-local`: always shown, in the form the output suits.
-    pub fn shown() -> Progress {
+    /// With `--json` (`json_out`) plain lines go to stderr, so stdout stays
+    /// one JSON document.
+    pub fn shown(json_out: bool) -> Progress {
         if std::io::stderr().is_terminal() {
             Progress::Bars {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
                 bars: Vec::new(),
             }
         } else {
-            Progress::Lines { last: Vec::new() }
+            Progress::Lines {
+                last: Vec::new(),
+                to_stderr: json_out,
+            }
         }
     }
 
     /// `wait`: bars on a terminal, silence in scripts.
     pub fn on_terminal() -> Progress {
-        match Progress::shown() {
+        match Progress::shown(true) {
             Progress::Lines { .. } => Progress::Quiet,
             p => p,
         }
@@ -137,9 +144,13 @@ impl Progress {
                     bar.set_message(msg);
                 }
             }
-            Progress::Lines { last } => {
+            Progress::Lines { last, to_stderr } => {
                 last.resize(jobs.len(), String::new());
-                let mut out = std::io::stdout().lock();
+                let mut out: Box<dyn Write> = if *to_stderr {
+                    Box::new(std::io::stderr().lock())
+                } else {
+                    Box::new(std::io::stdout().lock())
+                };
                 for (seen, j) in last.iter_mut().zip(jobs) {
                     let line = j.line();
                     if *seen != line {
@@ -159,6 +170,9 @@ impl Progress {
             Progress::Bars { multi, .. } => {
                 let _ = multi.println(line);
             }
+            Progress::Lines {
+                to_stderr: true, ..
+            } => eprintln!("{line}"),
             Progress::Lines { .. } => println!("{line}"),
             Progress::Quiet => {}
         }
