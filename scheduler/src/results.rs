@@ -4,7 +4,7 @@
 use super::attribution::Fault;
 use super::{Effects, EngineIdx, Notice, Scheduler};
 use crate::records::AttemptRecord;
-use drqueue_common::model::{EngineId, JobId, TaskStatus};
+use drqueue_common::model::{EngineId, JobId, TaskKey, TaskStatus};
 use drqueue_common::protocol::{AttemptKey, Outcome, ToEngine};
 use drqueue_common::Millis;
 
@@ -125,6 +125,29 @@ impl Scheduler {
         ran_latest || self.engines[e].held.contains_key(&key) || self.given_up.get(&key) == Some(&e)
     }
 
+    /// A task whose failure another engine had too fails at once, and the
+    /// job says why, quoting the failure.
+    fn fail_deterministic(&mut self, task: TaskKey, outcome: &Outcome) {
+        let Some(job) = self.jobs.get_mut(&task.job) else {
+            return;
+        };
+        if job.spec.retry_deterministic
+            || job.tasks[task.index as usize].status != TaskStatus::Ready
+        {
+            return;
+        }
+        job.set_task_status(task.index, TaskStatus::Failed);
+        self.dirty_tasks.insert(task);
+        if job.reason.is_none() {
+            let what = outcome.signature.as_deref().unwrap_or("the same failure");
+            job.reason = Some(format!(
+                "task {} failed without retrying: {what:?} happened on two engines, so no retry fixes it (--retry-deterministic retries anyway; `drqueue retry` still does)",
+                task.index
+            ));
+            self.dirty_jobs.insert(task.job);
+        }
+    }
+
     pub(super) fn apply_result(
         &mut self,
         e: EngineIdx,
@@ -209,7 +232,12 @@ impl Scheduler {
             return; // stopped on purpose: says nothing about the engine
         }
         if self.attribute_failure(e, key.task.job, outcome, fx) == Fault::Jobs {
-            return; // it blacklists nothing and sickens nothing
+            // The same failure on two engines: the job's own, and as
+            // deterministic as a fatal line. It blacklists nothing and
+            // sickens nothing, and (unless the job says to retry anyway)
+            // the task fails now instead of burning its other attempts.
+            self.fail_deterministic(key.task, outcome);
+            return;
         }
         let (Some(job), engine) = (self.jobs.get_mut(&key.task.job), &mut self.engines[e]) else {
             return;

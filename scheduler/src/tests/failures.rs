@@ -185,6 +185,13 @@ fn the_same_failure_on_two_engines_is_the_jobs_fault() {
         let view = sim.s.job_view(*id, sim.now).unwrap();
         assert!(view.blacklisted.is_empty(), "{:?}", view.blacklisted);
         assert_eq!(view.job_faults, vec![missing.to_string()]);
+        // Deterministic once two engines saw it: no task burns all 3.
+        let tasks = sim.s.task_views(*id, None).unwrap();
+        assert!(tasks.iter().all(|t| t.attempts <= 2), "{tasks:?}");
+        assert!(view
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("on two engines")));
     }
     for name in ["engine-0", "engine-1"] {
         let e = sim.s.engine(name).unwrap();
@@ -213,4 +220,26 @@ fn a_failure_only_one_engine_has_is_that_engines_fault() {
     let view = sim.s.job_view(id, sim.now).unwrap();
     assert!(view.job_faults.is_empty());
     assert_eq!(view.blacklisted, vec![EngineId::from("engine-0")]);
+}
+
+/// `--retry-deterministic`: the same failure everywhere still uses every
+/// attempt.
+#[test]
+fn retry_deterministic_uses_every_attempt_of_a_jobs_fault() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let id = sim.submit(
+        spec("1-2", 1)
+            .max_attempts(3)
+            .with(|s| s.retry_deterministic = true),
+    );
+    for _ in 0..10 {
+        for e in 0..2 {
+            sim.finish_with(e, 0, failed("exit 1: Error: no scene"));
+        }
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Failed));
+    let tasks = sim.s.task_views(id, None).unwrap();
+    assert!(tasks.iter().all(|t| t.attempts == 3), "{tasks:?}");
 }
