@@ -874,6 +874,23 @@ impl Sim {
     /// After every step: the engines' own state, and the scheduler's books.
     fn check_invariants(&self) -> Result<(), TestCaseError> {
         prop_assert!(self.violations.is_empty(), "{:?}", self.violations);
+        // Progress is a running task's, within 0-100; a job's too.
+        for id in &self.jobs {
+            let Some(view) = self.s.job_view(*id, self.now) else {
+                continue;
+            };
+            prop_assert!(
+                view.progress.is_none_or(|p| (0.0..=100.0).contains(&p)),
+                "{view:?}"
+            );
+            for t in self.s.task_views(*id, None).unwrap_or_default() {
+                prop_assert!(
+                    t.progress
+                        .is_none_or(|p| t.status.is_held() && (0.0..=100.0).contains(&p)),
+                    "job {id} task {t:?}"
+                );
+            }
+        }
         // No task's live attempt runs on two engines.
         let mut live: BTreeMap<TaskKey, Vec<&str>> = BTreeMap::new();
         for e in self.engines.iter().filter(|e| e.alive && !e.stopped) {

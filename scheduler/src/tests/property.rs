@@ -67,6 +67,13 @@ enum Op {
     RestartMaster {
         lose_last_commit: bool,
     },
+    /// An engine reports progress (or output) of an attempt some engine
+    /// holds: its own, or, forged, another's. Only the holder's counts.
+    Progress {
+        reporter: Pick,
+        holder: Pick,
+        percent: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -90,6 +97,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u32..4).prop_map(Op::SetLimit),
         1 => (any_pick(), any_pick()).prop_map(|(forger, victim)| Op::Forge { forger, victim }),
         1 => any::<bool>().prop_map(|lose_last_commit| Op::RestartMaster { lose_last_commit }),
+        2 => (any_pick(), any_pick(), 0u8..=120).prop_map(|(reporter, holder, percent)| Op::Progress { reporter, holder, percent }),
     ]
 }
 
@@ -116,6 +124,11 @@ fn apply(sim: &mut Sim, op: Op) {
                 .max_attempts(max_attempts);
             if frames % 2 == 0 {
                 sp = sp.limit("lic");
+            }
+            // Some jobs stall quickly: a quiet attempt is stopped and requeued
+            // while every other event goes on.
+            if frames % 3 == 0 {
+                sp = sp.with(|s| s.stall_after_secs = 5);
             }
             let id = sim.submit(sp);
             sim.jobs.push(id);
@@ -251,6 +264,22 @@ fn apply(sim: &mut Sim, op: Op) {
             sim.settle(Effects::default());
         }
         Op::RestartMaster { lose_last_commit } => sim.restart_master(lose_last_commit),
+        Op::Progress {
+            reporter,
+            holder,
+            percent,
+        } => {
+            let busy: Vec<usize> = (0..sim.engines.len())
+                .filter(|&i| !sim.engines[i].held.is_empty())
+                .collect();
+            if let Some(h) = pick(&busy, &holder) {
+                let key = sim.engines[h].held[0];
+                let r = reporter.0 % sim.engines.len();
+                let id = sim.engines[r].id.clone();
+                sim.s.task_progress(&id, key, f32::from(percent), sim.now);
+                sim.s.task_activity(&id, key, sim.now);
+            }
+        }
     }
 }
 
