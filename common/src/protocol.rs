@@ -125,6 +125,22 @@ pub struct Outcome {
     /// [`MAX_OUTPUTS`]).
     #[serde(default)]
     pub outputs: Vec<OutputFile>,
+    /// Small PNGs of the images written, by frame. The master keeps them
+    /// apart from the attempt's record.
+    #[serde(default)]
+    pub thumbnails: Vec<Thumbnail>,
+}
+
+/// The most thumbnails one attempt sends, and the most bytes each may take:
+/// together well under one message's cap.
+pub const MAX_THUMBNAILS: usize = 16;
+pub const MAX_THUMBNAIL_BYTES: usize = 48 * 1024;
+
+/// A small PNG of a frame's image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thumbnail {
+    pub frame: i64,
+    pub png: Vec<u8>,
 }
 
 /// The most output files one attempt records.

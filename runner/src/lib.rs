@@ -14,6 +14,7 @@ mod log;
 mod outputs;
 pub mod progress;
 pub mod renderers;
+pub mod thumbnail;
 
 use contain::{Containment, TaskBox};
 use drqueue_common::frames::Block;
@@ -180,7 +181,14 @@ fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSe
     outcome.fatal = watch.fatal();
     if outcome.is_success() && !a.control.stopping() {
         match outputs::check(&a.body, &ctx, &watch.saved()) {
-            Ok(found) => outcome.outputs = found,
+            Ok(found) => {
+                let (thumbnails, skipped) = thumbnail::make(&found.by_frame);
+                for why in skipped {
+                    log.write(format!("drqueue-engine: {why}\n").as_bytes());
+                }
+                outcome.outputs = found.files;
+                outcome.thumbnails = thumbnails;
+            }
             Err(why) => outcome.error = Some(why),
         }
     }

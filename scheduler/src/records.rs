@@ -217,6 +217,21 @@ pub struct Batch {
     pub limits: Vec<LimitRecord>,
     /// Limits to remove (applied after `limits`).
     pub deleted_limits: Vec<String>,
+    /// Frames' thumbnails to insert or replace (the store keeps at most
+    /// [`MAX_THUMBNAILS_PER_JOB`] per job, the newest).
+    pub thumbnails: Vec<ThumbnailRecord>,
+}
+
+/// The most thumbnails a store keeps per job (48 KiB at most each).
+pub const MAX_THUMBNAILS_PER_JOB: usize = 1000;
+
+/// A small PNG of one frame of a job, as the engine made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThumbnailRecord {
+    pub job: JobId,
+    pub frame: i64,
+    pub at_ms: Millis,
+    pub png: Vec<u8>,
 }
 
 impl Batch {
@@ -242,6 +257,7 @@ impl Batch {
             .retain(|n| !later.limits.iter().any(|l| &l.name == n));
         join(&mut self.limits, later.limits);
         join(&mut self.deleted_limits, later.deleted_limits);
+        join(&mut self.thumbnails, later.thumbnails);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -255,6 +271,7 @@ impl Batch {
             && self.pools.is_none()
             && self.limits.is_empty()
             && self.deleted_limits.is_empty()
+            && self.thumbnails.is_empty()
     }
 
     /// How many records it writes.

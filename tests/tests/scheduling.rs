@@ -525,6 +525,14 @@ fn povray_renders_an_animation_through_the_preset() {
         .collect();
     want.sort();
     assert_eq!(listed, want);
+    // And each frame has a thumbnail, decoded from POV-Ray's own PNG.
+    let url = format!("{}/api/jobs/{job}/frames/5/thumbnail", farm.http);
+    let mut resp = ureq::get(url).call().expect("frame 5's thumbnail");
+    let png = resp.body_mut().read_to_vec().expect("its bytes");
+    let reader = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .expect("a PNG");
+    assert_eq!((reader.info().width, reader.info().height), (160, 120));
     for (i, w) in frames.windows(2).enumerate() {
         assert_ne!(
             w[0],

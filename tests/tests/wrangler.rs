@@ -59,6 +59,26 @@ fn the_built_in_renderer_renders_frames_and_the_tables_show_what_it_cost() {
         frames[0].2, frames[1].2,
         "the moons move from frame to frame"
     );
+    // Each frame's thumbnail is served, a PNG no larger than 160 px.
+    for path in [
+        format!("/api/jobs/{id}/frames/3/thumbnail"),
+        format!("/api/jobs/{id}/thumbnail"),
+    ] {
+        let mut resp = ureq::get(format!("{}{path}", farm.http))
+            .call()
+            .expect("a thumbnail");
+        let png = resp.body_mut().read_to_vec().expect("its bytes");
+        let reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .expect("a PNG");
+        let size = (reader.info().width, reader.info().height);
+        assert_eq!(size, (64, 48), "{path}: small images stay");
+    }
+    let missing = ureq::get(format!("{}/api/jobs/{id}/frames/99/thumbnail", farm.http)).call();
+    assert!(
+        matches!(missing, Err(ureq::Error::StatusCode(404))),
+        "{missing:?}"
+    );
 
     let tasks = text(&farm.drqueue(&["tasks", &id.to_string()]).stdout);
     let header = tasks.lines().next().unwrap_or_default();

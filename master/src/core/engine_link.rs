@@ -4,14 +4,40 @@
 
 use super::{Conn, Core};
 use crate::scheduler::Notice;
-use crate::store::LogChunk;
+use crate::store::{LogChunk, ThumbnailRecord};
 use bytes::Bytes;
-use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine};
+use drqueue_common::protocol::{
+    AttemptKey, Finished, FromEngine, ToEngine, MAX_THUMBNAILS, MAX_THUMBNAIL_BYTES,
+};
+use drqueue_common::Millis;
 
 /// Room past a job's log cap for the engine's line marking the gap.
 const LOG_MARKER_SLACK: u64 = 1024;
 
 impl Core {
+    /// A successful attempt's thumbnails go to the store on their own, with
+    /// the next commit; they never ride in the attempt's record. Those of an
+    /// attempt the engine does not hold are dropped.
+    fn keep_thumbnails(&mut self, engine: &str, f: &mut Finished, now: Millis) {
+        let thumbnails = std::mem::take(&mut f.outcome.thumbnails);
+        if !f.outcome.is_success() || !self.sched.owns_attempt(engine, f.attempt) {
+            return;
+        }
+        let job = f.attempt.task.job;
+        self.thumbnails.extend(
+            thumbnails
+                .into_iter()
+                .filter(|t| t.png.len() <= MAX_THUMBNAIL_BYTES)
+                .take(MAX_THUMBNAILS)
+                .map(|t| ThumbnailRecord {
+                    job,
+                    frame: t.frame,
+                    at_ms: now,
+                    png: t.png,
+                }),
+        );
+    }
+
     pub(super) fn on_engine(&mut self, identity: Bytes, msg: FromEngine) {
         let now = self.now;
         if let FromEngine::Register(r) = msg {
@@ -43,7 +69,8 @@ impl Core {
                 now,
                 &mut self.fx,
             );
-            for f in r.finished {
+            for mut f in r.finished {
+                self.keep_thumbnails(&r.engine, &mut f, now);
                 self.sched
                     .task_finished(&r.engine, f.attempt, f.outcome, now, &mut self.fx);
             }
@@ -97,7 +124,8 @@ impl Core {
                     });
                 }
             }
-            FromEngine::Finished(f) => {
+            FromEngine::Finished(mut f) => {
+                self.keep_thumbnails(&engine, &mut f, now);
                 if !f.outcome.is_success() {
                     tracing::info!(%engine, task = %f.attempt.task, attempt = f.attempt.attempt, "attempt failed: {}", f.outcome.describe());
                 }

@@ -26,7 +26,7 @@ use crate::events::{Event, MailReport, Outgoing};
 use crate::notify::Mailer;
 use crate::scheduler::{Effects, Scheduler};
 use crate::store::writer::{PostCommit, WriterMsg};
-use crate::store::LogChunk;
+use crate::store::{LogChunk, ThumbnailRecord};
 use bytes::Bytes;
 use drqueue_common::model::EngineId;
 use drqueue_common::protocol::{AttemptKey, ToEngine};
@@ -49,6 +49,8 @@ pub struct Core {
     now: Millis,
     post_commit: Vec<PostCommit>,
     logs: Vec<LogChunk>,
+    /// Thumbnails of finished attempts, for the next commit.
+    thumbnails: Vec<ThumbnailRecord>,
     conns: HashMap<Bytes, Conn>,
     engine_conn: HashMap<EngineId, Bytes>,
     /// Messages about attempts their engine does not hold, logged sparingly.
@@ -76,6 +78,7 @@ impl Core {
             now: now_millis(),
             post_commit: Vec::new(),
             logs: Vec::new(),
+            thumbnails: Vec::new(),
             conns: HashMap::new(),
             engine_conn: HashMap::new(),
             foreign_notices: notices::RateLimit::default(),
@@ -221,6 +224,7 @@ impl Core {
         self.sched.persist(&mut self.fx);
         let mut batch = std::mem::take(&mut self.fx.batch);
         batch.logs = std::mem::take(&mut self.logs);
+        batch.thumbnails = std::mem::take(&mut self.thumbnails);
         if !batch.is_empty() || !after.is_empty() {
             let _ = self.writer.send(WriterMsg::Commit { batch, after });
         }

@@ -18,6 +18,7 @@
 mod auth;
 mod body;
 mod engines;
+mod frames;
 mod jobs;
 mod paging;
 pub mod serve;
@@ -123,6 +124,11 @@ pub fn router(parts: ApiParts) -> Router {
         .route(
             "/api/jobs/{id}/tasks/{index}/attempts",
             get(jobs::task_attempts),
+        )
+        .route("/api/jobs/{id}/thumbnail", get(frames::newest))
+        .route(
+            "/api/jobs/{id}/frames/{frame}/thumbnail",
+            get(frames::frame),
         )
         .route("/api/jobs/{id}/{action}", post(jobs::control_job))
         .route("/api/engines", get(engines::list_engines))

@@ -8,6 +8,8 @@ use drqueue_common::model::{EngineFacts, JobId, JobSpec, JobStatus, TaskStatus};
 use drqueue_common::protocol::Outcome;
 use drqueue_common::users::Role;
 
+mod thumbnails;
+
 pub type Open<'a> = &'a dyn Fn(&str) -> Box<dyn Store>;
 
 pub fn run_all(open: Open) {
@@ -22,6 +24,7 @@ pub fn run_all(open: Open) {
     users_are_put_replaced_and_removed(open);
     the_audit_trail_is_numbered_and_filtered(open);
     a_deleted_limit_is_gone(open);
+    thumbnails::thumbnails_are_replaced_capped_and_go_with_their_job(open);
 }
 
 fn a_deleted_limit_is_gone(open: Open) {

@@ -15,7 +15,7 @@ pub mod sqlite;
 pub mod writer;
 
 use crate::users::{UserChange, UserRecord};
-use drqueue_common::model::TaskKey;
+use drqueue_common::model::{JobId, TaskKey};
 use drqueue_common::protocol::AttemptKey;
 use drqueue_common::users::{AuditEntry, AuditQuery};
 use drqueue_common::Millis;
@@ -23,7 +23,7 @@ use drqueue_common::Millis;
 // What is stored is the scheduler's vocabulary: its records live beside it.
 pub use drqueue_scheduler::records::{
     AttemptRecord, Batch, EngineFailures, EngineRecord, JobRecord, LimitRecord, LogChunk,
-    PoolRecord, Snapshot, TaskRecord,
+    PoolRecord, Snapshot, TaskRecord, ThumbnailRecord, MAX_THUMBNAILS_PER_JOB,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,8 @@ pub trait StoreReader: Send {
     fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>>;
     /// Audit entries matching `query`, newest first, at most `limit`.
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+    /// A frame's thumbnail (PNG), or the job's newest when `frame` is None.
+    fn thumbnail(&mut self, job: JobId, frame: Option<i64>) -> StoreResult<Option<Vec<u8>>>;
 }
 
 /// The most log bytes one read returns; a reader asks again from where it

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 mod access;
 mod reads;
+mod thumbnails;
 
 /// Bumped when documents change shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -147,6 +148,8 @@ impl From<OutcomeDoc> for Outcome {
             signature: o.signature,
             fatal: o.fatal,
             outputs: o.outputs,
+            // Kept apart from the record (see the thumbnails collection).
+            thumbnails: Vec::new(),
         }
     }
 }
@@ -460,19 +463,21 @@ impl Store for MongoStore {
                 }
             })?,
         )?;
+        // Before the deletes: a job deleted in the same batch loses them.
+        self.write_thumbnails(&b.thumbnails)?;
         for id in &b.deleted_jobs {
             let job = id.0 as i64;
             self.coll("jobs")
                 .delete_many(doc! {"_id": job})
                 .run()
                 .map_err(err)?;
-            for coll in ["tasks", "attempts", "logs"] {
+            for coll in ["tasks", "attempts", "logs", thumbnails::COLLECTION] {
                 self.coll(coll)
                     .delete_many(doc! {"job": job})
                     .run()
                     .map_err(err)?;
             }
-            self.round_trips += 4;
+            self.round_trips += 5;
         }
         self.upsert(
             "limits",

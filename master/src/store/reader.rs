@@ -1,10 +1,10 @@
 //! The store reader: a thread with its own handle on the store
 //! ([`Store::reader`]) that answers the API's reads (logs, attempt
-//! histories, the audit trail), so a reader never waits behind a commit and
+//! histories, the audit trail, thumbnails), so a reader never waits behind a commit and
 //! a commit never waits behind a reader.
 
 use super::{AttemptRecord, StoreReader, StoreResult, TaskRecord};
-use drqueue_common::model::TaskKey;
+use drqueue_common::model::{JobId, TaskKey};
 use drqueue_common::protocol::AttemptKey;
 use drqueue_common::users::{AuditEntry, AuditQuery};
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +26,12 @@ pub enum ReadMsg {
         query: AuditQuery,
         limit: usize,
         reply: oneshot::Sender<StoreResult<Vec<AuditEntry>>>,
+    },
+    /// A frame's thumbnail, or the job's newest.
+    Thumbnail {
+        job: JobId,
+        frame: Option<i64>,
+        reply: oneshot::Sender<StoreResult<Option<Vec<u8>>>>,
     },
 }
 
@@ -59,6 +65,9 @@ pub fn spawn(
                         reply,
                     } => {
                         let _ = reply.send(store.audit(&query, limit));
+                    }
+                    ReadMsg::Thumbnail { job, frame, reply } => {
+                        let _ = reply.send(store.thumbnail(job, frame));
                     }
                 }
             }

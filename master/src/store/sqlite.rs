@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
 mod access;
+mod thumbnails;
 
 /// Bumped when the tables change shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -65,6 +66,7 @@ impl SqliteStore {
         )
         .map_err(err)?;
         conn.execute_batch(access::SCHEMA).map_err(err)?;
+        conn.execute_batch(thumbnails::SCHEMA).map_err(err)?;
         let found: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -181,6 +183,10 @@ impl StoreReader for SqliteStore {
         }
         self.round_trips += 1;
         Ok(out)
+    }
+
+    fn thumbnail(&mut self, job: JobId, frame: Option<i64>) -> StoreResult<Option<Vec<u8>>> {
+        thumbnails::read(&self.conn, job, frame)
     }
 
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
@@ -374,6 +380,8 @@ impl Store for SqliteStore {
                 ])
                 .map_err(err)?;
             }
+            // Before the deletes: a job deleted in the same batch loses them.
+            thumbnails::write(&tx, &b.thumbnails)?;
             for id in &b.deleted_jobs {
                 for table in [
                     "jobs WHERE id",
@@ -384,6 +392,7 @@ impl Store for SqliteStore {
                     tx.execute(&format!("DELETE FROM {table} = ?1"), params![id.0 as i64])
                         .map_err(err)?;
                 }
+                thumbnails::delete_job(&tx, *id)?;
             }
             let mut engine = tx
                 .prepare_cached("INSERT OR REPLACE INTO engines(id, data) VALUES (?1, ?2)")

@@ -5,7 +5,7 @@
 use super::{err, AttemptDoc, LogDoc, MongoStore};
 use crate::store::log_window::LogWindow;
 use crate::store::{AttemptRecord, StoreError, StoreReader, StoreResult};
-use drqueue_common::model::TaskKey;
+use drqueue_common::model::{JobId, TaskKey};
 use drqueue_common::protocol::AttemptKey;
 use drqueue_common::users::{AuditEntry, AuditQuery};
 use mongodb::bson::{doc, Document};
@@ -67,6 +67,10 @@ impl StoreReader for MongoStore {
                 counted: d.counted,
             })
             .collect())
+    }
+
+    fn thumbnail(&mut self, job: JobId, frame: Option<i64>) -> StoreResult<Option<Vec<u8>>> {
+        self.read_thumbnail(job, frame)
     }
 
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
