@@ -35,6 +35,7 @@ pub mod template;
 #[doc(hidden)]
 pub mod test_skip;
 pub mod users;
+pub mod views;
 
 /// Milliseconds since the Unix epoch: the one time unit of the model.
 pub type Millis = u64;
