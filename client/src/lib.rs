@@ -429,6 +429,20 @@ impl Client {
         })
     }
 
+    /// A frame's thumbnail (a small PNG), or the job's newest.
+    pub fn thumbnail(&self, id: JobId, frame: Option<i64>) -> Result<Vec<u8>> {
+        let path = match frame {
+            Some(f) => format!("/api/jobs/{id}/frames/{f}/thumbnail"),
+            None => format!("/api/jobs/{id}/thumbnail"),
+        };
+        self.check(self.send("GET", &path, &[], None)?)?
+            .into_body()
+            .into_with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// pause, resume, cancel or retry.
     pub fn control(&self, id: JobId, action: &str) -> Result<JobView> {
         self.post(&format!("/api/jobs/{id}/{action}"), None::<&()>)

@@ -220,6 +220,9 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             if !spec.requirements.capabilities.contains(&x.capability) {
                 spec.requirements.capabilities.push(x.capability);
             }
+        } else if let Some(o) = &j.output {
+            // Without a preset, `output` names the file each frame writes.
+            spec.outputs = vec![preset::frame_template(o)];
         }
         if let Some(t) = &j.start_after {
             spec.start_after = Some(parse_time(t, now).map_err(|e| {

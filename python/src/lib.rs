@@ -135,6 +135,19 @@ impl NativeClient {
         json(&py.detach(|| self.inner.tasks(id, status)).map_err(to_py)?)
     }
 
+    /// Every attempt of a task, as JSON (with the files each wrote).
+    fn attempts(&self, py: Python<'_>, id: u64, task: u32) -> PyResult<String> {
+        let id = JobId(id);
+        json(&py.detach(|| self.inner.attempts(id, task)).map_err(to_py)?)
+    }
+
+    /// A frame's thumbnail (PNG bytes), or the job's newest.
+    #[pyo3(signature = (id, frame=None))]
+    fn thumbnail(&self, py: Python<'_>, id: u64, frame: Option<i64>) -> PyResult<Vec<u8>> {
+        let id = JobId(id);
+        py.detach(|| self.inner.thumbnail(id, frame)).map_err(to_py)
+    }
+
     /// A task attempt's whole log (the latest attempt by default).
     #[pyo3(signature = (id, task, attempt=None))]
     fn log(&self, py: Python<'_>, id: u64, task: u32, attempt: Option<u32>) -> PyResult<Vec<u8>> {

@@ -250,3 +250,24 @@ def test_some_tasks_cancelled_and_retried_and_priority_changed(farm):
     with pytest.raises(drqueue.InvalidRequest, match="priority 5000 is out of range"):
         job.set_priority(5000)
     job.cancel()
+
+
+def test_outputs_and_thumbnails_of_a_rendered_job(farm, tmp_path):
+    """The engine's built-in renderer writes real PNGs: the job lists them
+    and serves their thumbnails."""
+    from conftest import _bin
+
+    (tmp_path / "frames").mkdir()
+    job = farm.client.submit(
+        [_bin("drqueue-engine"), "render-demo", "--frame", "{frame}", "--output",
+         "frames/f_{padframe:2}.png", "--width", "48", "--height", "32", "--samples", "1"],
+        frames="1-2", output="frames/f_##.png")
+    job.wait(timeout=120)
+    rows = sorted((r["task"], r["path"]) for r in job.outputs())
+    assert rows == [(0, "frames/f_01.png"), (1, "frames/f_02.png")]
+    assert all(r["size"] > 0 for r in job.outputs(task=1))
+    png = job.thumbnail(frame=2)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert job.thumbnail().startswith(b"\x89PNG")
+    with pytest.raises(drqueue.NotFound, match="no thumbnail for frame 9"):
+        job.thumbnail(frame=9)

@@ -290,6 +290,12 @@ def _pickle_by_reference(fn: Callable[..., Any], args: tuple, kwargs: dict) -> b
         raise InvalidRequest(f"cannot pickle the call to {name}: {e}; {fix}") from e
 
 
+def _succeeded(outcome: dict) -> bool:
+    """An attempt's outcome is a success: exit 0, no timeout, cancel or error."""
+    return (outcome.get("exit_code") == 0 and not outcome.get("timed_out")
+            and not outcome.get("cancelled") and not outcome.get("error"))
+
+
 class Job:
     """A job on the farm, as of its last refresh."""
 
@@ -379,6 +385,28 @@ class Job:
     def tasks(self, status: str | None = None) -> list[dict]:
         """Tasks as ``drqueue tasks --json`` shows them."""
         return json.loads(self._client._native.tasks(self.id, status))
+
+    def attempts(self, task: int) -> list[dict]:
+        """Every attempt of a task, as ``drqueue attempts --json`` shows them."""
+        return json.loads(self._client._native.attempts(self.id, int(task)))
+
+    def outputs(self, task: int | None = None) -> list[dict]:
+        """The files the done tasks (or one task) wrote, as ``drqueue
+        outputs --json`` lists them: ``{"task", "attempt", "path", "size"}``."""
+        tasks = [task] if task is not None else [t["index"] for t in self.tasks("done")]
+        rows = []
+        for t in tasks:
+            done = [a for a in self.attempts(t) if _succeeded(a["outcome"])]
+            if done:
+                a = done[-1]
+                rows += [{"task": t, "attempt": a["attempt"]["attempt"], "path": o["path"],
+                          "size": o["size"]} for o in a["outcome"].get("outputs", [])]
+        return rows
+
+    def thumbnail(self, frame: int | None = None) -> bytes:
+        """A frame's thumbnail as PNG bytes (the newest without ``frame``);
+        :class:`NotFound` when there is none."""
+        return bytes(self._client._native.thumbnail(self.id, frame))
 
     def log(self, task: int, attempt: int | None = None) -> str:
         """A task's log: the latest attempt, or ``attempt``."""
