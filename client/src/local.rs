@@ -174,6 +174,7 @@ impl LocalFarm {
     async fn drive(mut self, observer: &mut dyn Observer) -> anyhow::Result<Vec<JobProgress>> {
         loop {
             let now = now_millis();
+            self.sched.check_stalls(now, &mut self.fx);
             self.sched.dispatch(now, &mut self.fx);
             self.carry_out();
             self.sched.persist(&mut self.fx);

@@ -64,6 +64,13 @@ impl Scheduler {
         }
     }
 
+    /// Stalls alone, for a caller with no heartbeats to judge (run-local,
+    /// whose one engine never goes silent): what [`Scheduler::tick`] does
+    /// about them on the farm.
+    pub fn check_stalls(&mut self, now: Millis, fx: &mut Effects) {
+        self.stop_stalled(now, fx);
+    }
+
     /// Running tasks quiet for their job's `stall_after`: with `requeue`
     /// the attempt is stopped, counts as a failed attempt of the job (not of
     /// the engine: a cancel says nothing about it) and runs again, elsewhere

@@ -312,3 +312,19 @@ fn run_local_keeps_each_runs_logs_and_offers_only_what_applies() {
     assert!(help.contains("--max-attempts"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn run_local_requeues_a_stalled_task_as_the_farm_does() {
+    let dir = std::env::temp_dir().join(format!("drqueue-run-local-stall-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(bin("drqueue"))
+        .args(["run-local", "--stall-after", "1s", "--", "sh", "-c"])
+        .arg("echo working; if [ \"$DRQUEUE_ATTEMPT\" = 1 ]; then exec sleep 600; fi; echo done")
+        .current_dir(&dir)
+        .output()
+        .expect("run drqueue");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = std::fs::read_to_string(dir.join("drqueue-local/run-1/1-0-2.log")).unwrap();
+    assert_eq!(second, "working\ndone\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
