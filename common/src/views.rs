@@ -159,6 +159,11 @@ pub struct EngineView {
     pub last_heartbeat_ms: Millis,
     pub tasks_done: u64,
     pub tasks_failed: u64,
+    /// How fast it renders next to the other engines on the same jobs: 1.0
+    /// is typical, 2.0 twice as fast (null until it shares a job with
+    /// another engine).
+    #[serde(default)]
+    pub speed: Option<f32>,
     /// A pending engine's key fingerprint, to compare before
     /// `drqueue engine accept`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -199,6 +204,7 @@ impl EngineView {
             last_heartbeat_ms: last_seen_ms,
             tasks_done: 0,
             tasks_failed: 0,
+            speed: None,
             fingerprint,
         }
     }

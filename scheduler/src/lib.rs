@@ -56,6 +56,7 @@ pub mod records;
 mod requests;
 mod restore;
 mod results;
+mod speed;
 mod state;
 mod status_index;
 mod task_control;
@@ -279,6 +280,9 @@ pub struct Scheduler {
     /// Attempts taken back from an engine that went silent and may still be
     /// running them: a late result from that engine is still its own.
     given_up: BTreeMap<AttemptKey, EngineIdx>,
+    /// Jobs that two or more engines have rendered, newest last: what
+    /// engines' speed scores are judged on ([`speed`]).
+    speed_jobs: std::collections::VecDeque<JobId>,
 }
 
 impl Scheduler {
@@ -298,6 +302,7 @@ impl Scheduler {
             next_id_dirty: false,
             pools_dirty: false,
             given_up: BTreeMap::new(),
+            speed_jobs: std::collections::VecDeque::new(),
             limits: BTreeMap::new(),
             dirty_limits: BTreeSet::new(),
             next_check_id: 1,

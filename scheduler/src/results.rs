@@ -202,6 +202,8 @@ impl Scheduler {
             engine.failures_in_row = 0;
             engine.streak_job = None;
             engine.streak_mixed = false;
+            let frames = job.tasks[i as usize].block.len();
+            self.note_speed(e, key.task.job, outcome.wall_ms, frames);
             return;
         }
         engine.tasks_failed += 1;

@@ -148,6 +148,7 @@ impl Engine {
             last_heartbeat_ms: self.last_seen,
             tasks_done: self.tasks_done,
             tasks_failed: self.tasks_failed,
+            speed: None,
             fingerprint: String::new(),
         }
     }
@@ -203,6 +204,9 @@ pub(super) struct Job {
     /// What running attempts reported (by task index): live data, never
     /// stored; an entry goes when its task stops running.
     pub(super) live: HashMap<u32, Live>,
+    /// Per engine, the sum of its done tasks' milliseconds per frame and how
+    /// many: speed scores compare engines on the same job. Memory only.
+    pub(super) speed: HashMap<EngineIdx, (f64, u32)>,
 }
 
 /// A running attempt's latest signs of life.
@@ -333,6 +337,7 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         signatures: HashMap::new(),
         job_faults: BTreeSet::new(),
         live: HashMap::new(),
+        speed: HashMap::new(),
         notification: (!spec_notify.is_empty()).then_some(Notification {
             state: NotifyState::Waiting,
             to: spec_notify,

@@ -206,10 +206,18 @@ impl Core {
                 self.reply_after_commit(reply, deleted);
             }
             Request::ListEngines { reply } => {
-                let _ = reply.send(self.sched.engines().iter().map(|e| e.view()).collect());
+                let views = self
+                    .sched
+                    .engines()
+                    .iter()
+                    .map(|e| self.sched.engine_view(e));
+                let _ = reply.send(views.collect());
             }
             Request::ShowEngine { engine, reply } => {
-                let view = self.sched.find_engine(&engine).map(|e| e.view());
+                let view = self
+                    .sched
+                    .find_engine(&engine)
+                    .map(|e| self.sched.engine_view(e));
                 let _ = reply.send(view.ok_or(RequestError::NoEngine(engine)));
             }
             Request::ControlEngine {
@@ -298,7 +306,7 @@ impl Core {
         }
         self.sched
             .engine(&id)
-            .map(|e| e.view())
+            .map(|e| self.sched.engine_view(e))
             .ok_or(RequestError::NoEngine(id.into()))
     }
 }

@@ -408,3 +408,42 @@ fn progress_counts_only_from_the_engine_running_the_attempt_and_feeds_the_eta() 
     assert!(eta.low_s <= eta.high_s);
     assert!(view.progress.unwrap() >= 50.0);
 }
+
+#[test]
+fn speed_scores_compare_engines_on_the_same_jobs() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 1);
+    sim.add_engine(vec!["default"], 1, 1);
+    let id = sim.submit(spec("1-8", 2));
+    let took = |ms| Outcome {
+        exit_code: Some(0),
+        wall_ms: ms,
+        ..Default::default()
+    };
+    assert_eq!(
+        sim.s.engine_view(sim.s.engine("engine-0").unwrap()).speed,
+        None
+    );
+    for _ in 0..2 {
+        sim.finish_with(0, 0, took(1000));
+        sim.finish_with(1, 0, took(2000));
+    }
+    assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
+    let speed = |name| {
+        sim.s
+            .engine_view(sim.s.engine(name).unwrap())
+            .speed
+            .unwrap()
+    };
+    // 500 and 1000 ms a frame: the median of the two is 750.
+    assert!(
+        (speed("engine-0") - 1.5).abs() < 1e-4,
+        "{}",
+        speed("engine-0")
+    );
+    assert!(
+        (speed("engine-1") - 0.75).abs() < 1e-4,
+        "{}",
+        speed("engine-1")
+    );
+}

@@ -198,6 +198,14 @@ pub fn print_engine(e: &EngineView) {
         "  tasks     {} done, {} failed ({} failed in a row)",
         e.tasks_done, e.tasks_failed, e.failures_in_row
     );
+    match e.speed {
+        Some(s) => {
+            println!("  speed     {s:.2}× the engines it shared jobs with (1.00 is typical)")
+        }
+        None => println!(
+            "  speed     unknown until it renders part of a job another engine renders too"
+        ),
+    }
     println!(
         "            (only the engine's own faults count toward sickness: a job failing the same way on other engines is the job's fault)"
     );
