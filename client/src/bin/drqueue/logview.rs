@@ -32,6 +32,10 @@ pub fn log(client: &Client, a: &LogArgs) -> CliResult<()> {
     let mut attempt = a.attempt;
     let mut stdout = std::io::stdout().lock();
     let mut headed = a.raw;
+    // The attempt's record, once known (an ended attempt's, read with the
+    // header, serves the footer too), and the last byte printed.
+    let mut known: Option<AttemptRecord> = None;
+    let mut last_byte = None;
     loop {
         // A follower long-polls: the master answers once there is more.
         let wait = if a.follow { FOLLOW_WAIT_SECS } else { 0 };
@@ -49,27 +53,29 @@ pub fn log(client: &Client, a: &LogArgs) -> CliResult<()> {
         attempt = Some(chunk.attempt);
         if !headed {
             headed = true;
-            let _ = write!(stdout, "{}", rule(&header(client, a, chunk.attempt)?));
+            known = record(client, a, chunk.attempt)?;
+            let lines = header(client, a, chunk.attempt, known.as_ref())?;
+            let _ = write!(stdout, "{}", rule(&lines));
         }
+        last_byte = chunk.data.last().copied().or(last_byte);
         let _ = stdout.write_all(&chunk.data);
         let _ = stdout.flush();
         offset += chunk.data.len() as u64;
         if chunk.data.is_empty() && (!a.follow || !chunk.live) {
             if !a.raw {
-                if offset > 0 && !ends_with_newline(client, a, offset)? {
+                if last_byte.is_some_and(|b| b != b'\n') {
                     let _ = writeln!(stdout);
                 }
-                let _ = write!(stdout, "{}", rule(&footer(client, a, chunk.attempt)?));
+                // A followed attempt ended after the header was read.
+                if known.is_none() {
+                    known = record(client, a, chunk.attempt)?;
+                }
+                let lines = footer(chunk.attempt, known.as_ref());
+                let _ = write!(stdout, "{}", rule(&lines));
             }
             return Ok(());
         }
     }
-}
-
-/// Whether the log's last byte is a newline (so the footer starts a line).
-fn ends_with_newline(client: &Client, a: &LogArgs, len: u64) -> CliResult<bool> {
-    let last = client.log_window(a.job, a.task, a.attempt, len - 1, 0)?;
-    Ok(last.data.last() == Some(&b'\n'))
 }
 
 /// `── text ──`, dimmed on a terminal.
@@ -89,12 +95,17 @@ fn record(client: &Client, a: &LogArgs, attempt: u32) -> CliResult<Option<Attemp
         .find(|r| r.attempt.attempt == attempt))
 }
 
-fn header(client: &Client, a: &LogArgs, attempt: u32) -> CliResult<Vec<String>> {
+fn header(
+    client: &Client,
+    a: &LogArgs,
+    attempt: u32,
+    ended: Option<&AttemptRecord>,
+) -> CliResult<Vec<String>> {
     let job = client.job(a.job)?;
     let task = client.task(a.job, a.task)?;
     let names = EngineNames::of(&client.engines()?);
     let now = drqueue_common::now_millis();
-    let (engine, started) = match record(client, a, attempt)? {
+    let (engine, started) = match ended {
         Some(r) => (
             Some(r.engine.clone()),
             Some(r.ended_ms.saturating_sub(r.outcome.wall_ms)),
@@ -146,17 +157,17 @@ fn shell_quoted(arg: &str) -> String {
     }
 }
 
-fn footer(client: &Client, a: &LogArgs, attempt: u32) -> CliResult<Vec<String>> {
-    let Some(r) = record(client, a, attempt)? else {
-        return Ok(vec![format!(
+fn footer(attempt: u32, ended: Option<&AttemptRecord>) -> Vec<String> {
+    let Some(r) = ended else {
+        return vec![format!(
             "attempt {attempt} is still running (--follow to keep reading)"
-        )]);
+        )];
     };
     let o = &r.outcome;
-    let mut ended = o.describe();
+    let mut how = o.describe();
     if let Some(sig) = o.signal {
-        if !ended.contains("signal") {
-            ended.push_str(&format!(" (signal {sig})"));
+        if !how.contains("signal") {
+            how.push_str(&format!(" (signal {sig})"));
         }
     }
     let counted = if r.counted {
@@ -164,10 +175,10 @@ fn footer(client: &Client, a: &LogArgs, attempt: u32) -> CliResult<Vec<String>> 
     } else {
         "; did not count against --max-attempts"
     };
-    Ok(vec![format!(
-        "{ended} · wall {} · CPU {} · peak RSS {}{counted}",
+    vec![format!(
+        "{how} · wall {} · CPU {} · peak RSS {}{counted}",
         duration(o.wall_ms),
         duration(o.cpu_ms),
         memory_kb(o.peak_rss_kb)
-    )])
+    )]
 }
