@@ -527,8 +527,10 @@ fn povray_renders_an_animation_through_the_preset() {
     assert_eq!(listed, want);
     // And each frame has a thumbnail, decoded from POV-Ray's own PNG.
     let url = format!("{}/api/jobs/{job}/frames/5/thumbnail", farm.http);
-    let mut resp = ureq::get(url).call().expect("frame 5's thumbnail");
-    let png = resp.body_mut().read_to_vec().expect("its bytes");
+    let png = drqueue_tests::eventually(LONG, "frame 5's thumbnail", || {
+        let mut resp = ureq::get(&url).call().ok()?;
+        resp.body_mut().read_to_vec().ok()
+    });
     let reader = png::Decoder::new(std::io::Cursor::new(png))
         .read_info()
         .expect("a PNG");

@@ -59,15 +59,17 @@ fn the_built_in_renderer_renders_frames_and_the_tables_show_what_it_cost() {
         frames[0].2, frames[1].2,
         "the moons move from frame to frame"
     );
-    // Each frame's thumbnail is served, a PNG no larger than 160 px.
+    // Each frame's thumbnail is served, a PNG no larger than 160 px. (The
+    // job reads done from memory; its last thumbnails land with the next
+    // commit, milliseconds later.)
     for path in [
         format!("/api/jobs/{id}/frames/3/thumbnail"),
         format!("/api/jobs/{id}/thumbnail"),
     ] {
-        let mut resp = ureq::get(format!("{}{path}", farm.http))
-            .call()
-            .expect("a thumbnail");
-        let png = resp.body_mut().read_to_vec().expect("its bytes");
+        let png = drqueue_tests::eventually(LONG, "a thumbnail", || {
+            let mut resp = ureq::get(format!("{}{path}", farm.http)).call().ok()?;
+            resp.body_mut().read_to_vec().ok()
+        });
         let reader = png::Decoder::new(std::io::Cursor::new(png))
             .read_info()
             .expect("a PNG");
