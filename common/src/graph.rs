@@ -52,7 +52,8 @@ struct FileJob {
     output: Option<String>,
     render_node: Option<String>,
     frames: Option<String>,
-    blocksize: Option<u32>,
+    blocksize: Option<crate::task_blocks::Blocksize>,
+    target_task_minutes: Option<u32>,
     priority: Option<u32>,
     pool: Option<String>,
     os: Option<String>,
@@ -164,7 +165,7 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             owner: owner.to_string(),
             command: j.command.clone().unwrap_or_default(),
             frames: j.frames.clone().unwrap_or_else(|| "1".into()),
-            blocksize: j.blocksize.unwrap_or(1),
+            blocksize: 1,
             priority: j.priority.unwrap_or(DEFAULT_PRIORITY),
             pool: j.pool.clone().unwrap_or_else(|| DEFAULT_POOL.into()),
             requirements: Requirements {
@@ -190,7 +191,18 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             min_output_bytes: 1,
             stall_after_secs: crate::model::DEFAULT_STALL_AFTER_SECS,
             on_stall: Default::default(),
+            target_task_minutes: None,
         };
+        let blocksize = j
+            .blocksize
+            .unwrap_or(crate::task_blocks::Blocksize::Frames(1));
+        spec.set_blocksize(blocksize, j.target_task_minutes)
+            .map_err(|e| {
+                err(
+                    at("blocksize", ""),
+                    format!("{what} field `blocksize`: {e}"),
+                )
+            })?;
         if let Some(p) = &j.preset {
             let preset: Preset = p
                 .parse()
@@ -407,6 +419,7 @@ fn spec_error_field(e: &SpecError, spec: &JobSpec) -> (&'static str, String) {
         SpecError::TooLong { field, .. }
         | SpecError::TooMany { field, .. }
         | SpecError::Nul { field } => (field, String::new()),
+        SpecError::TargetTaskMinutes(n) => ("target_task_minutes", n.to_string()),
     }
 }
 

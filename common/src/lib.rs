@@ -12,6 +12,7 @@
 //! - [`model`]: jobs, tasks, engines and their statuses as users see them;
 //! - [`preset`]: renderer presets (`--preset blender`) and their command lines;
 //! - [`template`]: the command-template placeholders (`{start}`, `{padframe:4}` …);
+//! - [`task_blocks`]: how a job's frames become tasks, fixed or `--blocksize auto`;
 //! - [`spec_bounds`]: the size of everything in a job spec, and no NUL bytes;
 //! - [`protocol`]: every message between master and engine;
 //! - [`session`]: the encrypted, mutually authenticated session they travel
@@ -31,6 +32,7 @@ pub mod session;
 pub mod signals;
 pub mod signature;
 pub mod spec_bounds;
+pub mod task_blocks;
 pub mod template;
 #[doc(hidden)]
 pub mod test_skip;

@@ -387,6 +387,7 @@ pub const DEFAULT_POOL: &str = "default";
 /// A task's log keeps at most this many MiB by default: its head and tail.
 pub const DEFAULT_MAX_LOG_MB: u32 = 64;
 pub const MAX_MAX_LOG_MB: u32 = 4096;
+pub use crate::task_blocks::{DEFAULT_TARGET_TASK_MINUTES, MAX_TARGET_TASK_MINUTES};
 
 /// A job as a client submits it. Unknown fields are refused so that a typo in
 /// a job file or HTTP body is an error, not a silently ignored setting.
@@ -435,6 +436,10 @@ pub struct JobSpec {
     pub stall_after_secs: u64,
     #[serde(default)]
     pub on_stall: OnStall,
+    /// `--blocksize auto`: each engine's task is cut at dispatch to about
+    /// this many minutes of its measured speed (`blocksize` is then unused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_task_minutes: Option<u32>,
 }
 
 fn default_min_output_bytes() -> u64 {
@@ -469,6 +474,7 @@ impl Default for JobSpec {
             min_output_bytes: 1,
             stall_after_secs: DEFAULT_STALL_AFTER_SECS,
             on_stall: OnStall::Requeue,
+            target_task_minutes: None,
         }
     }
 }
@@ -504,6 +510,8 @@ pub enum SpecError {
     },
     #[error("{field} holds a NUL byte, which no program can be given: remove it")]
     Nul { field: &'static str },
+    #[error("target_task_minutes {0} is out of range: use 1 to {MAX_TARGET_TASK_MINUTES}")]
+    TargetTaskMinutes(u32),
 }
 
 fn is_simple_name(s: &str) -> bool {
@@ -522,7 +530,7 @@ impl JobSpec {
         }
         crate::spec_bounds::check(self)?;
         let frames = FrameSet::parse(&self.frames)?;
-        frames.task_count(self.blocksize)?;
+        self.cut_tasks(&frames)?;
         if self.priority > MAX_PRIORITY {
             return Err(SpecError::Priority(self.priority));
         }

@@ -32,6 +32,10 @@ pub struct JobView {
     pub command: Vec<String>,
     pub frames: String,
     pub blocksize: u32,
+    /// Set with `--blocksize auto`: the minutes each task aims at, cut to
+    /// each engine's speed (`blocksize` is then unused).
+    #[serde(default)]
+    pub target_task_minutes: Option<u32>,
     pub max_attempts: u32,
     pub timeout_secs: u64,
     pub max_engines: u32,

@@ -31,8 +31,16 @@ impl Scheduler {
             let mut engines: Vec<EngineIdx> = EngineIdx::all(self.engines.len())
                 .filter(|e| self.engines[*e].accepts_work())
                 .collect();
-            // Least loaded first, so prefetch spreads evenly.
-            engines.sort_by_key(|e| self.engines[*e].outstanding());
+            // Idle slots: the fastest engine picks first, so it takes the
+            // front of the queue, the longest work left. Prefetch: least
+            // loaded first, so it spreads evenly.
+            let speed =
+                |e: &EngineIdx| std::cmp::Reverse(Speed(self.speed_score(*e).unwrap_or(1.0)));
+            if round == 0 {
+                engines.sort_by_key(|e| (speed(e), self.engines[*e].outstanding()));
+            } else {
+                engines.sort_by_key(|e| (self.engines[*e].outstanding(), speed(e)));
+            }
             for e in engines {
                 let engine = &self.engines[e];
                 let mut want = if round == 0 {
@@ -210,6 +218,11 @@ impl Scheduler {
         if max == 0 {
             return 0;
         }
+        let cut_to = self.auto_task_frames(job_id, e);
+        let ghost = match (cut_to, self.jobs.get(&job_id)) {
+            (Some(_), Some(j)) => self.ghost_attempt(job_id, j.tasks.len() as u32),
+            _ => 0,
+        };
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return 0;
         };
@@ -227,6 +240,12 @@ impl Scheduler {
             if t.avoid == Some(e) && others_can_run {
                 skipped.push(i);
                 continue;
+            }
+            if let Some(rest) = cut_to.and_then(|n| job.cut_task(i, n, ghost)) {
+                self.dirty_tasks.insert(TaskKey {
+                    job: job_id,
+                    index: rest,
+                });
             }
             job.set_task_status(i, TaskStatus::Assigned);
             let t = &mut job.tasks[i as usize];
@@ -327,5 +346,28 @@ fn coalesce_assigns(messages: &mut Vec<(EngineId, ToEngine)>, from: usize) {
         } else {
             messages.push((engine, msg));
         }
+    }
+}
+
+/// A speed score ordered as a number (scores are finite and positive).
+struct Speed(f32);
+
+impl PartialEq for Speed {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Speed {}
+
+impl PartialOrd for Speed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Speed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }

@@ -180,7 +180,10 @@ impl Scheduler {
             return false;
         };
         task.saw_attempt(key.attempt);
-        if task.status != TaskStatus::Ready || key.attempt <= task.attempts {
+        if task.status != TaskStatus::Ready
+            || key.attempt <= task.attempts
+            || !adoptable(&job.spec, task)
+        {
             return false;
         }
         job.set_task_status(key.task.index, TaskStatus::Assigned);
@@ -210,7 +213,10 @@ impl Scheduler {
         let Some(task) = job.tasks.get(key.task.index as usize) else {
             return false;
         };
-        if task.status != TaskStatus::Ready || key.attempt < task.attempts || !job.is_dispatchable()
+        if task.status != TaskStatus::Ready
+            || key.attempt < task.attempts
+            || !job.is_dispatchable()
+            || !adoptable(&job.spec, task)
         {
             return false;
         }
@@ -327,6 +333,7 @@ impl Scheduler {
         }
         self.send_checks(now, fx);
         self.stop_stalled(now, fx);
+        self.refresh_speed_scores();
         fx.mail_due.extend(self.due_notifications(now));
         let waiting: Vec<JobId> = self
             .jobs
@@ -365,4 +372,12 @@ impl Scheduler {
     pub(super) fn recovering(&self, now: Millis) -> bool {
         now < self.recovery_deadline && self.engines.iter().any(|e| e.recovering)
     }
+}
+
+/// Whether an attempt the master lost track of still runs this task's
+/// frames. An auto-sized task's frames are cut at dispatch: a lost commit
+/// forgets the cut, and the engine may run only the front of what the task
+/// now holds. Only a one-frame task cannot have been cut since.
+fn adoptable(spec: &drqueue_common::model::JobSpec, task: &super::state::Task) -> bool {
+    !spec.auto_blocksize() || task.block.len() == 1
 }

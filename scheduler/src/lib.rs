@@ -27,6 +27,9 @@
 //! | `engines.rs` | registration, facts, heartbeats, checks, lost engines |
 //! | `results.rs` | started and finished attempts, blacklists, sickness |
 //! | `dispatch.rs` | who gets which ready task |
+//! | `auto_blocks.rs` | `--blocksize auto`: a task cut to each engine's speed |
+//! | `speed.rs` | engines' speed scores from shared jobs |
+//! | `progress.rs` | live progress, ETA, stalls and outliers |
 //! | `fitness.rs` | can this engine take that job now |
 //! | `lifecycle.rs` | job status, dependencies, end of a job, notifications |
 //! | `restore.rs` | rebuilding from the store after a restart |
@@ -42,6 +45,7 @@
 //!   failed, whatever engines come and go.
 
 mod attribution;
+mod auto_blocks;
 mod blocked;
 mod dispatch;
 mod engines;
@@ -283,6 +287,10 @@ pub struct Scheduler {
     /// Jobs that two or more engines have rendered, newest last: what
     /// engines' speed scores are judged on ([`speed`]).
     speed_jobs: std::collections::VecDeque<JobId>,
+    /// Speed scores by engine index, refreshed on the tick after
+    /// `speed_dirty` is set.
+    speed_scores: Vec<Option<f32>>,
+    speed_dirty: bool,
 }
 
 impl Scheduler {
@@ -303,6 +311,8 @@ impl Scheduler {
             pools_dirty: false,
             given_up: BTreeMap::new(),
             speed_jobs: std::collections::VecDeque::new(),
+            speed_scores: Vec::new(),
+            speed_dirty: false,
             limits: BTreeMap::new(),
             dirty_limits: BTreeSet::new(),
             next_check_id: 1,

@@ -122,11 +122,14 @@ impl Scheduler {
                 });
             }
         }
-        if let Some((threshold, median)) = job.outlier_threshold() {
+        if let Some((per_frame_limit, per_frame_median)) = job.outlier_threshold() {
             for task in job.running() {
-                let running = job.tasks[task as usize]
-                    .started_ms
-                    .map_or(0, |s| now.saturating_sub(s));
+                let t = &job.tasks[task as usize];
+                let running = t.started_ms.map_or(0, |s| now.saturating_sub(s));
+                let (threshold, median) = (
+                    per_frame_limit * t.block.len(),
+                    per_frame_median * t.block.len(),
+                );
                 if running > threshold {
                     notes.push(Blocked::Outlier {
                         task,
@@ -145,8 +148,7 @@ impl Scheduler {
         if job.status.is_terminal() {
             return None;
         }
-        let total = job.tasks.len() as f64;
-        let left = total - job.counts.terminal() as f64 - job.live_fraction_sum();
+        let left = (job.frames_total - job.frames_ended) as f64 - job.live_frames();
         if left <= 0.0 {
             return None;
         }
@@ -154,7 +156,7 @@ impl Scheduler {
         if !times.is_empty() {
             let slots = self.slots_for(id).max(1) as f64;
             let quartile = |q: usize| times[(times.len() - 1) * q / 4] as f64;
-            let secs = |task_ms: f64| (left * task_ms / slots / 1000.0).ceil() as u64;
+            let secs = |frame_ms: f64| (left * frame_ms / slots / 1000.0).ceil() as u64;
             return Some(Eta {
                 low_s: secs(quartile(1)),
                 high_s: secs(quartile(3)),
@@ -217,8 +219,10 @@ impl Job {
     pub(super) fn is_outlier(&self, index: u32, now: Millis, threshold: Option<Millis>) -> bool {
         let t = &self.tasks[index as usize];
         t.status == TaskStatus::Running
-            && threshold
-                .is_some_and(|limit| t.started_ms.is_some_and(|s| now.saturating_sub(s) > limit))
+            && threshold.is_some_and(|per_frame| {
+                t.started_ms
+                    .is_some_and(|s| now.saturating_sub(s) > per_frame * t.block.len())
+            })
     }
 
     fn running(&self) -> Vec<u32> {
@@ -245,22 +249,22 @@ impl Job {
             .collect()
     }
 
-    /// The newest finished tasks' run times, sorted.
+    /// The newest finished tasks' run times per frame, sorted.
     fn done_times(&self) -> Vec<Millis> {
         let mut times: Vec<Millis> = self
             .tasks
             .iter()
             .rev()
             .filter(|t| t.status == TaskStatus::Done)
-            .filter_map(|t| Some(t.ended_ms?.saturating_sub(t.started_ms?)))
+            .filter_map(|t| Some(t.ended_ms?.saturating_sub(t.started_ms?) / t.block.len().max(1)))
             .take(SAMPLE)
             .collect();
         times.sort_unstable();
         times
     }
 
-    /// max(3 × median, median + 5 × MAD) of the finished tasks' times, and
-    /// the median; None before [`OUTLIER_AFTER_DONE`] are done.
+    /// max(3 × median, median + 5 × MAD) of the finished tasks' times per
+    /// frame, and the median; None before [`OUTLIER_AFTER_DONE`] are done.
     pub(super) fn outlier_threshold(&self) -> Option<(Millis, Millis)> {
         if (self.counts.get(TaskStatus::Done) as usize) < OUTLIER_AFTER_DONE
             || self.counts.get(TaskStatus::Running) == 0
@@ -275,23 +279,24 @@ impl Job {
         Some(((3 * median).max(median + 5 * mad), median))
     }
 
-    fn live_fraction_sum(&self) -> f64 {
+    /// Frames the running tasks have done by their own progress.
+    fn live_frames(&self) -> f64 {
         self.live
             .keys()
-            .filter_map(|&i| self.task_progress(i))
-            .map(|p| f64::from(p) / 100.0)
+            .filter_map(|&i| Some((i, self.task_progress(i)?)))
+            .map(|(i, p)| f64::from(p) / 100.0 * self.tasks[i as usize].block.len() as f64)
             .sum()
     }
 
     /// Percent done: done tasks and running tasks' fractions; None before
     /// anything ran.
     pub(super) fn progress(&self) -> Option<f32> {
-        let done = self.counts.get(TaskStatus::Done) as f64;
-        let live = self.live_fraction_sum();
+        let done = self.frames_done as f64;
+        let live = self.live_frames();
         if done == 0.0 && live == 0.0 && self.counts.get(TaskStatus::Running) == 0 {
             return None;
         }
-        let total = self.tasks.len().max(1) as f64;
+        let total = self.frames_total.max(1) as f64;
         Some(((done + live) / total * 100.0).min(100.0) as f32)
     }
 }

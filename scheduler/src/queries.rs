@@ -39,6 +39,7 @@ impl Scheduler {
             command: job.spec.command.clone(),
             frames: job.spec.frames.clone(),
             blocksize: job.spec.blocksize,
+            target_task_minutes: job.spec.target_task_minutes,
             max_attempts: job.spec.max_attempts,
             timeout_secs: job.spec.timeout_secs,
             max_engines: job.spec.max_engines,

@@ -108,8 +108,8 @@ impl Scheduler {
         let frames = spec
             .validate()
             .map_err(|e| RequestError::Invalid(format!("job {:?}: {e}", spec.name)))?;
-        let blocks = frames
-            .blocks(spec.blocksize)
+        let blocks = spec
+            .cut_tasks(&frames)
             .map_err(|e| RequestError::Invalid(format!("job {:?}: {e}", spec.name)))?;
         for dep in &spec.after {
             if !self.jobs.contains_key(&dep.job) && !pending.values().any(|id| *id == dep.job) {

@@ -3,6 +3,7 @@
 use super::state::{new_job, Held};
 use super::{Config, Effects, Notice, Scheduler};
 use crate::records::{Snapshot, TaskRecord};
+use drqueue_common::frames::Block;
 use drqueue_common::model::{Counts, JobId, TaskKey, TaskStatus};
 use drqueue_common::protocol::AttemptKey;
 use drqueue_common::Millis;
@@ -43,11 +44,16 @@ impl Scheduler {
             recs.sort_by_key(|t| t.index);
             // A job whose tasks are not all there (a torn or hand-edited
             // store) is rebuilt from its spec rather than half-loaded.
-            let blocks = match rec
-                .spec
-                .validate()
-                .and_then(|f| Ok(f.blocks(rec.spec.blocksize)?))
-            {
+            let blocks = match rec.spec.validate().and_then(|f| rec.spec.cut_tasks(&f)) {
+                // An auto-sized job was cut as it ran: its stored tasks say how.
+                Ok(_) if rec.spec.auto_blocksize() && stored_cuts_are_whole(&recs) => recs
+                    .iter()
+                    .map(|t| Block {
+                        first: t.first,
+                        last: t.last,
+                        step: t.step,
+                    })
+                    .collect(),
                 Ok(b) => b,
                 Err(e) => {
                     fx.notices.push(Notice::SkippedStoredJob {
@@ -70,6 +76,8 @@ impl Scheduler {
                 job.notification = rec.notification;
             }
             job.counts = Counts::default();
+            job.frames_done = 0;
+            job.frames_ended = 0;
             job.ready.clear();
             let by_index: HashMap<u32, TaskRecord> =
                 recs.into_iter().map(|t| (t.index, t)).collect();
@@ -121,6 +129,9 @@ impl Scheduler {
                 }
                 let st = job.tasks[i].status;
                 job.counts.add(st);
+                let frames = job.tasks[i].block.len();
+                job.frames_done += frames * u64::from(st == TaskStatus::Done);
+                job.frames_ended += frames * u64::from(st.is_terminal());
                 job.by_status.clear(i as u32, TaskStatus::Waiting);
                 job.by_status.set(i as u32, st);
                 if st == TaskStatus::Ready {
@@ -134,4 +145,14 @@ impl Scheduler {
         }
         s
     }
+}
+
+/// Stored tasks numbered 0.. without a gap, each a sane block: one commit
+/// writes a cut and its remainder together, so a whole set covers the job.
+fn stored_cuts_are_whole(recs: &[TaskRecord]) -> bool {
+    !recs.is_empty()
+        && recs
+            .iter()
+            .enumerate()
+            .all(|(i, t)| t.index == i as u32 && t.step >= 1 && t.first <= t.last)
 }

@@ -1,8 +1,10 @@
 //! Engines' speed scores: on each job two or more engines rendered, an
 //! engine's milliseconds per frame against the median of those engines;
 //! the score is the geometric mean of those ratios over the newest such
-//! jobs. 1.0 is typical, 2.0 twice as fast. Live data: kept in memory and
-//! shown in `engine show`; it decides nothing yet.
+//! jobs. 1.0 is typical, 2.0 twice as fast. Live data, kept in memory:
+//! scores are worked out again on the tick after new times came in, shown in
+//! `engine show`, and used by dispatch (the fastest free engine picks first)
+//! and by `--blocksize auto` (how many frames an engine's task gets).
 
 use super::state::Engine;
 use super::{EngineIdx, Scheduler};
@@ -23,6 +25,7 @@ impl Scheduler {
         entry.0 += per_frame;
         entry.1 += 1;
         let first_of_engine = entry.1 == 1;
+        self.speed_dirty = true;
         // The job counts from the moment a second engine rendered some of it.
         if j.speed.len() == 2 && first_of_engine {
             self.speed_jobs.push_back(job);
@@ -38,8 +41,25 @@ impl Scheduler {
         view.speed = self
             .engine_index
             .get(&engine.id)
-            .and_then(|&e| self.speed_of(e));
+            .and_then(|&e| self.speed_score(e));
         view
+    }
+
+    /// Engine `e`'s score as of the last refresh; None before it shared a
+    /// job with another engine.
+    pub(super) fn speed_score(&self, e: EngineIdx) -> Option<f32> {
+        self.speed_scores.get(e.0 as usize).copied().flatten()
+    }
+
+    /// Works the scores out again when times came in since the last time.
+    pub(super) fn refresh_speed_scores(&mut self) {
+        if !self.speed_dirty {
+            return;
+        }
+        self.speed_dirty = false;
+        self.speed_scores = EngineIdx::all(self.engines.len())
+            .map(|e| self.speed_of(e))
+            .collect();
     }
 
     fn speed_of(&self, e: EngineIdx) -> Option<f32> {

@@ -207,6 +207,12 @@ pub(super) struct Job {
     /// Per engine, the sum of its done tasks' milliseconds per frame and how
     /// many: speed scores compare engines on the same job. Memory only.
     pub(super) speed: HashMap<EngineIdx, (f64, u32)>,
+    /// Frames in all tasks, and in done ones: progress and ETA weigh tasks
+    /// by their frames, as auto-cut tasks differ in size.
+    pub(super) frames_total: u64,
+    pub(super) frames_done: u64,
+    /// Frames in tasks that ended: done, failed or cancelled.
+    pub(super) frames_ended: u64,
 }
 
 /// A running attempt's latest signs of life.
@@ -219,6 +225,23 @@ pub(super) struct Live {
 }
 
 impl Task {
+    pub(super) fn new(block: Block, status: TaskStatus) -> Task {
+        Task {
+            block,
+            status,
+            attempts: 0,
+            highest_attempt: 0,
+            failures: 0,
+            engine: None,
+            avoid: None,
+            started_ms: None,
+            ended_ms: None,
+            exit_code: None,
+            peak_rss_kb: None,
+            cpu_ms: None,
+        }
+    }
+
     /// An engine named attempt `n` of this task, in any message.
     pub(super) fn saw_attempt(&mut self, n: u32) {
         self.highest_attempt = self.highest_attempt.max(n);
@@ -230,12 +253,29 @@ impl Job {
         let task = &mut self.tasks[index as usize];
         self.counts.remove(task.status);
         self.by_status.clear(index, task.status);
+        let frames = task.block.len();
+        self.frames_done -= frames * u64::from(task.status == TaskStatus::Done);
+        self.frames_ended -= frames * u64::from(task.status.is_terminal());
+        self.frames_done += frames * u64::from(status == TaskStatus::Done);
+        self.frames_ended += frames * u64::from(status.is_terminal());
         task.status = status;
         self.counts.add(status);
         self.by_status.set(index, status);
         if !status.is_held() {
             self.live.remove(&index);
         }
+    }
+
+    /// Adds a task (a cut of an auto-sized job); returns its index.
+    pub(super) fn push_task(&mut self, task: Task) -> u32 {
+        let index = self.tasks.len() as u32;
+        self.counts.add(task.status);
+        self.by_status.grow_to(index);
+        self.by_status.set(index, task.status);
+        self.frames_done += task.block.len() * u64::from(task.status == TaskStatus::Done);
+        self.frames_ended += task.block.len() * u64::from(task.status.is_terminal());
+        self.tasks.push(task);
+        index
     }
 
     pub(super) fn is_dispatchable(&self) -> bool {
@@ -297,23 +337,8 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         min_output_bytes: spec.min_output_bytes,
     };
     let initial = TaskStatus::Waiting;
-    let tasks: Vec<Task> = blocks
-        .iter()
-        .map(|b| Task {
-            block: *b,
-            status: initial,
-            attempts: 0,
-            highest_attempt: 0,
-            failures: 0,
-            engine: None,
-            avoid: None,
-            started_ms: None,
-            ended_ms: None,
-            exit_code: None,
-            peak_rss_kb: None,
-            cpu_ms: None,
-        })
-        .collect();
+    let tasks: Vec<Task> = blocks.iter().map(|b| Task::new(*b, initial)).collect();
+    let frames_total = blocks.iter().map(Block::len).sum();
     let mut counts = Counts::default();
     counts.0[initial.index()] = tasks.len() as u64;
     let (spec_notify, notify_on) = (spec.notify.clone(), spec.notify_on);
@@ -338,6 +363,9 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         job_faults: BTreeSet::new(),
         live: HashMap::new(),
         speed: HashMap::new(),
+        frames_total,
+        frames_done: 0,
+        frames_ended: 0,
         notification: (!spec_notify.is_empty()).then_some(Notification {
             state: NotifyState::Waiting,
             to: spec_notify,

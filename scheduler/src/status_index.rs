@@ -25,6 +25,16 @@ impl StatusIndex {
         index
     }
 
+    /// Makes room for task `task` (a job cut at dispatch grows).
+    pub(super) fn grow_to(&mut self, task: u32) {
+        let words = task as usize / 64 + 1;
+        for bits in &mut self.bits {
+            if bits.len() < words {
+                bits.resize(words, 0);
+            }
+        }
+    }
+
     pub(super) fn set(&mut self, task: u32, status: TaskStatus) {
         let (word, bit) = (task as usize / 64, task % 64);
         if let Some(w) = self.bits[status.index()].get_mut(word) {

@@ -5,6 +5,7 @@
 //! `mod.rs` is the harness (the simulated farm); the cases are by topic.
 
 mod audit;
+mod auto_blocks;
 mod dispatch;
 mod failures;
 mod jobs;
@@ -140,6 +141,8 @@ struct Coverage {
     blacklistings: u32,
     paused_with_ready: u32,
     forgeries: u32,
+    /// Auto-sized jobs that were cut into more than one task.
+    auto_cuts: u32,
 }
 
 struct Sim {
@@ -925,6 +928,25 @@ impl Sim {
                 c.add(t.status);
             }
             prop_assert_eq!(c, job.counts, "counts of job {} drifted", id);
+            // Every frame is in exactly one task, however the job was cut.
+            let mut frames: Vec<i64> = job.tasks.iter().flat_map(|t| t.block.frames()).collect();
+            frames.sort_unstable();
+            let want: Vec<i64> = drqueue_common::frames::FrameSet::parse(&job.spec.frames)
+                .map(|f| f.frames().collect())
+                .unwrap_or_default();
+            prop_assert_eq!(
+                frames,
+                want,
+                "the tasks of job {} lost or doubled frames",
+                id
+            );
+            let done: u64 = job
+                .tasks
+                .iter()
+                .filter(|t| t.status == TaskStatus::Done)
+                .map(|t| t.block.len())
+                .sum();
+            prop_assert_eq!(done, job.frames_done, "done frames of job {} drifted", id);
         }
         Ok(())
     }

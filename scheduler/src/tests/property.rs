@@ -130,6 +130,10 @@ fn apply(sim: &mut Sim, op: Op) {
             if frames % 3 == 0 {
                 sp = sp.with(|s| s.stall_after_secs = 5);
             }
+            // Some are cut at dispatch to each engine's speed.
+            if frames % 4 == 1 {
+                sp = sp.with(|s| s.target_task_minutes = Some(1));
+            }
             let id = sim.submit(sp);
             sim.jobs.push(id);
         }
@@ -157,7 +161,14 @@ fn apply(sim: &mut Sim, op: Op) {
                 // Engine 1 is a bad node: it fails far more often, so runs
                 // see it fall sick, recover, and fall sick again.
                 let success = success && (i != 1 || p % 4 == 0);
-                sim.finish(i, p, success);
+                // Engines differ in speed: engine i takes (i + 1) × 7 s a
+                // task, which feeds speed scores and auto-sized cuts.
+                let out = Outcome {
+                    exit_code: Some(if success { 0 } else { 1 }),
+                    wall_ms: (i as u64 + 1) * 7_000,
+                    ..Default::default()
+                };
+                sim.finish_with(i, p, out);
             }
         }
         Op::Advance(ms) => sim.advance(ms),
@@ -328,6 +339,12 @@ fn run(ops: Vec<Op>) -> Result<Coverage, TestCaseError> {
         sim.check_invariants()?;
     }
     sim.check_done_records()?;
+    sim.coverage.auto_cuts = sim
+        .s
+        .jobs
+        .values()
+        .filter(|j| j.spec.auto_blocksize() && j.tasks.len() > 1)
+        .count() as u32;
     for (id, job) in &sim.s.jobs {
         if matches!(job.status, JobStatus::Paused | JobStatus::Cancelled) {
             continue;
@@ -375,6 +392,7 @@ fn invariants_hold_over_random_farms() {
         t.blacklistings += c.blacklistings;
         t.paused_with_ready += c.paused_with_ready;
         t.forgeries += c.forgeries;
+        t.auto_cuts += c.auto_cuts;
         Ok(())
     });
     if let Err(e) = result {
@@ -402,6 +420,7 @@ fn invariants_hold_over_random_farms() {
         ("blacklistings", t.blacklistings, 450),
         ("paused jobs with ready tasks", t.paused_with_ready, 800),
         ("forged results", t.forgeries, 100),
+        ("auto-sized jobs cut", t.auto_cuts, 300),
     ];
     for (what, seen, floor) in floors {
         assert!(
