@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|all] [--tasks N]
+//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|all] [--tasks N]
 //! ```
 //!
 //! - `sched`: the scheduler alone (no socket, no store): 50 engines, jobs
@@ -18,6 +18,8 @@
 //! - `readers`: dispatch of a 1M-task job beside 8 people watching (logs
 //!   followed, task pages listed), against dispatch alone; and the master's
 //!   RSS under 1,000 concurrent `GET /api/jobs` ([`readers`]).
+//! - `blocks`: one job's makespan on a fast and a slow engine, fixed
+//!   blocksizes against `--blocksize auto`, beside the ideal ([`blocks`]).
 //!
 //! Figures go to stdout; nothing here is asserted.
 
@@ -34,6 +36,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod blocks;
 mod readers;
 
 fn main() -> anyhow::Result<()> {
@@ -53,9 +56,13 @@ fn main() -> anyhow::Result<()> {
         .position(|a| a == "--db")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    if !["sched", "dispatch", "e2e", "util", "readers", "all"].contains(&case.as_str()) {
+    if ![
+        "sched", "dispatch", "e2e", "util", "readers", "blocks", "all",
+    ]
+    .contains(&case.as_str())
+    {
         anyhow::bail!(
-            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|all] [--tasks N] [--db DIR|mongodb://…]"
+            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|all] [--tasks N] [--db DIR|mongodb://…]"
         );
     }
     if case == "sched" || case == "all" {
@@ -84,6 +91,9 @@ fn main() -> anyhow::Result<()> {
     }
     if case == "readers" || case == "all" {
         rt.block_on(readers::readers(tasks_arg.unwrap_or(1_000_000)))?;
+    }
+    if case == "blocks" || case == "all" {
+        rt.block_on(blocks::blocks(tasks_arg.unwrap_or(120)))?;
     }
     Ok(())
 }

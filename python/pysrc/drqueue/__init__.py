@@ -85,7 +85,7 @@ _OPTIONS = {
     "name", "frames", "blocksize", "priority", "pool", "os", "min_cores",
     "min_ram_mb", "requires", "env", "cwd", "max_attempts", "timeout",
     "max_engines", "limits", "start_after", "notify", "notify_on", "paused",
-    "preset", "scene", "output", "render_node",
+    "preset", "scene", "output", "render_node", "target_task_minutes",
 }
 
 
@@ -155,7 +155,7 @@ class Client:
         self,
         command: Sequence[str] | None = None,
         frames: str | int = "1",
-        blocksize: int = 1,
+        blocksize: int | str = 1,
         *,
         after: Iterable[Any] | None = None,
         **options: Any,
@@ -163,7 +163,9 @@ class Client:
         """Submits a job. Options are the CLI flags: name, priority, pool, os,
         min_cores, min_ram_mb, requires, env, cwd, max_attempts, timeout,
         max_engines, limits, start_after, notify, notify_on, paused, and
-        preset/scene/output/render_node. ``after`` takes jobs or ids."""
+        preset/scene/output/render_node. ``after`` takes jobs or ids.
+        ``blocksize="auto"`` cuts each engine's task to its speed, about
+        ``target_task_minutes`` (default 10) long."""
         entry = _job_entry(command, dict(options, frames=frames, blocksize=blocksize))
         if "cwd" not in entry:
             entry["cwd"] = os.getcwd()
@@ -465,7 +467,7 @@ class Graph:
         self,
         command: Sequence[str] | None = None,
         frames: str | int = "1",
-        blocksize: int = 1,
+        blocksize: int | str = 1,
         *,
         name: str | None = None,
         after: Iterable[Any] | None = None,

@@ -37,8 +37,13 @@ pub fn print_job(detail: &JobDetail) {
     );
     println!("  command    {}", clean(&j.command.join(" ")));
     println!(
-        "  frames     {} (blocksize {}, {} tasks)",
-        j.frames, j.blocksize, j.tasks_total
+        "  frames     {} ({}, {} tasks)",
+        j.frames,
+        match j.target_task_minutes {
+            Some(m) => format!("blocksize auto, about {m} min a task"),
+            None => format!("blocksize {}", j.blocksize),
+        },
+        j.tasks_total
     );
     let counts: Vec<String> = TaskStatus::ALL
         .iter()

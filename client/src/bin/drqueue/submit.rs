@@ -97,9 +97,13 @@ pub struct JobArgs {
     /// Frame set: 1-100, 1-100x5, 1,3,7-9.
     #[arg(long, default_value = "1")]
     frames: String,
-    /// Frames per task.
-    #[arg(long, default_value_t = 1)]
-    blocksize: u32,
+    /// Frames per task, or `auto`: each engine's task is cut to its measured
+    /// speed, about --target-task-minutes long.
+    #[arg(long, default_value = "1")]
+    blocksize: drqueue_common::task_blocks::Blocksize,
+    /// With --blocksize auto: the minutes each task aims at (default 10).
+    #[arg(long)]
+    target_task_minutes: Option<u32>,
     /// 0-1000, higher first.
     #[arg(long, default_value_t = drqueue_common::model::DEFAULT_PRIORITY)]
     priority: u32,
@@ -315,12 +319,12 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
     } else if let Some(o) = a.output.take() {
         outputs = vec![drqueue_common::preset::frame_template(&o)];
     }
-    let spec = JobSpec {
+    let mut spec = JobSpec {
         name: a.name.unwrap_or_default(),
         owner,
         command: a.command,
         frames: a.frames,
-        blocksize: a.blocksize,
+        blocksize: 1,
         priority: a.priority,
         pool: farm.pool,
         requirements: Requirements {
@@ -350,7 +354,10 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
         min_output_bytes: a.min_output_bytes,
         stall_after_secs: a.stall_after.div_ceil(1000),
         on_stall: a.on_stall,
+        target_task_minutes: None,
     };
+    spec.set_blocksize(a.blocksize, a.target_task_minutes)
+        .map_err(CliError::Input)?;
     // Judge it here too, for an error before any network round trip.
     let frames = spec
         .validate()
