@@ -13,7 +13,7 @@ use crate::Millis;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The largest message either side accepts; larger ones are refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -129,6 +129,10 @@ pub struct Outcome {
     /// apart from the attempt's record.
     #[serde(default)]
     pub thumbnails: Vec<Thumbnail>,
+    /// The last progress the renderer printed, 0–100: where a render that
+    /// ended early stopped, or 100 for one that finished its pixels.
+    #[serde(default)]
+    pub progress: Option<f32>,
 }
 
 /// The most thumbnails one attempt sends, and the most bytes each may take:

@@ -278,3 +278,18 @@ def test_outputs_and_thumbnails_of_a_rendered_job(farm, tmp_path):
     assert job.thumbnail().startswith(b"\x89PNG")
     with pytest.raises(drqueue.NotFound, match="no thumbnail for frame 9"):
         job.thumbnail(frame=9)
+
+
+def test_blocksize_auto_cuts_tasks_as_they_are_given_out(farm):
+    job = farm.client.submit(["sh", "-c", "echo frames {start}-{end}"], frames="1-30",
+                             blocksize="auto", target_task_minutes=2)
+    assert job.data["target_task_minutes"] == 2
+    assert job.data["tasks_total"] == 1, "one task per part of the frame set, to start"
+    job.wait(timeout=60)
+    tasks = job.tasks()
+    frames = sorted(f for t in tasks for f in range(t["first"], t["last"] + 1))
+    assert frames == list(range(1, 31))
+    assert tasks[0]["last"] == tasks[0]["first"], "the first task measures the engine"
+    assert len(tasks) < 30
+    with pytest.raises(drqueue.InvalidRequest, match="auto"):
+        farm.client.submit(["true"], blocksize="big")

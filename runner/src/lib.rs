@@ -179,6 +179,7 @@ fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSe
         }
     }
     outcome.fatal = watch.fatal();
+    outcome.progress = watch.percent();
     if outcome.is_success() && !a.control.stopping() {
         match outputs::check(&a.body, &ctx, &watch.saved()) {
             Ok(found) => {

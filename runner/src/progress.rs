@@ -266,6 +266,11 @@ impl Reporter {
     pub fn saved(&mut self) -> Vec<String> {
         self.tracker.saved()
     }
+
+    /// The task's progress by the last line read.
+    pub fn percent(&self) -> Option<f32> {
+        self.tracker.percent()
+    }
 }
 
 fn number(re: &Regex, line: &str, group: usize) -> Option<f64> {

@@ -1,16 +1,19 @@
 //! Thumbnails of what a task rendered: each output image the engine can
-//! decode (PNG, 8 or 16 bits, grey or colour, with or without alpha) is
-//! scaled to fit [`SIDE`] pixels and sent with the result, capped in size.
-//! Anything else is skipped, and the log says why.
+//! decode (PNG, JPEG, TGA, PPM/PGM/PAM, and OpenEXR shown as sRGB) is
+//! scaled to fit [`SIDE`] pixels and sent with the result as a PNG, capped
+//! in size. Anything else is skipped, and the log says why.
 
 use drqueue_common::protocol::{Thumbnail, MAX_THUMBNAILS, MAX_THUMBNAIL_BYTES};
-use std::io::BufWriter;
+use image::{ImageEncoder, ImageFormat};
 use std::path::Path;
 
 /// The longest side of a thumbnail.
 pub const SIDE: u32 = 160;
 /// Images larger than this are not decoded (a 16k × 16k plate).
 const MAX_PIXELS: u64 = 64 * 1024 * 1024;
+const MAX_SIDE: u32 = 16 * 1024;
+/// What a decoder may allocate: a 64 Mpixel RGB float image and change.
+const MAX_DECODE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Thumbnails of `files` (frame, path); and a line for the log per file
 /// that has none, saying why.
@@ -29,26 +32,57 @@ pub fn make(files: &[(i64, std::path::PathBuf)]) -> (Vec<Thumbnail>, Vec<String>
     (made, skipped)
 }
 
+/// The formats decoded, as the log names them.
+const DECODED: &str = "PNG, JPEG, TGA, PPM/PGM/PAM and OpenEXR";
+
 fn one(path: &Path) -> Result<Vec<u8>, String> {
-    let is_png = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    if !is_png {
-        return Err("only PNG images are decoded for thumbnails".into());
-    }
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-    decoder.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
-    let (w, h) = (reader.info().width, reader.info().height);
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let format = match reader.format() {
+        Some(
+            f @ (ImageFormat::Png
+            | ImageFormat::Jpeg
+            | ImageFormat::Tga
+            | ImageFormat::Pnm
+            | ImageFormat::OpenExr),
+        ) => f,
+        Some(f) => {
+            return Err(format!(
+                "{f:?} is not decoded for thumbnails (only {DECODED})"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "not an image format decoded for thumbnails ({DECODED})"
+            ))
+        }
+    };
+    let mut reader = reader;
+    // A file on a render node is input: its header may claim any size.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| e.to_string())?;
+    let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 || u64::from(w) * u64::from(h) > MAX_PIXELS {
         return Err(format!("{w}×{h} is too large to decode"));
     }
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
-    let channels = info.color_type.samples();
-    let rgb = scaled(&buf[..info.buffer_size()], w, h, channels);
-    let png = encode(&rgb.pixels, rgb.width, rgb.height)?;
+    let rgb: Vec<u8> = if format == ImageFormat::OpenExr {
+        // Scene-linear light: to display sRGB, clipped.
+        img.to_rgb32f()
+            .into_raw()
+            .into_iter()
+            .map(linear_to_srgb8)
+            .collect()
+    } else {
+        img.to_rgb8().into_raw()
+    };
+    let small = scaled(&rgb, w, h, 3);
+    let png = encode(&small.pixels, small.width, small.height)?;
     if png.len() > MAX_THUMBNAIL_BYTES {
         return Err(format!(
             "its thumbnail takes {} bytes, over the cap",
@@ -56,6 +90,21 @@ fn one(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(png)
+}
+
+/// One linear channel value as an 8-bit sRGB one.
+fn linear_to_srgb8(v: f32) -> u8 {
+    let v = if v.is_finite() {
+        v.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let s = if v <= 0.003_130_8 {
+        12.92 * v
+    } else {
+        1.055 * v.powf(1.0 / 2.4) - 0.055
+    };
+    (s * 255.0).round() as u8
 }
 
 struct Rgb {
@@ -106,13 +155,9 @@ fn scaled(src: &[u8], w: u32, h: u32, channels: usize) -> Rgb {
 
 fn encode(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(BufWriter::new(&mut out), w, h);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(rgb).map_err(|e| e.to_string())?;
-    }
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(rgb, w, h, image::ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -120,56 +165,103 @@ fn encode(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
-    fn write_png(path: &Path, w: u32, h: u32, color: png::ColorType, data: &[u8]) {
-        let file = std::fs::File::create(path).unwrap();
-        let mut e = png::Encoder::new(BufWriter::new(file), w, h);
-        e.set_color(color);
-        e.set_depth(png::BitDepth::Eight);
-        e.write_header().unwrap().write_image_data(data).unwrap();
+    fn half_red_half_blue(w: u32, h: u32) -> image::RgbImage {
+        image::RgbImage::from_fn(w, h, |x, _| {
+            if x < w / 2 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            }
+        })
+    }
+
+    /// The thumbnail's size and its left and right edge pixels.
+    fn look(png: &[u8]) -> ((u32, u32), [u8; 3], [u8; 3]) {
+        let img = image::load_from_memory_with_format(png, ImageFormat::Png)
+            .unwrap()
+            .to_rgb8();
+        let (w, h) = img.dimensions();
+        (
+            (w, h),
+            img.get_pixel(0, h / 2).0,
+            img.get_pixel(w - 1, h / 2).0,
+        )
     }
 
     #[test]
-    fn images_become_small_pngs_and_others_say_why() {
+    fn each_decoded_format_becomes_a_small_png_and_others_say_why() {
         let dir = std::env::temp_dir().join(format!("drqueue-thumb-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // 640×320 RGBA, left half red, right half blue.
-        let mut data = Vec::new();
-        for _y in 0..320 {
-            for x in 0..640 {
-                data.extend(if x < 320 {
-                    [255, 0, 0, 255]
-                } else {
-                    [0, 0, 255, 255]
-                });
-            }
+        let img = half_red_half_blue(640, 320);
+        for name in ["a.png", "a.jpg", "a.tga", "a.ppm"] {
+            img.save(dir.join(name)).unwrap();
         }
-        write_png(&dir.join("a.png"), 640, 320, png::ColorType::Rgba, &data);
-        write_png(
-            &dir.join("g.png"),
-            2,
-            2,
-            png::ColorType::Grayscale,
-            &[0, 255, 255, 0],
-        );
-        std::fs::write(dir.join("x.exr"), b"not decoded").unwrap();
-        let files = vec![
-            (1, dir.join("a.png")),
-            (2, dir.join("g.png")),
-            (3, dir.join("x.exr")),
-            (4, dir.join("missing.png")),
-        ];
+        // Scene-linear light, as a renderer writes EXR: 1.0 is full red.
+        let linear = image::Rgb32FImage::from_fn(640, 320, |x, _| {
+            if x < 320 {
+                image::Rgb([1.0, 0.0, 0.0])
+            } else {
+                image::Rgb([0.0, 0.0, 4.0])
+            }
+        });
+        image::DynamicImage::ImageRgb32F(linear)
+            .save(dir.join("a.exr"))
+            .unwrap();
+        image::GrayImage::from_raw(2, 2, vec![0, 255, 255, 0])
+            .unwrap()
+            .save(dir.join("g.png"))
+            .unwrap();
+        std::fs::write(dir.join("x.exr"), b"not an image").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"hello").unwrap();
+        let files: Vec<(i64, std::path::PathBuf)> = [
+            "a.png",
+            "a.jpg",
+            "a.tga",
+            "a.ppm",
+            "a.exr",
+            "g.png",
+            "x.exr",
+            "notes.txt",
+            "missing.png",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as i64 + 1, dir.join(n)))
+        .collect();
         let (made, skipped) = make(&files);
-        assert_eq!(made.len(), 2);
-        let decoder = png::Decoder::new(std::io::Cursor::new(&made[0].png));
-        let mut reader = decoder.read_info().unwrap();
-        assert_eq!((reader.info().width, reader.info().height), (160, 80));
-        let mut buf = vec![0; reader.output_buffer_size()];
-        reader.next_frame(&mut buf).unwrap();
-        assert_eq!(&buf[..3], &[255, 0, 0], "left stays red");
-        assert_eq!(&buf[159 * 3..160 * 3], &[0, 0, 255], "right stays blue");
-        assert_eq!(made[1].frame, 2);
-        assert_eq!(skipped.len(), 2);
-        assert!(skipped[0].contains("only PNG"), "{skipped:?}");
+        assert_eq!(made.len(), 6, "{skipped:?}");
+        for t in &made[..5] {
+            let (size, left, right) = look(&t.png);
+            assert_eq!(size, (160, 80), "frame {}", t.frame);
+            assert!(
+                left[0] > 200 && left[2] < 60,
+                "frame {}: left {left:?}",
+                t.frame
+            );
+            assert!(
+                right[2] > 200 && right[0] < 60,
+                "frame {}: right {right:?}",
+                t.frame
+            );
+        }
+        assert_eq!(made[5].frame, 6);
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(skipped.iter().any(|s| s.contains("x.exr")), "{skipped:?}");
+        assert!(
+            skipped
+                .iter()
+                .any(|s| s.contains("notes.txt") && s.contains("PNG, JPEG")),
+            "{skipped:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn linear_light_reads_as_srgb() {
+        assert_eq!(linear_to_srgb8(0.0), 0);
+        assert_eq!(linear_to_srgb8(1.0), 255);
+        assert_eq!(linear_to_srgb8(0.2158), 128); // sRGB mid-grey
+        assert_eq!(linear_to_srgb8(f32::NAN), 0);
+        assert_eq!(linear_to_srgb8(9.0), 255);
     }
 }

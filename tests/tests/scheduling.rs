@@ -509,6 +509,14 @@ fn povray_renders_an_animation_through_the_preset() {
         buf.truncate(info.buffer_size());
         frames.push(buf);
     }
+    // POV-Ray's `Rendered N of M pixels (P%)` lines, split by carriage
+    // returns, were followed to the end of each frame.
+    let c = farm.client();
+    for task in 0..8 {
+        let attempts = c.attempts(job, task).unwrap();
+        let last = attempts.last().expect("an attempt");
+        assert_eq!(last.outcome.progress, Some(100.0), "task {task}: {last:?}");
+    }
     // The preset knows POV-Ray's naming: each task's file was checked and
     // recorded when it ended.
     let out = farm.drqueue(&["--json", "outputs", &job.to_string()]);

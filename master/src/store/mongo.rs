@@ -112,6 +112,8 @@ struct OutcomeDoc {
     fatal: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     outputs: Vec<drqueue_common::protocol::OutputFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress: Option<f32>,
 }
 
 impl From<&Outcome> for OutcomeDoc {
@@ -129,6 +131,7 @@ impl From<&Outcome> for OutcomeDoc {
             signature: o.signature.clone(),
             fatal: o.fatal.clone(),
             outputs: o.outputs.clone(),
+            progress: o.progress,
         }
     }
 }
@@ -148,6 +151,7 @@ impl From<OutcomeDoc> for Outcome {
             signature: o.signature,
             fatal: o.fatal,
             outputs: o.outputs,
+            progress: o.progress,
             // Kept apart from the record (see the thumbnails collection).
             thumbnails: Vec::new(),
         }

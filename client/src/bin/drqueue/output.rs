@@ -350,6 +350,7 @@ impl Output for Human {
             ("TOOK", Right),
             ("CPU", Right),
             ("PEAK RSS", Right),
+            ("REACHED", Right),
             ("COUNTED", Left),
             ("ENDED", Left),
         ]);
@@ -362,6 +363,7 @@ impl Output for Human {
                 table::duration(o.wall_ms).into(),
                 table::duration(o.cpu_ms).into(),
                 table::memory_kb(o.peak_rss_kb).into(),
+                dash(o.progress.map(|p| format!("{p:.0}%"))),
                 if a.counted { "yes" } else { "no" }.into(),
                 if o.is_success() {
                     Cell::status("done")
