@@ -33,6 +33,12 @@ pub struct JobSummary {
     pub started_ms: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<Millis>,
+    /// Percent done by frames (null before anything ran).
+    #[serde(default)]
+    pub progress: Option<f32>,
+    /// When the job may end (null when unknown or ended).
+    #[serde(default)]
+    pub eta: Option<crate::views::Eta>,
 }
 
 /// Which end of the job list comes first.

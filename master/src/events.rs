@@ -200,6 +200,10 @@ pub enum Request {
     ListEngines {
         reply: Reply<Vec<EngineView>>,
     },
+    /// Farm totals: slots, engines by state, jobs by status, the chart.
+    Farm {
+        reply: Reply<serde_json::Value>,
+    },
     /// By id or name.
     ShowEngine {
         engine: String,

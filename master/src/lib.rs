@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`events`] | what flows into the core: events, typed API requests, replies |
 //! | [`core`] | the event loop that owns the scheduler and feeds it |
+//! | [`feed`] | the live feed of changes behind `GET /api/events` |
 //! | [`router`] | the engines' ZeroMQ ROUTER socket: decode, authenticate, send |
 //! | [`http`] | the HTTP/JSON API and dashboard |
 //! | [`notify`] | email notifications: the mailer (lettre over SMTP) |
@@ -14,6 +15,7 @@
 pub mod core;
 pub mod enroll;
 pub mod events;
+pub mod feed;
 pub mod http;
 pub mod notify;
 pub mod router;

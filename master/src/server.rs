@@ -375,7 +375,10 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         .transpose()?;
     let public_url = opts.public_url.clone().unwrap_or_else(|| http_url.clone());
     let api_writer = writer_tx.clone();
-    let core = Core::new(sched, out_tx, writer_tx).with_mail(mailer, public_url);
+    let feed = crate::feed::Feed::new();
+    let core = Core::new(sched, out_tx, writer_tx)
+        .with_mail(mailer, public_url)
+        .with_feed(feed.clone());
     tokio::spawn(core.run(events_rx));
     let access = http::EngineAccess {
         enrollment,
@@ -394,6 +397,7 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         policy: http::Policy::new(http_addr, opts.public_url.as_deref(), opts.public_read),
         body_timeout: std::time::Duration::from_millis(opts.http_timeout_ms),
         per_client_requests: limits.requests_per_client,
+        feed,
     });
     tokio::spawn(http::serve::serve(listener, app, limits, tls));
 

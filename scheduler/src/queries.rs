@@ -98,6 +98,21 @@ impl Scheduler {
         (rows, more)
     }
 
+    /// One job's summary row, as listings show it.
+    pub fn job_summary_of(&self, id: JobId, now: Millis) -> Option<JobSummary> {
+        Some(self.job_summary(id, self.jobs.get(&id)?, now))
+    }
+
+    /// One task as the API shows it.
+    pub fn task_view(&self, key: TaskKey, now: Millis) -> Option<TaskView> {
+        let job = self.jobs.get(&key.job)?;
+        let mut view = self.task_record(key)?.view();
+        view.progress = job.task_progress(key.index);
+        let outliers = job.outlier_threshold().map(|(limit, _)| limit);
+        view.outlier = job.is_outlier(key.index, now, outliers);
+        Some(view)
+    }
+
     fn job_summary(&self, id: JobId, job: &Job, now: Millis) -> JobSummary {
         let reasons = self.blocked_reasons(id, now);
         let mut blocked: Vec<String> = reasons
@@ -124,6 +139,8 @@ impl Scheduler {
             submitted_ms: job.submitted_ms,
             started_ms: job.started_ms,
             finished_ms: job.finished_ms,
+            progress: job.progress(),
+            eta: self.eta(id, now),
         }
     }
 
@@ -211,6 +228,16 @@ impl Scheduler {
 
     pub fn job_status(&self, id: JobId) -> Option<JobStatus> {
         self.jobs.get(&id).map(|j| j.status)
+    }
+
+    /// Every job's id and status, oldest first.
+    pub fn job_statuses(&self) -> impl Iterator<Item = (JobId, JobStatus)> + '_ {
+        self.jobs.iter().map(|(id, j)| (*id, j.status))
+    }
+
+    /// When a job may end, as its view says.
+    pub fn job_eta(&self, id: JobId, now: Millis) -> Option<drqueue_common::model::Eta> {
+        self.eta(id, now)
     }
 
     /// Jobs whose tasks are still to finish (not terminal).

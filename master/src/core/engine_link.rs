@@ -136,7 +136,8 @@ impl Core {
             FromEngine::Release(keys) => self.sched.released(&engine, &keys, now),
             FromEngine::Facts(facts) => self.sched.facts_refreshed(&engine, facts),
             FromEngine::Progress { attempt, percent } => {
-                self.sched.task_progress(&engine, attempt, percent, now)
+                self.sched.task_progress(&engine, attempt, percent, now);
+                self.note_progress(attempt.task);
             }
             FromEngine::CheckResult { id, ok, detail } => {
                 self.sched

@@ -14,8 +14,10 @@
 //! | `engine_link.rs` | engine connections: registration, replay guard, messages |
 //! | `requests.rs` | one arm per API [`Request`](crate::events::Request) |
 //! | `notices.rs` | the scheduler's notices, logged; notifications handed to the mailer |
+//! | `feed_out.rs` | what changed, as events for the live feed (`GET /api/events`) |
 
 mod engine_link;
+mod feed_out;
 mod log_watch;
 mod notices;
 mod requests;
@@ -64,6 +66,8 @@ pub struct Core {
     public_url: String,
     /// Log followers waiting for their attempt's next chunk.
     log_watchers: log_watch::LogWatchers,
+    /// The live feed's pending changes and chart.
+    feed_out: feed_out::FeedOut,
 }
 
 impl Core {
@@ -87,7 +91,14 @@ impl Core {
             mailer: None,
             public_url: String::new(),
             log_watchers: log_watch::LogWatchers::default(),
+            feed_out: feed_out::FeedOut::default(),
         }
+    }
+
+    /// Publishes what changes to `feed` (the API's `GET /api/events`).
+    pub fn with_feed(mut self, feed: crate::feed::Feed) -> Core {
+        self.feed_out = feed_out::FeedOut::new(feed);
+        self
     }
 
     /// Sets how notifications go out.
@@ -225,6 +236,8 @@ impl Core {
         let mut batch = std::mem::take(&mut self.fx.batch);
         batch.logs = std::mem::take(&mut self.logs);
         batch.thumbnails = std::mem::take(&mut self.thumbnails);
+        self.note_for_feed(&batch);
+        self.publish_feed();
         if !batch.is_empty() || !after.is_empty() {
             let _ = self.writer.send(WriterMsg::Commit { batch, after });
         }

@@ -205,6 +205,9 @@ impl Core {
                 let deleted = self.sched.delete(id, force, now, &mut self.fx);
                 self.reply_after_commit(reply, deleted);
             }
+            Request::Farm { reply } => {
+                let _ = reply.send(self.farm_totals());
+            }
             Request::ListEngines { reply } => {
                 let views = self
                     .sched

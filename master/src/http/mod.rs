@@ -10,7 +10,8 @@
 //!
 //! - [`jobs`]: jobs, graphs, tasks, logs;
 //! - [`engines`]: engines, enrollment, pools, limits;
-//! - [`users`]: users, tokens, the audit trail, whoami.
+//! - [`users`]: users, tokens, the audit trail, whoami;
+//! - [`events`]: the live feed (Server-Sent Events) and farm totals.
 
 // Handlers return an HTTP response as their error; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
@@ -18,6 +19,7 @@
 mod auth;
 mod body;
 mod engines;
+mod events;
 mod frames;
 mod jobs;
 mod paging;
@@ -60,6 +62,8 @@ pub struct ApiParts {
     pub body_timeout: std::time::Duration,
     /// Requests one client may have in flight at once.
     pub per_client_requests: usize,
+    /// The live feed `GET /api/events` serves.
+    pub feed: crate::feed::Feed,
 }
 
 #[derive(Clone)]
@@ -75,6 +79,7 @@ pub struct ApiState {
     policy: Arc<Policy>,
     body_timeout: std::time::Duration,
     shares: share::Shares,
+    feed: crate::feed::Feed,
 }
 
 impl ApiState {
@@ -108,6 +113,7 @@ pub fn router(parts: ApiParts) -> Router {
         policy: Arc::new(parts.policy),
         body_timeout: parts.body_timeout,
         shares: share::Shares::new(parts.per_client_requests),
+        feed: parts.feed,
     };
     Router::new()
         .route("/", get(dashboard))
@@ -149,6 +155,8 @@ pub fn router(parts: ApiParts) -> Router {
         .route("/api/tokens/{id}", delete(users::revoke_token))
         .route("/api/audit", get(users::audit))
         .route("/api/whoami", get(users::whoami))
+        .route("/api/events", get(events::stream))
+        .route("/api/farm", get(events::farm))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
