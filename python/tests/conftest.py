@@ -76,11 +76,14 @@ class Farm:
         self.engines: list[subprocess.Popen] = []
         self.client = drqueue.Client(self.url)
 
-    def engine(self, name: str, *args: str) -> None:
+    def engine(self, name: str, *args: str, extra_path: str | None = None) -> None:
         env = dict(os.environ)
         # A bare python3, then core tools only: what the host has installed
-        # (renderers, Python packages) never reaches the engine.
+        # (renderers, Python packages) never reaches the engine, unless a
+        # test puts it in `extra_path`.
         env["PATH"] = bare_python(self.dir) + os.pathsep + _base_tools(self.dir)
+        if extra_path:
+            env["PATH"] = extra_path + os.pathsep + env["PATH"]
         env.pop("DRQUEUE_POOL", None)
         log = open(self.dir / f"engine-{name}.log", "w")
         self.engines.append(subprocess.Popen(

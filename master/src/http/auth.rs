@@ -135,6 +135,32 @@ fn identify(
     ))
 }
 
+/// The Host and Origin rules of step 2 alone: for the sign-in, which
+/// comes before anyone is named.
+pub(super) fn check_browser_origin(s: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(strip_port)
+        .unwrap_or("");
+    if !s.policy.host_allowed(host) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!("Host {host:?} is not an address of this master: use localhost, its IP, or the --public-url name"),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !url_host(origin).is_some_and(|h| s.policy.host_allowed(&h)) {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("a request from the page at {origin:?} may not use this master"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Step 2: what a browser could have sent by itself is refused.
 fn browser_safe(s: &ApiState, req: &Request, token: bool) -> Result<(), Response> {
     let headers = req.headers();
@@ -156,27 +182,7 @@ fn browser_safe(s: &ApiState, req: &Request, token: bool) -> Result<(), Response
         // A client holding a token may reach the master by any name.
         return Ok(());
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(strip_port)
-        .unwrap_or("");
-    if !s.policy.host_allowed(host) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!("Host {host:?} is not an address of this master: use localhost, its IP, or the --public-url name (or send a token)"),
-        ));
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        if !url_host(origin).is_some_and(|h| s.policy.host_allowed(&h)) {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                format!("a request from the page at {origin:?} may not use this master"),
-            ));
-        }
-    }
-    Ok(())
+    check_browser_origin(s, headers)
 }
 
 /// The job a request path names (`/api/jobs/ID…`).
@@ -201,7 +207,15 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let write = is_write(req.method());
-    let token = bearer(req.headers()).map(String::from);
+    // A bearer token, else the monitor's session cookie (whose changes must
+    // echo its CSRF value).
+    let mut csrf = None;
+    let token = bearer(req.headers()).map(String::from).or_else(|| {
+        let id = super::session::cookie(req.headers(), super::session::SESSION_COOKIE)?;
+        let (token, expected) = s.sessions.get(id, drqueue_common::now_millis())?;
+        csrf = Some(expected);
+        Some(token)
+    });
     let caller = match identify(&s, token.as_deref(), remote, write) {
         Ok(c) => c,
         Err(resp) => {
@@ -228,6 +242,18 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
     );
     let job = job_in_path(req.uri().path());
     let checked = browser_safe(&s, &req, token.is_some()).and_then(|()| {
+        if let (true, Some(expected)) = (write, &csrf) {
+            let sent = req
+                .headers()
+                .get(super::session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok());
+            if sent != Some(expected.as_str()) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "a change made with the monitor's session must carry its X-DrQueue-CSRF header: reload the page",
+                ));
+            }
+        }
         if write && caller.role == Role::Viewer {
             return super::need(&caller, Role::Artist, "changing anything");
         }

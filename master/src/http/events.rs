@@ -123,3 +123,37 @@ pub(super) async fn farm(State(s): State<ApiState>) -> ApiResult {
     let totals = ask(&s, |reply| Request::Farm { reply }).await?;
     Ok(Json(totals).into_response())
 }
+
+/// The renderers' error and warning line patterns, for the log viewer to
+/// colour lines: JavaScript regular expressions (source and flags), by
+/// program file name, and the ones for any other program.
+pub(super) async fn log_rules() -> ApiResult {
+    use drqueue_runner::renderers::RENDERERS;
+    let js = |patterns: &[&str]| -> Vec<serde_json::Value> {
+        patterns
+            .iter()
+            .map(|p| {
+                let (source, flags) = p.strip_prefix("(?i)").map_or((*p, ""), |r| (r, "i"));
+                serde_json::json!({ "source": source, "flags": flags })
+            })
+            .collect()
+    };
+    let renderers: Vec<serde_json::Value> = RENDERERS
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "programs": r.programs,
+                "errors": js(r.errors),
+                "warnings": js(r.warnings),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "renderers": renderers,
+        "default": {
+            "errors": js(&[r"(?i)\b(?:error|fatal)\b"]),
+            "warnings": js(&[r"(?i)\bwarning\b"]),
+        },
+    }))
+    .into_response())
+}

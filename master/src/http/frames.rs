@@ -1,8 +1,9 @@
 //! Thumbnails of rendered frames: `GET /api/jobs/{id}/thumbnail` (the
-//! job's newest) and `GET /api/jobs/{id}/frames/{n}/thumbnail`, small PNGs
-//! the engines made of each output image, read from the store.
+//! job's newest), `GET /api/jobs/{id}/frames/{n}/thumbnail`, small PNGs
+//! the engines made of each output image, read from the store, and `GET
+//! /api/jobs/{id}/thumbnails`, the frames that have one.
 
-use super::{ask_reader, error, parse_id, ApiResult, ApiState};
+use super::{ask_reader, error, json, parse_id, ApiResult, ApiState};
 use crate::store::reader::ReadMsg;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -13,6 +14,12 @@ use drqueue_common::model::JobId;
 pub(super) async fn newest(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
     let job = parse_id(&id)?;
     thumbnail(&s, job, None).await
+}
+
+pub(super) async fn frames(State(s): State<ApiState>, Path(id): Path<String>) -> ApiResult {
+    let job = parse_id(&id)?;
+    let limit = crate::store::MAX_THUMBNAILS_PER_JOB;
+    json(ask_reader(&s, |reply| ReadMsg::ThumbnailFrames { job, limit, reply }).await?)
 }
 
 pub(super) async fn frame(
@@ -35,7 +42,7 @@ async fn thumbnail(s: &ApiState, job: JobId, frame: Option<i64>) -> ApiResult {
         let what = frame.map_or_else(|| "no frame".to_string(), |f| format!("frame {f}"));
         return Err(error(
             StatusCode::NOT_FOUND,
-            format!("no thumbnail for {what} of job {job}: thumbnails come from PNG outputs of done tasks (`drqueue outputs {job}` lists them)"),
+            format!("no thumbnail for {what} of job {job}: thumbnails come from the image outputs of done tasks (`drqueue outputs {job}` lists them)"),
         ));
     };
     Response::builder()

@@ -1,4 +1,4 @@
-//! The HTTP/JSON API and the dashboard.
+//! The HTTP/JSON API and the web monitor.
 //!
 //! Every handler parses its input, sends one typed [`Request`] to the core
 //! (or the store thread) and awaits its reply, so the API sees exactly the
@@ -11,7 +11,9 @@
 //! - [`jobs`]: jobs, graphs, tasks, logs;
 //! - [`engines`]: engines, enrollment, pools, limits;
 //! - [`users`]: users, tokens, the audit trail, whoami;
-//! - [`events`]: the live feed (Server-Sent Events) and farm totals.
+//! - [`events`]: the live feed (Server-Sent Events), farm totals, log rules;
+//! - [`session`]: the monitor's sign-in (a token for a session cookie);
+//! - [`pages`]: the monitor's pages and assets, built in.
 
 // Handlers return an HTTP response as their error; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
@@ -22,8 +24,10 @@ mod engines;
 mod events;
 mod frames;
 mod jobs;
+mod pages;
 mod paging;
 pub mod serve;
+mod session;
 mod share;
 mod users;
 
@@ -38,7 +42,7 @@ use crate::users::Directory;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use drqueue_common::model::{ApiError, JobId};
@@ -80,6 +84,7 @@ pub struct ApiState {
     body_timeout: std::time::Duration,
     shares: share::Shares,
     feed: crate::feed::Feed,
+    sessions: session::Sessions,
 }
 
 impl ApiState {
@@ -114,9 +119,9 @@ pub fn router(parts: ApiParts) -> Router {
         body_timeout: parts.body_timeout,
         shares: share::Shares::new(parts.per_client_requests),
         feed: parts.feed,
+        sessions: session::Sessions::default(),
     };
     Router::new()
-        .route("/", get(dashboard))
         .route("/api/jobs", get(jobs::list_jobs).post(jobs::submit))
         .route("/api/graphs", post(jobs::submit_graph))
         .route(
@@ -132,6 +137,7 @@ pub fn router(parts: ApiParts) -> Router {
             get(jobs::task_attempts),
         )
         .route("/api/jobs/{id}/thumbnail", get(frames::newest))
+        .route("/api/jobs/{id}/thumbnails", get(frames::frames))
         .route(
             "/api/jobs/{id}/frames/{frame}/thumbnail",
             get(frames::frame),
@@ -157,6 +163,7 @@ pub fn router(parts: ApiParts) -> Router {
         .route("/api/whoami", get(users::whoami))
         .route("/api/events", get(events::stream))
         .route("/api/farm", get(events::farm))
+        .route("/api/log-rules", get(events::log_rules))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -171,6 +178,12 @@ pub fn router(parts: ApiParts) -> Router {
             "/api/health",
             get(|| async { Json(serde_json::json!({"ok": true})) }),
         )
+        // Signing in comes before a caller is named; the pages hold no data.
+        .route(
+            "/api/session",
+            post(session::sign_in).delete(session::sign_out),
+        )
+        .merge(pages::routes())
         .with_state(state)
 }
 
@@ -309,8 +322,4 @@ fn parse_action<T: std::str::FromStr<Err = String>>(action: &str) -> Result<T, R
     action
         .parse()
         .map_err(|e: String| error(StatusCode::BAD_REQUEST, e))
-}
-
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../dashboard.html"))
 }

@@ -57,6 +57,8 @@ pub trait StoreReader: Send {
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>>;
     /// A frame's thumbnail (PNG), or the job's newest when `frame` is None.
     fn thumbnail(&mut self, job: JobId, frame: Option<i64>) -> StoreResult<Option<Vec<u8>>>;
+    /// The frames of a job that have a thumbnail, by frame, at most `limit`.
+    fn thumbnail_frames(&mut self, job: JobId, limit: usize) -> StoreResult<Vec<i64>>;
 }
 
 /// The most log bytes one read returns; a reader asks again from where it

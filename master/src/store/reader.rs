@@ -27,6 +27,12 @@ pub enum ReadMsg {
         limit: usize,
         reply: oneshot::Sender<StoreResult<Vec<AuditEntry>>>,
     },
+    /// The frames of a job with a thumbnail.
+    ThumbnailFrames {
+        job: JobId,
+        limit: usize,
+        reply: oneshot::Sender<StoreResult<Vec<i64>>>,
+    },
     /// A frame's thumbnail, or the job's newest.
     Thumbnail {
         job: JobId,
@@ -65,6 +71,9 @@ pub fn spawn(
                         reply,
                     } => {
                         let _ = reply.send(store.audit(&query, limit));
+                    }
+                    ReadMsg::ThumbnailFrames { job, limit, reply } => {
+                        let _ = reply.send(store.thumbnail_frames(job, limit));
                     }
                     ReadMsg::Thumbnail { job, frame, reply } => {
                         let _ = reply.send(store.thumbnail(job, frame));

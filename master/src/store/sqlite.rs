@@ -189,6 +189,10 @@ impl StoreReader for SqliteStore {
         thumbnails::read(&self.conn, job, frame)
     }
 
+    fn thumbnail_frames(&mut self, job: JobId, limit: usize) -> StoreResult<Vec<i64>> {
+        thumbnails::frames(&self.conn, job, limit)
+    }
+
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         self.load_audit(query, limit)
     }

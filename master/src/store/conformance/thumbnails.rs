@@ -28,6 +28,9 @@ pub fn thumbnails_are_replaced_capped_and_go_with_their_job(open: Open) {
         "the newest"
     );
     assert_eq!(s.thumbnail(JobId(1), Some(7)).unwrap(), None);
+    assert_eq!(s.thumbnail_frames(JobId(1), 10).unwrap(), vec![1, 2]);
+    assert_eq!(s.thumbnail_frames(JobId(1), 1).unwrap(), vec![1]);
+    assert!(s.thumbnail_frames(JobId(9), 10).unwrap().is_empty());
     // A frame rendered again replaces its thumbnail, and is the newest.
     s.commit(&Batch {
         thumbnails: vec![thumb(1, 1, 40, 5)],

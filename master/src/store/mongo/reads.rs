@@ -73,6 +73,10 @@ impl StoreReader for MongoStore {
         self.read_thumbnail(job, frame)
     }
 
+    fn thumbnail_frames(&mut self, job: JobId, limit: usize) -> StoreResult<Vec<i64>> {
+        self.read_thumbnail_frames(job, limit)
+    }
+
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         self.load_audit(query, limit)
     }

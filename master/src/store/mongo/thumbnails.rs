@@ -71,6 +71,29 @@ impl MongoStore {
         Ok(())
     }
 
+    pub(super) fn read_thumbnail_frames(
+        &mut self,
+        job: JobId,
+        limit: usize,
+    ) -> StoreResult<Vec<i64>> {
+        let cursor = self
+            .coll(COLLECTION)
+            .find(doc! {"job": job.0 as i64})
+            .projection(doc! {"frame": 1})
+            .sort(doc! {"frame": 1})
+            .limit(limit as i64)
+            .run()
+            .map_err(err)?;
+        self.round_trips += 1;
+        let mut frames = Vec::new();
+        for d in cursor {
+            if let Ok(f) = d.map_err(err)?.get_i64("frame") {
+                frames.push(f);
+            }
+        }
+        Ok(frames)
+    }
+
     pub(super) fn read_thumbnail(
         &mut self,
         job: JobId,

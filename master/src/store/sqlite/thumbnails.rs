@@ -49,6 +49,16 @@ pub fn delete_job(tx: &Transaction<'_>, job: JobId) -> StoreResult<()> {
     Ok(())
 }
 
+pub fn frames(conn: &rusqlite::Connection, job: JobId, limit: usize) -> StoreResult<Vec<i64>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT frame FROM thumbnails WHERE job = ?1 ORDER BY frame LIMIT ?2")
+        .map_err(err)?;
+    let rows = stmt
+        .query_map(params![job.0 as i64, limit as i64], |r| r.get::<_, i64>(0))
+        .map_err(err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(err)
+}
+
 pub fn read(
     conn: &rusqlite::Connection,
     job: JobId,
