@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|all] [--tasks N]
+//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|all] [--tasks N]
 //! ```
 //!
 //! - `sched`: the scheduler alone (no socket, no store): 50 engines, jobs
@@ -20,6 +20,8 @@
 //!   RSS under 1,000 concurrent `GET /api/jobs` ([`readers`]).
 //! - `blocks`: one job's makespan on a fast and a slow engine, fixed
 //!   blocksizes against `--blocksize auto`, beside the ideal ([`blocks`]).
+//! - `monitors`: dispatch with 50 live-feed clients watching against none,
+//!   and the delay from a task's end to a client ([`monitors`]).
 //!
 //! Figures go to stdout; nothing here is asserted.
 
@@ -37,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod blocks;
+mod monitors;
 mod readers;
 
 fn main() -> anyhow::Result<()> {
@@ -57,12 +60,12 @@ fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     if ![
-        "sched", "dispatch", "e2e", "util", "readers", "blocks", "all",
+        "sched", "dispatch", "e2e", "util", "readers", "blocks", "monitors", "all",
     ]
     .contains(&case.as_str())
     {
         anyhow::bail!(
-            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|all] [--tasks N] [--db DIR|mongodb://…]"
+            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|all] [--tasks N] [--db DIR|mongodb://…]"
         );
     }
     if case == "sched" || case == "all" {
@@ -94,6 +97,9 @@ fn main() -> anyhow::Result<()> {
     }
     if case == "blocks" || case == "all" {
         rt.block_on(blocks::blocks(tasks_arg.unwrap_or(120)))?;
+    }
+    if case == "monitors" || case == "all" {
+        rt.block_on(monitors::monitors(tasks_arg.unwrap_or(3_000)))?;
     }
     Ok(())
 }

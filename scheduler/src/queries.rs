@@ -103,14 +103,22 @@ impl Scheduler {
         Some(self.job_summary(id, self.jobs.get(&id)?, now))
     }
 
-    /// One task as the API shows it.
-    pub fn task_view(&self, key: TaskKey, now: Millis) -> Option<TaskView> {
-        let job = self.jobs.get(&key.job)?;
-        let mut view = self.task_record(key)?.view();
-        view.progress = job.task_progress(key.index);
+    /// Some tasks of one job as the API shows them (the outlier threshold
+    /// worked out once for all).
+    pub fn task_views_of(&self, id: JobId, indices: &[u32], now: Millis) -> Vec<TaskView> {
+        let Some(job) = self.jobs.get(&id) else {
+            return Vec::new();
+        };
         let outliers = job.outlier_threshold().map(|(limit, _)| limit);
-        view.outlier = job.is_outlier(key.index, now, outliers);
-        Some(view)
+        indices
+            .iter()
+            .filter_map(|&index| {
+                let mut view = self.task_record(TaskKey { job: id, index })?.view();
+                view.progress = job.task_progress(index);
+                view.outlier = job.is_outlier(index, now, outliers);
+                Some(view)
+            })
+            .collect()
     }
 
     fn job_summary(&self, id: JobId, job: &Job, now: Millis) -> JobSummary {

@@ -140,13 +140,10 @@ impl Core {
             let Some(view) = self.sched.job_view(*id, now) else {
                 continue;
             };
-            let indices = tasks_by_job.remove(id).unwrap_or_default();
+            let mut indices = tasks_by_job.remove(id).unwrap_or_default();
             let truncated = indices.len() > MAX_TASKS_PER_EVENT;
-            let tasks: Vec<_> = indices
-                .into_iter()
-                .take(MAX_TASKS_PER_EVENT)
-                .filter_map(|index| self.sched.task_view(TaskKey { job: *id, index }, now))
-                .collect();
+            indices.truncate(MAX_TASKS_PER_EVENT);
+            let tasks = self.sched.task_views_of(*id, &indices, now);
             events.push((
                 Topic::Job(*id),
                 json!({"job": view, "tasks": tasks, "tasks_truncated": truncated}).to_string(),
