@@ -3,6 +3,7 @@
 //! to do. [`local`] runs a graph on this machine with the farm's own
 //! scheduler (`drqueue run-local`).
 
+pub mod feed;
 pub mod local;
 
 use drqueue_common::listing::{next_link, JobFilter, JobSummary};
@@ -225,6 +226,44 @@ impl Client {
         let req = req
             .body(bytes)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let resp = self.agent.run(req).map_err(|e| self.connect_error(e))?;
+        self.check(resp)
+    }
+
+    /// A GET whose body streams for as long as the master sends it (the
+    /// live feed): no overall timeout, only the connect and the head's.
+    fn open_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        if let Some(e) = &self.tls_error {
+            return Err(ClientError::Config(e.clone()));
+        }
+        let mut uri = self.url_for(path);
+        for (i, (k, v)) in query.iter().enumerate() {
+            uri.push(if i == 0 { '?' } else { '&' });
+            uri.push_str(k);
+            uri.push('=');
+            uri.push_str(&percent_encode(v));
+        }
+        let mut req = ureq::http::Request::builder()
+            .method("GET")
+            .uri(uri)
+            .header("Accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let req = self
+            .agent
+            .configure_request(req)
+            .timeout_global(None)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .build();
         let resp = self.agent.run(req).map_err(|e| self.connect_error(e))?;
         self.check(resp)
     }
@@ -591,8 +630,9 @@ impl Client {
         self.get("/api/audit", &query)
     }
 
-    /// Polls until the job ends (or `timeout` passes), calling `progress`
-    /// with each fresh view.
+    /// Waits until the job ends (or `timeout` passes), calling `progress`
+    /// with each fresh view: pushed by the live feed, or polled when the
+    /// feed is not to be had (an older master) or goes silent.
     pub fn wait(
         &self,
         id: JobId,
@@ -600,6 +640,13 @@ impl Client {
         mut progress: impl FnMut(&JobView),
     ) -> Result<JobView> {
         let start = Instant::now();
+        match self.wait_by_feed(id, timeout, start, &mut progress) {
+            Ok(Some(view)) => return Ok(view),
+            Ok(None) => {}
+            // A master without the feed: poll it.
+            Err(e) if feed::unsupported(&e) && self.job(id).is_ok() => {}
+            Err(e) => return Err(e),
+        }
         let mut delay = Duration::from_millis(100);
         loop {
             let view = self.job(id)?;

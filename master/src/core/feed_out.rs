@@ -242,6 +242,9 @@ fn log_events(logs: Vec<(TaskKey, u32, u64, Vec<u8>)>) -> Vec<(Topic, String)> {
                     "task": task.index,
                     "attempt": attempt,
                     "offset": offset,
+                    // The raw length: text that was not UTF-8 reads longer,
+                    // and a client that needs exact bytes reads the log.
+                    "bytes": data.len(),
                     "text": String::from_utf8_lossy(&data),
                 })
                 .to_string(),

@@ -28,6 +28,18 @@ pub struct LogArgs {
 /// Prints an attempt's log (window after window); with `follow`, keeps
 /// printing until the attempt ends.
 pub fn log(client: &Client, a: &LogArgs) -> CliResult<()> {
+    // A follower subscribes before its first read, so nothing falls between;
+    // without the feed (an older master) it long-polls.
+    let feed = if a.follow {
+        client
+            .events(&[
+                format!("log:{}.{}", a.job, a.task),
+                format!("job:{}", a.job),
+            ])
+            .ok()
+    } else {
+        None
+    };
     let mut offset = 0u64;
     let mut attempt = a.attempt;
     let mut stdout = std::io::stdout().lock();
@@ -37,8 +49,13 @@ pub fn log(client: &Client, a: &LogArgs) -> CliResult<()> {
     let mut known: Option<AttemptRecord> = None;
     let mut last_byte = None;
     loop {
-        // A follower long-polls: the master answers once there is more.
-        let wait = if a.follow { FOLLOW_WAIT_SECS } else { 0 };
+        // A follower long-polls (without the feed): the master answers once
+        // there is more.
+        let wait = if a.follow && feed.is_none() {
+            FOLLOW_WAIT_SECS
+        } else {
+            0
+        };
         let chunk = match client.log_window(a.job, a.task, attempt, offset, wait) {
             // Following a task that has not started yet: wait for it.
             Err(ClientError::NotFound(m))
@@ -61,6 +78,18 @@ pub fn log(client: &Client, a: &LogArgs) -> CliResult<()> {
         let _ = stdout.write_all(&chunk.data);
         let _ = stdout.flush();
         offset += chunk.data.len() as u64;
+        if let (Some(feed), true, true) = (&feed, chunk.data.is_empty(), chunk.live) {
+            // Print what the feed brings until it shows a gap or the task
+            // changes; then read again.
+            follow_feed(
+                feed,
+                chunk.attempt,
+                &mut offset,
+                &mut last_byte,
+                &mut stdout,
+            );
+            continue;
+        }
         if chunk.data.is_empty() && (!a.follow || !chunk.live) {
             if !a.raw {
                 if last_byte.is_some_and(|b| b != b'\n') {
@@ -76,6 +105,50 @@ pub fn log(client: &Client, a: &LogArgs) -> CliResult<()> {
             return Ok(());
         }
     }
+}
+
+/// Prints the log text of `attempt` the feed pushes from `offset` on;
+/// returns on a gap (bytes the event does not hold), a change of the job's
+/// tasks (the attempt may have ended), or a quiet or closed feed.
+fn follow_feed(
+    feed: &drqueue_client::feed::EventStream,
+    attempt: u32,
+    offset: &mut u64,
+    last_byte: &mut Option<u8>,
+    out: &mut impl Write,
+) {
+    use drqueue_client::feed::{Next, SILENT_LIMIT};
+    loop {
+        let Next::Event(e) = feed.next(SILENT_LIMIT) else {
+            return;
+        };
+        if e.name != "log" {
+            return;
+        }
+        let Ok(ev) = serde_json::from_str::<LogEvent>(&e.data) else {
+            return;
+        };
+        let exact = ev.bytes == ev.text.len() as u64;
+        if ev.attempt != attempt || ev.offset > *offset || !exact {
+            return;
+        }
+        let skip = (*offset - ev.offset) as usize;
+        if let Some(fresh) = ev.text.as_bytes().get(skip..) {
+            let _ = out.write_all(fresh);
+            let _ = out.flush();
+            *offset += fresh.len() as u64;
+            *last_byte = fresh.last().copied().or(*last_byte);
+        }
+    }
+}
+
+/// A `log` event of the live feed.
+#[derive(serde::Deserialize)]
+struct LogEvent {
+    attempt: u32,
+    offset: u64,
+    bytes: u64,
+    text: String,
 }
 
 /// `── text ──`, dimmed on a terminal.
