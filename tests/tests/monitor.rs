@@ -172,3 +172,94 @@ fn bad_topics_are_refused_with_the_field_named() {
         "{body}"
     );
 }
+
+/// Calls `method` on `path` of the farm; status and body.
+fn call(farm: &Farm, method: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("{}{path}", farm.http);
+    let req = ureq::http::Request::builder()
+        .method(method.to_uppercase().as_str())
+        .uri(&url)
+        .header("Content-Type", "application/json")
+        .body(if method == "get" {
+            Vec::new()
+        } else {
+            b"{}".to_vec()
+        })
+        .unwrap();
+    let resp = agent
+        .run(req)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = resp.status().as_u16();
+    // The feed streams for ever: its head is enough.
+    if path.starts_with("/api/events") {
+        return (status, String::new());
+    }
+    let body = resp.into_body().read_to_string().unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_openapi_document_matches_the_live_routes() {
+    let farm = Farm::start();
+    let doc: serde_json::Value = ureq::get(format!("{}/api/openapi.json", farm.http))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 25, "{} paths", paths.len());
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{index}", "0")
+            .replace("{frame}", "1")
+            .replace("{name}", "x")
+            .replace(
+                "{action}",
+                if path.starts_with("/api/jobs") {
+                    "pause"
+                } else {
+                    "enable"
+                },
+            );
+        let documented: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for method in ["get", "post", "put", "patch", "delete"] {
+            // Signing out clears cookies only; sign-in and the rest answer
+            // with their own errors for this empty farm, never "no route".
+            let (status, body) = call(&farm, method, &concrete);
+            if documented.contains(&method) {
+                operations += 1;
+                assert_ne!(status, 405, "{method} {path} is documented but not served");
+                assert!(
+                    !body.contains("no such API path"),
+                    "{method} {path} is documented but not routed: {body}"
+                );
+                let op = &item[method];
+                assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()));
+            } else {
+                assert_eq!(
+                    status, 405,
+                    "{method} {path} is served but not documented: {body}"
+                );
+            }
+        }
+    }
+    assert!(operations >= 35, "{operations} operations");
+    // A path nobody documented is no route at all.
+    let (status, body) = call(&farm, "get", "/api/nothing-here");
+    assert_eq!(status, 404);
+    assert!(body.contains("no such API path"));
+}

@@ -13,7 +13,9 @@
 //! - [`users`]: users, tokens, the audit trail, whoami;
 //! - [`events`]: the live feed (Server-Sent Events), farm totals, log rules;
 //! - [`session`]: the monitor's sign-in (a token for a session cookie);
-//! - [`pages`]: the monitor's pages and assets, built in.
+//! - [`pages`]: the monitor's pages and assets, built in;
+//! - [`routes`]: every operation in one table, the router and the OpenAPI
+//!   document both built from it.
 
 // Handlers return an HTTP response as their error; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
@@ -26,6 +28,7 @@ mod frames;
 mod jobs;
 mod pages;
 mod paging;
+mod routes;
 pub mod serve;
 mod session;
 mod share;
@@ -43,7 +46,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use drqueue_common::model::{ApiError, JobId};
 use drqueue_common::users::Role;
@@ -121,49 +123,7 @@ pub fn router(parts: ApiParts) -> Router {
         feed: parts.feed,
         sessions: session::Sessions::default(),
     };
-    Router::new()
-        .route("/api/jobs", get(jobs::list_jobs).post(jobs::submit))
-        .route("/api/graphs", post(jobs::submit_graph))
-        .route(
-            "/api/jobs/{id}",
-            get(jobs::show_job)
-                .delete(jobs::delete_job)
-                .patch(jobs::patch_job),
-        )
-        .route("/api/jobs/{id}/tasks", get(jobs::list_tasks))
-        .route("/api/jobs/{id}/tasks/{index}/log", get(jobs::task_log))
-        .route(
-            "/api/jobs/{id}/tasks/{index}/attempts",
-            get(jobs::task_attempts),
-        )
-        .route("/api/jobs/{id}/thumbnail", get(frames::newest))
-        .route("/api/jobs/{id}/thumbnails", get(frames::frames))
-        .route(
-            "/api/jobs/{id}/frames/{frame}/thumbnail",
-            get(frames::frame),
-        )
-        .route("/api/jobs/{id}/{action}", post(jobs::control_job))
-        .route("/api/engines", get(engines::list_engines))
-        .route("/api/engines/{id}", get(engines::show_engine))
-        .route("/api/engines/{id}/{action}", post(engines::control_engine))
-        .route("/api/join-tokens", post(engines::join_token))
-        .route("/api/pools", get(engines::list_pools))
-        .route("/api/limits", get(engines::list_limits))
-        .route(
-            "/api/limits/{name}",
-            put(engines::set_limit)
-                .get(engines::show_limit)
-                .delete(engines::delete_limit),
-        )
-        .route("/api/users", get(users::list_users).post(users::add_user))
-        .route("/api/users/{name}", delete(users::remove_user))
-        .route("/api/users/{name}/tokens", post(users::create_token))
-        .route("/api/tokens/{id}", delete(users::revoke_token))
-        .route("/api/audit", get(users::audit))
-        .route("/api/whoami", get(users::whoami))
-        .route("/api/events", get(events::stream))
-        .route("/api/farm", get(events::farm))
-        .route("/api/log-rules", get(events::log_rules))
+    routes::mount(Router::new(), routes::guarded())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -173,16 +133,9 @@ pub fn router(parts: ApiParts) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), body::bounded))
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(axum::extract::DefaultBodyLimit::max(body::MAX_BODY))
-        // Health answers anyone, so a load balancer needs no token.
-        .route(
-            "/api/health",
-            get(|| async { Json(serde_json::json!({"ok": true})) }),
-        )
-        // Signing in comes before a caller is named; the pages hold no data.
-        .route(
-            "/api/session",
-            post(session::sign_in).delete(session::sign_out),
-        )
+        // Health and signing in answer before a caller is named; the pages
+        // hold no data.
+        .merge(routes::mount(Router::new(), routes::open()))
         .merge(pages::routes())
         .with_state(state)
 }
