@@ -87,8 +87,11 @@ impl MongoStore {
         self.round_trips += 1;
         let mut frames = Vec::new();
         for d in cursor {
-            if let Ok(f) = d.map_err(err)?.get_i64("frame") {
-                frames.push(f);
+            // A small Int64 may come back as Int32 (the test server does this).
+            match d.map_err(err)?.get("frame") {
+                Some(mongodb::bson::Bson::Int64(f)) => frames.push(*f),
+                Some(mongodb::bson::Bson::Int32(f)) => frames.push(i64::from(*f)),
+                _ => {}
             }
         }
         Ok(frames)
