@@ -22,7 +22,7 @@ impl JobView {
 /// Why a job's ready tasks are not running: typed, with instants in UTC
 /// milliseconds, so the scheduler's answer does not depend on where the
 /// master runs. [`Blocked::text`] renders it in the viewer's time zone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Blocked {
     Paused,

@@ -15,7 +15,7 @@ pub const DEFAULT_PAGE: usize = 1000;
 pub const MAX_PAGE: usize = 10_000;
 
 /// A job as `GET /api/jobs` lists it: SPEC's fields, bounded in size.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobSummary {
     pub id: JobId,
     pub name: String,

@@ -5,7 +5,19 @@ use crate::model::JobId;
 use serde::{Deserialize, Serialize};
 
 /// What a user may do. Each role may do everything the ones before it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads everything (when reads need a token at all).
@@ -70,7 +82,7 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
 }
 
 /// One of a user's tokens, as listed: never the token itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TokenInfo {
     /// Names the token for `drqueue token revoke` (the start of its hash).
     pub id: String,
@@ -78,7 +90,7 @@ pub struct TokenInfo {
 }
 
 /// A user, as `drqueue user list` shows them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UserView {
     pub name: String,
     pub role: Role,
@@ -87,7 +99,7 @@ pub struct UserView {
 }
 
 /// A token just made: the only time the token itself is shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NewToken {
     pub user: String,
     pub id: String,
@@ -95,7 +107,7 @@ pub struct NewToken {
 }
 
 /// `POST /api/users`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub name: String,
@@ -103,14 +115,14 @@ pub struct NewUser {
 }
 
 /// Who the caller is: `GET /api/whoami`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WhoAmI {
     pub user: String,
     pub role: Role,
 }
 
 /// One change made through the API, as the audit trail keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     /// Order of recording (the store assigns it; 0 before it is stored).
     #[serde(default)]

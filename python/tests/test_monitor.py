@@ -188,12 +188,17 @@ def test_an_artist_cannot_touch_another_users_job(shared_farm, browser):
 
 def test_a_running_tasks_log_arrives_live(farm, browser):
     job = farm.client.submit(
-        ["sh", "-c", "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.5; done; echo Error: not really"],
+        ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done; echo Error: not really"],
         name="logs")
-    browser.get(f"{farm.url}/jobs/{job.id}/tasks/0")
+    # The engines page lists the task its engine holds, linked to the task's page.
+    browser.get(f"{farm.url}/engines")
+    link = wait(browser, "the engine's running task", lambda d: d.find_element(
+        By.CSS_SELECTOR, f'a[href="/jobs/{job.id}/tasks/0"]'))
+    shoot(browser, "engines-busy")
+    link.click()
     log = wait(browser, "the log", lambda d: d.find_element(By.CSS_SELECTOR, "pre.log"))
     wait(browser, "line 2", lambda d: "line 2" in log.text)
-    wait(browser, "line 6, arrived without a reload", lambda d: "line 6" in log.text)
+    wait(browser, "line 8, arrived without a reload", lambda d: "line 8" in log.text)
     wait(browser, "the error line, coloured", lambda d: d.find_elements(By.CSS_SELECTOR, "pre.log .error"))
     shoot(browser, "task")
 
@@ -259,3 +264,15 @@ def test_a_real_povray_frames_thumbnail_is_shown(tmp_path, monkeypatch, browser)
         shoot(browser, "job-thumbnails")
     finally:
         f.stop()
+
+
+def test_dependencies_are_linked_both_ways(farm, browser):
+    first = farm.client.submit(["true"], name="upstream", paused=True)
+    second = farm.client.submit(["true"], name="downstream", after=[first])
+    browser.get(f"{farm.url}/jobs/{first.id}")
+    link = wait(browser, "the link to the job waiting on it", lambda d: d.find_element(
+        By.CSS_SELECTOR, f'[data-dependents] a[href="/jobs/{second.id}"]'))
+    link.click()
+    wait(browser, "the link back to the job it waits on", lambda d: d.find_element(
+        By.CSS_SELECTOR, f'a[href="/jobs/{first.id}"]'))
+    assert "downstream" in browser.title

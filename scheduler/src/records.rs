@@ -166,7 +166,7 @@ pub struct EngineRecord {
 
 /// One finished attempt, kept as history (including results that arrive for
 /// attempts the master had already given up on).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttemptRecord {
     pub attempt: AttemptKey,
     pub engine: EngineId,

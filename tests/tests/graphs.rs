@@ -163,6 +163,11 @@ fn then_runs_a_command_after_the_job_with_its_id_and_frame_range() {
     );
     let after = farm.client().job(ids[1]).unwrap().after;
     assert_eq!(after[0].job, ids[0]);
+    // The upstream job names the job that waited on it.
+    assert_eq!(farm.client().job(ids[0]).unwrap().dependents, vec![ids[1]]);
+    let show = farm.drqueue(&["show", &ids[0].to_string()]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains(&format!("needed by  {}", ids[1])), "{text}");
 }
 
 #[test]

@@ -282,3 +282,49 @@ fn a_follower_sees_the_whole_log_and_stops_when_the_task_ends() {
     assert!(started.elapsed() < LONG);
     assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
 }
+
+#[test]
+fn a_log_larger_than_one_window_downloads_whole() {
+    let mut farm = Farm::start();
+    // 40,000 numbered lines of 80 bytes: 3.2 MB, over three read windows.
+    let id = farm.submit(&[
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 40000 ]; do printf '%079d\\n' $i; i=$((i+1)); done",
+    ]);
+    farm.engine("e", &[]);
+    assert_eq!(farm.wait_job(id, LONG).status, JobStatus::Done);
+    let url = format!("{}/api/jobs/{id}/tasks/0/log?download=true", farm.http);
+    let resp = ureq::get(&url).call().expect("download the log");
+    let disposition = resp
+        .headers()
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        disposition,
+        format!("attachment; filename=\"job{id}-task0-attempt1.log\"")
+    );
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(16 << 20)
+        .read_to_vec()
+        .expect("the whole body");
+    assert_eq!(body.len(), 40_000 * 80);
+    for (i, line) in body.split(|&b| b == b'\n').take(40_000).enumerate() {
+        assert_eq!(line, format!("{i:079}").as_bytes(), "line {i}");
+    }
+    // Without download=true a read is one window.
+    let window = ureq::get(format!("{}/api/jobs/{id}/tasks/0/log", farm.http))
+        .call()
+        .expect("read the log")
+        .into_body()
+        .with_config()
+        .limit(16 << 20)
+        .read_to_vec()
+        .expect("one window");
+    assert_eq!(window.len(), 1 << 20);
+}

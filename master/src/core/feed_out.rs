@@ -88,6 +88,10 @@ impl Core {
                 job: t.job,
                 index: t.index,
             });
+            // The engine's running count and task list changed with it.
+            if let Some(e) = &t.engine {
+                p.engines.insert(e.clone());
+            }
         }
         p.engines.extend(batch.engines.iter().map(|e| e.id.clone()));
         for l in &batch.logs {

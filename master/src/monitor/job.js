@@ -138,6 +138,7 @@ export async function jobPage(main, { me, params }) {
         dt("Started"), el("dd", { text: when(job.started_ms) }),
         dt("Finished"), el("dd", { text: when(job.finished_ms) }),
         dt("Depends on"), el("dd", {}, job.after.length ? job.after.map((d, i) => [i ? ", " : "", el("a", { href: `/jobs/${d.job}`, text: `job ${d.job}` }), ` (${d.on.join("/")})`]) : "nothing"),
+        dt("Needed by"), el("dd", { "data-dependents": "" }, (job.dependents || []).length ? job.dependents.map((d, i) => [i ? ", " : "", el("a", { href: `/jobs/${d}`, text: `job ${d}` })]) : "nothing"),
         dt("Blacklisted engines"), el("dd", { text: job.blacklisted.join(", ") || "none" }),
         dt("Failures of the job itself"), el("dd", { text: (job.job_faults || []).join("; ") || "none" }),
         dt("Notify"), el("dd", { text: job.notification ? `${job.notification.to.join(", ")}: ${job.notification.state}` : "nobody" }),

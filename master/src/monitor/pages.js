@@ -130,7 +130,7 @@ export async function enginesPage(main, { me }) {
   document.title = "Engines · DrQueue";
   const tbody = el("tbody");
   const table = el("table", {}, el("thead", {}, el("tr", {},
-    ["Name", "State", "Running", "Load", "RAM free", "Speed", "Pools", "Capabilities", ""].map((h) => el("th", { text: h })))), tbody);
+    ["Name", "State", "Running", "Tasks", "Load", "RAM free", "Speed", "Pools", "Capabilities", ""].map((h) => el("th", { text: h })))), tbody);
   keyboardRows(table);
   main.replaceChildren(el("h1", { text: "Engines" }), el("div", { class: "scroll" }, table));
   const wrangler = me.role === "wrangler" || me.role === "admin";
@@ -140,7 +140,11 @@ export async function enginesPage(main, { me }) {
   };
   const row = (e) => el("tr", { tabindex: 0, "data-engine": e.id },
     el("td", { title: e.hostname, text: e.name }), el("td", {}, status(e.state), e.sick ? el("span", { class: "muted", text: " sick: " + e.sick }) : null),
-    el("td", { class: "num", text: `${e.running} / ${e.slots}` }), el("td", { class: "num", text: e.load.toFixed(2) }),
+    el("td", { class: "num", text: `${e.running} / ${e.slots}` }),
+    el("td", { class: "wrap" }, (e.tasks || []).map((h, i) => [i ? ", " : "",
+      el("a", { href: `/jobs/${h.job}/tasks/${h.task}`, title: `attempt ${h.attempt}, ${h.state}`, text: `${h.job}.${h.task}` }),
+      h.state === "running" ? "" : el("span", { class: "muted", text: ` (${h.state})` })])),
+    el("td", { class: "num", text: e.load.toFixed(2) }),
     el("td", { class: "num", text: `${e.free_ram_mb} / ${e.ram_mb} MB` }), el("td", { class: "num", text: e.speed ? e.speed.toFixed(2) + "×" : "—" }),
     el("td", { text: e.pools.join(", ") }), el("td", { class: "wrap muted", text: e.capabilities.join(", ") }),
     el("td", {}, wrangler ? (e.state === "pending"

@@ -22,7 +22,7 @@ export async function taskPage(main, { params }) {
   const log = el("pre", { class: "log", tabindex: 0, "aria-label": "log" });
   const firstError = el("button", { disabled: true, text: "first error" });
   const outputs = el("div");
-  const download = el("a", { class: "btn", href: `/api/jobs/${id}/tasks/${index}/log`, download: `job${id}-task${index}.log`, text: "download log" });
+  const download = el("a", { class: "btn", href: `/api/jobs/${id}/tasks/${index}/log?download=true`, text: "download log" });
   main.replaceChildren(head, el("h2", { text: "Attempts" }), attemptsBox,
     el("h2", {}, "Log ", el("span", { class: "muted", "data-attempt": "" })), el("div", { class: "actions" }, firstError, download), log,
     el("h2", { text: "Outputs" }), outputs);
@@ -82,6 +82,7 @@ export async function taskPage(main, { params }) {
     if (!resp.ok) return;
     const a = Number(resp.headers.get("x-drqueue-attempt")) || null;
     if (a !== attempt) { attempt = a; text = ""; offset = 0; }
+    if (attempt) download.href = `/api/jobs/${id}/tasks/${index}/log?download=true&attempt=${attempt}`;
     const bytes = new Uint8Array(await resp.arrayBuffer());
     offset += bytes.length;
     main.querySelector("[data-attempt]").textContent = attempt ? `(attempt ${attempt})` : "";

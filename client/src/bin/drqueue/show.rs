@@ -81,6 +81,10 @@ pub fn print_job(detail: &JobDetail) {
             .collect();
         println!("  after      {}", deps.join(", "));
     }
+    if !j.dependents.is_empty() {
+        let ids: Vec<String> = j.dependents.iter().map(|d| d.to_string()).collect();
+        println!("  needed by  {}", ids.join(", "));
+    }
     let mut rules = Vec::new();
     if j.max_engines > 0 {
         rules.push(format!("max_engines {}", j.max_engines));
@@ -203,6 +207,12 @@ pub fn print_engine(e: &EngineView) {
         "  tasks     {} done, {} failed ({} failed in a row)",
         e.tasks_done, e.tasks_failed, e.failures_in_row
     );
+    for held in &e.tasks {
+        println!(
+            "  holds     job {} task {} attempt {} ({})",
+            held.job, held.task, held.attempt, held.state
+        );
+    }
     match e.speed {
         Some(s) => {
             println!("  speed     {s:.2}× the engines it shared jobs with (1.00 is typical)")
