@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|all] [--tasks N]
+//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|all] [--tasks N]
 //! ```
 //!
 //! - `sched`: the scheduler alone (no socket, no store): 50 engines, jobs
@@ -22,6 +22,9 @@
 //!   blocksizes against `--blocksize auto`, beside the ideal ([`blocks`]).
 //! - `monitors`: dispatch with 50 live-feed clients watching against none,
 //!   and the delay from a task's end to a client ([`monitors`]).
+//! - `uploads`: a job folder's upload on loopback, a changed scene's bytes,
+//!   an engine's fetch and verified copy, against a bare disk copy
+//!   ([`uploads`]).
 //!
 //! Figures go to stdout; nothing here is asserted.
 
@@ -41,6 +44,7 @@ use std::time::{Duration, Instant};
 mod blocks;
 mod monitors;
 mod readers;
+mod uploads;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,12 +64,12 @@ fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     if ![
-        "sched", "dispatch", "e2e", "util", "readers", "blocks", "monitors", "all",
+        "sched", "dispatch", "e2e", "util", "readers", "blocks", "monitors", "uploads", "all",
     ]
     .contains(&case.as_str())
     {
         anyhow::bail!(
-            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|all] [--tasks N] [--db DIR|mongodb://…]"
+            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|all] [--tasks N (uploads: MiB)] [--db DIR|mongodb://…]"
         );
     }
     if case == "sched" || case == "all" {
@@ -100,6 +104,9 @@ fn main() -> anyhow::Result<()> {
     }
     if case == "monitors" || case == "all" {
         rt.block_on(monitors::monitors(tasks_arg.unwrap_or(3_000)))?;
+    }
+    if case == "uploads" || case == "all" {
+        rt.block_on(uploads::uploads(tasks_arg.unwrap_or(256)))?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! to do. [`local`] runs a graph on this machine with the farm's own
 //! scheduler (`drqueue run-local`).
 
+pub mod cas;
 pub mod feed;
 pub mod local;
 
@@ -231,15 +232,12 @@ impl Client {
     }
 
     /// A GET whose body streams for as long as the master sends it (the
-    /// live feed): no overall timeout, only the connect and the head's.
+    /// live feed).
     fn open_stream(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<ureq::http::Response<ureq::Body>> {
-        if let Some(e) = &self.tls_error {
-            return Err(ClientError::Config(e.clone()));
-        }
         let mut uri = self.url_for(path);
         for (i, (k, v)) in query.iter().enumerate() {
             uri.push(if i == 0 { '?' } else { '&' });
@@ -247,25 +245,66 @@ impl Client {
             uri.push('=');
             uri.push_str(&percent_encode(v));
         }
-        let mut req = ureq::http::Request::builder()
+        let req = ureq::http::Request::builder()
             .method("GET")
             .uri(uri)
             .header("Accept", "text/event-stream");
-        if let Some(t) = &self.token {
-            req = req.header("Authorization", format!("Bearer {t}"));
+        self.run_long(req, (), Duration::from_secs(30))
+    }
+
+    /// A request whose body may take as long as it needs (a stream, a large
+    /// blob): no overall timeout, only the connect's and the answer head's.
+    fn run_long<B: ureq::AsSendBody>(
+        &self,
+        req: ureq::http::request::Builder,
+        body: B,
+        head_within: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        if let Some(e) = &self.tls_error {
+            return Err(ClientError::Config(e.clone()));
         }
+        let req = match &self.token {
+            Some(t) => req.header("Authorization", format!("Bearer {t}")),
+            None => req,
+        };
         let req = req
-            .body(())
+            .body(body)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let req = self
             .agent
             .configure_request(req)
             .timeout_global(None)
             .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(head_within))
             .build();
         let resp = self.agent.run(req).map_err(|e| self.connect_error(e))?;
         self.check(resp)
+    }
+
+    /// PUTs `len` bytes from `reader` to `path`, streamed.
+    fn upload_body(&self, path: &str, len: u64, mut reader: impl std::io::Read) -> Result<()> {
+        let req = ureq::http::Request::builder()
+            .method("PUT")
+            .uri(self.url_for(path))
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", len.to_string());
+        self.run_long(
+            req,
+            ureq::SendBody::from_reader(&mut reader),
+            Duration::from_secs(120),
+        )?;
+        Ok(())
+    }
+
+    /// GETs `path` from byte `from` on (`Range`), for a resumed download.
+    fn get_range(&self, path: &str, from: u64) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut req = ureq::http::Request::builder()
+            .method("GET")
+            .uri(self.url_for(path));
+        if from > 0 {
+            req = req.header("Range", format!("bytes={from}-"));
+        }
+        self.run_long(req, (), Duration::from_secs(120))
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {

@@ -164,6 +164,8 @@ impl LocalFarm {
                     &format!("local-{}", std::process::id()),
                     Choice::Best,
                 )),
+                // run-local reads the job's files where they are.
+                None,
             )?,
             events,
             running: HashMap::new(),

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 /// One job of a graph: its spec, its name, and its dependencies on other
 /// jobs of the same graph (by name). Dependencies on jobs already on the
 /// farm are in `spec.after`, by id.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GraphJob {
     pub name: String,
     pub spec: JobSpec,
@@ -29,14 +29,14 @@ pub struct GraphJob {
     pub after_names: Vec<NamedDependency>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NamedDependency {
     pub name: String,
     pub on: Vec<JobStatus>,
 }
 
 /// Jobs in an order where each comes after those it depends on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Graph {
     pub jobs: Vec<GraphJob>,
 }
@@ -80,6 +80,9 @@ struct FileJob {
     paused: bool,
     #[serde(default)]
     retry_deterministic: bool,
+    /// Files each task brings back (`--collect`).
+    #[serde(default)]
+    collect: Vec<String>,
 }
 
 /// `"sim"`, `"sim:done,failed"`, or a job id (`12`, `"12:failed"`).
@@ -192,6 +195,8 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             stall_after_secs: crate::model::DEFAULT_STALL_AFTER_SECS,
             on_stall: Default::default(),
             target_task_minutes: None,
+            inputs: None,
+            collect: j.collect.clone(),
         };
         let blocksize = j
             .blocksize
@@ -420,6 +425,7 @@ fn spec_error_field(e: &SpecError, spec: &JobSpec) -> (&'static str, String) {
         | SpecError::TooMany { field, .. }
         | SpecError::Nul { field } => (field, String::new()),
         SpecError::TargetTaskMinutes(n) => ("target_task_minutes", n.to_string()),
+        SpecError::Collect(_) => ("collect", String::new()),
     }
 }
 

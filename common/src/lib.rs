@@ -3,6 +3,7 @@
 //! Everything the master, the engines and the clients must agree on lives here
 //! and nowhere else:
 //!
+//! - [`cas`]: content-addressed job inputs: blob hashes, manifests, safe paths;
 //! - [`blocked`]: typed reasons ready tasks are not running, and their wording;
 //! - [`display`]: how durations and clock times read, in one place;
 //! - [`frames`]: frame sets (`1-100x5`, `1,3,7-9`) and how a job is cut into tasks;
@@ -19,6 +20,7 @@
 //!   in, its framing and version check.
 
 pub mod blocked;
+pub mod cas;
 pub mod display;
 pub mod frames;
 pub mod graph;

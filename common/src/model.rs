@@ -15,7 +15,18 @@ use std::fmt;
 /// A job's id, assigned by the master in submission order. On the wire and
 /// in the store it is the bare number.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(transparent)]
 pub struct JobId(pub u64);
@@ -50,7 +61,19 @@ impl From<u64> for JobId {
 }
 
 /// A task is named by its job and its index within the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct TaskKey {
     pub job: JobId,
     pub index: u32,
@@ -65,7 +88,19 @@ impl fmt::Display for TaskKey {
 /// An engine's stable id: chosen by the engine on first start and kept in its
 /// state directory, so a restarted engine is the same engine to the master.
 /// On the wire and in the store it is the bare string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct EngineId(String);
 
@@ -128,7 +163,7 @@ impl PartialEq<&str> for EngineId {
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(rename_all = "lowercase")]
         pub enum $name { $($variant),+ }
 
@@ -294,7 +329,7 @@ string_enum!(
 
 /// A job's email notification: a dependent task that runs on the master
 /// when the job ends, persisted with the job and retried until sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Notification {
     pub state: NotifyState,
     pub to: Vec<String>,
@@ -355,8 +390,28 @@ impl<'de> Deserialize<'de> for Counts {
     }
 }
 
+impl schemars::JsonSchema for Counts {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Counts".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let count = serde_json::json!({"type": "integer", "minimum": 0});
+        let properties: serde_json::Map<String, serde_json::Value> = TaskStatus::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), count.clone()))
+            .collect();
+        let required: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        schemars::json_schema!({
+            "description": "Tasks by status; every status is present.",
+            "type": "object",
+            "properties": properties,
+            "required": required,
+        })
+    }
+}
+
 /// What a job needs of an engine.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Requirements {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -368,7 +423,7 @@ pub struct Requirements {
 }
 
 /// A dependency on another job: this job waits until `job` ends in one of `on`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
     pub job: JobId,
@@ -391,7 +446,7 @@ pub use crate::task_blocks::{DEFAULT_TARGET_TASK_MINUTES, MAX_TARGET_TASK_MINUTE
 
 /// A job as a client submits it. Unknown fields are refused so that a typo in
 /// a job file or HTTP body is an error, not a silently ignored setting.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
@@ -440,6 +495,16 @@ pub struct JobSpec {
     /// this many minutes of its measured speed (`blocksize` is then unused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_task_minutes: Option<u32>,
+    /// The manifest (a blob in the master's content store) of the folder
+    /// `drqueue submit --upload` sent: each task runs in its own copy of it
+    /// on the engine, and `{jobdir}` names that copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<crate::cas::BlobHash>,
+    /// Globs relative to the task's folder (`out/*.png`): files matching
+    /// them that are new or changed after a task are uploaded to the master
+    /// and fetched with `drqueue download`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collect: Vec<String>,
 }
 
 fn default_min_output_bytes() -> u64 {
@@ -475,6 +540,8 @@ impl Default for JobSpec {
             stall_after_secs: DEFAULT_STALL_AFTER_SECS,
             on_stall: OnStall::Requeue,
             target_task_minutes: None,
+            inputs: None,
+            collect: Vec::new(),
         }
     }
 }
@@ -512,6 +579,8 @@ pub enum SpecError {
     Nul { field: &'static str },
     #[error("target_task_minutes {0} is out of range: use 1 to {MAX_TARGET_TASK_MINUTES}")]
     TargetTaskMinutes(u32),
+    #[error("field `collect`: {0}")]
+    Collect(String),
 }
 
 fn is_simple_name(s: &str) -> bool {

@@ -7,13 +7,14 @@
 //! ([`crate::session`], which also owns the framing and the version check).
 //! Decoding returns [`DecodeError`] values and never panics.
 
+use crate::cas::BlobHash;
 use crate::frames::Block;
 use crate::model::{EngineFacts, EngineId, JobId, TaskKey};
 use crate::Millis;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The largest message either side accepts; larger ones are refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -24,7 +25,19 @@ pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 pub const MAX_WIRE_BYTES: usize = MAX_MESSAGE_BYTES + 4096;
 
 /// A task attempt: the unit of assignment, result and acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct AttemptKey {
     pub task: TaskKey,
     pub attempt: u32,
@@ -60,7 +73,23 @@ pub enum FromEngine {
     /// How far a running attempt has got, 0–100, as its renderer printed
     /// it: at most every 2 s per attempt, and only when it changed.
     Progress { attempt: AttemptKey, percent: f32 },
+    /// Send [`ToEngine::Blob`]: up to [`BLOB_CHUNK`] bytes of a blob from
+    /// `offset` (an input the engine's cache lacks).
+    Fetch { hash: BlobHash, offset: u64 },
+    /// A chunk of a blob the engine stores (an output it collected); the
+    /// master answers [`ToEngine::Stored`]. Chunks come in order, one at a
+    /// time; `total` is the blob's size.
+    Store {
+        hash: BlobHash,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
 }
+
+/// The most bytes one blob message carries: far under the message cap, so
+/// a chunk never holds a control message back for long.
+pub const BLOB_CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Register {
@@ -97,7 +126,7 @@ pub struct Finished {
 }
 
 /// How an attempt ended, with what it cost.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
     /// The exit code of the last command run, if it exited.
     pub exit_code: Option<i32>,
@@ -141,7 +170,7 @@ pub const MAX_THUMBNAILS: usize = 16;
 pub const MAX_THUMBNAIL_BYTES: usize = 48 * 1024;
 
 /// A small PNG of a frame's image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Thumbnail {
     pub frame: i64,
     pub png: Vec<u8>,
@@ -151,11 +180,16 @@ pub struct Thumbnail {
 pub const MAX_OUTPUTS: usize = 1000;
 
 /// A file an attempt wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OutputFile {
     /// As the job names it (relative to its `cwd`) or the renderer printed it.
     pub path: String,
     pub size: u64,
+    /// Set when the file was collected into the master's content store
+    /// (`--collect`): `drqueue download` fetches it by this. (Never
+    /// skipped when None: the engine link's encoding is positional.)
+    #[serde(default)]
+    pub hash: Option<BlobHash>,
 }
 
 impl Outcome {
@@ -204,7 +238,7 @@ pub enum ToEngine {
         cancel: Vec<AttemptKey>,
     },
     /// Run these tasks of one job. The job's command travels once per batch.
-    Assign(Assign),
+    Assign(Box<Assign>),
     /// Kill these attempts if they are still running.
     Cancel(Vec<AttemptKey>),
     /// These results are committed to the store: forget them.
@@ -221,6 +255,23 @@ pub enum ToEngine {
     /// The engine is revoked (`drqueue engine revoke`): stop every task and
     /// exit, and do not come back without being enrolled afresh.
     Revoked,
+    /// A chunk of a blob from `offset`, of `total` bytes in all; None when
+    /// the master has no such blob.
+    Blob {
+        hash: BlobHash,
+        offset: u64,
+        total: Option<u64>,
+        data: Vec<u8>,
+    },
+    /// How the [`FromEngine::Store`] chunk at `offset` went: `next` is the
+    /// offset the master wants next (the blob's size once it is stored), or
+    /// `error`.
+    Stored {
+        hash: BlobHash,
+        offset: u64,
+        next: u64,
+        error: Option<String>,
+    },
     /// Run a known-good check task and answer [`FromEngine::CheckResult`]:
     /// a sick engine that passes gets work again. An empty command means the
     /// engine's built-in check (spawn a process, write and read a file).
@@ -253,6 +304,12 @@ pub struct JobBody {
     pub outputs: Vec<String>,
     #[serde(default)]
     pub min_output_bytes: u64,
+    /// The manifest of the job's uploaded folder: the engine lays it out
+    /// for each task and runs the task in it ([`crate::cas`]).
+    pub inputs: Option<BlobHash>,
+    /// Globs, relative to the task's folder: matching files new or changed
+    /// after the task are uploaded to the master and recorded.
+    pub collect: Vec<String>,
 }
 
 fn default_max_log_bytes() -> u64 {

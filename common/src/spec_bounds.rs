@@ -95,6 +95,15 @@ pub fn check(spec: &JobSpec) -> Result<(), SpecError> {
         too_long("outputs", o.len(), MAX_PATH)?;
         no_nul("outputs", o)?;
     }
+    too_many("collect", spec.collect.len(), MAX_OUTPUT_PATTERNS)?;
+    for c in &spec.collect {
+        too_long("collect", c.len(), MAX_PATH)?;
+        no_nul("collect", c)?;
+        // A glob is a path with wildcards: the same rules keep it inside
+        // the task's folder.
+        crate::cas::check_path(c)
+            .map_err(|why| SpecError::Collect(why.replace("unsafe manifest path", "glob")))?;
+    }
     let total = spec.command.iter().map(String::len).sum::<usize>()
         + spec
             .env

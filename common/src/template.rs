@@ -2,7 +2,8 @@
 //! on the engine. Never passed through a shell.
 //!
 //! `{start}` `{end}` `{step}` describe the task's block of frames; `{job}` and
-//! `{task}` name it. `{frame}` and `{padframe:N}` make the command run once per
+//! `{task}` name it; `{jobdir}` is the folder the task runs in (its copy of
+//! the job's uploaded folder). `{frame}` and `{padframe:N}` make the command run once per
 //! frame of the block, in order. Anything else in braces is left as written,
 //! so arguments such as Houdini expressions pass through untouched.
 
@@ -10,11 +11,14 @@ use crate::frames::Block;
 use crate::model::JobId;
 
 /// Which task a command is expanded for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TaskContext {
     pub job: JobId,
     pub task: u32,
     pub block: Block,
+    /// The folder the task runs in (`{jobdir}`): its copy of the job's
+    /// uploaded folder, else the job's `cwd`, else `.`.
+    pub jobdir: String,
 }
 
 /// True when the template holds a per-frame placeholder.
@@ -74,6 +78,7 @@ fn value(name: &str, ctx: &TaskContext, frame: Option<i64>) -> Option<String> {
         "step" => ctx.block.step.to_string(),
         "job" => ctx.job.to_string(),
         "task" => ctx.task.to_string(),
+        "jobdir" => ctx.jobdir.clone(),
         "frame" => frame_or_start.to_string(),
         _ => {
             let width: usize = name.strip_prefix("padframe:")?.parse().ok()?;
@@ -106,6 +111,7 @@ mod tests {
                 last,
                 step: 1,
             },
+            jobdir: "/work/j7".into(),
         }
     }
 
@@ -120,6 +126,8 @@ mod tests {
             &ctx(10, 19),
         );
         assert_eq!(cmd, vec![argv(&["r", "-s", "10", "-e", "19", "j7t3x1"])]);
+        let cmd = commands(&argv(&["povray", "+I{jobdir}/scene.pov"]), &ctx(1, 1));
+        assert_eq!(cmd, vec![argv(&["povray", "+I/work/j7/scene.pov"])]);
     }
 
     #[test]

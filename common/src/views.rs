@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A job as the API shows it (`show --json`, `jobs --json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobView {
     pub id: JobId,
     pub name: String,
@@ -42,6 +42,15 @@ pub struct JobView {
     pub requirements: Requirements,
     pub limits: Vec<String>,
     pub after: Vec<Dependency>,
+    /// The manifest of its uploaded folder (`submit --upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<crate::cas::BlobHash>,
+    /// What its tasks upload back (`--collect` globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collect: Vec<String>,
+    /// Jobs that wait on this one (their `after` names it), oldest first.
+    #[serde(default)]
+    pub dependents: Vec<JobId>,
     /// Engines that failed this job too often and get no more of its tasks.
     #[serde(default)]
     pub blacklisted: Vec<EngineId>,
@@ -70,7 +79,7 @@ pub struct JobView {
 }
 
 /// A job's estimated time to its end, as a range of seconds from now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Eta {
     pub low_s: u64,
     pub high_s: u64,
@@ -81,7 +90,7 @@ pub struct Eta {
 }
 
 /// A task as the API shows it (`tasks --json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskView {
     pub index: u32,
     pub first: i64,
@@ -126,7 +135,7 @@ impl TaskView {
 }
 
 /// An engine as the API shows it (`engines --json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EngineView {
     pub id: EngineId,
     pub name: String,
@@ -172,6 +181,19 @@ pub struct EngineView {
     /// `drqueue engine accept`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub fingerprint: String,
+    /// The attempts it holds now, in task order.
+    #[serde(default)]
+    pub tasks: Vec<HeldAttempt>,
+}
+
+/// One attempt an engine holds: sent to it, running there, or being stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HeldAttempt {
+    pub job: JobId,
+    pub task: u32,
+    pub attempt: u32,
+    /// "assigned" (not started yet), "running" or "cancelling".
+    pub state: String,
 }
 
 impl EngineView {
@@ -210,12 +232,13 @@ impl EngineView {
             tasks_failed: 0,
             speed: None,
             fingerprint,
+            tasks: Vec::new(),
         }
     }
 }
 
 /// The answer to `drqueue engine accept NAME`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EngineAccepted {
     pub accepted: EngineId,
     pub name: String,
@@ -223,7 +246,7 @@ pub struct EngineAccepted {
 }
 
 /// A join token from `drqueue engine join-token`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JoinTokenView {
     pub token: String,
     pub uses: u32,
@@ -234,7 +257,7 @@ pub struct JoinTokenView {
 }
 
 /// A pool as `pools --json` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PoolView {
     pub name: String,
     pub engines: u64,
@@ -242,7 +265,7 @@ pub struct PoolView {
 
 /// A limit as `limits --json` shows it: a named count of tokens (licences,
 /// say); each running task of a job that names it holds one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LimitView {
     pub name: String,
     pub count: u32,
@@ -250,7 +273,7 @@ pub struct LimitView {
 }
 
 /// The body of an error answer from the HTTP API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApiError {
     pub error: String,
 }

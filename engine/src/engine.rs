@@ -42,6 +42,8 @@ pub struct EngineOptions {
     pub facts_refresh: Duration,
     /// How tasks' processes are contained (cgroup v2 when writable).
     pub containment: Choice,
+    /// The cap of the cache of uploaded inputs (`<state_dir>/cache`).
+    pub cache_bytes: u64,
 }
 
 /// Slow work done off the loop (it runs processes), reported back to it.
@@ -73,6 +75,8 @@ struct State {
     creds: Credentials,
     sys: sysinfo::System,
     background: mpsc::UnboundedSender<Background>,
+    /// Blob chunks the slot threads are waiting for.
+    blobs: Arc<crate::blobs::LinkBlobs>,
 }
 
 impl State {
@@ -174,6 +178,7 @@ impl State {
                 }
             }
             ToEngine::Pong => {}
+            msg @ (ToEngine::Blob { .. } | ToEngine::Stored { .. }) => self.blobs.deliver(msg),
             ToEngine::Check { id, command } => {
                 tracing::info!(id, ?command, "running the check task the master sent");
                 let tx = self.background.clone();
@@ -410,6 +415,19 @@ pub async fn run(
     tracing::info!(engine = %id, name = %facts.name, pools = ?facts.pools, capabilities = ?facts.capabilities, slots = opts.slots, hwm = opts.hwm, containment = %facts.containment, "engine starting");
     let (events, mut runner_rx) = mpsc::unbounded_channel();
     let (background, mut background_rx) = mpsc::unbounded_channel();
+    let (blob_tx, mut blob_rx) = mpsc::unbounded_channel();
+    let blobs = Arc::new(crate::blobs::LinkBlobs::new(blob_tx));
+    let pool_blobs = drqueue_runner::Blobs {
+        cache: drqueue_runner::sandbox::Cache::new(&opts.state_dir.join("cache"), opts.cache_bytes)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot make the input cache under {}: {e}",
+                    opts.state_dir.display()
+                )
+            })?,
+        link: blobs.clone(),
+        work: opts.state_dir.join("work"),
+    };
     let mut st = State {
         opts: opts.clone(),
         id: id.into(),
@@ -421,11 +439,17 @@ pub async fn run(
         releasing: false,
         released: Vec::new(),
         peak_held: 0,
-        pool: Pool::new(opts.slots, events, contain.clone())
-            .map_err(|e| anyhow::anyhow!("cannot start the slot threads: {e}"))?,
+        pool: Pool::new(
+            opts.slots,
+            events,
+            contain.clone(),
+            Some(Arc::new(pool_blobs)),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the slot threads: {e}"))?,
         creds,
         sys: sysinfo::System::new(),
         background,
+        blobs,
     };
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(200);
@@ -433,7 +457,7 @@ pub async fn run(
     loop {
         let endpoint = opts.masters[master_index % opts.masters.len()].clone();
         let end = tokio::select! {
-            end = session(&mut st, &endpoint, &mut runner_rx, &mut background_rx) => end,
+            end = session(&mut st, &endpoint, &mut runner_rx, (&mut background_rx, &mut blob_rx)) => end,
             _ = &mut shutdown => SessionEnd::Shutdown,
         };
         match end {
@@ -519,7 +543,10 @@ async fn session(
     st: &mut State,
     endpoint: &str,
     runner_rx: &mut mpsc::UnboundedReceiver<RunnerEvent>,
-    background_rx: &mut mpsc::UnboundedReceiver<Background>,
+    (background_rx, blob_rx): (
+        &mut mpsc::UnboundedReceiver<Background>,
+        &mut mpsc::UnboundedReceiver<FromEngine>,
+    ),
 ) -> SessionEnd {
     let mut link = match Link::connect(endpoint, &st.creds, CONNECT_TIMEOUT).await {
         Ok(l) => l,
@@ -608,6 +635,9 @@ async fn session(
             }
             _ = refresh.tick() => st.refresh_facts(),
             Some(done) = background_rx.recv() => outbox.push(st.on_background(done)),
+            // A slot thread's blob request (it asks again if this session
+            // ends before the answer).
+            Some(m) = blob_rx.recv() => outbox.push(m),
         }
     }
 }

@@ -4,11 +4,13 @@
 //! | module | concern |
 //! |---|---|
 //! | [`engine`] | the loop: link supervision, queue, slots, results kept until acknowledged |
+//! | [`blobs`] | input and output blobs over the link, for the slot threads |
 //! | [`link`] | one DEALER connection to the master (the only socket code) |
 //! | [`facts`] | what the engine reports about its machine and renderers |
 //! | [`check`] | the known-good check a sick engine runs to get work again |
 //! | [`identity`] | the engine's id, refused on a copied state directory |
 //! | [`logfile`] | the engine's own log file, rotated by size |
+pub mod blobs;
 pub mod check;
 pub mod engine;
 pub mod facts;

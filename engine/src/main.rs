@@ -79,6 +79,10 @@ struct Args {
     /// (an environment marker and a child subreaper).
     #[arg(long, env = "DRQUEUE_CONTAINMENT", default_value = "auto")]
     containment: drqueue_runner::contain::Choice,
+    /// The most the cache of uploaded job inputs (under --state-dir) keeps,
+    /// in GiB; the least recently used blobs go first.
+    #[arg(long, env = "DRQUEUE_CACHE_GB", default_value_t = 20)]
+    cache_gb: u64,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -180,6 +184,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         facts_refresh: std::time::Duration::from_secs(args.facts_refresh.max(1)),
         join_token,
         containment: args.containment,
+        cache_bytes: args.cache_gb << 30,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

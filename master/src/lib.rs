@@ -3,6 +3,7 @@
 //!
 //! | module | concern |
 //! |---|---|
+//! | [`cas`] | the content store: uploaded inputs and collected outputs, by hash |
 //! | [`events`] | what flows into the core: events, typed API requests, replies |
 //! | [`core`] | the event loop that owns the scheduler and feeds it |
 //! | [`feed`] | the live feed of changes behind `GET /api/events` |
@@ -11,7 +12,9 @@
 //! | [`notify`] | email notifications: the mailer (lettre over SMTP) |
 //! | [`store`] | persistence behind one trait, group-committed by one writer thread |
 //! | [`users`] | people and their API tokens: roles, authentication |
+//! | [`transfer`] | blob chunks engines fetch (inputs) and store (outputs) over their link |
 //! | [`server`] | wiring it all together |
+pub mod cas;
 pub mod core;
 pub mod enroll;
 pub mod events;
@@ -22,6 +25,7 @@ pub mod router;
 pub mod server;
 pub mod sessions;
 pub mod store;
+pub mod transfer;
 pub mod users;
 
 pub use drqueue_scheduler as scheduler;

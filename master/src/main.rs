@@ -33,6 +33,15 @@ struct Args {
     /// ~/.local/state/drqueue/master-keys). Standby masters must share it.
     #[arg(long, env = "DRQUEUE_KEYS_DIR")]
     keys_dir: Option<PathBuf>,
+    /// Where uploaded job inputs and collected outputs are kept, by hash
+    /// (default: `cas` inside --db's directory; for MongoDB,
+    /// ~/.local/state/drqueue/cas). Standby masters must reach the same one.
+    #[arg(long, env = "DRQUEUE_CAS_DIR")]
+    cas_dir: Option<PathBuf>,
+    /// Refuse uploads (507) while the content store's disk has less than
+    /// this many MiB free.
+    #[arg(long, default_value_t = 1024)]
+    cas_min_free_mb: u64,
     /// Enroll engines only by join token or `drqueue engine accept`, even
     /// when the engines' socket is bound to loopback.
     #[arg(long)]
@@ -194,6 +203,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         engines: args.engines,
         ready_file: args.ready_file,
         keys_dir: args.keys_dir,
+        cas_dir: args.cas_dir,
+        cas_min_free_bytes: args.cas_min_free_mb << 20,
         require_enrollment: args.require_enrollment,
         tokens,
         admin_token_file: args.admin_token_file,

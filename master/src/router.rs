@@ -5,10 +5,11 @@
 //! bytes, wrong versions, oversized, forged or replayed messages) is logged
 //! and dropped here and only admitted engines reach the core. The send task
 //! seals and sends, each send under a timeout so one stuck engine cannot
-//! stall the master. This is the only module that knows the socket library.
+//! stall the master. Blob chunks go to [`Transfers`], beside the core. This is the only module that knows the socket library.
 
 use crate::events::{Event, Outgoing};
 use crate::sessions::{Action, Sealers, Sessions};
+use crate::transfer::Transfers;
 use bytes::Bytes;
 use drqueue_common::now_millis;
 use drqueue_common::protocol::ToEngine;
@@ -39,15 +40,23 @@ pub async fn bind(endpoint: &str) -> anyhow::Result<(RouterSocket, String)> {
 /// that seals what the core (and the session table) send.
 pub fn spawn(
     socket: RouterSocket,
-    sessions: Sessions,
-    sealers: Sealers,
+    (sessions, sealers): (Sessions, Sealers),
+    transfers: Transfers,
     events: mpsc::UnboundedSender<Event>,
-    out_tx: mpsc::UnboundedSender<Outgoing>,
-    out_rx: mpsc::UnboundedReceiver<Outgoing>,
+    (out_tx, out_rx): (
+        mpsc::UnboundedSender<Outgoing>,
+        mpsc::UnboundedReceiver<Outgoing>,
+    ),
 ) {
     let (send, recv) = socket.split();
     let (raw_tx, raw_rx) = mpsc::unbounded_channel();
-    tokio::spawn(receive_loop(recv, sessions, events, out_tx, raw_tx));
+    tokio::spawn(receive_loop(
+        recv,
+        (sessions, transfers),
+        events,
+        out_tx,
+        raw_tx,
+    ));
     tokio::spawn(send_loop(send, sealers, out_rx, raw_rx));
 }
 
@@ -79,7 +88,7 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
 async fn receive_loop(
     mut recv: RouterRecvHalf,
-    mut sessions: Sessions,
+    (mut sessions, transfers): (Sessions, Transfers),
     events: mpsc::UnboundedSender<Event>,
     out: mpsc::UnboundedSender<Outgoing>,
     raw: mpsc::UnboundedSender<(Bytes, Vec<Bytes>)>,
@@ -114,8 +123,12 @@ async fn receive_loop(
             let sent = match action {
                 Action::Raw(frames) => raw.send((identity.clone(), frames)).is_ok(),
                 Action::Send(to, msg) => out.send((to, msg)).is_ok(),
+                // Blob chunks go to the transfers, not through the core.
                 Action::Deliver(identity, msg) => {
-                    events.send(Event::FromEngine { identity, msg }).is_ok()
+                    match transfers.handle(identity.clone(), msg, &out) {
+                        Some(msg) => events.send(Event::FromEngine { identity, msg }).is_ok(),
+                        None => true,
+                    }
                 }
                 Action::Drop(why) => {
                     drops.note(&identity, &why);

@@ -60,6 +60,12 @@ pub struct MasterOptions {
     /// a request's headers (or body).
     pub http_max_connections: usize,
     pub http_timeout_ms: u64,
+    /// The content store's folder (default: `cas` in the embedded store's
+    /// directory; for MongoDB, ~/.local/state/drqueue/cas). Standby
+    /// masters must reach the same one.
+    pub cas_dir: Option<PathBuf>,
+    /// Uploads are refused below this much free disk under `cas_dir`.
+    pub cas_min_free_bytes: u64,
 }
 
 impl Default for MasterOptions {
@@ -81,6 +87,8 @@ impl Default for MasterOptions {
             tls: None,
             http_max_connections: 512,
             http_timeout_ms: 10_000,
+            cas_dir: None,
+            cas_min_free_bytes: 1 << 30,
         }
     }
 }
@@ -136,6 +144,22 @@ fn keys_dir(opts: &MasterOptions) -> PathBuf {
         }
     } else {
         std::path::Path::new(&opts.db).join("keys")
+    }
+}
+
+/// Where the content store keeps blobs: beside the embedded store, or for
+/// MongoDB a folder every master must reach (like the keys).
+fn cas_dir(opts: &MasterOptions) -> PathBuf {
+    if let Some(dir) = &opts.cas_dir {
+        return dir.clone();
+    }
+    if opts.db.starts_with("mongodb") {
+        match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".local/state/drqueue/cas"),
+            None => PathBuf::from("./drqueue-cas"),
+        }
+    } else {
+        std::path::Path::new(&opts.db).join("cas")
     }
 }
 
@@ -360,13 +384,19 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     let sessions = Sessions::new(master_keys.clone(), enrollment.clone(), sealers.clone());
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let cas_root = cas_dir(&opts);
+    let cas = crate::cas::BlobDir::open(&cas_root, opts.cas_min_free_bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the content store {}: {e} (choose another with --cas-dir)",
+            cas_root.display()
+        )
+    })?;
     router::spawn(
         socket,
-        sessions,
-        sealers,
+        (sessions, sealers),
+        crate::transfer::Transfers::new(cas.clone()),
         events_tx.clone(),
-        out_tx.clone(),
-        out_rx,
+        (out_tx.clone(), out_rx),
     );
     let mailer = opts
         .mail
@@ -398,6 +428,7 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         body_timeout: std::time::Duration::from_millis(opts.http_timeout_ms),
         per_client_requests: limits.requests_per_client,
         feed,
+        cas,
     });
     tokio::spawn(http::serve::serve(listener, app, limits, tls));
 

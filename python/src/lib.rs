@@ -111,6 +111,32 @@ impl NativeClient {
         json(&views)
     }
 
+    /// Uploads a folder (what the master lacks); returns the upload's
+    /// report as JSON, whose `manifest` is the job's `inputs`.
+    #[pyo3(signature = (dir, exclude=Vec::new()))]
+    fn upload_dir(&self, py: Python<'_>, dir: &str, exclude: Vec<String>) -> PyResult<String> {
+        let dir = std::path::PathBuf::from(dir);
+        let report = py
+            .detach(|| {
+                self.inner
+                    .upload_dir(&dir, &exclude, &drqueue_client::cas::Quiet)
+            })
+            .map_err(to_py)?;
+        json(&report)
+    }
+
+    /// Fetches a job's collected outputs into `to`; returns the count as JSON.
+    fn download(&self, py: Python<'_>, id: u64, to: &str) -> PyResult<String> {
+        let to = std::path::PathBuf::from(to);
+        let got = py
+            .detach(|| {
+                self.inner
+                    .download_outputs(JobId(id), &to, &drqueue_client::cas::Quiet)
+            })
+            .map_err(to_py)?;
+        json(&got)
+    }
+
     fn job(&self, py: Python<'_>, id: u64) -> PyResult<String> {
         let id = JobId(id);
         json(&py.detach(|| self.inner.job(id)).map_err(to_py)?)

@@ -293,3 +293,22 @@ def test_blocksize_auto_cuts_tasks_as_they_are_given_out(farm):
     assert len(tasks) < 30
     with pytest.raises(drqueue.InvalidRequest, match="auto"):
         farm.client.submit(["true"], blocksize="big")
+
+
+def test_an_uploaded_folder_runs_on_the_engine_and_its_outputs_download(farm, tmp_path):
+    scene = tmp_path / "shot"
+    (scene / "lib").mkdir(parents=True)
+    (scene / "lib" / "words.txt").write_text("uploaded words\n")
+    (scene / "skip.tmp").write_text("left out")
+    job = farm.client.submit(
+        ["sh", "-c", "test ! -e skip.tmp && cat lib/words.txt > out/f{frame}.txt"],
+        frames="1-3", upload=scene, upload_exclude=["*.tmp"], collect=["out/*.txt"], name="up")
+    # The client's folder is not where the task runs.
+    scene.rename(tmp_path / "moved")
+    job.wait(timeout=60)
+    assert job.status == "done"
+    assert job.download(tmp_path / "got") == 3
+    for f in (1, 2, 3):
+        assert (tmp_path / "got" / "out" / f"f{f}.txt").read_text() == "uploaded words\n"
+    # Downloading again finds everything in place.
+    assert job.download(tmp_path / "got") == 3

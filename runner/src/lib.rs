@@ -14,11 +14,12 @@ mod log;
 mod outputs;
 pub mod progress;
 pub mod renderers;
+pub mod sandbox;
 pub mod thumbnail;
 
 use contain::{Containment, TaskBox};
 use drqueue_common::frames::Block;
-use drqueue_common::protocol::{AttemptKey, JobBody, Outcome};
+use drqueue_common::protocol::{AttemptKey, JobBody, Outcome, MAX_OUTPUTS};
 use drqueue_common::signature::failure_signature;
 use drqueue_common::template::{self, TaskContext};
 use log::LogSink;
@@ -96,11 +97,20 @@ pub struct Pool {
     work: std::sync::mpsc::Sender<Attempt>,
 }
 
+/// What a pool needs for jobs whose folder was uploaded: the blob cache,
+/// the link to the master's content store, and where tasks' folders go.
+pub struct Blobs {
+    pub cache: sandbox::Cache,
+    pub link: Arc<dyn sandbox::BlobLink>,
+    pub work: PathBuf,
+}
+
 impl Pool {
     pub fn new(
         slots: u32,
         events: mpsc::UnboundedSender<RunnerEvent>,
         contain: Arc<Containment>,
+        blobs: Option<Arc<Blobs>>,
     ) -> std::io::Result<Pool> {
         let (work, rx) = std::sync::mpsc::channel::<Attempt>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
@@ -108,6 +118,7 @@ impl Pool {
             let rx = rx.clone();
             let events = events.clone();
             let contain = contain.clone();
+            let blobs = blobs.clone();
             std::thread::Builder::new()
                 .name(format!("slot-{i}"))
                 .spawn(move || loop {
@@ -118,7 +129,12 @@ impl Pool {
                         Err(poisoned) => poisoned.into_inner().recv(),
                     };
                     match next {
-                        Ok(attempt) => run(attempt, i as usize, &contain, events.clone()),
+                        Ok(attempt) => run(
+                            attempt,
+                            i as usize,
+                            (&contain, blobs.as_deref()),
+                            events.clone(),
+                        ),
                         Err(_) => return, // the engine is gone
                     }
                 })?;
@@ -133,23 +149,51 @@ impl Pool {
     }
 }
 
-fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSender<RunnerEvent>) {
+fn run(
+    a: Attempt,
+    slot: usize,
+    (contain, blobs): (&Containment, Option<&Blobs>),
+    events: mpsc::UnboundedSender<RunnerEvent>,
+) {
     let _ = events.send(RunnerEvent::Started(a.key));
     let started = Instant::now();
+    let mut outcome = Outcome::default();
+    let mut log = LogSink::new(a.key, &a.log_path, a.body.max_log_bytes, &events);
+    let sandbox = lay_out_inputs(&a, blobs, &mut log, &mut outcome);
+    // Where the task runs: its folder (and the job's cwd inside it), else
+    // the job's cwd as the engine sees it.
+    let workdir: Option<PathBuf> = match (&sandbox, &a.body.cwd) {
+        (Some(dir), Some(cwd)) => Some(dir.join(cwd)),
+        (Some(dir), None) => Some(dir.clone()),
+        (None, cwd) => cwd.as_ref().map(PathBuf::from),
+    };
     let ctx = TaskContext {
         job: a.body.id,
         task: a.key.task.index,
         block: a.block,
+        jobdir: workdir
+            .as_ref()
+            .map_or_else(|| ".".into(), |d| d.display().to_string()),
     };
-    let mut outcome = Outcome::default();
-    let mut log = LogSink::new(a.key, &a.log_path, a.body.max_log_bytes, &events);
-    if let Some(cwd) = &a.body.cwd {
-        if !std::path::Path::new(cwd).is_dir() {
+    if let (None, Some(dir)) = (&outcome.error, &workdir) {
+        if !dir.is_dir() {
             outcome.error = Some(format!(
-                "working directory {cwd:?} does not exist on this engine"
+                "working directory {:?} does not exist on this engine",
+                dir.display().to_string()
             ));
         }
     }
+    if let (Some(dir), None) = (&workdir, &outcome.error) {
+        if sandbox.is_some() {
+            // A manifest lists files, not empty folders: make the ones the
+            // task is declared to write into.
+            if let Err(why) = sandbox::make_output_dirs(dir, &a.body, &ctx) {
+                outcome.error = Some(why);
+            }
+        }
+    }
+    let collect_base = workdir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let before = sandbox::snapshot(&collect_base, &a.body.collect);
     let commands = template::commands(&a.body.command, &ctx);
     let program = commands
         .first()
@@ -168,7 +212,7 @@ fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSe
             watch.next_command(i);
             let ok = run_one(
                 argv,
-                &a,
+                (&a, workdir.as_deref()),
                 (contain, slot),
                 (&mut log, &mut watch),
                 &mut outcome,
@@ -181,7 +225,7 @@ fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSe
     outcome.fatal = watch.fatal();
     outcome.progress = watch.percent();
     if outcome.is_success() && !a.control.stopping() {
-        match outputs::check(&a.body, &ctx, &watch.saved()) {
+        match outputs::check(&a.body, &ctx, workdir.as_deref(), &watch.saved()) {
             Ok(found) => {
                 let (thumbnails, skipped) = thumbnail::make(&found.by_frame);
                 for why in skipped {
@@ -192,6 +236,21 @@ fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSe
             }
             Err(why) => outcome.error = Some(why),
         }
+    }
+    if outcome.is_success() && !a.control.stopping() && !a.body.collect.is_empty() {
+        match blobs {
+            Some(b) => match sandbox::collect(&collect_base, &a.body.collect, &before, &*b.link) {
+                Ok(files) => {
+                    let room = MAX_OUTPUTS.saturating_sub(outcome.outputs.len());
+                    outcome.outputs.extend(files.into_iter().take(room));
+                }
+                Err(why) => outcome.error = Some(format!("collecting outputs: {why}")),
+            },
+            None => outcome.error = Some("this runner cannot upload outputs (--collect)".into()),
+        }
+    }
+    if let Some(dir) = &sandbox {
+        let _ = std::fs::remove_dir_all(dir);
     }
     // Signed before the engine's own lines below join the log.
     let last_line = log.last_line();
@@ -217,10 +276,36 @@ fn run(a: Attempt, slot: usize, contain: &Containment, events: mpsc::UnboundedSe
     let _ = events.send(RunnerEvent::Finished(a.key, outcome));
 }
 
+/// Lays out the job's uploaded folder for this attempt, when it has one;
+/// returns the folder (also when laying it out failed, so it is removed).
+fn lay_out_inputs(
+    a: &Attempt,
+    blobs: Option<&Blobs>,
+    log: &mut LogSink,
+    outcome: &mut Outcome,
+) -> Option<PathBuf> {
+    let manifest = a.body.inputs.as_ref()?;
+    let Some(b) = blobs else {
+        outcome.error =
+            Some("the job has an uploaded folder, which this runner cannot fetch".into());
+        return None;
+    };
+    let dir = b.work.join(format!(
+        "job{}-task{}-attempt{}",
+        a.key.task.job, a.key.task.index, a.key.attempt
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut note = |line: &str| log.write(line.as_bytes());
+    if let Err(why) = sandbox::lay_out(manifest, &dir, &b.cache, &*b.link, &mut note) {
+        outcome.error = Some(format!("cannot lay out the job's folder: {why}"));
+    }
+    Some(dir)
+}
+
 /// Runs one command line; returns whether to go on to the next frame.
 fn run_one(
     argv: &[String],
-    a: &Attempt,
+    (a, workdir): (&Attempt, Option<&std::path::Path>),
     (contain, slot): (&Containment, usize),
     (log, watch): (&mut LogSink, &mut Reporter),
     outcome: &mut Outcome,
@@ -249,8 +334,8 @@ fn run_one(
         .stdout(writer)
         .stderr(writer2)
         .process_group(0);
-    if let Some(cwd) = &a.body.cwd {
-        cmd.current_dir(cwd);
+    if let Some(dir) = workdir {
+        cmd.current_dir(dir);
     }
     let task_box = contain.open(a.key, slot);
     task_box.prepare(&mut cmd);

@@ -17,7 +17,12 @@ pub struct Found {
 /// The attempt's outputs, or why it failed: the first file missing or too
 /// small. Paths are as the job or the renderer named them. A file the
 /// renderer said it saved belongs to the task's frames in the order saved.
-pub fn check(body: &JobBody, ctx: &TaskContext, saved: &[String]) -> Result<Found, String> {
+pub fn check(
+    body: &JobBody,
+    ctx: &TaskContext,
+    base: Option<&Path>,
+    saved: &[String],
+) -> Result<Found, String> {
     let frames: Vec<i64> = ctx.block.frames().collect();
     let mut wanted: Vec<(i64, String)> = Vec::new();
     for &frame in &frames {
@@ -44,7 +49,6 @@ pub fn check(body: &JobBody, ctx: &TaskContext, saved: &[String]) -> Result<Foun
             wanted.push((frame, s.clone()));
         }
     }
-    let base = body.cwd.as_deref().map(Path::new);
     let mut found = Found {
         files: Vec::with_capacity(wanted.len()),
         by_frame: Vec::with_capacity(wanted.len()),
@@ -69,7 +73,11 @@ pub fn check(body: &JobBody, ctx: &TaskContext, saved: &[String]) -> Result<Foun
             ));
         }
         found.by_frame.push((frame, full));
-        found.files.push(OutputFile { path, size });
+        found.files.push(OutputFile {
+            path,
+            size,
+            hash: None,
+        });
     }
     Ok(found)
 }

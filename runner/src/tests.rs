@@ -26,6 +26,8 @@ fn attempt(cmd: &[&str], first: i64, last: i64, dir: &std::path::Path) -> Attemp
             cwd: Some(dir.display().to_string()),
             timeout_secs: 0,
             max_log_bytes: 1 << 20,
+            inputs: None,
+            collect: Vec::new(),
         }),
         block: Block {
             first,
@@ -66,7 +68,7 @@ fn collect_in(a: Attempt, contain: &Containment) -> (Outcome, Vec<u8>) {
     static NEXT_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(100);
     let slot = NEXT_SLOT.fetch_add(1, Ordering::SeqCst);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    run(a, slot, contain, tx);
+    run(a, slot, (contain, None), tx);
     let mut log = Vec::new();
     let mut out = None;
     while let Ok(ev) = rx.try_recv() {
@@ -115,7 +117,7 @@ fn a_silent_task_leaves_no_log_file() {
 fn the_pool_runs_attempts_on_its_slot_threads() {
     let d = tmp("pool");
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let pool = Pool::new(2, tx, contain(Choice::Best)).unwrap();
+    let pool = Pool::new(2, tx, contain(Choice::Best), None).unwrap();
     for i in 0..4 {
         let mut a = attempt(&["sh", "-c", "echo $0", "{frame}"], i, i, &d);
         a.key.task.index = i as u32;
@@ -163,7 +165,7 @@ fn cancel_kills_the_whole_process_tree() {
     );
     let control = a.control.clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let t = std::thread::spawn(move || run(a, 99, &contain(Choice::Best), tx));
+    let t = std::thread::spawn(move || run(a, 99, (&contain(Choice::Best), None), tx));
     let pid_file = d.join("child.pid");
     while std::fs::read_to_string(&pid_file)
         .map(|s| s.trim().is_empty())

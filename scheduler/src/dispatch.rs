@@ -300,10 +300,10 @@ impl Scheduler {
             }
             fx.messages.push((
                 engine.id.clone(),
-                ToEngine::Assign(Assign {
+                ToEngine::Assign(Box::new(Assign {
                     job: job.body.clone(),
                     tasks: batch,
-                }),
+                })),
             ));
         }
         n

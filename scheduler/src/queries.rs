@@ -46,6 +46,17 @@ impl Scheduler {
             requirements: job.spec.requirements.clone(),
             limits: job.spec.limits.clone(),
             after: job.spec.after.clone(),
+            inputs: job.spec.inputs,
+            collect: job.spec.collect.clone(),
+            // A scan, not an index: views are built for one job at a time,
+            // and a dependency is rare enough that keeping an index in step
+            // with submit, delete, restore and eviction is not worth it.
+            dependents: self
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.spec.after.iter().any(|d| d.job == id))
+                .map(|(jid, _)| *jid)
+                .collect(),
             blacklisted: job
                 .engine_failures
                 .keys()

@@ -6,7 +6,7 @@ use super::{Config, EngineIdx};
 use crate::records::{EngineFailures, EngineRecord, JobRecord};
 use drqueue_common::frames::Block;
 use drqueue_common::model::{
-    Counts, EngineFacts, EngineId, EngineState, EngineView, JobId, JobSpec, JobStatus,
+    Counts, EngineFacts, EngineId, EngineState, EngineView, HeldAttempt, JobId, JobSpec, JobStatus,
     Notification, NotifyState, TaskKey, TaskStatus,
 };
 use drqueue_common::protocol::{AttemptKey, JobBody};
@@ -150,6 +150,21 @@ impl Engine {
             tasks_failed: self.tasks_failed,
             speed: None,
             fingerprint: String::new(),
+            tasks: self
+                .held
+                .iter()
+                .map(|(key, held)| HeldAttempt {
+                    job: key.task.job,
+                    task: key.task.index,
+                    attempt: key.attempt,
+                    state: match (held.cancelling, held.started) {
+                        (true, _) => "cancelling",
+                        (false, true) => "running",
+                        (false, false) => "assigned",
+                    }
+                    .to_string(),
+                })
+                .collect(),
         }
     }
 }
@@ -335,6 +350,8 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         max_log_bytes: u64::from(spec.max_log_mb) << 20,
         outputs: spec.outputs.clone(),
         min_output_bytes: spec.min_output_bytes,
+        inputs: spec.inputs,
+        collect: spec.collect.clone(),
     };
     let initial = TaskStatus::Waiting;
     let tasks: Vec<Task> = blocks.iter().map(|b| Task::new(*b, initial)).collect();

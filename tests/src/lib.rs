@@ -6,6 +6,7 @@
 //! (`target/<profile>/`); `cargo test --workspace` builds them first because
 //! each binary crate has tests. A failing test prints the processes' logs.
 
+pub mod openapi_check;
 pub mod raw_engine;
 
 use drqueue_client::Client;
@@ -15,6 +16,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// Where `program` is on the test process's own PATH (to link it into an
+/// engine's hermetic PATH).
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// A PNG's width, height and decoded pixels (comparing images, not bytes).
+pub fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("image data");
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
 
 /// Path of one of the workspace's binaries.
 pub fn bin(name: &str) -> PathBuf {

@@ -4,7 +4,7 @@
 //! renderers (small scripts named `blender`, `render`) on their PATH.
 
 use drqueue_common::model::{JobId, JobStatus, TaskView};
-use drqueue_tests::{eventually, fake_program, link_program, path_with, Farm};
+use drqueue_tests::{decode_png, eventually, fake_program, link_program, path_with, which, Farm};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -498,16 +498,9 @@ fn povray_renders_an_animation_through_the_preset() {
     assert_eq!(engines_of(&farm, job).len(), 2, "both engines rendered");
     let mut frames = Vec::new();
     for f in 1..=8 {
-        let path = out_dir.join(format!("frame{f}.png"));
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-            .read_info()
-            .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).expect("image data");
-        assert_eq!((info.width, info.height), (160, 120));
-        buf.truncate(info.buffer_size());
-        frames.push(buf);
+        let (width, height, pixels) = decode_png(&out_dir.join(format!("frame{f}.png")));
+        assert_eq!((width, height), (160, 120));
+        frames.push(pixels);
     }
     // POV-Ray's `Rendered N of M pixels (P%)` lines, split by carriage
     // returns, were followed to the end of each frame.
@@ -552,10 +545,4 @@ fn povray_renders_an_animation_through_the_preset() {
             i + 2
         );
     }
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }

@@ -4,25 +4,13 @@
 //! submit warning for jobs no engine can run, and run-local's runs.
 
 use drqueue_common::model::{JobStatus, TaskStatus};
-use drqueue_tests::{bin, Farm};
-use std::path::Path;
+use drqueue_tests::{bin, decode_png, Farm};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(120);
 
 fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).to_string()
-}
-
-fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()));
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).expect("image data");
-    buf.truncate(info.buffer_size());
-    (info.width, info.height, buf)
 }
 
 #[test]

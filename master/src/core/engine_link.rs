@@ -143,6 +143,8 @@ impl Core {
                 self.sched
                     .check_result(&engine, id, ok, &detail, &mut self.fx)
             }
+            // The router hands blob chunks to the transfers, never here.
+            FromEngine::Fetch { .. } | FromEngine::Store { .. } => {}
         }
     }
 }

@@ -171,7 +171,9 @@ fn browser_safe(s: &ApiState, req: &Request, token: bool) -> Result<(), Response
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-        if !json {
+        // A blob upload is a PUT, which no HTML form can send.
+        let blob = super::cas::is_upload(req.method(), req.uri().path());
+        if !json && !blob {
             return Err(error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "changes must be sent as Content-Type: application/json",
@@ -241,6 +243,7 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
         MAX_AUDIT_ACTION,
     );
     let job = job_in_path(req.uri().path());
+    let req_is_cas = req.uri().path().starts_with("/api/cas/");
     let checked = browser_safe(&s, &req, token.is_some()).and_then(|()| {
         if let (true, Some(expected)) = (write, &csrf) {
             let sent = req
@@ -266,7 +269,9 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
         }
         Err(resp) => resp,
     };
-    if write {
+    // Uploads and the question of what is missing are recorded once, by
+    // the submit that names their manifest, not blob by blob.
+    if write && !req_is_cas {
         let ext = resp.extensions();
         let entry = AuditEntry {
             seq: 0,

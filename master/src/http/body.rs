@@ -1,7 +1,8 @@
 //! Request bodies are read whole before any handler sees them, within a
 //! size cap (413 past it) and a time limit (408 past it), so a client can
 //! neither make the master buffer without end nor hold a handler open by
-//! trickling bytes.
+//! trickling bytes. Uploads to the content store are the one exception:
+//! they stream to disk under their own bounds (`cas.rs`).
 
 use super::{error, ApiState};
 use axum::body::Body;
@@ -17,6 +18,10 @@ use http_body_util::Limited;
 pub const MAX_BODY: usize = 8 << 20;
 
 pub(super) async fn bounded(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    if super::cas::is_upload(req.method(), req.uri().path()) {
+        // A blob streams to disk under its own bounds (size, stalls, disk floor).
+        return next.run(req).await;
+    }
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

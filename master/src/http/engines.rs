@@ -41,7 +41,7 @@ fn accept_engine(s: &ApiState, name: &str) -> ApiResult {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct JoinTokenBody {
     /// How many engines may enroll with it.
@@ -120,7 +120,7 @@ pub(super) async fn list_limits(State(s): State<ApiState>) -> ApiResult {
     json(ask(&s, |reply| Request::ListLimits { reply }).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct LimitBody {
     count: u32,
 }

@@ -127,6 +127,7 @@ pub(super) async fn submit(
     need(&caller, Role::Artist, "submitting")?;
     let mut spec = Box::new(json_body(body, "job")?);
     set_owner(&caller, &mut spec)?;
+    super::cas::check_inputs(&s, &spec).await?;
     let mut views = ask_core(&s, |reply| Request::Submit {
         spec,
         require_runnable: q.require_runnable,
@@ -156,6 +157,7 @@ pub(super) async fn submit_graph(
     let mut graph = json_body(body, "job graph")?;
     for job in &mut graph.jobs {
         set_owner(&caller, &mut job.spec)?;
+        super::cas::check_inputs(&s, &job.spec).await?;
     }
     let views = ask_core(&s, |reply| Request::SubmitGraph {
         graph,
@@ -207,6 +209,50 @@ pub(super) struct LogQuery {
     /// long poll; at most [`MAX_LOG_WAIT_SECS`]).
     #[serde(default)]
     wait: u64,
+    /// true: the whole log from `offset` as a file to save, not one window.
+    #[serde(default)]
+    download: bool,
+}
+
+/// The whole log of one attempt, read window by window as the client takes
+/// it (so a large log never sits in memory), as a file to save.
+fn download_log(s: ApiState, key: AttemptKey, offset: u64) -> ApiResult {
+    let windows = futures_util::stream::unfold(Some(offset), move |at| {
+        let s = s.clone();
+        async move {
+            let offset = at?;
+            match ask_reader(&s, |reply| ReadMsg::Log {
+                attempt: key,
+                offset,
+                reply,
+            })
+            .await
+            {
+                Ok(bytes) if bytes.is_empty() => None,
+                Ok(bytes) => {
+                    let next = offset + bytes.len() as u64;
+                    Some((Ok(bytes), Some(next)))
+                }
+                Err(_) => Some((
+                    Err(std::io::Error::other("the store could not read the log")),
+                    None,
+                )),
+            }
+        }
+    });
+    let name = format!(
+        "job{}-task{}-attempt{}.log",
+        key.task.job, key.task.index, key.attempt
+    );
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        )
+        .header("x-drqueue-attempt", key.attempt.to_string())
+        .body(Body::from_stream(windows))
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// The longest a log read waits for more: below any proxy's idle timeout.
@@ -237,6 +283,9 @@ pub(super) async fn task_log(
         task,
         attempt: target.attempt,
     };
+    if q.download {
+        return download_log(s, key, q.offset);
+    }
     // Watch before reading, so a chunk committed between the read and the
     // wait still wakes us.
     let woken = if wait.is_zero() || !target.is_live() {
@@ -313,7 +362,7 @@ pub(super) struct ForceQuery {
 
 /// The optional body of `POST /api/jobs/{id}/cancel|retry`:
 /// `{"tasks": "3,7-12"}` acts on those tasks only.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ControlBody {
     tasks: Option<String>,
@@ -354,7 +403,7 @@ pub(super) async fn control_job(
 }
 
 /// `PATCH /api/jobs/{id}` with `{"priority": N}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct JobPatch {
     priority: u32,

@@ -11,6 +11,7 @@
 //! - [`jobs`]: jobs, graphs, tasks, logs;
 //! - [`engines`]: engines, enrollment, pools, limits;
 //! - [`users`]: users, tokens, the audit trail, whoami;
+//! - [`cas`]: the content store: which blobs are missing, uploads, downloads;
 //! - [`events`]: the live feed (Server-Sent Events), farm totals, log rules;
 //! - [`session`]: the monitor's sign-in (a token for a session cookie);
 //! - [`pages`]: the monitor's pages and assets, built in;
@@ -22,6 +23,7 @@
 
 mod auth;
 mod body;
+mod cas;
 mod engines;
 mod events;
 mod frames;
@@ -70,6 +72,8 @@ pub struct ApiParts {
     pub per_client_requests: usize,
     /// The live feed `GET /api/events` serves.
     pub feed: crate::feed::Feed,
+    /// Uploaded inputs and collected outputs.
+    pub cas: crate::cas::BlobDir,
 }
 
 #[derive(Clone)]
@@ -87,6 +91,7 @@ pub struct ApiState {
     shares: share::Shares,
     feed: crate::feed::Feed,
     sessions: session::Sessions,
+    cas: crate::cas::BlobDir,
 }
 
 impl ApiState {
@@ -122,6 +127,7 @@ pub fn router(parts: ApiParts) -> Router {
         shares: share::Shares::new(parts.per_client_requests),
         feed: parts.feed,
         sessions: session::Sessions::default(),
+        cas: parts.cas,
     };
     routes::mount(Router::new(), routes::guarded())
         .fallback(|| async {

@@ -85,7 +85,7 @@ _OPTIONS = {
     "name", "frames", "blocksize", "priority", "pool", "os", "min_cores",
     "min_ram_mb", "requires", "env", "cwd", "max_attempts", "timeout",
     "max_engines", "limits", "start_after", "notify", "notify_on", "paused",
-    "preset", "scene", "output", "render_node", "target_task_minutes",
+    "preset", "scene", "output", "render_node", "target_task_minutes", "collect",
 }
 
 
@@ -165,13 +165,24 @@ class Client:
         max_engines, limits, start_after, notify, notify_on, paused, and
         preset/scene/output/render_node. ``after`` takes jobs or ids.
         ``blocksize="auto"`` cuts each engine's task to its speed, about
-        ``target_task_minutes`` (default 10) long."""
+        ``target_task_minutes`` (default 10) long.
+
+        ``upload="scene_dir"`` sends that folder (only what the master
+        lacks; ``upload_exclude`` globs leave files out) and runs each task
+        in its own copy of it on the engine: no shared file system needed.
+        ``collect=["out/*.png"]`` brings the matching files back, for
+        :meth:`Job.download`."""
+        upload = options.pop("upload", None)
+        exclude = [str(g) for g in options.pop("upload_exclude", [])]
         entry = _job_entry(command, dict(options, frames=frames, blocksize=blocksize))
-        if "cwd" not in entry:
+        if "cwd" not in entry and upload is None:
             entry["cwd"] = os.getcwd()
         entry["after"] = _after_entries(after)
         graph = json.loads(_parse_graph("submit.json", json.dumps(entry), _owner()))
         spec = graph["jobs"][0]["spec"]
+        if upload is not None:
+            report = json.loads(self._native.upload_dir(os.fspath(upload), exclude))
+            spec["inputs"] = report["manifest"]
         return Job(self, json.loads(self._native.submit(json.dumps(spec))))
 
     def submit_callable(
@@ -404,6 +415,12 @@ class Job:
                 rows += [{"task": t, "attempt": a["attempt"]["attempt"], "path": o["path"],
                           "size": o["size"]} for o in a["outcome"].get("outputs", [])]
         return rows
+
+    def download(self, to: "str | os.PathLike[str]" = ".") -> int:
+        """Fetches the files the job's tasks collected (``collect=``) into
+        ``to``, laid out by their paths, each checked against its hash;
+        returns how many. Safe to call again after an interruption."""
+        return int(json.loads(self._client._native.download(self.id, os.fspath(to)))["files"])
 
     def thumbnail(self, frame: int | None = None) -> bytes:
         """A frame's thumbnail as PNG bytes (the newest without ``frame``);

@@ -211,6 +211,8 @@ fn header(
             last: task.last,
             step: task.step,
         },
+        // The engine's folder for the task is not known here.
+        jobdir: "{jobdir}".into(),
     };
     for argv in commands(&job.command, &ctx) {
         let line: Vec<String> = argv.iter().map(|a| shell_quoted(a)).collect();

@@ -8,6 +8,7 @@
 //! | `engines` | `engines`, `engine show/disable/enable/drain` |
 //! | `admin` | `pools`, `limits`, `limit set` |
 //! | `users` | `user add/list/remove`, `token create/revoke`, `audit`, `whoami` |
+//! | `transfer` | `download`, `cas`, and the bars of `submit --upload` |
 //! | `local` | `run-local` |
 //! | `output` | every command's output: human tables or `--json` |
 //!
@@ -26,6 +27,7 @@ mod select;
 mod show;
 mod submit;
 mod table;
+mod transfer;
 mod users;
 
 use clap::{Parser, Subcommand};
@@ -146,6 +148,16 @@ enum Cmd {
     Audit(users::AuditArgs),
     /// Show who the master takes you for (the user of DRQUEUE_TOKEN).
     Whoami,
+    /// Fetch a job's collected outputs (`submit --collect`) into a folder,
+    /// laid out by their paths; resumes, and checks each file's hash.
+    Download {
+        job: JobId,
+        /// Where to put them (default: the current folder).
+        #[arg(long, default_value = ".")]
+        to: std::path::PathBuf,
+    },
+    /// What the master's content store holds, and its free-disk floor.
+    Cas,
     /// Run a job or a job file's graph on this machine, no master: to debug
     /// it before it goes to the farm. Exits 1 if anything failed.
     RunLocal(Box<local::RunLocalArgs>),
@@ -222,6 +234,8 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
         Cmd::Token { action } => users::token(client, action, out)?,
         Cmd::Audit(a) => users::audit(client, a, out)?,
         Cmd::Whoami => users::whoami(client, out)?,
+        Cmd::Download { job, to } => transfer::download(client, job, &to, out)?,
+        Cmd::Cas => transfer::cas(client, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,28 @@ use std::collections::BTreeMap;
 /// warning saying why, or refused with `--require-runnable`.
 pub fn run(client: &Client, args: SubmitArgs, out: &dyn Output) -> CliResult<()> {
     let strict = args.farm.require_runnable;
-    let views = match submission(args.job, args.farm)? {
+    let upload = args.farm.upload.clone();
+    let exclude = args.farm.upload_exclude.clone();
+    let mut submission = submission(args.job, args.farm)?;
+    if let Some(dir) = upload {
+        let report = client.upload_dir(&dir, &exclude, &crate::transfer::Bars::new())?;
+        eprintln!(
+            "drqueue: {} files, {}; sent {} new blobs, {} (the master had the rest)",
+            report.files,
+            crate::transfer::size(report.bytes),
+            report.sent_blobs,
+            crate::transfer::size(report.sent_bytes)
+        );
+        match &mut submission {
+            Submission::One(spec) => spec.inputs = Some(report.manifest),
+            Submission::Graph(g) => {
+                for job in &mut g.jobs {
+                    job.spec.inputs = Some(report.manifest);
+                }
+            }
+        }
+    }
+    let views = match submission {
         Submission::One(spec) => {
             let view = client.submit_opts(&spec, strict)?;
             out.submitted(&view)?;
@@ -184,6 +205,21 @@ pub struct FarmArgs {
     /// could run it now (wrong pool, OS, RAM or missing renderer).
     #[arg(long)]
     require_runnable: bool,
+    /// Upload this folder (only the files the master lacks, by content
+    /// hash): each task runs in its own copy of it on the engine, so no
+    /// shared file system is needed. Relative paths in the command, --cwd
+    /// and {jobdir} point into that copy.
+    #[arg(long)]
+    upload: Option<std::path::PathBuf>,
+    /// With --upload: leave out files whose relative path or name matches
+    /// this glob (repeatable), e.g. '*.blend1'.
+    #[arg(long = "upload-exclude", requires = "upload")]
+    upload_exclude: Vec<String>,
+    /// Bring back the files each task writes that match this glob, relative
+    /// to its folder (repeatable), e.g. 'out/*.png'; `drqueue download JOB`
+    /// fetches them. `*` matches across folders.
+    #[arg(long = "collect")]
+    collect: Vec<String>,
 }
 
 impl JobArgs {
@@ -334,11 +370,17 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
             capabilities: farm.requires,
         },
         env: a.env.into_iter().collect::<BTreeMap<_, _>>(),
-        cwd: a.cwd.or_else(|| {
-            std::env::current_dir()
-                .ok()
-                .map(|d| d.display().to_string())
-        }),
+        // An uploaded job runs in its own folder on the engine; --cwd is
+        // then inside it.
+        cwd: if farm.upload.is_some() {
+            a.cwd
+        } else {
+            a.cwd.or_else(|| {
+                std::env::current_dir()
+                    .ok()
+                    .map(|d| d.display().to_string())
+            })
+        },
         max_attempts: a.max_attempts,
         timeout_secs: a.timeout,
         max_log_mb: a.max_log_mb,
@@ -355,6 +397,8 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
         stall_after_secs: a.stall_after.div_ceil(1000),
         on_stall: a.on_stall,
         target_task_minutes: None,
+        inputs: None,
+        collect: farm.collect,
     };
     spec.set_blocksize(a.blocksize, a.target_task_minutes)
         .map_err(CliError::Input)?;

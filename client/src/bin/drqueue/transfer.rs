@@ -1,0 +1,93 @@
+//! Transfers: progress bars for hashing, uploads and downloads,
+//! `drqueue download` (a job's collected outputs) and `drqueue cas` (what
+//! the master's content store holds).
+
+use crate::error::CliResult;
+use crate::output::Output;
+use crate::table::bytes;
+use drqueue_client::cas::Progress;
+use drqueue_client::Client;
+use drqueue_common::model::JobId;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::path::Path;
+
+/// One bar per phase on a terminal's stderr; nothing elsewhere.
+pub struct Bars {
+    bar: RefCell<Option<ProgressBar>>,
+    on_terminal: bool,
+}
+
+impl Bars {
+    pub fn new() -> Bars {
+        Bars {
+            bar: RefCell::new(None),
+            on_terminal: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn phase(&self, what: &str, total_bytes: u64) {
+        if !self.on_terminal {
+            return;
+        }
+        let bar = ProgressBar::new(total_bytes);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>11} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(what.to_string());
+        *self.bar.borrow_mut() = Some(bar);
+    }
+    fn advance(&self, n: u64) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            bar.inc(n);
+        }
+    }
+    fn done(&self) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `3.1 MB`.
+pub fn size(n: u64) -> String {
+    bytes(n)
+}
+
+/// `drqueue download JOB [--to DIR]`.
+pub fn download(client: &Client, job: JobId, to: &Path, out: &dyn Output) -> CliResult<()> {
+    let got = client.download_outputs(job, to, &Bars::new())?;
+    out.done(
+        &serde_json::json!({"job": job, "to": to, "files": got.files, "bytes": got.bytes}),
+        &format!(
+            "downloaded {} files ({}) of job {job} into {}",
+            got.files,
+            size(got.bytes),
+            to.display()
+        ),
+    )
+}
+
+/// `drqueue cas`.
+pub fn cas(client: &Client, out: &dyn Output) -> CliResult<()> {
+    let s = client.cas_stats()?;
+    out.done(
+        &serde_json::to_value(s).unwrap_or_default(),
+        &format!(
+            "content store: {} blobs, {} ({} written since the master started)\n\
+             disk: {} free; uploads are refused below {}",
+            s.blobs,
+            size(s.bytes),
+            size(s.written_bytes),
+            size(s.free_bytes),
+            size(s.min_free_bytes)
+        ),
+    )
+}
