@@ -110,6 +110,62 @@ fn logged_at(log: &str, what: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         .map(|t| t.with_timezone(&chrono::Utc))
 }
 
+/// A second master on the same database, waiting as a standby: it shares
+/// the active master's keys dir (engines trust one master key, and
+/// enrollment lives beside it). Killed when dropped.
+struct Standby {
+    http: u16,
+    zmq: u16,
+    ready: std::path::PathBuf,
+    log_path: std::path::PathBuf,
+    _process: Reaper,
+}
+
+impl Standby {
+    fn start(farm: &Farm, db: &str, extra: &[&str]) -> Standby {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (http, zmq) = (free(), free());
+        let ready = farm.dir.join("ready2.json");
+        let log_path = farm.dir.join("standby.log");
+        let lease = LEASE_S.to_string();
+        let process = Reaper(
+            std::process::Command::new(bin("drqueue-master"))
+                .args(["--db", db, "--lease", &lease])
+                .arg("--keys-dir")
+                .arg(farm.dir.join("keys"))
+                .args(["--http", &format!("127.0.0.1:{http}")])
+                .args(["--engines", &format!("tcp://127.0.0.1:{zmq}")])
+                .args(extra)
+                .arg("--ready-file")
+                .arg(&ready)
+                .stderr(std::fs::File::create(&log_path).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let standby = Standby {
+            http,
+            zmq,
+            ready,
+            log_path,
+            _process: process,
+        };
+        eventually(LONG, "the second master to wait as a standby", || {
+            standby.log().contains("standby").then_some(())
+        });
+        standby
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
 const LEASE_S: u64 = 3;
 
 fn a_standby_takes_over(failure: Failure) {
@@ -118,39 +174,9 @@ fn a_standby_takes_over(failure: Failure) {
     };
     let lease = LEASE_S.to_string();
     let mut farm = Farm::start_on(Some(&db), &["--lease", &lease]);
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (http2, zmq2) = (free(), free());
-    let ready2 = farm.dir.join("ready2.json");
-    let log2 = farm.dir.join("standby.log");
-    let _standby = Reaper(
-        std::process::Command::new(bin("drqueue-master"))
-            .args(["--db", &db, "--lease", &lease])
-            // A standby shares the active master's keys dir: engines trust
-            // one master key, and enrollment lives beside it.
-            .arg("--keys-dir")
-            .arg(farm.dir.join("keys"))
-            .args([
-                "--http",
-                &format!("127.0.0.1:{http2}"),
-                "--engines",
-                &format!("tcp://127.0.0.1:{zmq2}"),
-            ])
-            .arg("--ready-file")
-            .arg(&ready2)
-            .stderr(std::fs::File::create(&log2).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let standby_log = || std::fs::read_to_string(&log2).unwrap_or_default();
-    eventually(LONG, "the second master to wait as a standby", || {
-        standby_log().contains("standby").then_some(())
-    });
+    let standby = Standby::start(&farm, &db, &[]);
+    let (http2, zmq2, ready2) = (standby.http, standby.zmq, standby.ready.clone());
+    let standby_log = || standby.log();
     let masters = format!("{},tcp://127.0.0.1:{zmq2}", farm.engines_endpoint);
     farm.engine("a", &["--master", &masters, "--slots", "2"]);
     farm.engine("b", &["--master", &masters, "--slots", "2"]);
@@ -234,4 +260,95 @@ fn a_standby_master_takes_over_when_the_active_one_is_killed() {
 #[test]
 fn a_standby_master_takes_over_when_the_active_one_freezes() {
     a_standby_takes_over(Failure::Freeze);
+}
+
+/// Two masters on MongoDB share one `--cas-dir`: a job whose folder was
+/// uploaded to the active one goes on after a takeover. An engine that
+/// joins afterwards fetches the inputs from the standby, and every task's
+/// collected output, from both masters' time, downloads from it.
+#[test]
+fn an_uploaded_job_goes_on_after_a_takeover_from_the_shared_content_store() {
+    let Some(db) = test_mongo_db("cas-standby") else {
+        return;
+    };
+    let lease = LEASE_S.to_string();
+    let cas = std::env::temp_dir().join(format!("drqueue-shared-cas-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cas);
+    let cas_arg = cas.display().to_string();
+    let mut farm = Farm::start_on(Some(&db), &["--lease", &lease, "--cas-dir", &cas_arg]);
+    let standby = Standby::start(&farm, &db, &["--cas-dir", &cas_arg]);
+    let scene = farm.dir.join("scene");
+    std::fs::create_dir_all(&scene).unwrap();
+    std::fs::write(scene.join("input.txt"), "from the content store\n").unwrap();
+    let masters = format!("{},tcp://127.0.0.1:{}", farm.engines_endpoint, standby.zmq);
+    farm.engine("a", &["--master", &masters]);
+    farm.wait_engines(1);
+    let tasks = 12u32;
+    let id = farm.submit(&[
+        "--upload",
+        scene.to_str().unwrap(),
+        "--collect",
+        "out/*.txt",
+        "--frames",
+        &format!("1-{tasks}"),
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.5; mkdir -p out; cp input.txt out/{frame}.txt",
+    ]);
+    let c = farm.client();
+    eventually(LONG, "some tasks done", || {
+        (c.job(id).ok()?.counts.get(TaskStatus::Done) >= 2).then_some(())
+    });
+    farm.kill_master();
+    eventually(LONG, "the standby to take over", || {
+        standby.ready.exists().then_some(())
+    });
+    let c2 = drqueue_client::Client::new(Some(&format!("http://127.0.0.1:{}", standby.http)), None);
+    // A new engine with an empty cache, and the old one set aside: the rest
+    // of the job's inputs come from the standby.
+    eventually(LONG, "engine a on the standby", || {
+        c2.engine_control("a", "disable").ok()
+    });
+    farm.engine(
+        "b",
+        &["--master", &format!("tcp://127.0.0.1:{}", standby.zmq)],
+    );
+    let job = eventually(LONG, "the job to end on the new master", || {
+        let v = c2.job(id).ok()?;
+        v.status.is_terminal().then_some(v)
+    });
+    assert_eq!(job.status, JobStatus::Done, "{}", standby.log());
+    let ran_on_b = c2
+        .tasks(id, None)
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t.engine
+                .as_ref()
+                .is_some_and(|e| c2.engine(e.as_str()).is_ok_and(|v| v.name == "b"))
+        })
+        .count();
+    assert!(ran_on_b > 0, "the new engine ran part of the job");
+    let down = farm.dir.join("down");
+    let got = c2
+        .download_outputs(id, &down, &drqueue_client::cas::Quiet)
+        .expect("download from the standby");
+    if got.files != tasks as usize {
+        let attempts: Vec<String> = (0..tasks)
+            .map(|t| format!("task {t}: {:?}", c2.attempts(id, t).unwrap()))
+            .collect();
+        panic!(
+            "{} of {tasks} outputs downloaded\n{}",
+            got.files,
+            attempts.join("\n")
+        );
+    }
+    for f in 1..=tasks {
+        assert_eq!(
+            std::fs::read_to_string(down.join(format!("out/{f}.txt"))).unwrap(),
+            "from the content store\n"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&cas);
 }

@@ -413,28 +413,13 @@ impl Store for MongoStore {
     }
 
     fn commit(&mut self, b: &Batch) -> StoreResult<()> {
-        self.upsert(
-            "jobs",
-            docs(&b.jobs, |j| JobDoc {
-                id: j.id.0 as i64,
-                status: j.status.as_str().into(),
-                job: j.clone(),
-            })?,
-        )?;
-        self.upsert(
-            "tasks",
-            docs(&b.tasks, |t| TaskDoc {
-                id: task_id(t.job, t.index),
-                task: t.clone(),
-            })?,
-        )?;
-        self.upsert(
-            "engines",
-            docs(&b.engines, |e| EngineDoc {
-                id: e.id.clone(),
-                engine: e.clone(),
-            })?,
-        )?;
+        // MongoDB takes a batch as several commands, not atomically: what a
+        // task's state points at (its attempts, logs and thumbnails) goes
+        // first, then the engines, tasks and jobs. A master that dies in
+        // between leaves a task not yet done beside its result, never a
+        // done task without its result (whose outputs would be lost: the
+        // engine, unacknowledged, sends the result again, but for a task
+        // already done it would not count).
         // An uncounted record (a result delivered again) never replaces one
         // that is there: those are inserted only where none is.
         let (counted, uncounted): (Vec<AttemptRecord>, Vec<AttemptRecord>) =
@@ -467,8 +452,29 @@ impl Store for MongoStore {
                 }
             })?,
         )?;
-        // Before the deletes: a job deleted in the same batch loses them.
         self.write_thumbnails(&b.thumbnails)?;
+        self.upsert(
+            "engines",
+            docs(&b.engines, |e| EngineDoc {
+                id: e.id.clone(),
+                engine: e.clone(),
+            })?,
+        )?;
+        self.upsert(
+            "tasks",
+            docs(&b.tasks, |t| TaskDoc {
+                id: task_id(t.job, t.index),
+                task: t.clone(),
+            })?,
+        )?;
+        self.upsert(
+            "jobs",
+            docs(&b.jobs, |j| JobDoc {
+                id: j.id.0 as i64,
+                status: j.status.as_str().into(),
+                job: j.clone(),
+            })?,
+        )?;
         for id in &b.deleted_jobs {
             let job = id.0 as i64;
             self.coll("jobs")
