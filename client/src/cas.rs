@@ -297,6 +297,12 @@ impl Client {
         self.get("/api/cas", &[])
     }
 
+    /// Runs the content store's garbage collection now (admins); what it
+    /// removed and kept, as JSON.
+    pub fn cas_gc(&self) -> Result<serde_json::Value> {
+        self.post("/api/cas/gc", None::<&()>)
+    }
+
     /// Fetches the collected outputs of each task's last successful attempt
     /// into `to`, laid out by their relative paths; resumable and verified.
     pub fn download_outputs(

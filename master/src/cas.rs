@@ -19,12 +19,22 @@ use tokio::io::AsyncWriteExt;
 /// The largest blob one upload may be.
 pub const MAX_BLOB_BYTES: u64 = 64 << 30;
 
+/// What one garbage collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct GcReport {
+    pub removed_blobs: u64,
+    pub removed_bytes: u64,
+    pub kept_blobs: u64,
+}
+
 #[derive(Clone)]
 pub struct BlobDir {
     root: PathBuf,
     /// Uploads are refused (507) while the disk has less free space than
     /// this, before the store's own disk can fill.
     min_free_bytes: u64,
+    /// Garbage collection removes what no live job names once unused this long.
+    pub keep_unused: std::time::Duration,
     /// Blobs written since the start: a second submit of an unchanged scene
     /// adds none, which the tests read through `GET /api/cas`.
     written: Arc<AtomicU64>,
@@ -53,6 +63,19 @@ impl BlobDir {
     /// Opens (making it) the store at `root` and sweeps temporary files an
     /// interrupted upload left.
     pub fn open(root: &Path, min_free_bytes: u64) -> io::Result<BlobDir> {
+        BlobDir::open_keeping(
+            root,
+            min_free_bytes,
+            std::time::Duration::from_secs(31 * 86_400),
+        )
+    }
+
+    /// As [`BlobDir::open`], keeping unnamed blobs `keep_unused` long.
+    pub fn open_keeping(
+        root: &Path,
+        min_free_bytes: u64,
+        keep_unused: std::time::Duration,
+    ) -> io::Result<BlobDir> {
         std::fs::create_dir_all(root.join("tmp"))?;
         for entry in std::fs::read_dir(root.join("tmp"))? {
             let _ = std::fs::remove_file(entry?.path());
@@ -60,6 +83,7 @@ impl BlobDir {
         Ok(BlobDir {
             root: root.to_path_buf(),
             min_free_bytes,
+            keep_unused,
             written: Arc::default(),
             written_bytes: Arc::default(),
         })
@@ -79,9 +103,30 @@ impl BlobDir {
         self.path_of(hash).is_file()
     }
 
-    /// Those of `hashes` the store lacks, in the order given.
+    /// Marks a blob used now: garbage collection removes only blobs unused
+    /// for its whole keep time (a blob uploaded for a job not yet submitted
+    /// is kept, too).
+    pub fn touch(&self, hash: &BlobHash) {
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(self.path_of(hash))
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
+
+    /// Those of `hashes` the store lacks, in the order given; those it has
+    /// count as used.
     pub fn missing(&self, hashes: &[BlobHash]) -> Vec<BlobHash> {
-        hashes.iter().filter(|h| !self.has(h)).copied().collect()
+        hashes
+            .iter()
+            .filter(|h| {
+                let has = self.has(h);
+                if has {
+                    self.touch(h);
+                }
+                !has
+            })
+            .copied()
+            .collect()
     }
 
     /// Reads a whole blob (a manifest), at most `max` bytes.
@@ -111,6 +156,7 @@ impl BlobDir {
         use futures_util::StreamExt;
         if self.has(&expected) {
             // Drain nothing: the caller may close the connection; the blob is there.
+            self.touch(&expected);
             return Ok(false);
         }
         let free = self.free_bytes();
@@ -189,6 +235,47 @@ impl BlobDir {
         self.written.fetch_add(1, Ordering::Relaxed);
         self.written_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Removes every blob not in `keep` that nobody used since
+    /// `now - unused_for`; returns what went and what stayed.
+    pub fn collect_garbage(
+        &self,
+        keep: &std::collections::HashSet<BlobHash>,
+        now: std::time::SystemTime,
+        unused_for: std::time::Duration,
+    ) -> GcReport {
+        let mut report = GcReport::default();
+        let cutoff = now.checked_sub(unused_for).unwrap_or(std::time::UNIX_EPOCH);
+        for dir in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let prefix = dir.file_name().to_string_lossy().to_string();
+            if prefix.len() != 2 {
+                continue;
+            }
+            for f in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let Ok(meta) = f.metadata() else { continue };
+                let name = format!("{prefix}{}", f.file_name().to_string_lossy());
+                let named = name.parse::<BlobHash>().ok();
+                let used = meta.modified().unwrap_or(now);
+                if named.is_some_and(|h| keep.contains(&h)) || used > cutoff {
+                    report.kept_blobs += 1;
+                    continue;
+                }
+                if std::fs::remove_file(f.path()).is_ok() {
+                    report.removed_blobs += 1;
+                    report.removed_bytes += meta.len();
+                }
+            }
+        }
+        report
     }
 
     /// Counts what the store holds (a walk of its folders).
@@ -276,6 +363,22 @@ mod tests {
         assert_eq!(cas.missing(&[hash, wrong]), vec![wrong]);
         let stats = cas.stats();
         assert_eq!((stats.blobs, stats.bytes, stats.written_blobs), (1, 11, 1));
+        // Garbage collection, with the clock moved on: a blob a live job
+        // names stays however old; an unnamed one goes once unused for
+        // longer than the keep time, not before.
+        let other = BlobHash::of(b"orphan");
+        assert!(cas.put(other, chunks(&[b"orphan"])).await.unwrap());
+        let day = std::time::Duration::from_secs(86_400);
+        let keep: std::collections::HashSet<BlobHash> = [hash].into();
+        let now = std::time::SystemTime::now();
+        let early = cas.collect_garbage(&keep, now + 30 * day, 31 * day);
+        assert_eq!((early.removed_blobs, early.kept_blobs), (0, 2));
+        let late = cas.collect_garbage(&keep, now + 32 * day, 31 * day);
+        assert_eq!(
+            (late.removed_blobs, late.removed_bytes, late.kept_blobs),
+            (1, 6, 1)
+        );
+        assert!(cas.has(&hash) && !cas.has(&other));
         let floor = BlobDir::open(&dir, u64::MAX).unwrap();
         assert!(matches!(
             floor.put(wrong, chunks(&[b"x"])).await,

@@ -217,6 +217,11 @@ pub enum Request {
     ListPools {
         reply: Reply<Vec<PoolView>>,
     },
+    /// The manifests of every job's uploaded folder (for the content
+    /// store's garbage collection).
+    InputManifests {
+        reply: Reply<Vec<drqueue_common::cas::BlobHash>>,
+    },
     ListLimits {
         reply: Reply<Vec<LimitView>>,
     },

@@ -4,6 +4,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`cas`] | the content store: uploaded inputs and collected outputs, by hash |
+//! | [`cas_gc`] | its garbage collection: what no live job names, unused for the keep time |
 //! | [`events`] | what flows into the core: events, typed API requests, replies |
 //! | [`core`] | the event loop that owns the scheduler and feeds it |
 //! | [`feed`] | the live feed of changes behind `GET /api/events` |
@@ -15,6 +16,7 @@
 //! | [`transfer`] | blob chunks engines fetch (inputs) and store (outputs) over their link |
 //! | [`server`] | wiring it all together |
 pub mod cas;
+pub mod cas_gc;
 pub mod core;
 pub mod enroll;
 pub mod events;

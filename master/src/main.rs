@@ -42,6 +42,10 @@ struct Args {
     /// this many MiB free.
     #[arg(long, default_value_t = 1024)]
     cas_min_free_mb: u64,
+    /// Remove blobs that no job on the farm names once nobody has used them
+    /// for this many days (checked hourly; `drqueue cas gc` runs it now).
+    #[arg(long, default_value_t = 31)]
+    cas_keep_days: u64,
     /// Enroll engines only by join token or `drqueue engine accept`, even
     /// when the engines' socket is bound to loopback.
     #[arg(long)]
@@ -205,6 +209,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         keys_dir: args.keys_dir,
         cas_dir: args.cas_dir,
         cas_min_free_bytes: args.cas_min_free_mb << 20,
+        cas_keep_days: args.cas_keep_days,
         require_enrollment: args.require_enrollment,
         tokens,
         admin_token_file: args.admin_token_file,

@@ -66,6 +66,8 @@ pub struct MasterOptions {
     pub cas_dir: Option<PathBuf>,
     /// Uploads are refused below this much free disk under `cas_dir`.
     pub cas_min_free_bytes: u64,
+    /// Blobs no live job names are removed once unused this many days.
+    pub cas_keep_days: u64,
 }
 
 impl Default for MasterOptions {
@@ -89,6 +91,7 @@ impl Default for MasterOptions {
             http_timeout_ms: 10_000,
             cas_dir: None,
             cas_min_free_bytes: 1 << 30,
+            cas_keep_days: 31,
         }
     }
 }
@@ -385,12 +388,15 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let cas_root = cas_dir(&opts);
-    let cas = crate::cas::BlobDir::open(&cas_root, opts.cas_min_free_bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the content store {}: {e} (choose another with --cas-dir)",
-            cas_root.display()
-        )
-    })?;
+    let keep = std::time::Duration::from_secs(opts.cas_keep_days.saturating_mul(86_400));
+    let cas = crate::cas::BlobDir::open_keeping(&cas_root, opts.cas_min_free_bytes, keep).map_err(
+        |e| {
+            anyhow::anyhow!(
+                "cannot open the content store {}: {e} (choose another with --cas-dir)",
+                cas_root.display()
+            )
+        },
+    )?;
     router::spawn(
         socket,
         (sessions, sealers),
@@ -418,6 +424,7 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         opts.http_max_connections,
         std::time::Duration::from_millis(opts.http_timeout_ms),
     );
+    crate::cas_gc::spawn(events_tx.clone(), reader_tx.clone(), cas.clone(), keep);
     let app = http::router(http::ApiParts {
         events: events_tx.clone(),
         writer: api_writer,

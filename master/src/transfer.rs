@@ -101,6 +101,7 @@ impl Transfers {
         data: &[u8],
     ) -> Result<u64, String> {
         if self.cas.has(&hash) {
+            self.cas.touch(&hash);
             return Ok(total); // stored already: nothing more to send
         }
         if total > MAX_BLOB_BYTES {
@@ -185,6 +186,9 @@ impl Transfers {
 
 /// Up to [`BLOB_CHUNK`] bytes of a blob from `offset`.
 fn read_chunk(cas: &BlobDir, hash: BlobHash, offset: u64) -> ToEngine {
+    if offset == 0 {
+        cas.touch(&hash);
+    }
     let missing = ToEngine::Blob {
         hash,
         offset,

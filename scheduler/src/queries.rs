@@ -18,6 +18,15 @@ impl Scheduler {
         self.jobs.get(&id).map(|j| j.spec.owner.as_str())
     }
 
+    /// The manifest of each job's uploaded folder (jobs sharing one name it
+    /// once).
+    pub fn input_manifests(&self) -> Vec<drqueue_common::cas::BlobHash> {
+        let mut all: Vec<_> = self.jobs.values().filter_map(|j| j.spec.inputs).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     pub fn job_view(&self, id: JobId, now: Millis) -> Option<JobView> {
         let job = self.jobs.get(&id)?;
         let blocked_by = self.blocked_reasons(id, now);

@@ -525,3 +525,76 @@ fn an_engine_killed_mid_download_fetches_the_rest_after_a_restart() {
     );
     assert!(!partial.exists());
 }
+
+#[test]
+fn garbage_collection_removes_only_what_no_live_job_names() {
+    // Keep nothing unused: whatever no job names goes at once.
+    let mut farm = Farm::start_with(&["--cas-keep-days", "0"]);
+    let kept_dir = farm.dir.join("kept");
+    write(&kept_dir.join("input.txt"), b"kept input\n");
+    let gone_dir = farm.dir.join("gone");
+    write(&gone_dir.join("input.txt"), b"input of a deleted job\n");
+    let kept = farm.submit(&[
+        "--upload",
+        kept_dir.to_str().unwrap(),
+        "--collect",
+        "out.txt",
+        "--",
+        "sh",
+        "-c",
+        "cat input.txt > out.txt; echo made >> out.txt",
+    ]);
+    let gone = farm.submit(&[
+        "--paused",
+        "--upload",
+        gone_dir.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    farm.engine("e", &[]);
+    assert_eq!(farm.wait_job(kept, LONG).status, JobStatus::Done);
+    let out = farm.drqueue(&["delete", &gone.to_string(), "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = farm.drqueue(&["cas", "gc", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The deleted job's manifest and its one file went; the live job's
+    // manifest, input and collected output stayed.
+    assert_eq!(report["removed_blobs"], 2, "{report}");
+    assert_eq!(report["kept_blobs"], 3, "{report}");
+    let present = |bytes: &[u8]| {
+        let hash = BlobHash::of(bytes);
+        send(
+            &farm,
+            "GET",
+            &format!("/api/cas/{hash}"),
+            "application/json",
+            Vec::new(),
+        )
+        .0 == 200
+    };
+    assert!(present(b"kept input\n"));
+    assert!(present(b"kept input\nmade\n"));
+    assert!(!present(b"input of a deleted job\n"));
+    // What stayed still downloads.
+    let down = farm.dir.join("down");
+    let out = farm.drqueue(&[
+        "download",
+        &kept.to_string(),
+        "--to",
+        down.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(down.join("out.txt")).unwrap(),
+        b"kept input\nmade\n"
+    );
+}

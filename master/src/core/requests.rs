@@ -234,6 +234,9 @@ impl Core {
             Request::ListPools { reply } => {
                 let _ = reply.send(self.sched.pool_views());
             }
+            Request::InputManifests { reply } => {
+                let _ = reply.send(self.sched.input_manifests());
+            }
             Request::ListLimits { reply } => {
                 let _ = reply.send(self.sched.limit_views());
             }

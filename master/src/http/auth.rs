@@ -243,7 +243,8 @@ pub async fn guard(State(s): State<ApiState>, mut req: Request, next: Next) -> R
         MAX_AUDIT_ACTION,
     );
     let job = job_in_path(req.uri().path());
-    let req_is_cas = req.uri().path().starts_with("/api/cas/");
+    let req_is_cas = req.uri().path() == "/api/cas/missing"
+        || super::cas::is_upload(req.method(), req.uri().path());
     let checked = browser_safe(&s, &req, token.is_some()).and_then(|()| {
         if let (true, Some(expected)) = (write, &csrf) {
             let sent = req

@@ -121,6 +121,9 @@ pub(super) async fn get(
         Some(range) => Some(parse_range(range, len)?),
     };
     let start = from.unwrap_or(0);
+    if start == 0 {
+        s.cas.touch(&hash);
+    }
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -181,6 +184,28 @@ where
             Err(_) => Some((Err(format!("no data for {timeout:?}")), None)),
         }
     })
+}
+
+/// `POST /api/cas/gc` (admins): a garbage collection now.
+pub(super) async fn gc(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
+    need(
+        &caller,
+        Role::Admin,
+        "collecting the content store's garbage",
+    )?;
+    let report = crate::cas_gc::run_once(
+        &s.events,
+        &s.reader,
+        &s.cas,
+        std::time::SystemTime::now(),
+        s.cas.keep_unused,
+    )
+    .await
+    .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    json(report)
 }
 
 /// `GET /api/cas`: what the store holds and its disk floor.

@@ -145,6 +145,9 @@ pub(super) fn guarded() -> Vec<Route> {
         Route { path: "/api/cas", ops: vec![
             op("get", "What the content store holds, and its free-disk floor", "counts and bytes", |r| r.get(cas::stats)).gives::<drqueue_common::cas::CasStats>(),
         ]},
+        Route { path: "/api/cas/gc", ops: vec![
+            op("post", "Remove blobs no job names and nobody used for --cas-keep-days (admins)", "what was removed and kept", |r| r.post(cas::gc)).gives::<crate::cas::GcReport>(),
+        ]},
         Route { path: "/api/cas/missing", ops: vec![
             op("post", "Which of these blobs the master lacks", "the hashes it lacks, in the order asked", |r| r.post(cas::missing))
                 .takes::<cas::MissingQuery>("{\"hashes\": [BLAKE3 hex, …]}").gives::<cas::Missing>(),

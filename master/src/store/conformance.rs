@@ -8,6 +8,7 @@ use drqueue_common::model::{EngineFacts, JobId, JobSpec, JobStatus, TaskStatus};
 use drqueue_common::protocol::Outcome;
 use drqueue_common::users::Role;
 
+mod collected;
 mod thumbnails;
 
 pub type Open<'a> = &'a dyn Fn(&str) -> Box<dyn Store>;
@@ -25,6 +26,7 @@ pub fn run_all(open: Open) {
     the_audit_trail_is_numbered_and_filtered(open);
     a_deleted_limit_is_gone(open);
     thumbnails::thumbnails_are_replaced_capped_and_go_with_their_job(open);
+    collected::collected_blobs_are_listed_and_go_with_their_job(open);
 }
 
 fn a_deleted_limit_is_gone(open: Open) {

@@ -59,6 +59,10 @@ pub trait StoreReader: Send {
     fn thumbnail(&mut self, job: JobId, frame: Option<i64>) -> StoreResult<Option<Vec<u8>>>;
     /// The frames of a job that have a thumbnail, by frame, at most `limit`.
     fn thumbnail_frames(&mut self, job: JobId, limit: usize) -> StoreResult<Vec<i64>>;
+    /// Every blob a recorded attempt collected (`--collect`): what the
+    /// content store's garbage collection must keep. Attempts go with their
+    /// job, so these are all live jobs'.
+    fn collected_blobs(&mut self) -> StoreResult<Vec<drqueue_common::cas::BlobHash>>;
 }
 
 /// The most log bytes one read returns; a reader asks again from where it

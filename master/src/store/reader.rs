@@ -10,6 +10,11 @@ use drqueue_common::users::{AuditEntry, AuditQuery};
 use tokio::sync::{mpsc, oneshot};
 
 pub enum ReadMsg {
+    /// Every blob a recorded attempt collected (for the content store's
+    /// garbage collection).
+    CollectedBlobs {
+        reply: oneshot::Sender<StoreResult<Vec<drqueue_common::cas::BlobHash>>>,
+    },
     /// A window of an attempt's log from `offset`.
     Log {
         attempt: AttemptKey,
@@ -77,6 +82,9 @@ pub fn spawn(
                     }
                     ReadMsg::Thumbnail { job, frame, reply } => {
                         let _ = reply.send(store.thumbnail(job, frame));
+                    }
+                    ReadMsg::CollectedBlobs { reply } => {
+                        let _ = reply.send(store.collected_blobs());
                     }
                 }
             }

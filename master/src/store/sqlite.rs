@@ -196,6 +196,23 @@ impl StoreReader for SqliteStore {
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         self.load_audit(query, limit)
     }
+
+    fn collected_blobs(&mut self) -> StoreResult<Vec<drqueue_common::cas::BlobHash>> {
+        // Only outcomes that name a hash are read and parsed.
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT outcome FROM attempts WHERE outcome LIKE '%\"hash\":\"%'")
+            .map_err(err)?;
+        let rows = q.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
+        let mut out = Vec::new();
+        for text in rows {
+            let text = text.map_err(err)?;
+            if let Ok(o) = serde_json::from_str::<drqueue_common::protocol::Outcome>(&text) {
+                out.extend(o.outputs.iter().filter_map(|f| f.hash));
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Store for SqliteStore {

@@ -156,8 +156,13 @@ enum Cmd {
         #[arg(long, default_value = ".")]
         to: std::path::PathBuf,
     },
-    /// What the master's content store holds, and its free-disk floor.
-    Cas,
+    /// What the master's content store holds, and its free-disk floor;
+    /// `cas gc` removes now what no job names and nobody used for the
+    /// master's --cas-keep-days (admins).
+    Cas {
+        #[command(subcommand)]
+        action: Option<transfer::CasCmd>,
+    },
     /// Run a job or a job file's graph on this machine, no master: to debug
     /// it before it goes to the farm. Exits 1 if anything failed.
     RunLocal(Box<local::RunLocalArgs>),
@@ -235,7 +240,7 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
         Cmd::Audit(a) => users::audit(client, a, out)?,
         Cmd::Whoami => users::whoami(client, out)?,
         Cmd::Download { job, to } => transfer::download(client, job, &to, out)?,
-        Cmd::Cas => transfer::cas(client, out)?,
+        Cmd::Cas { action } => transfer::cas(client, action, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -75,8 +75,28 @@ pub fn download(client: &Client, job: JobId, to: &Path, out: &dyn Output) -> Cli
     )
 }
 
-/// `drqueue cas`.
-pub fn cas(client: &Client, out: &dyn Output) -> CliResult<()> {
+#[derive(clap::Subcommand)]
+pub enum CasCmd {
+    /// Remove now the blobs no job names and nobody used for the master's
+    /// --cas-keep-days.
+    Gc,
+}
+
+/// `drqueue cas [gc]`.
+pub fn cas(client: &Client, action: Option<CasCmd>, out: &dyn Output) -> CliResult<()> {
+    if let Some(CasCmd::Gc) = action {
+        let r = client.cas_gc()?;
+        let n = |k: &str| r[k].as_u64().unwrap_or(0);
+        return out.done(
+            &r,
+            &format!(
+                "removed {} blobs ({}); kept {}",
+                n("removed_blobs"),
+                size(n("removed_bytes")),
+                n("kept_blobs")
+            ),
+        );
+    }
     let s = client.cas_stats()?;
     out.done(
         &serde_json::to_value(s).unwrap_or_default(),

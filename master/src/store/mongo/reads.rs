@@ -77,6 +77,17 @@ impl StoreReader for MongoStore {
         self.read_thumbnail_frames(job, limit)
     }
 
+    fn collected_blobs(&mut self) -> StoreResult<Vec<drqueue_common::cas::BlobHash>> {
+        // Read and filtered here: the test server confuses null with
+        // missing, so no query on the hash field is trusted.
+        let docs: Vec<AttemptDoc> = self.load_all("attempts", doc! {}, doc! {"_id": 1})?;
+        Ok(docs
+            .into_iter()
+            .flat_map(|d| d.outcome.outputs)
+            .filter_map(|f| f.hash)
+            .collect())
+    }
+
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         self.load_audit(query, limit)
     }
