@@ -138,6 +138,12 @@ pub struct CasStats {
     /// are refused (507).
     pub free_bytes: u64,
     pub min_free_bytes: u64,
+    /// Each user's upload quota (0: none), and what the caller's live jobs
+    /// keep in the store against it.
+    #[serde(default)]
+    pub quota_bytes: u64,
+    #[serde(default)]
+    pub your_bytes: u64,
 }
 
 /// One file of a job's folder.

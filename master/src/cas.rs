@@ -35,6 +35,9 @@ pub struct BlobDir {
     min_free_bytes: u64,
     /// Garbage collection removes what no live job names once unused this long.
     pub keep_unused: std::time::Duration,
+    /// The most each user's live jobs may keep in the store (their uploaded
+    /// folders, counted once per distinct file); 0: no quota.
+    pub quota_bytes: u64,
     /// Blobs written since the start: a second submit of an unchanged scene
     /// adds none, which the tests read through `GET /api/cas`.
     written: Arc<AtomicU64>,
@@ -84,6 +87,7 @@ impl BlobDir {
             root: root.to_path_buf(),
             min_free_bytes,
             keep_unused,
+            quota_bytes: 0,
             written: Arc::default(),
             written_bytes: Arc::default(),
         })
@@ -307,6 +311,8 @@ impl BlobDir {
             written_bytes: self.written_bytes.load(Ordering::Relaxed),
             free_bytes: self.free_bytes(),
             min_free_bytes: self.min_free_bytes,
+            quota_bytes: self.quota_bytes,
+            your_bytes: 0,
         }
     }
 }

@@ -26,7 +26,10 @@ pub async fn run_once(
     let stopping = || "the master is stopping".to_string();
     let (tx, rx) = oneshot::channel();
     events
-        .send(Event::Request(Request::InputManifests { reply: tx }))
+        .send(Event::Request(Request::InputManifests {
+            owner: None,
+            reply: tx,
+        }))
         .map_err(|_| stopping())?;
     let manifests = rx.await.map_err(|_| stopping())?;
     let (tx, rx) = oneshot::channel();

@@ -217,9 +217,10 @@ pub enum Request {
     ListPools {
         reply: Reply<Vec<PoolView>>,
     },
-    /// The manifests of every job's uploaded folder (for the content
-    /// store's garbage collection).
+    /// The manifests of every job's uploaded folder, or of one owner's
+    /// jobs (the content store's garbage collection and quotas).
     InputManifests {
+        owner: Option<String>,
         reply: Reply<Vec<drqueue_common::cas::BlobHash>>,
     },
     ListLimits {

@@ -46,6 +46,11 @@ struct Args {
     /// for this many days (checked hourly; `drqueue cas gc` runs it now).
     #[arg(long, default_value_t = 31)]
     cas_keep_days: u64,
+    /// The most each user's jobs on the farm may keep in the content store
+    /// (their uploaded folders, each distinct file once), in MiB; uploads
+    /// and submits past it are refused (507). 0: no quota.
+    #[arg(long, default_value_t = 0)]
+    cas_quota_mb: u64,
     /// Enroll engines only by join token or `drqueue engine accept`, even
     /// when the engines' socket is bound to loopback.
     #[arg(long)]
@@ -210,6 +215,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         cas_dir: args.cas_dir,
         cas_min_free_bytes: args.cas_min_free_mb << 20,
         cas_keep_days: args.cas_keep_days,
+        cas_quota_bytes: args.cas_quota_mb << 20,
         require_enrollment: args.require_enrollment,
         tokens,
         admin_token_file: args.admin_token_file,

@@ -68,6 +68,8 @@ pub struct MasterOptions {
     pub cas_min_free_bytes: u64,
     /// Blobs no live job names are removed once unused this many days.
     pub cas_keep_days: u64,
+    /// What each user's live jobs may keep in the content store; 0: no quota.
+    pub cas_quota_bytes: u64,
 }
 
 impl Default for MasterOptions {
@@ -92,6 +94,7 @@ impl Default for MasterOptions {
             cas_dir: None,
             cas_min_free_bytes: 1 << 30,
             cas_keep_days: 31,
+            cas_quota_bytes: 0,
         }
     }
 }
@@ -389,14 +392,14 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let cas_root = cas_dir(&opts);
     let keep = std::time::Duration::from_secs(opts.cas_keep_days.saturating_mul(86_400));
-    let cas = crate::cas::BlobDir::open_keeping(&cas_root, opts.cas_min_free_bytes, keep).map_err(
-        |e| {
+    let mut cas = crate::cas::BlobDir::open_keeping(&cas_root, opts.cas_min_free_bytes, keep)
+        .map_err(|e| {
             anyhow::anyhow!(
                 "cannot open the content store {}: {e} (choose another with --cas-dir)",
                 cas_root.display()
             )
-        },
-    )?;
+        })?;
+    cas.quota_bytes = opts.cas_quota_bytes;
     router::spawn(
         socket,
         (sessions, sealers),

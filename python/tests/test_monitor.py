@@ -19,7 +19,7 @@ from conftest import Farm, _bin
 if not os.environ.get("CI"):  # CI installs selenium (scripts/test); elsewhere it may be missing
     pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -62,12 +62,27 @@ def shoot(driver, name: str) -> None:
 
 def wait(driver, what: str, cond, timeout: float = 60):
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: cond(d))
+        # The pages redraw as the feed arrives: an element found a moment
+        # ago may be gone, which only means "look again".
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=[StaleElementReferenceException]).until(lambda d: cond(d))
     except TimeoutException:
         console = "\n".join(e["message"][:300] for e in driver.get_log("browser"))
         raise AssertionError(f"timed out waiting for {what}; page: {driver.current_url}\n"
                              + driver.find_element(By.TAG_NAME, "main").text[:2000]
                              + "\nbrowser console:\n" + console)
+
+
+def click(driver, what: str, selector: str) -> None:
+    """Clicks the element `selector` names once it is there, looking again
+    if a redraw replaced it between the finding and the click."""
+    def attempt(d):
+        found = d.find_elements(By.CSS_SELECTOR, selector)
+        if not found:
+            return False
+        found[0].click()
+        return True
+    wait(driver, what, attempt)
 
 
 def cells(driver) -> list[str]:
@@ -133,11 +148,10 @@ def test_sign_in_watch_the_strip_fill_and_pause_and_resume(shared_farm, browser)
     # Pause and resume from the page; the CLI sees each.
     job2 = ana.submit(["sleep", "30"], frames="1-4", name="long")
     browser.get(f"{farm.url}/jobs/{job2.id}")
-    wait(browser, "the pause button", lambda d: d.find_elements(By.CSS_SELECTOR, "[data-action=pause]"))
-    browser.find_element(By.CSS_SELECTOR, "[data-action=pause]").click()
+    click(browser, "the pause button", "[data-action=pause]")
     wait(browser, "the resume button", lambda d: d.find_elements(By.CSS_SELECTOR, "[data-action=resume]"))
     assert '"status": "paused"' in cli(farm, "show", str(job2.id), "--json", token=farm.admin).replace('":"', '": "')
-    browser.find_element(By.CSS_SELECTOR, "[data-action=resume]").click()
+    click(browser, "the resume button", "[data-action=resume]")
     wait(browser, "the pause button again", lambda d: d.find_elements(By.CSS_SELECTOR, "[data-action=pause]"))
     shown = cli(farm, "show", str(job2.id), "--json", token=farm.admin)
     assert '"paused"' not in shown.split('"status"')[1][:20]
@@ -192,10 +206,11 @@ def test_a_running_tasks_log_arrives_live(farm, browser):
         name="logs")
     # The engines page lists the task its engine holds, linked to the task's page.
     browser.get(f"{farm.url}/engines")
-    link = wait(browser, "the engine's running task", lambda d: d.find_element(
+    wait(browser, "the engine's running task", lambda d: d.find_element(
         By.CSS_SELECTOR, f'a[href="/jobs/{job.id}/tasks/0"]'))
     shoot(browser, "engines-busy")
-    link.click()
+    # The page redraws with every change of the engine's tasks.
+    click(browser, "the running task's link", f'a[href="/jobs/{job.id}/tasks/0"]')
     log = wait(browser, "the log", lambda d: d.find_element(By.CSS_SELECTOR, "pre.log"))
     wait(browser, "line 2", lambda d: "line 2" in log.text)
     wait(browser, "line 8, arrived without a reload", lambda d: "line 8" in log.text)
@@ -229,7 +244,7 @@ def test_a_bulk_retry_of_a_selected_range(farm, browser):
     strip = browser.find_elements(By.CSS_SELECTOR, ".strip .cell")
     ActionChains(browser).key_down(Keys.SHIFT).click(strip[2]).click(strip[5]).key_up(Keys.SHIFT).perform()
     wait(browser, "4 selected", lambda d: len(d.find_elements(By.CSS_SELECTOR, ".cell.selected")) == 4)
-    browser.find_element(By.CSS_SELECTOR, "[data-action=retry-selected]").click()
+    click(browser, "the retry button", "[data-action=retry-selected]")
     # Tasks 2-5 run again (and fail again); the others were not touched.
     wait(browser, "the retried tasks' second attempt", lambda d: all(
         t["attempts"] == (2 if 2 <= t["index"] <= 5 else 1) for t in job.tasks()))
@@ -270,9 +285,7 @@ def test_dependencies_are_linked_both_ways(farm, browser):
     first = farm.client.submit(["true"], name="upstream", paused=True)
     second = farm.client.submit(["true"], name="downstream", after=[first])
     browser.get(f"{farm.url}/jobs/{first.id}")
-    link = wait(browser, "the link to the job waiting on it", lambda d: d.find_element(
-        By.CSS_SELECTOR, f'[data-dependents] a[href="/jobs/{second.id}"]'))
-    link.click()
+    click(browser, "the link to the job waiting on it", f'[data-dependents] a[href="/jobs/{second.id}"]')
     wait(browser, "the link back to the job it waits on", lambda d: d.find_element(
         By.CSS_SELECTOR, f'a[href="/jobs/{first.id}"]'))
     assert "downstream" in browser.title

@@ -19,9 +19,14 @@ impl Scheduler {
     }
 
     /// The manifest of each job's uploaded folder (jobs sharing one name it
-    /// once).
-    pub fn input_manifests(&self) -> Vec<drqueue_common::cas::BlobHash> {
-        let mut all: Vec<_> = self.jobs.values().filter_map(|j| j.spec.inputs).collect();
+    /// once); only `owner`'s jobs when given.
+    pub fn input_manifests(&self, owner: Option<&str>) -> Vec<drqueue_common::cas::BlobHash> {
+        let mut all: Vec<_> = self
+            .jobs
+            .values()
+            .filter(|j| owner.is_none_or(|o| j.spec.owner == o))
+            .filter_map(|j| j.spec.inputs)
+            .collect();
         all.sort();
         all.dedup();
         all

@@ -598,3 +598,44 @@ fn garbage_collection_removes_only_what_no_live_job_names() {
         b"kept input\nmade\n"
     );
 }
+
+#[test]
+fn a_users_upload_quota_is_kept_and_shown() {
+    // 1 MiB for each user's jobs.
+    let farm = Farm::start_with(&["--cas-quota-mb", "1"]);
+    let first = farm.dir.join("first");
+    write(&first.join("a.bin"), &noise(600 << 10, 1));
+    let second = farm.dir.join("second");
+    write(&second.join("b.bin"), &noise(600 << 10, 2));
+    let submit = |dir: &Path| {
+        farm.drqueue(&[
+            "submit",
+            "--paused",
+            "--upload",
+            dir.to_str().unwrap(),
+            "--",
+            "true",
+        ])
+    };
+    let out = submit(&first);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same folder again costs nothing more.
+    assert!(submit(&first).status.success());
+    let out = submit(&second);
+    assert!(
+        !out.status.success(),
+        "a second 600 KiB folder fits no 1 MiB quota"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quota"), "{err}");
+    let stats = stats(&farm);
+    assert_eq!(stats["quota_bytes"], 1 << 20);
+    let yours = stats["your_bytes"].as_u64().unwrap();
+    assert!((600 << 10..700 << 10).contains(&yours), "{stats}");
+    let human = String::from_utf8_lossy(&farm.drqueue(&["cas"]).stdout).to_string();
+    assert!(human.contains("of your 1.0 MB quota"), "{human}");
+}

@@ -234,8 +234,8 @@ impl Core {
             Request::ListPools { reply } => {
                 let _ = reply.send(self.sched.pool_views());
             }
-            Request::InputManifests { reply } => {
-                let _ = reply.send(self.sched.input_manifests());
+            Request::InputManifests { owner, reply } => {
+                let _ = reply.send(self.sched.input_manifests(owner.as_deref()));
             }
             Request::ListLimits { reply } => {
                 let _ = reply.send(self.sched.limit_views());

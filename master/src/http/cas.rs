@@ -71,10 +71,24 @@ pub(super) async fn put(
     State(s): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(hash): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     need(&caller, Role::Artist, "uploading")?;
     let hash = parse_hash(&hash)?;
+    if s.cas.quota_bytes > 0 && !s.cas.has(&hash) {
+        // A blob that would not fit beside what the caller's jobs keep is
+        // refused before a byte of it is read.
+        let len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let (now, _) = usage(&s, &caller.name, None).await?;
+        if now.saturating_add(len) > s.cas.quota_bytes {
+            return Err(over_quota(&s, &caller.name, now.saturating_add(len)));
+        }
+    }
     let stream = body.into_data_stream();
     let timeout = s.body_timeout.max(std::time::Duration::from_secs(1));
     // The whole upload may take long; what it may not do is stall.
@@ -209,11 +223,15 @@ pub(super) async fn gc(
 }
 
 /// `GET /api/cas`: what the store holds and its disk floor.
-pub(super) async fn stats(State(s): State<ApiState>) -> ApiResult {
+pub(super) async fn stats(
+    State(s): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult {
     let cas = s.cas.clone();
-    let stats = tokio::task::spawn_blocking(move || cas.stats())
+    let mut stats = tokio::task::spawn_blocking(move || cas.stats())
         .await
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    stats.your_bytes = usage(&s, &caller.name, None).await?.0;
     json(stats)
 }
 
@@ -223,10 +241,61 @@ pub(super) fn is_upload(method: &axum::http::Method, path: &str) -> bool {
     method == axum::http::Method::PUT && path.starts_with("/api/cas/")
 }
 
+/// What `owner`'s jobs keep in the store: each distinct file of their
+/// uploaded folders once, and the manifests; with the files of `extra` (a
+/// manifest about to be submitted) when given. Returns (before, with extra).
+async fn usage(
+    s: &ApiState,
+    owner: &str,
+    extra: Option<&Manifest>,
+) -> Result<(u64, u64), Response> {
+    let manifests = super::ask(s, |reply| crate::events::Request::InputManifests {
+        owner: Some(owner.to_string()),
+        reply,
+    })
+    .await?;
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0u64;
+    for m in manifests {
+        let Ok(raw) = s.cas.read_small(&m, MAX_MANIFEST_BYTES).await else {
+            continue;
+        };
+        bytes += raw.len() as u64;
+        if let Ok(parsed) = Manifest::parse(&raw) {
+            for f in parsed.files {
+                if seen.insert(f.hash) {
+                    bytes += f.size;
+                }
+            }
+        }
+    }
+    let mut with = bytes;
+    for f in extra.map(|m| m.files.as_slice()).unwrap_or_default() {
+        if seen.insert(f.hash) {
+            with += f.size;
+        }
+    }
+    Ok((bytes, with))
+}
+
+fn over_quota(s: &ApiState, owner: &str, would: u64) -> Response {
+    error(
+        StatusCode::INSUFFICIENT_STORAGE,
+        format!(
+            "{owner}'s jobs would keep {would} bytes in the content store, over the upload quota of {} bytes: delete finished jobs (drqueue clean), or ask an admin for a larger --cas-quota-mb",
+            s.cas.quota_bytes
+        ),
+    )
+}
+
 /// A job naming an uploaded folder is taken only when its manifest is in
 /// the store, safe, and every file it lists is there too: an engine must
 /// never start a task whose inputs cannot be fetched.
 pub(super) async fn check_inputs(s: &ApiState, spec: &JobSpec) -> Result<(), Response> {
+    check_manifest(s, spec).await
+}
+
+async fn check_manifest(s: &ApiState, spec: &JobSpec) -> Result<(), Response> {
     let Some(manifest) = spec.inputs else {
         return Ok(());
     };
@@ -256,6 +325,12 @@ pub(super) async fn check_inputs(s: &ApiState, spec: &JobSpec) -> Result<(), Res
             "{} of the manifest's files are not uploaded (the first: {path}, blob {first}); upload the folder again",
             missing.len()
         )));
+    }
+    if s.cas.quota_bytes > 0 {
+        let (_, with) = usage(s, &spec.owner, Some(&parsed)).await?;
+        if with > s.cas.quota_bytes {
+            return Err(over_quota(s, &spec.owner, with));
+        }
     }
     Ok(())
 }

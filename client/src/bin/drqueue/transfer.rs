@@ -102,12 +102,19 @@ pub fn cas(client: &Client, action: Option<CasCmd>, out: &dyn Output) -> CliResu
         &serde_json::to_value(s).unwrap_or_default(),
         &format!(
             "content store: {} blobs, {} ({} written since the master started)\n\
-             disk: {} free; uploads are refused below {}",
+             disk: {} free; uploads are refused below {}\n\
+             yours: your jobs keep {}{}",
             s.blobs,
             size(s.bytes),
             size(s.written_bytes),
             size(s.free_bytes),
-            size(s.min_free_bytes)
+            size(s.min_free_bytes),
+            size(s.your_bytes),
+            if s.quota_bytes > 0 {
+                format!(" of your {} quota", size(s.quota_bytes))
+            } else {
+                " (no quota)".to_string()
+            }
         ),
     )
 }
