@@ -283,7 +283,7 @@ fn an_uploaded_job_goes_on_after_a_takeover_from_the_shared_content_store() {
     let masters = format!("{},tcp://127.0.0.1:{}", farm.engines_endpoint, standby.zmq);
     farm.engine("a", &["--master", &masters]);
     farm.wait_engines(1);
-    let tasks = 12u32;
+    let tasks = 16u32;
     let id = farm.submit(&[
         "--upload",
         scene.to_str().unwrap(),

@@ -84,6 +84,7 @@ fn an_uploaded_povray_scene_renders_on_engines_that_share_nothing_and_comes_back
     let scene = farm.dir.join("client-side/shot");
     scene_folder(&scene);
     let mut args = vec![
+        "--paused",
         "--upload",
         scene.to_str().unwrap(),
         "--collect",
@@ -109,6 +110,14 @@ fn an_uploaded_povray_scene_renders_on_engines_that_share_nothing_and_comes_back
     std::fs::rename(&scene, &kept).unwrap();
     farm.engine_with_env("pov1", &[], &[("PATH", &path)]);
     farm.engine_with_env("pov2", &[], &[("PATH", &path)]);
+    // Both engines are there before the first task goes out.
+    farm.wait_engines(2);
+    let out = farm.drqueue(&["resume", &job.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let view = farm.wait_job(job, LONG);
     assert_eq!(
         view.status,
