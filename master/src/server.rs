@@ -137,35 +137,30 @@ impl RunningMaster {
 
 /// Where the master keeps its key pair and `enrolled.json`.
 fn keys_dir(opts: &MasterOptions) -> PathBuf {
-    if let Some(dir) = &opts.keys_dir {
-        return dir.clone();
-    }
-    if opts.db.starts_with("mongodb") {
-        // No store directory to keep it in. Standby masters must share this
-        // directory (or a copy of it): engines trust the master's key, and
-        // enrollment lives here.
-        match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(".local/state/drqueue/master-keys"),
-            None => PathBuf::from("./drqueue-keys"),
-        }
-    } else {
-        std::path::Path::new(&opts.db).join("keys")
-    }
+    // Standby masters must share this directory (or a copy of it): engines
+    // trust the master's key, and enrollment lives here.
+    beside_store(opts, opts.keys_dir.as_ref(), "keys", "master-keys")
 }
 
-/// Where the content store keeps blobs: beside the embedded store, or for
-/// MongoDB a folder every master must reach (like the keys).
+/// Where the content store keeps blobs. Standby masters must reach the
+/// same one (like the keys).
 fn cas_dir(opts: &MasterOptions) -> PathBuf {
-    if let Some(dir) = &opts.cas_dir {
+    beside_store(opts, opts.cas_dir.as_ref(), "cas", "cas")
+}
+
+/// A folder of the master's own: the one given, else `name` in the
+/// embedded store's directory, else (MongoDB has no directory) `state` in
+/// `~/.local/state/drqueue`.
+fn beside_store(opts: &MasterOptions, given: Option<&PathBuf>, name: &str, state: &str) -> PathBuf {
+    if let Some(dir) = given {
         return dir.clone();
     }
-    if opts.db.starts_with("mongodb") {
-        match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(".local/state/drqueue/cas"),
-            None => PathBuf::from("./drqueue-cas"),
-        }
-    } else {
-        std::path::Path::new(&opts.db).join("cas")
+    if !opts.db.starts_with("mongodb") {
+        return std::path::Path::new(&opts.db).join(name);
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/drqueue").join(state),
+        None => PathBuf::from(format!("./drqueue-{name}")),
     }
 }
 
