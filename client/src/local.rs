@@ -246,6 +246,8 @@ impl LocalFarm {
             key,
             body: body.clone(),
             block,
+            // run-local refuses tiled jobs, the only ones with task inputs.
+            inputs: Vec::new(),
             log_path: attempt_log(&self.log_dir, key),
             control,
         });

@@ -197,6 +197,7 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
             target_task_minutes: None,
             inputs: None,
             collect: j.collect.clone(),
+            tiles: None,
         };
         let blocksize = j
             .blocksize
@@ -426,6 +427,8 @@ fn spec_error_field(e: &SpecError, spec: &JobSpec) -> (&'static str, String) {
         | SpecError::Nul { field } => (field, String::new()),
         SpecError::TargetTaskMinutes(n) => ("target_task_minutes", n.to_string()),
         SpecError::Collect(_) => ("collect", String::new()),
+        // Job files have no tiles yet: they come from the command line.
+        SpecError::Tiles(_) | SpecError::TilesBlocksize(_) => ("tiles", String::new()),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod keys;
 pub mod listing;
 pub mod model;
 pub mod preset;
+pub mod preset_tiles;
 pub mod protocol;
 pub mod session;
 #[cfg(feature = "signals")]
@@ -38,6 +39,7 @@ pub mod task_blocks;
 pub mod template;
 #[doc(hidden)]
 pub mod test_skip;
+pub mod tiles;
 pub mod users;
 pub mod views;
 

@@ -439,6 +439,10 @@ pub struct JobSpec {
     /// and fetched with `drqueue download`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collect: Vec<String>,
+    /// `--tiles`: each frame rendered as tiles across the farm and stitched
+    /// by an assemble task ([`crate::tiles`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<crate::tiles::Tiles>,
 }
 
 fn default_min_output_bytes() -> u64 {
@@ -476,6 +480,7 @@ impl Default for JobSpec {
             target_task_minutes: None,
             inputs: None,
             collect: Vec::new(),
+            tiles: None,
         }
     }
 }
@@ -515,6 +520,10 @@ pub enum SpecError {
     TargetTaskMinutes(u32),
     #[error("field `collect`: {0}")]
     Collect(String),
+    #[error("{0}")]
+    Tiles(#[from] crate::tiles::TilesError),
+    #[error("--tiles renders one frame a task: leave --blocksize at 1 (not {0})")]
+    TilesBlocksize(String),
 }
 
 fn is_simple_name(s: &str) -> bool {

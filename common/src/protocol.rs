@@ -14,7 +14,7 @@ use crate::Millis;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the messages below.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// The largest message either side accepts; larger ones are refused unread.
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -310,17 +310,36 @@ pub struct JobBody {
     /// Globs, relative to the task's folder: matching files new or changed
     /// after the task are uploaded to the master and recorded.
     pub collect: Vec<String>,
+    /// `--tiles`: the grid, and the job's frame count, from which each
+    /// task's role follows ([`crate::tiles::Tiles::role`]).
+    pub tiles: Option<TiledJob>,
+}
+
+/// A tiled job as its engines need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TiledJob {
+    pub tiles: crate::tiles::Tiles,
+    pub frames: u32,
+}
+
+impl TiledJob {
+    pub fn role(&self, index: u32) -> crate::tiles::TaskRole {
+        self.tiles.role(index, self.frames)
+    }
 }
 
 fn default_max_log_bytes() -> u64 {
     u64::from(crate::model::DEFAULT_MAX_LOG_MB) << 20
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub index: u32,
     pub attempt: u32,
     pub block: Block,
+    /// The files of the tasks this one waits for (a frame's tiles, for its
+    /// assemble task), each with its hash in the master's content store.
+    pub inputs: Vec<OutputFile>,
 }
 
 /// Why a received message was dropped.

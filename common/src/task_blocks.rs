@@ -7,6 +7,7 @@
 
 use crate::frames::{Block, FrameSet, FrameSetError, MAX_TASKS};
 use crate::model::{JobSpec, SpecError};
+use crate::tiles::Tiles;
 
 /// The minutes an auto-sized task aims at when the job names none.
 pub const DEFAULT_TARGET_TASK_MINUTES: u32 = 10;
@@ -21,6 +22,9 @@ impl JobSpec {
 
     /// The tasks the job starts with.
     pub fn cut_tasks(&self, frames: &FrameSet) -> Result<Vec<Block>, SpecError> {
+        if let Some(tiles) = &self.tiles {
+            return self.cut_tiles(tiles, frames);
+        }
         match self.target_task_minutes {
             None => Ok(frames.blocks(self.blocksize)?),
             Some(m) if !(1..=MAX_TARGET_TASK_MINUTES).contains(&m) => {
@@ -37,6 +41,35 @@ impl JobSpec {
                 Ok(frames.blocks(u32::MAX)?)
             }
         }
+    }
+}
+
+impl JobSpec {
+    /// A tiled job's tasks: a task per tile per frame, then an assemble task
+    /// per frame, each of one frame ([`crate::tiles`] has the numbering).
+    fn cut_tiles(&self, tiles: &Tiles, frames: &FrameSet) -> Result<Vec<Block>, SpecError> {
+        tiles.check()?;
+        if self.auto_blocksize() {
+            return Err(SpecError::TilesBlocksize("auto".into()));
+        }
+        if self.blocksize != 1 {
+            return Err(SpecError::TilesBlocksize(self.blocksize.to_string()));
+        }
+        let count = tiles.task_count(frames.len());
+        if count > MAX_TASKS {
+            return Err(crate::tiles::TilesError::TooManyTasks {
+                count,
+                max: MAX_TASKS,
+            }
+            .into());
+        }
+        let per_frame = frames.blocks(1)?;
+        let mut blocks = Vec::with_capacity(count as usize);
+        for b in &per_frame {
+            blocks.extend(std::iter::repeat_n(*b, tiles.count() as usize));
+        }
+        blocks.extend(per_frame);
+        Ok(blocks)
     }
 }
 

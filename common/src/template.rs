@@ -19,6 +19,10 @@ pub struct TaskContext {
     /// The folder the task runs in (`{jobdir}`): its copy of the job's
     /// uploaded folder, else the job's `cwd`, else `.`.
     pub jobdir: String,
+    /// The tile a task of a tiled job renders: `{tile}` is its name and
+    /// `{tile_left}`, `{tile_right}`, `{tile_top}`, `{tile_bottom}` its
+    /// pixels, 1-based and inclusive from the top left (POV-Ray's `+SC`…).
+    pub tile: Option<crate::tiles::TileRect>,
 }
 
 /// True when the template holds a per-frame placeholder.
@@ -80,6 +84,11 @@ fn value(name: &str, ctx: &TaskContext, frame: Option<i64>) -> Option<String> {
         "task" => ctx.task.to_string(),
         "jobdir" => ctx.jobdir.clone(),
         "frame" => frame_or_start.to_string(),
+        "tile" => ctx.tile?.name(),
+        "tile_left" => (ctx.tile?.x.0 + 1).to_string(),
+        "tile_right" => ctx.tile?.x.1.to_string(),
+        "tile_top" => (ctx.tile?.y.0 + 1).to_string(),
+        "tile_bottom" => ctx.tile?.y.1.to_string(),
         _ => {
             let width: usize = name.strip_prefix("padframe:")?.parse().ok()?;
             if width > 32 {
@@ -112,6 +121,7 @@ mod tests {
                 step: 1,
             },
             jobdir: "/work/j7".into(),
+            tile: None,
         }
     }
 
@@ -158,5 +168,33 @@ mod tests {
             expand(&argv(&["{padframe:4}"]), &c, Some(-5)),
             argv(&["-005"])
         );
+    }
+
+    #[test]
+    fn tile_placeholders_are_one_based_and_inclusive() {
+        let tiles = crate::tiles::Tiles {
+            cols: 3,
+            rows: 3,
+            overlap: 0,
+            width: 90,
+            height: 60,
+            keep: false,
+        };
+        let mut c = ctx(1, 1);
+        let line = argv(&[
+            "+SC{tile_left}",
+            "+EC{tile_right}",
+            "+SR{tile_top}",
+            "+ER{tile_bottom}",
+            "{tile}",
+        ]);
+        c.tile = Some(tiles.rect(5));
+        assert_eq!(
+            expand(&line, &c, None),
+            argv(&["+SC61", "+EC90", "+SR21", "+ER40", "r1c2"])
+        );
+        // Outside a tiled job the placeholders stay as written.
+        c.tile = None;
+        assert_eq!(expand(&line, &c, None), line);
     }
 }

@@ -16,7 +16,7 @@ use drqueue_common::keys::KeyPair;
 use drqueue_common::model::{EngineFacts, EngineId};
 use drqueue_common::now_millis;
 use drqueue_common::protocol::{
-    AttemptKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, Register, ToEngine,
+    AttemptKey, Finished, FromEngine, Heartbeat, JobBody, Outcome, OutputFile, Register, ToEngine,
 };
 use drqueue_runner::contain::{Choice, Containment};
 use drqueue_runner::{Attempt, Control, Pool, RunnerEvent};
@@ -61,7 +61,8 @@ struct State {
     opts: EngineOptions,
     id: EngineId,
     facts: EngineFacts,
-    queue: VecDeque<(AttemptKey, Arc<JobBody>, Block)>,
+    /// With the files of the tasks each waits for (a frame's tiles).
+    queue: VecDeque<(AttemptKey, Arc<JobBody>, Block, Vec<OutputFile>)>,
     running: HashMap<AttemptKey, Running>,
     unacked: BTreeMap<AttemptKey, Outcome>,
     /// Started attempts not yet reported: reported only if still running
@@ -87,7 +88,7 @@ impl State {
     fn held_keys(&self) -> Vec<AttemptKey> {
         self.queue
             .iter()
-            .map(|(k, _, _)| *k)
+            .map(|(k, ..)| *k)
             .chain(self.running.keys().copied())
             .collect()
     }
@@ -111,7 +112,7 @@ impl State {
     /// Starts queued attempts while slots are free.
     fn start_ready(&mut self) {
         while self.running.len() < self.opts.slots as usize && !self.releasing {
-            let Some((key, body, block)) = self.queue.pop_front() else {
+            let Some((key, body, block, inputs)) = self.queue.pop_front() else {
                 break;
             };
             let control = Arc::new(Control::default());
@@ -128,6 +129,7 @@ impl State {
                 key,
                 body,
                 block,
+                inputs,
                 log_path: self.log_path(key),
                 control,
             });
@@ -159,9 +161,9 @@ impl State {
                     };
                     let known = self.running.contains_key(&key)
                         || self.unacked.contains_key(&key)
-                        || self.queue.iter().any(|(k, _, _)| *k == key);
+                        || self.queue.iter().any(|(k, ..)| *k == key);
                     if !known {
-                        self.queue.push_back((key, body.clone(), t.block));
+                        self.queue.push_back((key, body.clone(), t.block, t.inputs));
                     }
                 }
                 self.note_peak();
@@ -199,7 +201,7 @@ impl State {
 
     fn cancel(&mut self, keys: &[AttemptKey], outbox: &mut Vec<FromEngine>) {
         for key in keys {
-            if let Some(p) = self.queue.iter().position(|(k, _, _)| k == key) {
+            if let Some(p) = self.queue.iter().position(|(k, ..)| k == key) {
                 self.queue.remove(p);
                 let outcome = Outcome {
                     cancelled: true,
@@ -651,7 +653,7 @@ async fn shutdown_gracefully(
     runner_rx: &mut mpsc::UnboundedReceiver<RunnerEvent>,
 ) {
     st.releasing = true;
-    let mut handed_back: Vec<AttemptKey> = st.queue.drain(..).map(|(k, _, _)| k).collect();
+    let mut handed_back: Vec<AttemptKey> = st.queue.drain(..).map(|(k, ..)| k).collect();
     for r in st.running.values() {
         r.control.cancel();
     }

@@ -9,6 +9,7 @@
 //! and peak RSS. Per-frame templates run one command per frame and stop at
 //! the first failure.
 
+mod assemble;
 pub mod contain;
 mod log;
 mod outputs;
@@ -16,12 +17,14 @@ pub mod progress;
 pub mod renderers;
 pub mod sandbox;
 pub mod thumbnail;
+mod tiled;
 
 use contain::{Containment, TaskBox};
 use drqueue_common::frames::Block;
-use drqueue_common::protocol::{AttemptKey, JobBody, Outcome, MAX_OUTPUTS};
+use drqueue_common::protocol::{AttemptKey, JobBody, Outcome, OutputFile, MAX_OUTPUTS};
 use drqueue_common::signature::failure_signature;
 use drqueue_common::template::{self, TaskContext};
+use drqueue_common::tiles::TaskRole;
 use log::LogSink;
 use progress::{Reporter, Tracker};
 use std::io::Read;
@@ -88,6 +91,8 @@ pub struct Attempt {
     pub key: AttemptKey,
     pub body: Arc<JobBody>,
     pub block: Block,
+    /// Files of the tasks this one waits for (a frame's tiles).
+    pub inputs: Vec<OutputFile>,
     pub log_path: PathBuf,
     pub control: Arc<Control>,
 }
@@ -150,7 +155,7 @@ impl Pool {
 }
 
 fn run(
-    a: Attempt,
+    mut a: Attempt,
     slot: usize,
     (contain, blobs): (&Containment, Option<&Blobs>),
     events: mpsc::UnboundedSender<RunnerEvent>,
@@ -159,7 +164,17 @@ fn run(
     let started = Instant::now();
     let mut outcome = Outcome::default();
     let mut log = LogSink::new(a.key, &a.log_path, a.body.max_log_bytes, &events);
-    let sandbox = lay_out_inputs(&a, blobs, &mut log, &mut outcome);
+    let role = tiled::role(&a);
+    let tile = match role {
+        Some((_, TaskRole::Tile { tile, .. })) => Some(tile),
+        _ => None,
+    };
+    let assembling = matches!(role, Some((_, TaskRole::Assemble { .. })));
+    if tile.is_some() {
+        // Its declared outputs are the tile's files.
+        a.body = Arc::new(tiled::tile_body(&a.body));
+    }
+    let sandbox = lay_out_inputs(&a, blobs, assembling, &mut log, &mut outcome);
     // Where the task runs: its folder (and the job's cwd inside it), else
     // the job's cwd as the engine sees it.
     let workdir: Option<PathBuf> = match (&sandbox, &a.body.cwd) {
@@ -174,6 +189,7 @@ fn run(
         jobdir: workdir
             .as_ref()
             .map_or_else(|| ".".into(), |d| d.display().to_string()),
+        tile,
     };
     if let (None, Some(dir)) = (&outcome.error, &workdir) {
         if !dir.is_dir() {
@@ -193,6 +209,11 @@ fn run(
         }
     }
     let collect_base = workdir.clone().unwrap_or_else(|| PathBuf::from("."));
+    if let (Some(_), None) = (tile, &outcome.error) {
+        if let Err(why) = tiled::make_tile_dirs(&a.body, &ctx, &collect_base) {
+            outcome.error = Some(why);
+        }
+    }
     let before = sandbox::snapshot(&collect_base, &a.body.collect);
     let commands = template::commands(&a.body.command, &ctx);
     let program = commands
@@ -204,7 +225,29 @@ fn run(
         a.key,
         events.clone(),
     );
-    if outcome.error.is_none() {
+    let mut assembled = Vec::new();
+    if let (true, None, Some(dir), Some(b), Some((tiled, _))) =
+        (assembling, &outcome.error, &sandbox, blobs, role)
+    {
+        // Built in: no program runs. The job's own folder is shared only
+        // when nothing was uploaded.
+        let at = tiled::AssembleAt {
+            dir,
+            shared: match a.body.inputs {
+                None => a.body.cwd.as_deref().map(std::path::Path::new),
+                Some(_) => None,
+            },
+            blobs: b,
+        };
+        let mut note = |line: &str| log.write(line.as_bytes());
+        match tiled::assemble(&a, &tiled, &ctx, at, &mut note) {
+            Ok(files) => {
+                outcome.exit_code = Some(0);
+                assembled = files;
+            }
+            Err(why) => outcome.error = Some(format!("assembling: {why}")),
+        }
+    } else if outcome.error.is_none() {
         for (i, argv) in commands.iter().enumerate() {
             if a.control.stopping() {
                 break;
@@ -224,20 +267,49 @@ fn run(
     }
     outcome.fatal = watch.fatal();
     outcome.progress = watch.percent();
-    if outcome.is_success() && !a.control.stopping() {
+    if assembling && outcome.is_success() {
+        let written: Vec<(i64, PathBuf)> = assembled
+            .iter()
+            .map(|(_, local)| (ctx.block.first, local.clone()))
+            .collect();
+        let (thumbnails, skipped) = thumbnail::make(&written);
+        for why in skipped {
+            log.write(format!("drqueue-engine: {why}\n").as_bytes());
+        }
+        outcome.thumbnails = thumbnails;
+        outcome.outputs = assembled.into_iter().map(|(file, _)| file).collect();
+    } else if outcome.is_success() && !a.control.stopping() {
         match outputs::check(&a.body, &ctx, workdir.as_deref(), &watch.saved()) {
-            Ok(found) => {
-                let (thumbnails, skipped) = thumbnail::make(&found.by_frame);
-                for why in skipped {
-                    log.write(format!("drqueue-engine: {why}\n").as_bytes());
+            Ok(mut found) => {
+                if tile.is_some() {
+                    // Its assemble task may run elsewhere: the tiles go to
+                    // the master's content store, always. (No thumbnail:
+                    // the frame's comes from its assembly.)
+                    match blobs {
+                        Some(b) => {
+                            if let Err(why) =
+                                sandbox::upload_found(&collect_base, &mut found.files, &*b.link)
+                            {
+                                outcome.error = Some(format!("uploading the tile: {why}"));
+                            }
+                        }
+                        None => outcome.error = Some("this runner cannot upload tiles".into()),
+                    }
+                } else {
+                    let (thumbnails, skipped) = thumbnail::make(&found.by_frame);
+                    for why in skipped {
+                        log.write(format!("drqueue-engine: {why}\n").as_bytes());
+                    }
+                    outcome.thumbnails = thumbnails;
                 }
                 outcome.outputs = found.files;
-                outcome.thumbnails = thumbnails;
             }
             Err(why) => outcome.error = Some(why),
         }
     }
-    if outcome.is_success() && !a.control.stopping() && !a.body.collect.is_empty() {
+    // A tiled job's tasks upload their own files (the tile, the frame).
+    if outcome.is_success() && !a.control.stopping() && !a.body.collect.is_empty() && role.is_none()
+    {
         match blobs {
             Some(b) => match sandbox::collect(&collect_base, &a.body.collect, &before, &*b.link) {
                 Ok(files) => {
@@ -276,18 +348,22 @@ fn run(
     let _ = events.send(RunnerEvent::Finished(a.key, outcome));
 }
 
-/// Lays out the job's uploaded folder for this attempt, when it has one;
-/// returns the folder (also when laying it out failed, so it is removed).
+/// Lays out the job's uploaded folder for this attempt, when it has one
+/// (an assemble task gets a folder of its own in any case); returns the
+/// folder (also when laying it out failed, so it is removed).
 fn lay_out_inputs(
     a: &Attempt,
     blobs: Option<&Blobs>,
+    assembling: bool,
     log: &mut LogSink,
     outcome: &mut Outcome,
 ) -> Option<PathBuf> {
-    let manifest = a.body.inputs.as_ref()?;
+    if a.body.inputs.is_none() && !assembling {
+        return None;
+    }
     let Some(b) = blobs else {
         outcome.error =
-            Some("the job has an uploaded folder, which this runner cannot fetch".into());
+            Some("the job has an uploaded folder or tiles, which this runner cannot fetch".into());
         return None;
     };
     let dir = b.work.join(format!(
@@ -295,6 +371,12 @@ fn lay_out_inputs(
         a.key.task.job, a.key.task.index, a.key.attempt
     ));
     let _ = std::fs::remove_dir_all(&dir);
+    let Some(manifest) = a.body.inputs.as_ref() else {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            outcome.error = Some(format!("cannot make {}: {e}", dir.display()));
+        }
+        return Some(dir);
+    };
     let mut note = |line: &str| log.write(line.as_bytes());
     if let Err(why) = sandbox::lay_out(manifest, &dir, &b.cache, &*b.link, &mut note) {
         outcome.error = Some(format!("cannot lay out the job's folder: {why}"));

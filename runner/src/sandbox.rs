@@ -204,35 +204,59 @@ pub fn lay_out(
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        let mut copied = copy_verified(&cache.get(&f.hash, link)?, &dest, &f.hash);
-        if let Err(Bad::Corrupt(got)) = &copied {
-            note(&format!(
-                "drqueue-engine: the cached copy of {} (blob {}) was corrupt (it hashes to {got}): fetched it again\n",
-                f.path, f.hash
-            ));
-            // The runner has no logger of its own: the engine's stderr is its log.
-            eprintln!(
-                "drqueue-engine: the cached copy of blob {} was corrupt: fetched it again",
-                f.hash
-            );
-            cache.discard(&f.hash);
-            copied = copy_verified(&cache.get(&f.hash, link)?, &dest, &f.hash);
-        }
-        match copied {
-            Ok(()) => {}
-            Err(Bad::Corrupt(got)) => {
-                return Err(format!(
-                    "blob {} is still corrupt after a fresh fetch ({got})",
-                    f.hash
-                ))
-            }
-            Err(Bad::Io(e)) => return Err(format!("{}: {e}", dest.display())),
-        }
+        place(&f.hash, &f.path, &dest, (cache, link), &mut *note)?;
         let mode = if f.mode & 0o100 != 0 { 0o755 } else { 0o644 };
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("{}: {e}", dest.display()))?;
     }
     cache.evict(&keep);
+    Ok(())
+}
+
+/// Copies blob `hash` (the file `name`) from the cache to `dest`, verified;
+/// a corrupt cached copy is fetched again once, and logged.
+pub fn place(
+    hash: &BlobHash,
+    name: &str,
+    dest: &Path,
+    (cache, link): (&Cache, &dyn BlobLink),
+    note: Note,
+) -> Result<(), String> {
+    let mut copied = copy_verified(&cache.get(hash, link)?, dest, hash);
+    if let Err(Bad::Corrupt(got)) = &copied {
+        note(&format!(
+            "drqueue-engine: the cached copy of {name} (blob {hash}) was corrupt (it hashes to {got}): fetched it again\n"
+        ));
+        // The runner has no logger of its own: the engine's stderr is its log.
+        eprintln!("drqueue-engine: the cached copy of blob {hash} was corrupt: fetched it again");
+        cache.discard(hash);
+        copied = copy_verified(&cache.get(hash, link)?, dest, hash);
+    }
+    match copied {
+        Ok(()) => Ok(()),
+        Err(Bad::Corrupt(got)) => Err(format!(
+            "blob {hash} is still corrupt after a fresh fetch ({got})"
+        )),
+        Err(Bad::Io(e)) => Err(format!("{}: {e}", dest.display())),
+    }
+}
+
+/// Uploads the files an attempt wrote (paths relative to `base`, or
+/// absolute) and sets their hashes.
+pub fn upload_found(
+    base: &Path,
+    files: &mut [OutputFile],
+    link: &dyn BlobLink,
+) -> Result<(), String> {
+    for f in files {
+        let path = base.join(&f.path);
+        let (hash, size) = std::fs::File::open(&path)
+            .and_then(BlobHash::of_reader)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        upload(&path, &hash, size, link)?;
+        f.size = size;
+        f.hash = Some(hash);
+    }
     Ok(())
 }
 

@@ -17,6 +17,7 @@ fn attempt(cmd: &[&str], first: i64, last: i64, dir: &std::path::Path) -> Attemp
             },
             attempt: NEXT.fetch_add(1, Ordering::SeqCst),
         },
+        inputs: Vec::new(),
         body: Arc::new(JobBody {
             outputs: Vec::new(),
             min_output_bytes: 1,
@@ -28,6 +29,7 @@ fn attempt(cmd: &[&str], first: i64, last: i64, dir: &std::path::Path) -> Attemp
             max_log_bytes: 1 << 20,
             inputs: None,
             collect: Vec::new(),
+            tiles: None,
         }),
         block: Block {
             first,

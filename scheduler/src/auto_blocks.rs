@@ -80,7 +80,8 @@ impl Job {
         let rest = rest?;
         self.tasks[index as usize].block = head;
         let mut task = Task::new(rest, TaskStatus::Ready);
-        task.highest_attempt = ghost_attempt;
+        let seen = self.ghost_attempts.remove(&(self.tasks.len() as u32));
+        task.highest_attempt = ghost_attempt.max(seen.unwrap_or(0));
         let added = self.push_task(task);
         self.ready.push_front(added);
         Some(added)

@@ -277,6 +277,7 @@ impl Scheduler {
                 index: i,
                 attempt: t.attempts,
                 block: t.block,
+                inputs: job.inputs_of(i),
             });
         }
         for i in skipped.into_iter().rev() {

@@ -33,6 +33,9 @@ impl Scheduler {
         // has (it restarted) goes back to the queue. Finished attempts are
         // not forgotten: their results follow.
         let reported: HashSet<AttemptKey> = held.iter().chain(finished).copied().collect();
+        for key in &reported {
+            self.attempt_seen(*key);
+        }
         let forgotten: Vec<AttemptKey> = self.engines[e]
             .held
             .keys()
@@ -239,12 +242,17 @@ impl Scheduler {
     /// assignment's commit was lost): the task's next attempt must get a new
     /// number, never one that is being cancelled.
     pub(super) fn attempt_seen(&mut self, key: AttemptKey) {
-        if let Some(task) = self
-            .jobs
-            .get_mut(&key.task.job)
-            .and_then(|j| j.tasks.get_mut(key.task.index as usize))
-        {
-            task.saw_attempt(key.attempt);
+        let Some(job) = self.jobs.get_mut(&key.task.job) else {
+            return;
+        };
+        match job.tasks.get_mut(key.task.index as usize) {
+            Some(task) => task.saw_attempt(key.attempt),
+            // A cut that no longer exists (its commit was lost): a new cut
+            // by that number numbers its attempts past this one.
+            None => {
+                let ghost = job.ghost_attempts.entry(key.task.index).or_default();
+                *ghost = (*ghost).max(key.attempt);
+            }
         }
     }
 

@@ -64,6 +64,7 @@ mod speed;
 mod state;
 mod status_index;
 mod task_control;
+mod task_deps;
 #[cfg(test)]
 mod tests;
 

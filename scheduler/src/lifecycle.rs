@@ -37,7 +37,7 @@ impl Scheduler {
                 }
                 DepState::Met => {
                     let job = &self.jobs[&id];
-                    if job.counts.get(TaskStatus::Waiting) > 0 {
+                    if !job.released && job.counts.get(TaskStatus::Waiting) > 0 {
                         self.release_waiting_tasks(id);
                     }
                     let job = &self.jobs[&id];
@@ -73,8 +73,12 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
+        job.released = true;
         for i in 0..job.tasks.len() as u32 {
-            if job.tasks[i as usize].status == TaskStatus::Waiting {
+            // A task waiting for other tasks of the job stays waiting.
+            if job.tasks[i as usize].status == TaskStatus::Waiting
+                && job.start_status(i) == TaskStatus::Ready
+            {
                 job.set_task_status(i, TaskStatus::Ready);
                 job.ready.push_back(i);
                 self.dirty_tasks.insert(TaskKey { job: id, index: i });

@@ -2,7 +2,7 @@
 
 use super::{Effects, Scheduler};
 use crate::records::{Batch, LimitRecord, PoolRecord, TaskRecord};
-use drqueue_common::model::{EngineId, TaskKey};
+use drqueue_common::model::{EngineId, TaskKey, TaskStatus};
 use std::collections::BTreeMap;
 
 impl Scheduler {
@@ -63,7 +63,8 @@ impl Scheduler {
     }
 
     pub fn task_record(&self, key: TaskKey) -> Option<TaskRecord> {
-        let t = self.jobs.get(&key.job)?.tasks.get(key.index as usize)?;
+        let job = self.jobs.get(&key.job)?;
+        let t = job.tasks.get(key.index as usize)?;
         Some(TaskRecord {
             job: key.job,
             index: key.index,
@@ -79,6 +80,11 @@ impl Scheduler {
             exit_code: t.exit_code,
             peak_rss_kb: t.peak_rss_kb,
             cpu_ms: t.cpu_ms,
+            // Only while done: a retried task's old files are not handed on.
+            outputs: match t.status {
+                TaskStatus::Done => job.handoff.get(&key.index).cloned().unwrap_or_default(),
+                _ => Vec::new(),
+            },
         })
     }
 }

@@ -67,6 +67,10 @@ pub struct TaskRecord {
     pub peak_rss_kb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u64>,
+    /// For a done task another task waits for (a tile): the files it
+    /// wrote, handed to the one waiting ([`crate::task_deps`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<drqueue_common::protocol::OutputFile>,
 }
 
 impl TaskRecord {

@@ -193,6 +193,7 @@ impl Scheduler {
         };
         let mut kills: BTreeMap<EngineIdx, Vec<AttemptKey>> = BTreeMap::new();
         let mut n = 0;
+        let mut waited_on = Vec::new();
         for i in 0..job.tasks.len() as u32 {
             let t = &job.tasks[i as usize];
             if t.status.is_terminal() || !pick(i) {
@@ -214,6 +215,12 @@ impl Scheduler {
             job.set_task_status(i, TaskStatus::Cancelled);
             job.tasks[i as usize].ended_ms = Some(now);
             self.dirty_tasks.insert(TaskKey { job: id, index: i });
+            if job.waited_on_by(i).is_some() {
+                waited_on.push(i);
+            }
+        }
+        for i in waited_on {
+            self.settle_dependent(id, i, false, now);
         }
         for (e, keys) in kills {
             fx.messages
@@ -237,19 +244,33 @@ impl Scheduler {
     ) -> Result<u32, RequestError> {
         let job = self.jobs.get_mut(&id).ok_or(RequestError::NoJob(id))?;
         let mut n = 0;
+        let mut retried_waited_on = Vec::new();
         for i in 0..job.tasks.len() as u32 {
             let st = job.tasks[i as usize].status;
             if matches!(st, TaskStatus::Failed | TaskStatus::Cancelled) && pick(i) {
-                job.set_task_status(i, TaskStatus::Ready);
+                // One waiting for other tasks of the job waits again.
+                let start = job.start_status(i);
+                job.set_task_status(i, start);
                 let t = &mut job.tasks[i as usize];
                 t.failures = 0;
                 t.avoid = None;
                 t.ended_ms = None;
-                job.ready.push_back(i);
+                if start == TaskStatus::Ready {
+                    job.ready.push_back(i);
+                }
                 self.dirty_tasks.insert(TaskKey { job: id, index: i });
+                if job.waited_on_by(i).is_some() {
+                    retried_waited_on.push(i);
+                }
                 n += 1;
             }
         }
+        for i in retried_waited_on {
+            self.settle_dependent(id, i, true, now);
+        }
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Ok(n);
+        };
         // A retry is a fresh start: engines the job had given up on get
         // another chance (a sick one stays out until it is well).
         if !job.engine_failures.is_empty() {

@@ -96,6 +96,9 @@ impl Scheduler {
                     task.exit_code = r.exit_code;
                     task.peak_rss_kb = r.peak_rss_kb;
                     task.cpu_ms = r.cpu_ms;
+                    if !r.outputs.is_empty() {
+                        job.handoff.insert(i as u32, r.outputs.clone());
+                    }
                 }
             }
             for i in 0..job.tasks.len() {
@@ -138,6 +141,9 @@ impl Scheduler {
                     job.ready.push_back(i as u32);
                 }
             }
+            // Released once any task left waiting (a tiled job's assemble
+            // tasks wait for their tiles after the release).
+            job.released = job.counts.get(TaskStatus::Waiting) < job.tasks.len() as u64;
             s.jobs.insert(rec.id, job);
         }
         if s.engines.iter().any(|e| e.recovering) {

@@ -75,6 +75,9 @@ impl Scheduler {
                 }
             }
         }
+        if counted {
+            self.result_for_dependent(key.task, &outcome, now);
+        }
         // The attempt that completes a task lives on in the task's own record;
         // history rows are for the others (failures, superseded attempts),
         // which halves the writes of a farm that mostly succeeds. One that
@@ -127,7 +130,7 @@ impl Scheduler {
 
     /// A task whose failure another engine had too fails at once, and the
     /// job says why, quoting the failure.
-    fn fail_deterministic(&mut self, task: TaskKey, outcome: &Outcome) {
+    fn fail_deterministic(&mut self, task: TaskKey, outcome: &Outcome, now: Millis) {
         let Some(job) = self.jobs.get_mut(&task.job) else {
             return;
         };
@@ -146,6 +149,7 @@ impl Scheduler {
             ));
             self.dirty_jobs.insert(task.job);
         }
+        self.settle_dependent(task.job, task.index, false, now);
     }
 
     pub(super) fn apply_result(
@@ -238,7 +242,7 @@ impl Scheduler {
             // deterministic as a fatal line. It blacklists nothing and
             // sickens nothing, and (unless the job says to retry anyway)
             // the task fails now instead of burning its other attempts.
-            self.fail_deterministic(key.task, outcome);
+            self.fail_deterministic(key.task, outcome, now);
             return;
         }
         let (Some(job), engine) = (self.jobs.get_mut(&key.task.job), &mut self.engines[e]) else {

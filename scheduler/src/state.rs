@@ -9,7 +9,7 @@ use drqueue_common::model::{
     Counts, EngineFacts, EngineId, EngineState, EngineView, HeldAttempt, JobId, JobSpec, JobStatus,
     Notification, NotifyState, TaskKey, TaskStatus,
 };
-use drqueue_common::protocol::{AttemptKey, JobBody};
+use drqueue_common::protocol::{AttemptKey, JobBody, OutputFile, TiledJob};
 use drqueue_common::Millis;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -228,6 +228,16 @@ pub(super) struct Job {
     pub(super) frames_done: u64,
     /// Frames in tasks that ended: done, failed or cancelled.
     pub(super) frames_ended: u64,
+    /// The job may start (its dependencies and start time allow it): its
+    /// waiting tasks were released, except those waiting for other tasks.
+    pub(super) released: bool,
+    /// The files of done tasks that another task waits for, by task index
+    /// ([`crate::task_deps`]): a tiled frame's tiles, for its assembly.
+    pub(super) handoff: HashMap<u32, Vec<OutputFile>>,
+    /// The highest attempt engines named of auto-cut tasks that do not
+    /// exist (their commit was lost), by index: a new cut by that number
+    /// numbers its attempts past it, so no attempt key is used twice.
+    pub(super) ghost_attempts: BTreeMap<u32, u32>,
 }
 
 /// A running attempt's latest signs of life.
@@ -352,6 +362,12 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         min_output_bytes: spec.min_output_bytes,
         inputs: spec.inputs,
         collect: spec.collect.clone(),
+        tiles: spec.tiles.map(|tiles| TiledJob {
+            tiles,
+            // The tasks are a tile task per tile per frame and an assemble
+            // task per frame.
+            frames: (blocks.len() as u64 / (u64::from(tiles.count()) + 1)) as u32,
+        }),
     };
     let initial = TaskStatus::Waiting;
     let tasks: Vec<Task> = blocks.iter().map(|b| Task::new(*b, initial)).collect();
@@ -383,6 +399,9 @@ pub(super) fn new_job(id: JobId, mut spec: JobSpec, blocks: &[Block], now: Milli
         frames_total,
         frames_done: 0,
         frames_ended: 0,
+        released: false,
+        handoff: HashMap::new(),
+        ghost_attempts: BTreeMap::new(),
         notification: (!spec_notify.is_empty()).then_some(Notification {
             state: NotifyState::Waiting,
             to: spec_notify,

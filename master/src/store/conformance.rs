@@ -27,6 +27,7 @@ pub fn run_all(open: Open) {
     a_deleted_limit_is_gone(open);
     thumbnails::thumbnails_are_replaced_capped_and_go_with_their_job(open);
     collected::collected_blobs_are_listed_and_go_with_their_job(open);
+    collected::a_tiled_job_keeps_its_grid_and_handed_on_files(open);
 }
 
 fn a_deleted_limit_is_gone(open: Open) {
@@ -243,6 +244,7 @@ pub(super) fn task(job: u64, index: u32) -> TaskRecord {
         exit_code: None,
         peak_rss_kb: None,
         cpu_ms: None,
+        outputs: Vec::new(),
     }
 }
 

@@ -28,6 +28,43 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Stores made before tiled jobs have no `tasks.outputs` (the files a done
+/// tile hands to its assemble task): add it, empty.
+fn add_task_outputs_column(conn: &Connection) -> StoreResult<()> {
+    let has: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('tasks') WHERE name = 'outputs'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    if !has {
+        conn.execute_batch("ALTER TABLE tasks ADD COLUMN outputs TEXT")
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A task's handed-on files as stored: JSON, NULL when none.
+fn encode_outputs(outputs: &[drqueue_common::protocol::OutputFile]) -> Option<String> {
+    (!outputs.is_empty())
+        .then(|| serde_json::to_string(outputs).ok())
+        .flatten()
+}
+
+/// A stored list that does not decode is logged and read as none: the
+/// assemble task then finds its tiles missing and says which.
+fn decode_outputs(text: Option<String>) -> Vec<drqueue_common::protocol::OutputFile> {
+    let Some(text) = text else {
+        return Vec::new();
+    };
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        tracing::error!("a stored task's output list does not decode: {e}");
+        Vec::new()
+    })
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in directory `dir`.
     pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
@@ -49,7 +86,7 @@ impl SqliteStore {
                  first INTEGER NOT NULL, last INTEGER NOT NULL, step INTEGER NOT NULL,
                  status TEXT NOT NULL, attempts INTEGER NOT NULL, failures INTEGER NOT NULL,
                  engine TEXT, started_ms INTEGER, ended_ms INTEGER, exit_code INTEGER,
-                 peak_rss_kb INTEGER, cpu_ms INTEGER,
+                 peak_rss_kb INTEGER, cpu_ms INTEGER, outputs TEXT,
                  PRIMARY KEY (job, idx)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS engines (id TEXT PRIMARY KEY, data TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -65,6 +102,7 @@ impl SqliteStore {
                  PRIMARY KEY (job, idx, attempt, offset)) WITHOUT ROWID;",
         )
         .map_err(err)?;
+        add_task_outputs_column(&conn)?;
         conn.execute_batch(access::SCHEMA).map_err(err)?;
         conn.execute_batch(thumbnails::SCHEMA).map_err(err)?;
         let found: Option<String> = conn
@@ -250,7 +288,7 @@ impl Store for SqliteStore {
                 .conn
                 .prepare(
                     "SELECT job, idx, first, last, step, status, attempts, failures, engine,
-                            started_ms, ended_ms, exit_code, peak_rss_kb, cpu_ms FROM tasks",
+                            started_ms, ended_ms, exit_code, peak_rss_kb, cpu_ms, outputs FROM tasks",
                 )
                 .map_err(err)?;
             let rows = st
@@ -273,6 +311,7 @@ impl Store for SqliteStore {
                             exit_code: r.get(11)?,
                             peak_rss_kb: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
                             cpu_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+                            outputs: decode_outputs(r.get::<_, Option<String>>(14)?),
                         },
                     ))
                 })
@@ -378,8 +417,8 @@ impl Store for SqliteStore {
             let mut task = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO tasks(job, idx, first, last, step, status, attempts, failures,
-                        engine, started_ms, ended_ms, exit_code, peak_rss_kb, cpu_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        engine, started_ms, ended_ms, exit_code, peak_rss_kb, cpu_ms, outputs)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(err)?;
             for t in &b.tasks {
@@ -398,6 +437,7 @@ impl Store for SqliteStore {
                     t.exit_code,
                     t.peak_rss_kb.map(|v| v as i64),
                     t.cpu_ms.map(|v| v as i64),
+                    encode_outputs(&t.outputs),
                 ])
                 .map_err(err)?;
             }

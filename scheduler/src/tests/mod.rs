@@ -11,6 +11,7 @@ mod failures;
 mod jobs;
 mod property;
 mod recovery;
+mod tiles;
 
 use super::*;
 use crate::memory::MemoryStore;
@@ -143,6 +144,8 @@ struct Coverage {
     forgeries: u32,
     /// Auto-sized jobs that were cut into more than one task.
     auto_cuts: u32,
+    /// Tasks that waited for others (a tiled frame's assembly) started.
+    assemblies: u32,
 }
 
 struct Sim {
@@ -380,6 +383,7 @@ impl Sim {
                             attempt: t.attempt,
                         };
                         self.check_assignment(i, key);
+                        self.check_handed_files(key, &t.inputs);
                         self.engines[i].held.push(key);
                     }
                     let e = &mut self.engines[i];
@@ -519,6 +523,41 @@ impl Sim {
 
     /// Checks one assignment as it arrives, against the engines' own state
     /// and the oracle's record, never the scheduler's helpers.
+    /// A task that waits for others starts only when they are all done,
+    /// and is handed each one's files, whatever restarts came between.
+    fn check_handed_files(
+        &mut self,
+        key: AttemptKey,
+        inputs: &[drqueue_common::protocol::OutputFile],
+    ) {
+        let Some(job) = self.s.jobs.get(&key.task.job) else {
+            return;
+        };
+        let after = job.waits_for(key.task.index);
+        if after.is_empty() {
+            if !inputs.is_empty() {
+                self.violations.push(format!(
+                    "task {} waits for nothing but was handed {inputs:?}",
+                    key.task
+                ));
+            }
+            return;
+        }
+        self.coverage.assemblies += 1;
+        let not_done: Vec<u32> = after
+            .clone()
+            .filter(|d| job.tasks[*d as usize].status != TaskStatus::Done)
+            .collect();
+        let want: Vec<String> = after.map(|d| format!("task{d}")).collect();
+        let got: Vec<&str> = inputs.iter().map(|f| f.path.as_str()).collect();
+        if !not_done.is_empty() || got != want {
+            self.violations.push(format!(
+                "task {} started with tasks {not_done:?} it waits for not done, handed {got:?} (want {want:?})",
+                key.task
+            ));
+        }
+    }
+
     fn check_assignment(&mut self, i: usize, key: AttemptKey) {
         let engine = self.engines[i].id.clone();
         self.given.insert((engine.clone(), key));
@@ -689,7 +728,7 @@ impl Sim {
     }
 
     /// One of the attempts `engine` runs ends with `out`.
-    fn finish_with(&mut self, engine: usize, pick: usize, out: Outcome) {
+    fn finish_with(&mut self, engine: usize, pick: usize, mut out: Outcome) {
         let success = out.is_success();
         let e = &mut self.engines[engine];
         if !e.alive || e.stopped || e.held.is_empty() {
@@ -699,6 +738,15 @@ impl Sim {
         let window = (e.slots as usize).min(e.held.len());
         let key = e.held.remove(pick % window);
         let id = e.id.clone();
+        if success && out.outputs.is_empty() {
+            // Each success names the file it wrote after its task: a
+            // tiled frame's assembly must be handed exactly its tiles'.
+            out.outputs = vec![drqueue_common::protocol::OutputFile {
+                path: format!("task{}", key.task.index),
+                size: 1,
+                hash: None,
+            }];
+        }
         e.unacked.push((key, out.clone()));
         let mut fx = Effects::default();
         self.s.task_started(&id, key, self.now);
@@ -928,11 +976,17 @@ impl Sim {
                 c.add(t.status);
             }
             prop_assert_eq!(c, job.counts, "counts of job {} drifted", id);
-            // Every frame is in exactly one task, however the job was cut.
+            // Every frame is in exactly one task, however the job was cut
+            // (a tiled one: in a task per tile and its assembly).
             let mut frames: Vec<i64> = job.tasks.iter().flat_map(|t| t.block.frames()).collect();
             frames.sort_unstable();
+            let copies = job.spec.tiles.map_or(1, |t| t.count() as usize + 1);
             let want: Vec<i64> = drqueue_common::frames::FrameSet::parse(&job.spec.frames)
-                .map(|f| f.frames().collect())
+                .map(|f| {
+                    f.frames()
+                        .flat_map(|x| std::iter::repeat_n(x, copies))
+                        .collect()
+                })
                 .unwrap_or_default();
             prop_assert_eq!(
                 frames,

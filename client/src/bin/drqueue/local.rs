@@ -49,6 +49,11 @@ pub fn run(r: RunLocalArgs, out: &dyn Output) -> CliResult<ExitCode> {
             }
         }
     };
+    if graph.jobs.iter().any(|j| j.spec.tiles.is_some()) {
+        return Err(CliError::Input(
+            "--tiles needs a farm: the tiles travel to their assemble task through the master's content store. On one machine, render whole frames (leave out --tiles)".into(),
+        ));
+    }
     let run_dir = new_run_dir(&r.log_dir)?;
     let mut watcher = Watcher {
         progress: Progress::shown(out.is_json()),

@@ -213,6 +213,8 @@ fn header(
         },
         // The engine's folder for the task is not known here.
         jobdir: "{jobdir}".into(),
+        // A tile's pixels are shown as the placeholders the job wrote.
+        tile: None,
     };
     for argv in commands(&job.command, &ctx) {
         let line: Vec<String> = argv.iter().map(|a| shell_quoted(a)).collect();

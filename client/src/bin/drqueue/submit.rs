@@ -96,6 +96,22 @@ pub struct JobArgs {
     /// The scene file the preset renders.
     #[arg(long)]
     scene: Option<String>,
+    /// Split each frame into COLSxROWS tiles rendered across the farm, then
+    /// stitched by an assemble task per frame (--preset povray or blender,
+    /// with --resolution and --output).
+    #[arg(long, requires_all = ["preset", "resolution", "output"], value_parser = parse_grid)]
+    tiles: Option<(u32, u32)>,
+    /// The image's size with --tiles: WIDTHxHEIGHT in pixels, e.g. 1920x1080.
+    #[arg(long, requires = "tiles", value_parser = parse_resolution)]
+    resolution: Option<(u32, u32)>,
+    /// With --tiles: pixels each tile renders past its edges, cropped off
+    /// when stitching (for filters that reach across tile edges).
+    #[arg(long, requires = "tiles", default_value_t = 0)]
+    tile_overlap: u32,
+    /// With --tiles: keep the tile images after stitching (on a shared file
+    /// system they are removed otherwise).
+    #[arg(long, requires = "tiles")]
+    keep_tiles: bool,
     /// Where the preset writes images (renderer's own pattern; `####` pads
     /// the frame). Without --preset: the file each frame must write
     /// (`frames/f_####.png`); a task that leaves it missing fails.
@@ -328,6 +344,17 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
         ));
     }
     let mut outputs = Vec::new();
+    let tiles = match (a.tiles, a.resolution) {
+        (Some((cols, rows)), Some((width, height))) => Some(drqueue_common::tiles::Tiles {
+            cols,
+            rows,
+            overlap: a.tile_overlap,
+            width,
+            height,
+            keep: a.keep_tiles,
+        }),
+        _ => None,
+    };
     if let Some(preset) = a.preset {
         let frames = drqueue_common::frames::FrameSet::parse(&a.frames)
             .map_err(|e| CliError::Input(format!("frames: {e}")))?;
@@ -341,8 +368,12 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
             node: a.render_node.take(),
             extra: std::mem::take(&mut a.command),
         };
-        let expanded = drqueue_common::preset::expand(preset, &args, &frames)
-            .map_err(|e| CliError::Input(e.to_string()))?;
+        let expanded = match &tiles {
+            Some(t) => drqueue_common::preset_tiles::expand_tiled(preset, &args, &frames, t)
+                .map_err(|e| CliError::Input(e.to_string()))?,
+            None => drqueue_common::preset::expand(preset, &args, &frames)
+                .map_err(|e| CliError::Input(e.to_string()))?,
+        };
         a.command = expanded.command;
         outputs = expanded.outputs;
         if !farm.requires.contains(&expanded.capability) {
@@ -399,6 +430,7 @@ pub fn submission(mut a: JobArgs, mut farm: FarmArgs) -> CliResult<Submission> {
         target_task_minutes: None,
         inputs: None,
         collect: farm.collect,
+        tiles,
     };
     spec.set_blocksize(a.blocksize, a.target_task_minutes)
         .map_err(CliError::Input)?;
@@ -455,4 +487,12 @@ fn then_graph(
             },
         ],
     }
+}
+
+fn parse_grid(s: &str) -> Result<(u32, u32), String> {
+    drqueue_common::tiles::parse_grid(s).map_err(|e| e.to_string())
+}
+
+fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
+    drqueue_common::tiles::parse_resolution(s).map_err(|e| e.to_string())
 }

@@ -58,3 +58,52 @@ pub fn collected_blobs_are_listed_and_go_with_their_job(open: Open) {
     .expect("commit");
     assert_eq!(s.collected_blobs().expect("collected blobs"), vec![c]);
 }
+
+/// A tiled job's grid is in its spec, and a done tile's files (what its
+/// assemble task is handed) in its task: both survive reopening, and a
+/// task written again without them loses them.
+pub fn a_tiled_job_keeps_its_grid_and_handed_on_files(open: Open) {
+    use super::{job, task};
+    use drqueue_common::model::TaskStatus;
+    use drqueue_common::tiles::Tiles;
+    let mut s = open("tiled");
+    let mut j = job(7);
+    j.spec.tiles = Some(Tiles {
+        cols: 3,
+        rows: 2,
+        overlap: 4,
+        width: 1920,
+        height: 1080,
+        keep: true,
+    });
+    let mut tile = task(7, 0);
+    tile.status = TaskStatus::Done;
+    tile.outputs = vec![file("out/tiles/r0c0/frame1.png", Some(BlobHash::of(b"t")))];
+    s.commit(&Batch {
+        jobs: vec![j.clone()],
+        tasks: vec![tile.clone(), task(7, 1)],
+        ..Batch::default()
+    })
+    .expect("commit");
+    drop(s);
+    let mut s = open("tiled");
+    let snap = s.load().expect("load");
+    assert_eq!(snap.jobs[0].spec.tiles, j.spec.tiles);
+    let mut tasks = snap.tasks;
+    tasks.sort_by_key(|t| t.index);
+    assert_eq!(tasks[0].outputs, tile.outputs);
+    assert!(tasks[1].outputs.is_empty());
+    tile.status = TaskStatus::Ready;
+    tile.outputs.clear();
+    s.commit(&Batch {
+        tasks: vec![tile],
+        ..Batch::default()
+    })
+    .expect("commit");
+    assert!(s
+        .load()
+        .expect("load")
+        .tasks
+        .iter()
+        .all(|t| t.outputs.is_empty()));
+}
