@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|all] [--tasks N]
+//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|tiles|all] [--tasks N]
 //! ```
 //!
 //! - `sched`: the scheduler alone (no socket, no store): 50 engines, jobs
@@ -25,6 +25,8 @@
 //! - `uploads`: a job folder's upload on loopback, a changed scene's bytes,
 //!   an engine's fetch and verified copy, against a bare disk copy
 //!   ([`uploads`]).
+//! - `tiles`: a 1920x1080 POV-Ray frame whole on one engine and in 3x3
+//!   tiles on two, against POV-Ray alone ([`tiles`]).
 //!
 //! Figures go to stdout; nothing here is asserted.
 
@@ -44,6 +46,7 @@ use std::time::{Duration, Instant};
 mod blocks;
 mod monitors;
 mod readers;
+mod tiles;
 mod uploads;
 
 fn main() -> anyhow::Result<()> {
@@ -64,12 +67,13 @@ fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     if ![
-        "sched", "dispatch", "e2e", "util", "readers", "blocks", "monitors", "uploads", "all",
+        "sched", "dispatch", "e2e", "util", "readers", "blocks", "monitors", "uploads", "tiles",
+        "all",
     ]
     .contains(&case.as_str())
     {
         anyhow::bail!(
-            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|all] [--tasks N (uploads: MiB)] [--db DIR|mongodb://…]"
+            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|tiles|all] [--tasks N (uploads: MiB)] [--db DIR|mongodb://…]"
         );
     }
     if case == "sched" || case == "all" {
@@ -107,6 +111,9 @@ fn main() -> anyhow::Result<()> {
     }
     if case == "uploads" || case == "all" {
         rt.block_on(uploads::uploads(tasks_arg.unwrap_or(256)))?;
+    }
+    if case == "tiles" || case == "all" {
+        rt.block_on(tiles::tiles())?;
     }
     Ok(())
 }

@@ -83,6 +83,12 @@ struct FileJob {
     /// Files each task brings back (`--collect`).
     #[serde(default)]
     collect: Vec<String>,
+    /// `--tiles`, `--resolution`, `--tile-overlap`, `--keep-tiles`.
+    tiles: Option<String>,
+    resolution: Option<String>,
+    tile_overlap: Option<u32>,
+    #[serde(default)]
+    keep_tiles: bool,
 }
 
 /// `"sim"`, `"sim:done,failed"`, or a job id (`12`, `"12:failed"`).
@@ -231,13 +237,34 @@ pub fn parse(file: &str, text: &str, owner: &str, now: Millis) -> Result<Graph, 
                 node: j.render_node.clone(),
                 extra: Vec::new(),
             };
-            let x = preset::expand(preset, &args, &frames)
-                .map_err(|e| err(at("preset", p), format!("{what}: {e}")))?;
+            spec.tiles = match &j.tiles {
+                Some(grid) => Some(
+                    crate::tiles::from_fields(
+                        grid,
+                        j.resolution.as_deref(),
+                        j.tile_overlap,
+                        j.keep_tiles,
+                    )
+                    .map_err(|e| err(at("tiles", grid), format!("{what} field `tiles`: {e}")))?,
+                ),
+                None => None,
+            };
+            let x = match &spec.tiles {
+                Some(t) => crate::preset_tiles::expand_tiled(preset, &args, &frames, t)
+                    .map_err(|e| err(at("tiles", ""), format!("{what}: {e}")))?,
+                None => preset::expand(preset, &args, &frames)
+                    .map_err(|e| err(at("preset", p), format!("{what}: {e}")))?,
+            };
             spec.command = x.command;
             spec.outputs = x.outputs;
             if !spec.requirements.capabilities.contains(&x.capability) {
                 spec.requirements.capabilities.push(x.capability);
             }
+        } else if j.tiles.is_some() {
+            return Err(err(
+                at("tiles", ""),
+                format!("{what} field `tiles`: tiles need a `preset` (povray or blender)"),
+            ));
         } else if let Some(o) = &j.output {
             // Without a preset, `output` names the file each frame writes.
             spec.outputs = vec![preset::frame_template(o)];
@@ -617,5 +644,32 @@ require = ["ffmpeg"]
         assert_eq!(s.command[0], "povray");
         assert_eq!(s.requirements.capabilities, ["povray"]);
         assert_eq!(s.start_after, Some(61_000));
+    }
+
+    #[test]
+    fn a_job_file_tiles_a_preset_and_names_what_is_wrong() {
+        let g = ok(
+            "t.toml",
+            "preset = \"povray\"\nscene = \"s.pov\"\noutput = \"out/f.png\"\ntiles = \"3x2\"\nresolution = \"96x72\"\ntile_overlap = 2\n",
+        );
+        let spec = &g.jobs[0].spec;
+        assert_eq!(
+            spec.tiles.map(|t| (t.cols, t.rows, t.overlap)),
+            Some((3, 2, 2))
+        );
+        assert!(spec.command.iter().any(|a| a == "+SC{tile_left}"));
+        let e = bad(
+            "t.toml",
+            "preset = \"povray\"\nscene = \"s.pov\"\noutput = \"o.png\"\ntiles = \"3x3\"\n",
+        );
+        assert!(
+            e.contains("field `tiles`") && e.contains("--resolution"),
+            "{e}"
+        );
+        let e = bad(
+            "t.toml",
+            "command = [\"x\"]\ntiles = \"3x3\"\nresolution = \"96x72\"\n",
+        );
+        assert!(e.contains("need a `preset`"), "{e}");
     }
 }

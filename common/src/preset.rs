@@ -245,16 +245,22 @@ pub fn expand(
 
 /// The file POV-Ray writes for a frame of an animation: the frame number,
 /// padded to as many digits as the last frame has, before the extension
-/// (`frame.png`, frames 1-48 → `frame01.png`).
+/// (`frame.png`, frames 1-48 → `frame01.png`; a single frame keeps the name).
 fn povray_frame_file(output: &str, first: i64, last: i64) -> String {
+    // One frame is no animation to POV-Ray: the name stays as given.
     let digits = first.abs().max(last.abs()).to_string().len();
+    let number = if first == last {
+        String::new()
+    } else {
+        format!("{{padframe:{digits}}}")
+    };
     let name_at = output.rfind('/').map_or(0, |i| i + 1);
     match output[name_at..].rfind('.') {
         Some(dot) => {
             let (stem, ext) = output.split_at(name_at + dot);
-            format!("{stem}{{padframe:{digits}}}{ext}")
+            format!("{stem}{number}{ext}")
         }
-        None => format!("{output}{{padframe:{digits}}}.png"),
+        None => format!("{output}{number}.png"),
     }
 }
 

@@ -118,6 +118,28 @@ pub fn parse_resolution(s: &str) -> Result<(u32, u32), TilesError> {
     }
 }
 
+/// The grid from a job file's (or Python's) fields: `tiles = "3x3"`,
+/// `resolution = "1920x1080"` (required), `tile_overlap`, `keep_tiles`.
+pub fn from_fields(
+    grid: &str,
+    resolution: Option<&str>,
+    overlap: Option<u32>,
+    keep: bool,
+) -> Result<Tiles, TilesError> {
+    let (cols, rows) = parse_grid(grid)?;
+    let (width, height) = parse_resolution(resolution.unwrap_or(""))?;
+    let tiles = Tiles {
+        cols,
+        rows,
+        overlap: overlap.unwrap_or(0),
+        width,
+        height,
+        keep,
+    };
+    tiles.check()?;
+    Ok(tiles)
+}
+
 /// Where the `i`-th of `n` equal parts of `len` starts.
 fn cut(len: u32, n: u32, i: u32) -> u32 {
     (u64::from(len) * u64::from(i) / u64::from(n)) as u32

@@ -417,7 +417,9 @@ fn run_one(
         .stderr(writer2)
         .process_group(0);
     if let Some(dir) = workdir {
-        cmd.current_dir(dir);
+        // PWD too: programs that read it (Blender resolves relative paths
+        // by it) would otherwise see the engine's own folder.
+        cmd.current_dir(dir).env("PWD", dir);
     }
     let task_box = contain.open(a.key, slot);
     task_box.prepare(&mut cmd);

@@ -6,16 +6,12 @@
 
 use drqueue_common::cas::{BlobHash, Manifest, ManifestEntry};
 use drqueue_common::model::{JobId, JobStatus};
+use drqueue_tests::scenes::{scene_folder, write};
 use drqueue_tests::{decode_png, link_program, path_with, which, Farm};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(90);
-
-fn write(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
 
 fn stats(farm: &Farm) -> serde_json::Value {
     let out = farm.drqueue(&["cas", "--json"]);
@@ -31,42 +27,6 @@ fn written(farm: &Farm) -> u64 {
     stats(farm)["written_blobs"]
         .as_u64()
         .expect("written_blobs")
-}
-
-/// A POV-Ray scene that needs its folder: an include file and a texture.
-fn scene_folder(dir: &Path) {
-    write(
-        &dir.join("scene.pov"),
-        br#"#include "lib/things.inc"
-camera { location <0, 1.5, -4> look_at <0, 0.5, 0> }
-light_source { <3, 5, -4> color rgb 1 }
-plane { y, 0 pigment { image_map { png "tex/checker.png" } rotate x*90 scale 2 } }
-object { Thing rotate y*360*clock }
-"#,
-    );
-    write(
-        &dir.join("lib/things.inc"),
-        b"#declare Thing = box { <-0.6, 0, -0.6>, <0.6, 1.2, 0.6> pigment { rgb <0.9, 0.3, 0.1> } finish { phong 0.5 } }\n",
-    );
-    // A 16x16 checker texture.
-    let mut png_bytes = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut png_bytes, 16, 16);
-        enc.set_color(png::ColorType::Rgb);
-        let mut w = enc.write_header().unwrap();
-        let data: Vec<u8> = (0..16 * 16)
-            .flat_map(|i| {
-                let on = ((i % 16) / 4 + (i / 16) / 4) % 2 == 0;
-                if on {
-                    [230, 230, 230]
-                } else {
-                    [30, 60, 120]
-                }
-            })
-            .collect();
-        w.write_image_data(&data).unwrap();
-    }
-    write(&dir.join("tex/checker.png"), &png_bytes);
 }
 
 const POV_ARGS: [&str; 5] = ["+W96", "+H72", "-A", "+FN", "-D"];

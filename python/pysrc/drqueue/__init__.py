@@ -171,7 +171,9 @@ class Client:
         lacks; ``upload_exclude`` globs leave files out) and runs each task
         in its own copy of it on the engine: no shared file system needed.
         ``collect=["out/*.png"]`` brings the matching files back, for
-        :meth:`Job.download`."""
+        :meth:`Job.download`. ``tiles="3x3", resolution="1920x1080"`` (with
+        a povray or blender preset; ``tile_overlap``, ``keep_tiles``) splits
+        each frame across the farm and stitches it."""
         upload = options.pop("upload", None)
         exclude = [str(g) for g in options.pop("upload_exclude", [])]
         entry = _job_entry(command, dict(options, frames=frames, blocksize=blocksize))
