@@ -48,6 +48,9 @@ pub struct JobView {
     /// What its tasks upload back (`--collect` globs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collect: Vec<String>,
+    /// `--tiles`: each frame's tiles, then one assemble task per frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiles: Option<crate::tiles::Tiles>,
     /// Jobs that wait on this one (their `after` names it), oldest first.
     #[serde(default)]
     pub dependents: Vec<JobId>,

@@ -62,6 +62,7 @@ impl Scheduler {
             after: job.spec.after.clone(),
             inputs: job.spec.inputs,
             collect: job.spec.collect.clone(),
+            tiles: job.spec.tiles,
             // A scan, not an index: views are built for one job at a time,
             // and a dependency is rare enough that keeping an index in step
             // with submit, delete, restore and eviction is not worth it.

@@ -85,6 +85,21 @@ pub fn print_job(detail: &JobDetail) {
         let ids: Vec<String> = j.dependents.iter().map(|d| d.to_string()).collect();
         println!("  needed by  {}", ids.join(", "));
     }
+    if let Some(t) = &j.tiles {
+        println!(
+            "  tiles      {}x{} of {}x{} px{}, then an assemble task per frame{}",
+            t.cols,
+            t.rows,
+            t.width,
+            t.height,
+            if t.overlap > 0 {
+                format!(", overlap {}", t.overlap)
+            } else {
+                String::new()
+            },
+            if t.keep { " (tiles kept)" } else { "" }
+        );
+    }
     let mut rules = Vec::new();
     if j.max_engines > 0 {
         rules.push(format!("max_engines {}", j.max_engines));
