@@ -8,7 +8,7 @@
 
 pub mod openapi_check;
 pub mod raw_engine;
-pub mod scenes;
+pub mod renders;
 
 use drqueue_client::Client;
 use drqueue_common::model::{JobId, JobView};

@@ -4,7 +4,7 @@
 //! engines, CLI, POV-Ray and Blender.
 
 use drqueue_common::model::{JobStatus, TaskStatus};
-use drqueue_tests::scenes::scene_folder;
+use drqueue_tests::renders::{download, run_paused_on, scene_folder};
 use drqueue_tests::{decode_png, link_program, path_with, which, Farm};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,39 +117,13 @@ fn tiled_povray(tiles: &str, flags: &[&str], renderer: &[&str]) -> Option<TiledR
     args.extend_from_slice(&["--", "+FN"]);
     args.extend_from_slice(renderer);
     let job = farm.submit(&args);
-    farm.engine_with_env("pov1", &[], &[("PATH", &path)]);
-    farm.engine_with_env("pov2", &[], &[("PATH", &path)]);
-    farm.wait_engines(2);
-    let out = farm.drqueue(&["resume", &job.to_string()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let view = farm.wait_job(job, LONG);
-    assert_eq!(
-        view.status,
-        JobStatus::Done,
-        "{view:?}\n{}\n{}",
-        farm.engine_log("pov1"),
-        farm.engine_log("pov2")
-    );
+    run_paused_on(&mut farm, job, &["pov1", "pov2"], &path, LONG);
     Some(TiledRun { farm, job, scene })
 }
 
-fn download(run: &TiledRun) -> PathBuf {
+fn download_run(run: &TiledRun) -> PathBuf {
     let down = run.farm.dir.join("downloaded");
-    let out = run.farm.drqueue(&[
-        "download",
-        &run.job.to_string(),
-        "--to",
-        down.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    download(&run.farm, run.job, &down);
     down
 }
 
@@ -174,7 +148,7 @@ fn a_povray_frame_in_3x3_tiles_equals_the_whole_render_pixel_for_pixel() {
             .unwrap();
         assert!(assembly.started_ms.unwrap() >= last_tile, "{assembly:?}");
     }
-    let down = download(&run);
+    let down = download_run(&run);
     for frame in 1..=2 {
         let reference = povray_whole(&run.scene, &run.farm.dir, "whole", frame, 2, &["-A"]);
         let stitched = down.join(format!("out/frame{frame}.png"));
@@ -196,7 +170,7 @@ fn anti_aliased_tiles_stay_within_the_stated_tolerance() {
         let Some(run) = tiled_povray("3x3", &["--tile-overlap", overlap], &AA) else {
             return;
         };
-        let down = download(&run);
+        let down = download_run(&run);
         let reference = povray_whole(&run.scene, &run.farm.dir, "whole-aa", 1, 2, &AA);
         let (max, share) = difference(&down.join("out/frame1.png"), &reference);
         eprintln!(
@@ -364,30 +338,9 @@ fn a_blender_cycles_frame_in_3x3_tiles_equals_the_whole_render_pixel_for_pixel()
         "--tiles",
         "3x3",
     ]);
-    farm.engine_with_env("blender1", &[], &[("PATH", &path)]);
-    farm.engine_with_env("blender2", &[], &[("PATH", &path)]);
-    farm.wait_engines(2);
-    let out = farm.drqueue(&["resume", &job.to_string()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let view = farm.wait_job(job, LONG);
-    assert_eq!(
-        view.status,
-        JobStatus::Done,
-        "{view:?}\n{}\n{}",
-        farm.engine_log("blender1"),
-        farm.engine_log("blender2")
-    );
+    run_paused_on(&mut farm, job, &["blender1", "blender2"], &path, LONG);
     let down = farm.dir.join("downloaded");
-    let out = farm.drqueue(&["download", &job.to_string(), "--to", down.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    download(&farm, job, &down);
     assert_eq!(
         difference(
             &down.join("out/frame_0001.png"),

@@ -6,7 +6,7 @@
 
 use drqueue_common::cas::{BlobHash, Manifest, ManifestEntry};
 use drqueue_common::model::{JobId, JobStatus};
-use drqueue_tests::scenes::{scene_folder, write};
+use drqueue_tests::renders::{run_paused_on, scene_folder, write};
 use drqueue_tests::{decode_png, link_program, path_with, which, Farm};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,23 +68,7 @@ fn an_uploaded_povray_scene_renders_on_engines_that_share_nothing_and_comes_back
     // only come from the master's content store.
     let kept = farm.dir.join("kept-scene");
     std::fs::rename(&scene, &kept).unwrap();
-    farm.engine_with_env("pov1", &[], &[("PATH", &path)]);
-    farm.engine_with_env("pov2", &[], &[("PATH", &path)]);
-    // Both engines are there before the first task goes out.
-    farm.wait_engines(2);
-    let out = farm.drqueue(&["resume", &job.to_string()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let view = farm.wait_job(job, LONG);
-    assert_eq!(
-        view.status,
-        JobStatus::Done,
-        "{view:?}\n{}",
-        farm.engine_log("pov1")
-    );
+    run_paused_on(&mut farm, job, &["pov1", "pov2"], &path, LONG);
     let engines: std::collections::BTreeSet<_> = farm
         .client()
         .tasks(job, None)

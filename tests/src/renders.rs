@@ -1,7 +1,51 @@
-//! Scenes the renderer tests share: a POV-Ray folder that needs its
-//! include file and texture.
+//! What the renderer tests share: a POV-Ray folder that needs its include
+//! file and texture, a paused job run on named engines, a download.
 
+use crate::Farm;
+use drqueue_common::model::{JobId, JobStatus, JobView};
 use std::path::Path;
+use std::time::Duration;
+
+/// Starts engines `names` with `path` as their PATH, waits until all are
+/// there (so every one gets work), resumes the paused `job` and waits for
+/// it to end done; fails with the engines' logs otherwise.
+pub fn run_paused_on(
+    farm: &mut Farm,
+    job: JobId,
+    names: &[&str],
+    path: &str,
+    limit: Duration,
+) -> JobView {
+    for name in names {
+        farm.engine_with_env(name, &[], &[("PATH", path)]);
+    }
+    farm.wait_engines(names.len());
+    let out = farm.drqueue(&["resume", &job.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view = farm.wait_job(job, limit);
+    let logs: Vec<String> = names.iter().map(|n| farm.engine_log(n)).collect();
+    assert_eq!(
+        view.status,
+        JobStatus::Done,
+        "{view:?}\n{}",
+        logs.join("\n")
+    );
+    view
+}
+
+/// `drqueue download JOB --to DIR`, which must succeed.
+pub fn download(farm: &Farm, job: JobId, to: &Path) {
+    let out = farm.drqueue(&["download", &job.to_string(), "--to", to.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// Writes `bytes` to `path`, making its folder.
 pub fn write(path: &Path, bytes: &[u8]) {
