@@ -14,8 +14,11 @@
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
-/// Columns and rows at most: 32 × 32 = 1,024 tiles a frame.
-pub const MAX_TILES_PER_SIDE: u32 = 32;
+/// Columns and rows at most: 16 × 16 = 256 tiles a frame. (The assembly's
+/// assignment names every tile's files: this keeps it small.)
+pub const MAX_TILES_PER_SIDE: u32 = 16;
+/// The files a tile hands its assembly, at most: those it uploaded.
+pub const MAX_FILES_PER_TILE: usize = 8;
 /// The largest image side a tiled job may name.
 pub const MAX_IMAGE_SIDE: u32 = 65_536;
 
@@ -334,7 +337,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--tiles"));
-        assert!(parse_grid("33x1").is_err());
+        assert!(parse_grid("17x1").is_err());
         assert!(parse_resolution("1920x")
             .unwrap_err()
             .to_string()

@@ -176,8 +176,11 @@ fn run(
     }
     let sandbox = lay_out_inputs(&a, blobs, assembling, &mut log, &mut outcome);
     // Where the task runs: its folder (and the job's cwd inside it), else
-    // the job's cwd as the engine sees it.
+    // the job's cwd as the engine sees it. (`sandbox` is also where an
+    // assembly gathers its tiles.)
     let workdir: Option<PathBuf> = match (&sandbox, &a.body.cwd) {
+        // An assembly works in a folder of its own.
+        (Some(dir), _) if assembling => Some(dir.clone()),
         (Some(dir), Some(cwd)) => Some(dir.join(cwd)),
         (Some(dir), None) => Some(dir.clone()),
         (None, cwd) => cwd.as_ref().map(PathBuf::from),
@@ -371,7 +374,8 @@ fn lay_out_inputs(
         a.key.task.job, a.key.task.index, a.key.attempt
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let Some(manifest) = a.body.inputs.as_ref() else {
+    // An assembly reads only its tiles: the job's folder is not laid out.
+    let Some(manifest) = a.body.inputs.as_ref().filter(|_| !assembling) else {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             outcome.error = Some(format!("cannot make {}: {e}", dir.display()));
         }

@@ -96,8 +96,15 @@ pub(crate) fn assemble(
                 .find(|f| f.path == name)
                 .and_then(|f| f.hash)
             else {
+                // The tile's task, by the numbering of `drqueue_common::tiles`.
+                let frame_pos = a
+                    .key
+                    .task
+                    .index
+                    .saturating_sub(tiled.frames * tiles.count());
+                let task = frame_pos * tiles.count() + rect.row * tiles.cols + rect.col;
                 return Err(format!(
-                    "tile {} of frame {} ({name}) is missing: its task reported no such file in the content store; retry that task (`drqueue retry {} --tasks …`)",
+                    "tile {} of frame {} ({name}) is missing: its task reported no such file in the content store; retry that task (`drqueue retry {} --tasks {task}`)",
                     rect.name(),
                     ctx.block.first,
                     a.body.id

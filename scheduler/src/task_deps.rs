@@ -105,7 +105,16 @@ impl Scheduler {
             return;
         }
         if job.tasks[key.index as usize].status == TaskStatus::Done {
-            job.handoff.insert(key.index, outcome.outputs.clone());
+            // Only what it uploaded can travel; bounded, so the assembly's
+            // assignment stays small whatever the renderer reported.
+            let files = outcome
+                .outputs
+                .iter()
+                .filter(|f| f.hash.is_some())
+                .take(drqueue_common::tiles::MAX_FILES_PER_TILE)
+                .cloned()
+                .collect();
+            job.handoff.insert(key.index, files);
         }
         self.settle_dependent(key.job, key.index, false, now);
     }

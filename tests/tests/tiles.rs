@@ -92,12 +92,17 @@ fn tiled_povray(tiles: &str, flags: &[&str], renderer: &[&str]) -> Option<TiledR
     let bin = farm.dir.join("povray-bin");
     link_program(&bin, &povray);
     let path = path_with(&bin);
-    let scene = farm.dir.join("client-side/shot");
+    // The folder uploaded holds the scene one level down, in the job's
+    // --cwd: the assembly works in a folder of its own all the same.
+    let uploaded = farm.dir.join("client-side");
+    let scene = uploaded.join("shot");
     scene_folder(&scene);
     let mut args = vec![
         "--paused",
         "--upload",
-        scene.to_str().unwrap(),
+        uploaded.to_str().unwrap(),
+        "--cwd",
+        "shot",
         "--collect",
         "out/*.png",
         "--preset",

@@ -739,13 +739,22 @@ impl Sim {
         let key = e.held.remove(pick % window);
         let id = e.id.clone();
         if success && out.outputs.is_empty() {
-            // Each success names the file it wrote after its task: a
-            // tiled frame's assembly must be handed exactly its tiles'.
-            out.outputs = vec![drqueue_common::protocol::OutputFile {
-                path: format!("task{}", key.task.index),
-                size: 1,
-                hash: None,
-            }];
+            // Each success names the file it wrote (and uploaded) after its
+            // task, and one it did not upload: a tiled frame's assembly
+            // must be handed exactly its tiles' uploaded files.
+            let path = format!("task{}", key.task.index);
+            out.outputs = vec![
+                drqueue_common::protocol::OutputFile {
+                    hash: Some(drqueue_common::cas::BlobHash::of(path.as_bytes())),
+                    path,
+                    size: 1,
+                },
+                drqueue_common::protocol::OutputFile {
+                    path: "not-uploaded.log".into(),
+                    size: 1,
+                    hash: None,
+                },
+            ];
         }
         e.unacked.push((key, out.clone()));
         let mut fx = Effects::default();
