@@ -6,6 +6,7 @@
 pub mod cas;
 pub mod feed;
 pub mod local;
+pub mod scan;
 mod transport;
 
 use transport::{percent_encode, tls_with_ca};

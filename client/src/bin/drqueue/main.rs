@@ -21,6 +21,7 @@ mod error;
 mod jobs;
 mod local;
 mod logview;
+mod nodes;
 mod output;
 mod progress;
 mod select;
@@ -166,6 +167,11 @@ enum Cmd {
     /// Run a job or a job file's graph on this machine, no master: to debug
     /// it before it goes to the farm. Exits 1 if anything failed.
     RunLocal(Box<local::RunLocalArgs>),
+    /// Find render nodes: `nodes scan RANGE` lists hosts with SSH open.
+    Nodes {
+        #[command(subcommand)]
+        action: nodes::NodesCmd,
+    },
 }
 
 /// Exit codes, as the README gives them.
@@ -241,6 +247,7 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
         Cmd::Whoami => users::whoami(client, out)?,
         Cmd::Download { job, to } => transfer::download(client, job, &to, out)?,
         Cmd::Cas { action } => transfer::cas(client, action, out)?,
+        Cmd::Nodes { action } => nodes::run(action, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
