@@ -277,6 +277,7 @@ async fn sim_engine(
         name: name.clone(),
         join_token: None,
         master_pin: scratch(&format!("pin-{name}")).join("master.pub"),
+        discovered: false,
     };
     let mut link = Link::connect(&endpoint, &creds, Duration::from_secs(5))
         .await

@@ -6,6 +6,7 @@
 pub mod cas;
 pub mod feed;
 pub mod local;
+pub mod locate;
 pub mod scan;
 mod transport;
 
@@ -59,7 +60,7 @@ pub struct LogChunk {
 
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    location: std::sync::Arc<locate::Location>,
     token: Option<String>,
     agent: ureq::Agent,
     /// `DRQUEUE_CA_FILE` could not be used: every request fails with this.
@@ -67,7 +68,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `url` (default `DRQUEUE_URL`, then http://127.0.0.1:5580),
+    /// A client for `url` (default: `DRQUEUE_URL`, the config file, a
+    /// master on loopback, DNS SRV, mDNS; see [`locate`]),
     /// sending `token` (default `DRQUEUE_TOKEN`) as a bearer token.
     pub fn new(url: Option<&str>, token: Option<&str>) -> Client {
         Client::with_ca_file(url, token, None)
@@ -78,10 +80,6 @@ impl Client {
     /// usual public roots. A CA file that cannot be used fails every
     /// request: never "any certificate".
     pub fn with_ca_file(url: Option<&str>, token: Option<&str>, ca_file: Option<&str>) -> Client {
-        let base = url
-            .map(String::from)
-            .or_else(|| std::env::var("DRQUEUE_URL").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| DEFAULT_URL.to_string());
         let token = token.map(String::from).or_else(|| {
             std::env::var("DRQUEUE_TOKEN")
                 .ok()
@@ -104,22 +102,37 @@ impl Client {
             .tls_config(tls)
             .build()
             .new_agent();
-        // `127.0.0.1:5580` means what it says: plain HTTP there.
-        let base = if base.contains("://") {
-            base
-        } else {
-            format!("http://{base}")
-        };
         Client {
-            base: base.trim_end_matches('/').to_string(),
+            location: std::sync::Arc::new(locate::Location::new(url.map(String::from), None)),
             token,
             agent,
             tls_error,
         }
     }
 
+    /// Looks the master up by DNS SRV `_drqueue._tcp.DOMAIN` when no
+    /// address is given (`--domain`); call before the first request.
+    pub fn with_domain(mut self, domain: Option<String>) -> Client {
+        if domain.is_some() {
+            let flag = self.location.flag();
+            self.location = std::sync::Arc::new(locate::Location::new(flag, domain));
+        }
+        self
+    }
+
+    /// The master's API, found on first use (see [`locate`]).
     pub fn url(&self) -> &str {
-        &self.base
+        &self.location.get().url
+    }
+
+    /// Whether the master answers (`/api/health`, no token needed).
+    pub fn health(&self) -> Result<serde_json::Value> {
+        self.get("/api/health", &[])
+    }
+
+    /// How the master was found, and what was tried on the way.
+    pub fn located(&self) -> &locate::Located {
+        self.location.get()
     }
 
     pub fn submit(&self, spec: &JobSpec) -> Result<JobView> {

@@ -32,7 +32,7 @@ pub(crate) fn tls_with_ca(path: &str) -> std::result::Result<ureq::tls::TlsConfi
 
 impl Client {
     pub(crate) fn url_for(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.url(), path)
     }
 
     pub(crate) fn connect_error(&self, e: ureq::Error) -> ClientError {
@@ -41,8 +41,15 @@ impl Client {
             // Something answers there, but not HTTP.
             reason.push_str(": something answers there, but not the HTTP API. Is it the master's engines port (5555)? The API listens on --http (default 127.0.0.1:5580)");
         }
+        let located = self.located();
+        if located.via == drqueue_discovery::Via::Default && !located.notes.is_empty() {
+            reason = format!(
+                "{reason} (no master found elsewhere: {})",
+                located.notes.join("; ")
+            );
+        }
         ClientError::Connect {
-            url: self.base.clone(),
+            url: located.url.clone(),
             reason,
         }
     }
@@ -104,7 +111,7 @@ impl Client {
         uri: String,
         body: Option<&serde_json::Value>,
     ) -> Result<ureq::http::Response<ureq::Body>> {
-        if let Some(e) = &self.tls_error {
+        if let Some(e) = self.tls_error.as_ref().or(self.located().error.as_ref()) {
             return Err(ClientError::Config(e.clone()));
         }
         let mut req = ureq::http::Request::builder().method(method).uri(uri);
@@ -154,7 +161,7 @@ impl Client {
         body: B,
         head_within: Duration,
     ) -> Result<ureq::http::Response<ureq::Body>> {
-        if let Some(e) = &self.tls_error {
+        if let Some(e) = self.tls_error.as_ref().or(self.located().error.as_ref()) {
             return Err(ClientError::Config(e.clone()));
         }
         let req = match &self.token {

@@ -257,6 +257,10 @@ pub struct JoinTokenView {
     pub expires_ms: Millis,
     /// The key the token tells engines to trust.
     pub master_fingerprint: String,
+    /// The master's engine endpoint as bound (`tcp://0.0.0.0:5555` when it
+    /// listens on every interface).
+    #[serde(default)]
+    pub engines: String,
 }
 
 /// A pool as `pools --json` shows it.

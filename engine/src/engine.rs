@@ -30,6 +30,9 @@ use tokio::sync::mpsc;
 pub struct EngineOptions {
     /// Master endpoints, tried in turn.
     pub masters: Vec<String>,
+    /// They were found by DNS SRV or mDNS (trusted only by key, see
+    /// `link::Credentials::discovered`).
+    pub discovered: bool,
     pub name: Option<String>,
     pub pools: Vec<String>,
     pub slots: u32,
@@ -412,6 +415,7 @@ pub async fn run(
         name: facts.name.clone(),
         join_token: opts.join_token.clone(),
         master_pin: opts.state_dir.join("master.pub"),
+        discovered: opts.discovered,
     };
     tracing::info!(key = %creds.keys.fingerprint(), "engine key");
     tracing::info!(engine = %id, name = %facts.name, pools = ?facts.pools, capabilities = ?facts.capabilities, slots = opts.slots, hwm = opts.hwm, containment = %facts.containment, "engine starting");

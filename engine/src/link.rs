@@ -48,16 +48,37 @@ pub struct Credentials {
     pub join_token: Option<String>,
     /// The trusted master's public key, pinned at first admission.
     pub master_pin: PathBuf,
+    /// The master was found on the network (DNS SRV or mDNS), not named by
+    /// a user: with no pinned key and no join token it is not trusted on
+    /// sight, unless it is on this machine's loopback.
+    pub discovered: bool,
+}
+
+/// The key pinned in `path`, if any.
+fn read_pin(path: &std::path::Path) -> Option<[u8; 32]> {
+    let text = std::fs::read_to_string(path).ok()?;
+    unhex(text.trim()).and_then(|b| b.try_into().ok())
+}
+
+/// The fingerprint of the master key an engine trusts, if it knows one
+/// yet: the key pinned in `master_pin`, else the one its join token names.
+/// Discovery looks for a master with this key.
+pub fn trusted_fingerprint(
+    master_pin: &std::path::Path,
+    join_token: Option<&str>,
+) -> Option<String> {
+    read_pin(master_pin)
+        .map(|k| fingerprint(&k))
+        .or_else(|| join_token.and_then(|t| token_fingerprint(t).ok()))
 }
 
 impl Credentials {
     fn pinned(&self) -> Option<[u8; 32]> {
-        let text = std::fs::read_to_string(&self.master_pin).ok()?;
-        unhex(text.trim()).and_then(|b| b.try_into().ok())
+        read_pin(&self.master_pin)
     }
 
     /// Refuses a master whose key this engine does not trust.
-    fn check_master(&self, key: &[u8; 32]) -> Result<(), LinkError> {
+    fn check_master(&self, endpoint: &str, key: &[u8; 32]) -> Result<(), LinkError> {
         let got = fingerprint(key);
         if let Some(pinned) = self.pinned() {
             if &pinned != key {
@@ -74,6 +95,10 @@ impl Credentials {
                     "its key {got} is not the one the join token names ({want})"
                 )));
             }
+        } else if self.discovered && !drqueue_discovery::advert::is_loopback(endpoint) {
+            return Err(LinkError::WrongMaster(format!(
+                "it was found on the network, and this engine has no join token and no pinned key to check its key {got} against; give the engine a join token (`drqueue engine join-token`) or its address (--master)"
+            )));
         }
         Ok(())
     }
@@ -190,7 +215,7 @@ impl Link {
             return Err(LinkError::Refused(session::refusal_reason(&reply)));
         }
         let master_key = initiator.read_reply(&reply).map_err(handshake)?;
-        creds.check_master(&master_key)?;
+        creds.check_master(endpoint, &master_key)?;
         let (finish, channel) = initiator
             .finish(&EngineHello {
                 engine: creds.engine.clone(),
@@ -288,5 +313,61 @@ impl Link {
     /// The next message, or None when the connection's reader has stopped.
     pub async fn recv(&mut self) -> Option<ToEngine> {
         self.incoming.recv().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(dir: &std::path::Path, discovered: bool, join_token: Option<String>) -> Credentials {
+        Credentials {
+            keys: KeyPair::generate().unwrap(),
+            engine: "e".into(),
+            name: "e".into(),
+            join_token,
+            master_pin: dir.join("master.pub"),
+            discovered,
+        }
+    }
+
+    #[test]
+    fn a_discovered_master_needs_a_key_to_check_unless_it_is_on_loopback() {
+        let dir = std::env::temp_dir().join(format!("drqueue-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let master = KeyPair::generate().unwrap();
+        let named = creds(&dir, false, None);
+        assert!(
+            named
+                .check_master("tcp://10.0.0.1:5555", &master.public)
+                .is_ok(),
+            "named by a user: trusted on first use"
+        );
+        let found = creds(&dir, true, None);
+        let err = found
+            .check_master("tcp://10.0.0.1:5555", &master.public)
+            .unwrap_err();
+        assert!(err.to_string().contains("join token"), "{err}");
+        assert!(
+            found
+                .check_master("tcp://127.0.0.1:5555", &master.public)
+                .is_ok(),
+            "loopback: the single-machine rule"
+        );
+        // With its key pinned, a discovered master with that key is trusted,
+        // and one with another key is not.
+        std::fs::write(dir.join("master.pub"), hex(&master.public)).unwrap();
+        assert!(found
+            .check_master("tcp://10.0.0.1:5555", &master.public)
+            .is_ok());
+        let other = KeyPair::generate().unwrap();
+        assert!(found
+            .check_master("tcp://127.0.0.1:5555", &other.public)
+            .is_err());
+        assert_eq!(
+            trusted_fingerprint(&dir.join("master.pub"), None),
+            Some(fingerprint(&master.public))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -33,9 +33,15 @@ enum Tool {
 
 #[derive(clap::Args, Debug)]
 struct Args {
-    /// Master endpoint(s), comma separated; tried in turn.
-    #[arg(long, env = "DRQUEUE_MASTER", default_value = "tcp://127.0.0.1:5555")]
-    master: String,
+    /// Master endpoint(s), comma separated; tried in turn. Without it (or
+    /// DRQUEUE_MASTER, or `engines` in the config file) the engine finds the
+    /// master: on loopback, by DNS SRV with --domain, or over mDNS.
+    #[arg(long)]
+    master: Option<String>,
+    /// Look the master up as DNS SRV `_drqueue._tcp.DOMAIN` (routed networks,
+    /// where mDNS does not reach).
+    #[arg(long, env = "DRQUEUE_DOMAIN")]
+    domain: Option<String>,
     /// Pools to join, comma separated (default: `default`).
     #[arg(long, env = "DRQUEUE_POOL")]
     pool: Option<String>,
@@ -168,9 +174,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         drqueue_common::keys::token_fingerprint(t)
             .map_err(|e| anyhow::anyhow!("--join-token: {e}"))?;
     }
+    let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
+    let trusted = drqueue_engine::link::trusted_fingerprint(
+        &state_dir.join("master.pub"),
+        join_token.as_deref(),
+    );
+    let (masters, discovered) = find_master(args.master, args.domain, trusted)?;
     let opts = EngineOptions {
-        masters: args
-            .master
+        discovered,
+        masters: masters
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -180,7 +192,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         pools: facts::parse_pools(args.pool.as_deref()),
         slots: args.slots,
         hwm,
-        state_dir: args.state_dir.unwrap_or_else(default_state_dir),
+        state_dir,
         facts_refresh: std::time::Duration::from_secs(args.facts_refresh.max(1)),
         join_token,
         containment: args.containment,
@@ -190,4 +202,40 @@ fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(engine::run(opts, drqueue_common::signals::wait_for_stop()))
+}
+
+/// Where the master is (`drqueue_discovery::resolve`'s order), and whether
+/// it was found on the network. Until something answers, the engine looks
+/// again every 5 s: it may well boot before the master.
+fn find_master(
+    flag: Option<String>,
+    domain: Option<String>,
+    trusted: Option<String>,
+) -> anyhow::Result<(String, bool)> {
+    use drqueue_discovery::{Resolver, Via, Want};
+    let mut resolver = Resolver::new(Want::Engines);
+    resolver.flag = flag;
+    resolver.domain = domain;
+    resolver.trusted = trusted;
+    let mut told = false;
+    loop {
+        match resolver.resolve() {
+            Ok((found, _)) if found.via != Via::Default => {
+                tracing::info!(master = %found.address, via = %found.via, "master found");
+                return Ok((found.address.clone(), found.discovered()));
+            }
+            Ok((_, notes)) if !told => {
+                tracing::warn!("no master found yet ({}); looking again every 5 s. Give --master, DRQUEUE_MASTER or --domain to say where it is", notes.join("; "));
+                told = true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(drqueue_engine::Permanent(format!(
+                    "{e}; fix the file (or point DRQUEUE_CONFIG at another)"
+                ))
+                .into())
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
 }

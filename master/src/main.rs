@@ -118,6 +118,11 @@ struct Args {
     /// Seconds a client has to send a request's headers, or its body.
     #[arg(long, default_value_t = 10)]
     http_timeout: u64,
+    /// Do not register `_drqueue._tcp.local.` over mDNS. By default the
+    /// master advertises on the interfaces its engine endpoint is bound to,
+    /// so engines and clients started with no address find it.
+    #[arg(long, env = "DRQUEUE_NO_ADVERTISE")]
+    no_advertise: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -216,6 +221,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         cas_min_free_bytes: args.cas_min_free_mb << 20,
         cas_keep_days: args.cas_keep_days,
         cas_quota_bytes: args.cas_quota_mb << 20,
+        advertise: !args.no_advertise,
         require_enrollment: args.require_enrollment,
         tokens,
         admin_token_file: args.admin_token_file,

@@ -70,6 +70,9 @@ pub struct MasterOptions {
     pub cas_keep_days: u64,
     /// What each user's live jobs may keep in the content store; 0: no quota.
     pub cas_quota_bytes: u64,
+    /// Register `_drqueue._tcp.local.` over mDNS on the engine endpoint's
+    /// interfaces (`--no-advertise` turns it off; off for in-process masters).
+    pub advertise: bool,
 }
 
 impl Default for MasterOptions {
@@ -95,6 +98,7 @@ impl Default for MasterOptions {
             cas_min_free_bytes: 1 << 30,
             cas_keep_days: 31,
             cas_quota_bytes: 0,
+            advertise: false,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct RunningMaster {
     pub stats: Arc<WriterStats>,
     events: mpsc::UnboundedSender<Event>,
     store_thread: Option<std::thread::JoinHandle<()>>,
+    /// Unregistered (a goodbye on the link) when the master stops.
+    _advertisement: Option<drqueue_discovery::mdns::Advertisement>,
 }
 
 impl RunningMaster {
@@ -166,17 +172,7 @@ fn beside_store(opts: &MasterOptions, given: Option<&PathBuf>, name: &str, state
 
 /// Whether a bound endpoint (`tcp://HOST:PORT`) only reaches this machine:
 /// then whoever connects is local, and is enrolled on sight.
-pub fn is_loopback(endpoint: &str) -> bool {
-    let host = endpoint
-        .trim_start_matches("tcp://")
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']'))
-        .unwrap_or("");
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
+pub use drqueue_discovery::advert::is_loopback;
 
 /// The store `db` names: a `mongodb://` (or `mongodb+srv://`) URI, or a
 /// directory for the embedded store. Blocking: call it off the async threads.
@@ -311,6 +307,7 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     // blocking thread.
     let db = opts.db.clone();
     let owner = master_name();
+    let owner_id = owner.clone();
     let lease_ms = opts.lease_ms;
     let (store, snap, directory) = tokio::task::spawn_blocking({
         let owner = owner.clone();
@@ -417,6 +414,7 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     let access = http::EngineAccess {
         enrollment,
         master_public: master_keys.public,
+        engines_endpoint: engines_endpoint.clone(),
     };
     let limits = http::serve::Limits::new(
         opts.http_max_connections,
@@ -445,11 +443,50 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
+    let advertisement = opts
+        .advertise
+        .then(|| advertise(&http_url, &engines_endpoint, &owner_id, &master_keys))
+        .flatten();
     Ok(RunningMaster {
         http_url,
         engines_endpoint,
         stats,
         events: events_tx,
         store_thread: Some(store_thread),
+        _advertisement: advertisement,
     })
+}
+
+/// Registers this master over mDNS, on the interfaces its engine endpoint
+/// is bound to (loopback alone for a loopback master). A failure is logged:
+/// the farm still works for whoever is told the address.
+fn advertise(
+    http_url: &str,
+    engines_endpoint: &str,
+    id: &str,
+    keys: &KeyPair,
+) -> Option<drqueue_discovery::mdns::Advertisement> {
+    let advert = drqueue_discovery::Advert {
+        instance: format!("drqueue on {}", drqueue_common::hostname()),
+        http: http_url.to_string(),
+        engines: engines_endpoint.to_string(),
+        protocol: drqueue_common::protocol::PROTOCOL_VERSION,
+        id: id.to_string(),
+        fingerprint: keys.fingerprint(),
+        role: "active".into(),
+    };
+    let bound = drqueue_discovery::advert::endpoint_ip(engines_endpoint)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    match drqueue_discovery::mdns::Advertisement::start(&advert, bound) {
+        Ok(a) => {
+            tracing::info!(service = drqueue_discovery::MDNS_SERVICE, on = %bound, "advertising over mDNS (--no-advertise turns it off)");
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot advertise over mDNS, engines and clients must be told the address: {e}"
+            );
+            None
+        }
+    }
 }

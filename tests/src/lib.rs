@@ -6,6 +6,7 @@
 //! (`target/<profile>/`); `cargo test --workspace` builds them first because
 //! each binary crate has tests. A failing test prints the processes' logs.
 
+pub mod netns;
 pub mod openapi_check;
 pub mod raw_engine;
 pub mod renders;
@@ -338,6 +339,11 @@ pub struct Farm {
     /// The API token [`Farm::client`] and [`Farm::drqueue`] send (a farm
     /// with users; see [`farm_with_admin`]).
     pub token: Option<String>,
+    /// The master registers itself over mDNS (only inside a private network
+    /// namespace: see `netns`); every other farm runs `--no-advertise`.
+    advertise: bool,
+    /// Engines are started with no `--master`: they find it themselves.
+    pub engines_discover: bool,
 }
 
 impl Farm {
@@ -352,6 +358,22 @@ impl Farm {
 
     /// A master on `db` (a `mongodb://` URI), or the embedded store if None.
     pub fn start_on(db: Option<&str>, master_args: &[&str]) -> Farm {
+        let mut farm = Farm::prepare(db, master_args);
+        farm.start_master();
+        farm
+    }
+
+    /// A master that advertises itself over mDNS, and engines started with
+    /// no address. Only inside [`netns::private_network`].
+    pub fn start_advertising(master_args: &[&str]) -> Farm {
+        let mut farm = Farm::prepare(None, master_args);
+        farm.advertise = true;
+        farm.engines_discover = true;
+        farm.start_master();
+        farm
+    }
+
+    fn prepare(db: Option<&str>, master_args: &[&str]) -> Farm {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("drqueue-e2e-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -359,7 +381,7 @@ impl Farm {
         let db = db
             .map(String::from)
             .unwrap_or_else(|| dir.join("db").display().to_string());
-        let mut farm = Farm {
+        Farm {
             dir,
             http: "127.0.0.1:0".into(),
             engines_endpoint: "tcp://127.0.0.1:0".into(),
@@ -369,9 +391,9 @@ impl Farm {
             engines: Vec::new(),
             starts: 0,
             token: None,
-        };
-        farm.start_master();
-        farm
+            advertise: false,
+            engines_discover: false,
+        }
     }
 
     /// Starts the master (again) on the same addresses and store.
@@ -391,6 +413,7 @@ impl Farm {
             // Each farm its own master key and enrollment, also on MongoDB
             // (whose default keys dir is not the farm's).
             .args(keys_dir_unless_given(&self.master_args, &self.dir))
+            .args((!self.advertise).then_some("--no-advertise"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -476,7 +499,7 @@ impl Farm {
         let log =
             std::fs::File::create(self.dir.join(format!("engine-{name}.log"))).expect("log file");
         let mut cmd = Command::new(bin("drqueue-engine"));
-        if !args.contains(&"--master") {
+        if !args.contains(&"--master") && !self.engines_discover {
             cmd.args(["--master", &self.engines_endpoint]);
         }
         cmd.args(["--name", name])
@@ -486,6 +509,10 @@ impl Farm {
             .env("RUST_LOG", "info")
             .env("PATH", base_path())
             .env_remove("DRQUEUE_POOL")
+            .env_remove("DRQUEUE_MASTER")
+            .env_remove("DRQUEUE_DOMAIN")
+            // No config file of the host's is read.
+            .env("DRQUEUE_CONFIG", self.dir.join("no-config.toml"))
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(log);

@@ -82,6 +82,7 @@ pub(super) async fn join_token(
         uses: body.uses,
         expires_ms,
         master_fingerprint: drqueue_common::keys::fingerprint(&s.access.master_public),
+        engines: s.access.engines_endpoint.clone(),
     })
 }
 

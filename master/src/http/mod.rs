@@ -106,6 +106,9 @@ impl ApiState {
 pub struct EngineAccess {
     pub enrollment: Arc<Mutex<Enrollment>>,
     pub master_public: [u8; 32],
+    /// The endpoint engines connect to, as bound (`engine deploy` writes it
+    /// into a node's env file).
+    pub engines_endpoint: String,
 }
 
 impl EngineAccess {

@@ -10,6 +10,7 @@
 //! | `users` | `user add/list/remove`, `token create/revoke`, `audit`, `whoami` |
 //! | `transfer` | `download`, `cas`, and the bars of `submit --upload` |
 //! | `local` | `run-local` |
+//! | `nodes`, `farm` | `nodes scan`; `farm`, `farms` (finding the master) |
 //! | `output` | every command's output: human tables or `--json` |
 //!
 //! Exit codes: 0 ok; 1 failure (including `wait` on a job that ended failed
@@ -18,6 +19,7 @@
 mod admin;
 mod engines;
 mod error;
+mod farm;
 mod jobs;
 mod local;
 mod logview;
@@ -41,9 +43,14 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "drqueue", version, about = "DrQueue render farm client")]
 struct Cli {
-    /// Master URL (default: DRQUEUE_URL, then http://127.0.0.1:5580).
+    /// Master URL. Without it: DRQUEUE_URL, the config file
+    /// (~/.config/drqueue/config.toml), a master on 127.0.0.1:5580, DNS SRV
+    /// with --domain, then mDNS (`drqueue farm` says which was used).
     #[arg(long, global = true)]
     url: Option<String>,
+    /// Look the master up as DNS SRV `_drqueue._tcp.DOMAIN`.
+    #[arg(long, global = true, env = "DRQUEUE_DOMAIN")]
+    domain: Option<String>,
     /// Print JSON instead of tables and sentences (every listing and `show`).
     #[arg(long, global = true)]
     json: bool,
@@ -167,6 +174,14 @@ enum Cmd {
     /// Run a job or a job file's graph on this machine, no master: to debug
     /// it before it goes to the farm. Exits 1 if anything failed.
     RunLocal(Box<local::RunLocalArgs>),
+    /// Which master this client uses, and how it was found.
+    Farm,
+    /// List the masters this machine can see (mDNS; DNS SRV with --domain).
+    Farms {
+        /// How long to listen for mDNS answers.
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: u64,
+    },
     /// Find render nodes: `nodes scan RANGE` lists hosts with SSH open.
     Nodes {
         #[command(subcommand)]
@@ -186,9 +201,10 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let client = Client::new(cli.url.as_deref(), None);
+    let domain = cli.domain.clone();
+    let client = Client::new(cli.url.as_deref(), None).with_domain(cli.domain);
     let out = output::for_mode(cli.json);
-    match run(&client, cli.cmd, out.as_ref()) {
+    match run(&client, domain.as_deref(), cli.cmd, out.as_ref()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("drqueue: {e}");
@@ -202,7 +218,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
+fn run(client: &Client, domain: Option<&str>, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
     match cmd {
         Cmd::Submit(a) => submit::run(client, *a, out)?,
         Cmd::RunLocal(r) => return local::run(*r, out),
@@ -248,6 +264,8 @@ fn run(client: &Client, cmd: Cmd, out: &dyn Output) -> CliResult<ExitCode> {
         Cmd::Download { job, to } => transfer::download(client, job, &to, out)?,
         Cmd::Cas { action } => transfer::cas(client, action, out)?,
         Cmd::Nodes { action } => nodes::run(action, out)?,
+        Cmd::Farm => farm::farm(client, out)?,
+        Cmd::Farms { wait_ms } => farm::farms(domain, wait_ms, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

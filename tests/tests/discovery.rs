@@ -1,0 +1,199 @@
+//! Finding the master with no configuration. The mDNS tests run inside a
+//! private network namespace each (`drqueue_tests::netns`): the masters
+//! advertise on its loopback, and engines and the CLI, started with no
+//! address, find them there. Nothing leaves the namespace.
+
+use drqueue_common::model::JobStatus;
+use drqueue_tests::netns::private_network;
+use drqueue_tests::{bin, eventually, Farm};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The CLI with no address of any kind: no --url, no DRQUEUE_URL, no
+/// config file (`config` names one when given).
+fn drqueue_unaddressed(farm: &Farm, args: &[&str], config: Option<&str>) -> Output {
+    let config_path = farm.dir.join("cli-config.toml");
+    match config {
+        Some(text) => std::fs::write(&config_path, text).unwrap(),
+        None => {
+            let _ = std::fs::remove_file(&config_path);
+        }
+    }
+    Command::new(bin("drqueue"))
+        .args(args)
+        .env_remove("DRQUEUE_URL")
+        .env_remove("DRQUEUE_DOMAIN")
+        .env_remove("DRQUEUE_TOKEN")
+        .env("DRQUEUE_CONFIG", &config_path)
+        .current_dir(&farm.dir)
+        .output()
+        .expect("run drqueue")
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "drqueue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+#[test]
+fn an_engine_and_the_cli_with_no_address_find_the_master_over_mdns_and_run_a_job() {
+    private_network(|| {
+        let mut farm = Farm::start_advertising(&[]);
+        farm.engine("found", &[]);
+        farm.wait_engines(1);
+        assert!(
+            farm.engine_log("found").contains("via=mDNS"),
+            "the engine says how it found the master:\n{}",
+            farm.engine_log("found")
+        );
+
+        // The master bound port 0; the CLI finds whatever port it got.
+        let v = json_of(&drqueue_unaddressed(&farm, &["--json", "farm"], None));
+        assert_eq!(v["url"], farm.http.as_str(), "{v}");
+        assert!(v["via"].as_str().unwrap().starts_with("mDNS"), "{v}");
+        assert_eq!(v["answers"], true);
+
+        let farms = json_of(&drqueue_unaddressed(
+            &farm,
+            &["--json", "farms", "--wait-ms", "1500"],
+            None,
+        ));
+        let farms = farms.as_array().unwrap();
+        assert_eq!(farms.len(), 1, "{farms:?}");
+        assert_eq!(farms[0]["engines"], farm.engines_endpoint.as_str());
+        assert_eq!(farms[0]["role"], "active");
+
+        let out = drqueue_unaddressed(&farm, &["submit", "--frames", "1-3", "--", "true"], None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(
+            farm.wait_job(id, Duration::from_secs(60)).status,
+            JobStatus::Done
+        );
+    });
+}
+
+#[test]
+fn an_enrolled_engine_refuses_a_master_with_another_key_and_finds_its_own_on_a_new_port() {
+    private_network(|| {
+        let mut first = Farm::start_advertising(&[]);
+        first.engine("pinned", &[]);
+        first.wait_engines(1);
+        let state = first.dir.join("engine-pinned");
+        assert!(
+            state.join("master.pub").exists(),
+            "the engine pinned the master's key"
+        );
+        first.signal_engine(0, libc::SIGKILL);
+        first.kill_master();
+
+        // Another master, with its own key, alone on the link: the engine
+        // sees it advertised and does not go near it.
+        let mut other = Farm::start_advertising(&[]);
+        other.engine_at("pinned", state.to_str().unwrap(), &[], &[]);
+        eventually(
+            Duration::from_secs(20),
+            "the engine to skip the other master",
+            || {
+                other
+                    .engine_log("pinned")
+                    .contains("not the trusted")
+                    .then_some(())
+            },
+        );
+        assert!(
+            other.client().engines().unwrap().is_empty(),
+            "no engine joined the other master"
+        );
+
+        // Its own master comes back on new ports: found again by key.
+        first.http = "127.0.0.1:0".into();
+        first.engines_endpoint = "tcp://127.0.0.1:0".into();
+        first.start_master();
+        first.wait_engines(1);
+        assert!(other.client().engines().unwrap().is_empty());
+        let log = other.engine_log("pinned");
+        assert!(
+            log.contains(&first.engines_endpoint),
+            "found on its new port:\n{log}"
+        );
+    });
+}
+
+#[test]
+fn with_no_advertise_nothing_is_found_and_the_order_holds() {
+    private_network(|| {
+        let farm = Farm::start();
+        let farms = json_of(&drqueue_unaddressed(
+            &farm,
+            &["--json", "farms", "--wait-ms", "1500"],
+            None,
+        ));
+        assert_eq!(
+            farms,
+            serde_json::json!([]),
+            "a --no-advertise master is not seen"
+        );
+        let v = json_of(&drqueue_unaddressed(&farm, &["--json", "farm"], None));
+        assert_eq!(v["answers"], false, "{v}");
+        assert!(
+            v["via"].as_str().unwrap().contains("no master found"),
+            "{v}"
+        );
+        let out = drqueue_unaddressed(&farm, &["jobs"], None);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no master found elsewhere") && err.contains("mDNS"),
+            "{err}"
+        );
+
+        // The config file names it.
+        let config = format!("url = \"{}\"\n", farm.http);
+        let v = json_of(&drqueue_unaddressed(
+            &farm,
+            &["--json", "farm"],
+            Some(&config),
+        ));
+        assert_eq!(v["url"], farm.http.as_str());
+        assert!(
+            v["via"].as_str().unwrap().starts_with("the config file"),
+            "{v}"
+        );
+        // The flag beats the environment, which beats the config file.
+        let out = Command::new(bin("drqueue"))
+            .args(["--json", "--url", &farm.http, "farm"])
+            .env("DRQUEUE_URL", "http://127.0.0.1:9")
+            .env("DRQUEUE_CONFIG", farm.dir.join("cli-config.toml"))
+            .output()
+            .unwrap();
+        let v = json_of(&out);
+        assert_eq!(
+            (v["url"].as_str(), v["answers"].as_bool()),
+            (Some(farm.http.as_str()), Some(true))
+        );
+        let out = Command::new(bin("drqueue"))
+            .args(["--json", "farm"])
+            .env("DRQUEUE_URL", &farm.http)
+            .env("DRQUEUE_CONFIG", farm.dir.join("cli-config.toml"))
+            .output()
+            .unwrap();
+        assert_eq!(json_of(&out)["via"], "the environment (DRQUEUE_URL)");
+        // A broken config file is named, not skipped.
+        let out = drqueue_unaddressed(&farm, &["jobs"], Some("urll = 1\n"));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cli-config.toml") && err.contains("urll"),
+            "{err}"
+        );
+    });
+}
