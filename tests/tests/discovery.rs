@@ -197,3 +197,134 @@ fn with_no_advertise_nothing_is_found_and_the_order_holds() {
         );
     });
 }
+
+/// A real DNS server (dnsmasq) on a loopback port, serving the farm's SRV
+/// and TXT records for `farm.test`; killed when dropped.
+struct Dnsmasq {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_dnsmasq(farm: &Farm, fingerprint: &str) -> Option<Dnsmasq> {
+    let Some(dnsmasq) = drqueue_tests::which("dnsmasq").or_else(|| {
+        let p = std::path::PathBuf::from("/usr/sbin/dnsmasq");
+        p.is_file().then_some(p)
+    }) else {
+        drqueue_common::test_skip::skip("no dnsmasq: install dnsmasq-base");
+        return None;
+    };
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let http_port = farm.http.rsplit_once(':').unwrap().1;
+    let child = Command::new(dnsmasq)
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+        ])
+        .args([
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--pid-file=",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--user={}", whoami()))
+        .arg(format!(
+            "--srv-host=_drqueue._tcp.farm.test,127.0.0.1,{http_port},0,0"
+        ))
+        .arg(format!(
+            "--txt-record=_drqueue._tcp.farm.test,engines={},fp={fingerprint}",
+            farm.engines_endpoint
+        ))
+        .arg(format!(
+            "--log-facility={}",
+            farm.dir.join("dnsmasq.log").display()
+        ))
+        .spawn()
+        .expect("start dnsmasq");
+    let server = Dnsmasq { child, port };
+    eventually(Duration::from_secs(10), "dnsmasq to listen", || {
+        std::fs::read_to_string(farm.dir.join("dnsmasq.log"))
+            .ok()?
+            .contains("started")
+            .then_some(())
+    });
+    Some(server)
+}
+
+fn whoami() -> String {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if uid == 0 {
+        "root".into()
+    } else {
+        std::env::var("USER").unwrap_or_else(|_| "nobody".into())
+    }
+}
+
+#[test]
+fn with_a_domain_the_engine_and_the_cli_find_the_master_by_dns_srv() {
+    // In a namespace of its own too: a master the host runs on 5580 or
+    // 5555 would otherwise be found first, on loopback.
+    private_network(dns_srv_body);
+}
+
+fn dns_srv_body() {
+    let mut farm = Farm::start();
+    let fp = farm.client().join_token(1, 60).unwrap().master_fingerprint;
+    let Some(dns) = start_dnsmasq(&farm, &fp) else {
+        return;
+    };
+    let config = farm.dir.join("dns.toml");
+    std::fs::write(
+        &config,
+        format!("dns_server = \"127.0.0.1:{}\"\n", dns.port),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+
+    farm.engines_discover = true;
+    farm.engine_with_env(
+        "by-srv",
+        &["--domain", "farm.test"],
+        &[("DRQUEUE_CONFIG", &config)],
+    );
+    farm.wait_engines(1);
+    let log = farm.engine_log("by-srv");
+    assert!(log.contains("via=DNS SRV _drqueue._tcp.farm.test"), "{log}");
+
+    let cli = |args: &[&str]| {
+        Command::new(bin("drqueue"))
+            .args(["--domain", "farm.test"])
+            .args(args)
+            .env_remove("DRQUEUE_URL")
+            .env_remove("DRQUEUE_TOKEN")
+            .env("DRQUEUE_CONFIG", &config)
+            .output()
+            .unwrap()
+    };
+    let v = json_of(&cli(&["--json", "farm"]));
+    assert_eq!(v["url"], farm.http.as_str(), "{v}");
+    assert_eq!(v["via"], "DNS SRV _drqueue._tcp.farm.test");
+    let out = cli(&["submit", "--frames", "1-2", "--", "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(
+        farm.wait_job(id, Duration::from_secs(60)).status,
+        JobStatus::Done
+    );
+}
