@@ -4,6 +4,7 @@
 //! scheduler (`drqueue run-local`).
 
 pub mod cas;
+pub mod deploy;
 pub mod feed;
 pub mod local;
 pub mod locate;

@@ -45,6 +45,12 @@ pub enum EngineCmd {
     Revoke {
         engine: String,
     },
+    /// Install (or upgrade) and start an engine on nodes over SSH: copies
+    /// the engine, writes its env file with a join token, starts it.
+    /// Running it again upgrades and restarts. At most 16 hosts at once.
+    Deploy(Box<crate::deploy::DeployArgs>),
+    /// Stop the engine on nodes and remove what `deploy` put there.
+    Undeploy(crate::deploy::SshArgs),
     /// Give it no new work and wait until its running tasks have finished.
     Drain {
         engine: String,
@@ -78,6 +84,8 @@ pub fn run(client: &Client, cmd: EngineCmd, out: &dyn Output) -> CliResult<ExitC
             out.engine_changed(&e, EngineChange::Revoked)?;
         }
         EngineCmd::Drain { engine, timeout } => return drain(client, &engine, timeout, out),
+        EngineCmd::Deploy(a) => return crate::deploy::deploy(client, *a, out),
+        EngineCmd::Undeploy(a) => return crate::deploy::undeploy(a, out),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! | `jobs` | `jobs`, `show`, `tasks`, `log`, `wait`, `watch`, pause … delete |
 //! | `select` | which jobs pause … delete act on: ids, ranges, filters |
 //! | `engines` | `engines`, `engine show/disable/enable/drain` |
+//! | `deploy` | `engine deploy --ssh`, `engine undeploy --ssh` |
 //! | `admin` | `pools`, `limits`, `limit set` |
 //! | `users` | `user add/list/remove`, `token create/revoke`, `audit`, `whoami` |
 //! | `transfer` | `download`, `cas`, and the bars of `submit --upload` |
@@ -17,6 +18,7 @@
 //! or cancelled); 2 usage error (clap's own).
 
 mod admin;
+mod deploy;
 mod engines;
 mod error;
 mod farm;
