@@ -29,5 +29,6 @@ pub mod sessions;
 pub mod store;
 pub mod transfer;
 pub mod users;
+pub mod watch_folder;
 
 pub use drqueue_scheduler as scheduler;

@@ -123,6 +123,18 @@ struct Args {
     /// so engines and clients started with no address find it.
     #[arg(long, env = "DRQUEUE_NO_ADVERTISE")]
     no_advertise: bool,
+    /// Submit each job file dropped in this folder (TOML or JSON; other
+    /// files by the rules in its .drqueue-rules.toml), once it has stopped
+    /// changing; then move it to submitted/ (with the job ids) or rejected/
+    /// (with the error).
+    #[arg(long, env = "DRQUEUE_WATCH_DIR")]
+    watch_dir: Option<std::path::PathBuf>,
+    /// Who owns the jobs from --watch-dir.
+    #[arg(long, default_value = "watch", requires = "watch_dir")]
+    watch_as: String,
+    /// Milliseconds a dropped file must stay unchanged before it is taken.
+    #[arg(long, default_value_t = 2000, requires = "watch_dir")]
+    watch_settle_ms: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -222,6 +234,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         cas_keep_days: args.cas_keep_days,
         cas_quota_bytes: args.cas_quota_mb << 20,
         advertise: !args.no_advertise,
+        watch: args.watch_dir.clone().map(|d| {
+            (
+                d,
+                args.watch_as.clone(),
+                std::time::Duration::from_millis(args.watch_settle_ms),
+            )
+        }),
         require_enrollment: args.require_enrollment,
         tokens,
         admin_token_file: args.admin_token_file,

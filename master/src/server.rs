@@ -73,6 +73,8 @@ pub struct MasterOptions {
     /// Register `_drqueue._tcp.local.` over mDNS on the engine endpoint's
     /// interfaces (`--no-advertise` turns it off; off for in-process masters).
     pub advertise: bool,
+    /// `--watch-dir`: the folder, whose jobs are whose, and the settle time.
+    pub watch: Option<(PathBuf, String, std::time::Duration)>,
 }
 
 impl Default for MasterOptions {
@@ -99,6 +101,7 @@ impl Default for MasterOptions {
             cas_keep_days: 31,
             cas_quota_bytes: 0,
             advertise: false,
+            watch: None,
         }
     }
 }
@@ -411,6 +414,9 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         .with_mail(mailer, public_url)
         .with_feed(feed.clone());
     tokio::spawn(core.run(events_rx));
+    if let Some((dir, owner, settle)) = opts.watch.clone() {
+        crate::watch_folder::spawn(dir, owner, settle, events_tx.clone())?;
+    }
     let access = http::EngineAccess {
         enrollment,
         master_public: master_keys.public,

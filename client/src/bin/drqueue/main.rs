@@ -11,6 +11,7 @@
 //! | `users` | `user add/list/remove`, `token create/revoke`, `audit`, `whoami` |
 //! | `transfer` | `download`, `cas`, and the bars of `submit --upload` |
 //! | `local` | `run-local` |
+//! | `watchdir` | `watch-dir` (the watch folder as a client) |
 //! | `nodes`, `farm` | `nodes scan`; `farm`, `farms` (finding the master) |
 //! | `output` | every command's output: human tables or `--json` |
 //!
@@ -34,6 +35,7 @@ mod submit;
 mod table;
 mod transfer;
 mod users;
+mod watchdir;
 
 use clap::{Parser, Subcommand};
 use drqueue_client::Client;
@@ -176,6 +178,9 @@ enum Cmd {
     /// Run a job or a job file's graph on this machine, no master: to debug
     /// it before it goes to the farm. Exits 1 if anything failed.
     RunLocal(Box<local::RunLocalArgs>),
+    /// Submit the job files dropped in a folder, once each has stopped
+    /// changing; then move each to submitted/ or rejected/.
+    WatchDir(watchdir::WatchDirArgs),
     /// Which master this client uses, and how it was found.
     Farm,
     /// List the masters this machine can see (mDNS; DNS SRV with --domain).
@@ -267,6 +272,7 @@ fn run(client: &Client, domain: Option<&str>, cmd: Cmd, out: &dyn Output) -> Cli
         Cmd::Cas { action } => transfer::cas(client, action, out)?,
         Cmd::Nodes { action } => nodes::run(action, out)?,
         Cmd::Farm => farm::farm(client, out)?,
+        Cmd::WatchDir(a) => return watchdir::run(client, a, out.is_json()),
         Cmd::Farms { wait_ms } => farm::farms(domain, wait_ms, out)?,
     }
     Ok(ExitCode::SUCCESS)
