@@ -15,6 +15,7 @@ use crate::{http, router};
 use anyhow::Context;
 use drqueue_common::keys::KeyPair;
 use drqueue_common::now_millis;
+use drqueue_discovery::mdns::Advertisement;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
@@ -114,7 +115,7 @@ pub struct RunningMaster {
     events: mpsc::UnboundedSender<Event>,
     store_thread: Option<std::thread::JoinHandle<()>>,
     /// Unregistered (a goodbye on the link) when the master stops.
-    _advertisement: Option<drqueue_discovery::mdns::Advertisement>,
+    _advertisement: Option<Advertisement>,
 }
 
 impl RunningMaster {
@@ -202,7 +203,9 @@ fn master_name() -> String {
 
 /// Waits as a standby until this master holds the store's lease: one active
 /// master per store, so two never dispatch the same farm.
-fn wait_for_lease(store: &mut dyn Store, owner: &str, lease_ms: u64) {
+/// `on_standby` runs once, when the lease is first found taken.
+fn wait_for_lease(store: &mut dyn Store, owner: &str, lease_ms: u64, on_standby: impl FnOnce()) {
+    let mut on_standby = Some(on_standby);
     let mut told = false;
     loop {
         match store.acquire_lease(owner, drqueue_common::now_millis(), lease_ms) {
@@ -219,6 +222,9 @@ fn wait_for_lease(store: &mut dyn Store, owner: &str, lease_ms: u64) {
                 if !told {
                     tracing::info!(active = %holder, "standby: another master is active on this store; waiting to take over");
                     told = true;
+                    if let Some(f) = on_standby.take() {
+                        f();
+                    }
                 }
             }
             Err(e) => tracing::warn!("cannot check the store's lease, retrying: {e}"),
@@ -312,12 +318,31 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     let owner = master_name();
     let owner_id = owner.clone();
     let lease_ms = opts.lease_ms;
+    // The key is the same for a standby (the keys folder is shared), so a
+    // standby can be advertised as one while it waits.
+    let master_keys =
+        KeyPair::load_or_create(&keys_dir(&opts).join("master.key")).map_err(anyhow::Error::msg)?;
+    let standby: Arc<Mutex<Option<Advertisement>>> = Arc::default();
     let (store, snap, directory) = tokio::task::spawn_blocking({
         let owner = owner.clone();
+        let on_standby = {
+            let slot = standby.clone();
+            let (http, engines) = (format!("http://{}", opts.http), opts.engines.clone());
+            let (keys, advertise) = (master_keys.clone(), opts.advertise);
+            let id = owner.clone();
+            move || {
+                if advertise {
+                    let a = self::advertise(&http, &engines, &id, &keys, "standby");
+                    if let Ok(mut slot) = slot.lock() {
+                        *slot = a;
+                    }
+                }
+            }
+        };
         let (tokens, admin_file) = (opts.tokens.clone(), opts.admin_token_file.clone());
         move || -> anyhow::Result<_> {
             let mut store = open_store(&db)?;
-            wait_for_lease(store.as_mut(), &owner, lease_ms);
+            wait_for_lease(store.as_mut(), &owner, lease_ms, on_standby);
             let snap = store.load().context("loading the store")?;
             let users = store.users().context("loading the users")?;
             let mut directory = Directory::new(users, &tokens);
@@ -374,9 +399,9 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
         tracing::info!("single-machine farm: no users yet, so the API listens on loopback only and every local caller is the admin \"local\"; `drqueue user add NAME --role admin` (or --admin-token-file) makes it a shared farm");
     }
 
+    // Active now: the standby advertisement says goodbye.
+    drop(standby.lock().ok().and_then(|mut s| s.take()));
     let keys_dir = keys_dir(&opts);
-    let master_keys =
-        KeyPair::load_or_create(&keys_dir.join("master.key")).map_err(anyhow::Error::msg)?;
     let auto_enroll = !opts.require_enrollment && is_loopback(&engines_endpoint);
     let enrollment = Arc::new(Mutex::new(
         Enrollment::load(&keys_dir, auto_enroll).map_err(anyhow::Error::msg)?,
@@ -451,7 +476,15 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     }
     let advertisement = opts
         .advertise
-        .then(|| advertise(&http_url, &engines_endpoint, &owner_id, &master_keys))
+        .then(|| {
+            advertise(
+                &http_url,
+                &engines_endpoint,
+                &owner_id,
+                &master_keys,
+                "active",
+            )
+        })
         .flatten();
     Ok(RunningMaster {
         http_url,
@@ -463,7 +496,8 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     })
 }
 
-/// Registers this master over mDNS, on the interfaces its engine endpoint
+/// Registers this master over mDNS as `role` (`active`, or `standby` while
+/// it waits for the store's lease), on the interfaces its engine endpoint
 /// is bound to (loopback alone for a loopback master). A failure is logged:
 /// the farm still works for whoever is told the address.
 fn advertise(
@@ -471,21 +505,24 @@ fn advertise(
     engines_endpoint: &str,
     id: &str,
     keys: &KeyPair,
-) -> Option<drqueue_discovery::mdns::Advertisement> {
+    role: &str,
+) -> Option<Advertisement> {
     let advert = drqueue_discovery::Advert {
-        instance: format!("drqueue on {}", drqueue_common::hostname()),
+        // Unique per process: a standby on the same host must not take the
+        // active one's name.
+        instance: format!("drqueue {id}"),
         http: http_url.to_string(),
         engines: engines_endpoint.to_string(),
         protocol: drqueue_common::protocol::PROTOCOL_VERSION,
         id: id.to_string(),
         fingerprint: keys.fingerprint(),
-        role: "active".into(),
+        role: role.into(),
     };
     let bound = drqueue_discovery::advert::endpoint_ip(engines_endpoint)
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     match drqueue_discovery::mdns::Advertisement::start(&advert, bound) {
         Ok(a) => {
-            tracing::info!(service = drqueue_discovery::MDNS_SERVICE, on = %bound, "advertising over mDNS (--no-advertise turns it off)");
+            tracing::info!(service = drqueue_discovery::MDNS_SERVICE, on = %bound, role, "advertising over mDNS (--no-advertise turns it off)");
             Some(a)
         }
         Err(e) => {

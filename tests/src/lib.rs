@@ -365,8 +365,8 @@ impl Farm {
 
     /// A master that advertises itself over mDNS, and engines started with
     /// no address. Only inside [`netns::private_network`].
-    pub fn start_advertising(master_args: &[&str]) -> Farm {
-        let mut farm = Farm::prepare(None, master_args);
+    pub fn start_advertising(db: Option<&str>, master_args: &[&str]) -> Farm {
+        let mut farm = Farm::prepare(db, master_args);
         farm.advertise = true;
         farm.engines_discover = true;
         farm.start_master();

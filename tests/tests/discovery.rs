@@ -42,7 +42,7 @@ fn json_of(out: &Output) -> serde_json::Value {
 #[test]
 fn an_engine_and_the_cli_with_no_address_find_the_master_over_mdns_and_run_a_job() {
     private_network(|| {
-        let mut farm = Farm::start_advertising(&[]);
+        let mut farm = Farm::start_advertising(None, &[]);
         farm.engine("found", &[]);
         farm.wait_engines(1);
         assert!(
@@ -84,7 +84,7 @@ fn an_engine_and_the_cli_with_no_address_find_the_master_over_mdns_and_run_a_job
 #[test]
 fn an_enrolled_engine_refuses_a_master_with_another_key_and_finds_its_own_on_a_new_port() {
     private_network(|| {
-        let mut first = Farm::start_advertising(&[]);
+        let mut first = Farm::start_advertising(None, &[]);
         first.engine("pinned", &[]);
         first.wait_engines(1);
         let state = first.dir.join("engine-pinned");
@@ -97,7 +97,7 @@ fn an_enrolled_engine_refuses_a_master_with_another_key_and_finds_its_own_on_a_n
 
         // Another master, with its own key, alone on the link: the engine
         // sees it advertised and does not go near it.
-        let mut other = Farm::start_advertising(&[]);
+        let mut other = Farm::start_advertising(None, &[]);
         other.engine_at("pinned", state.to_str().unwrap(), &[], &[]);
         eventually(
             Duration::from_secs(20),
@@ -196,6 +196,16 @@ fn with_no_advertise_nothing_is_found_and_the_order_holds() {
             "{err}"
         );
     });
+}
+
+/// Kills a master the test started itself, whatever happens.
+struct Reaper(std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A real DNS server (dnsmasq) on a loopback port, serving the farm's SRV
@@ -327,4 +337,101 @@ fn dns_srv_body() {
         farm.wait_job(id, Duration::from_secs(60)).status,
         JobStatus::Done
     );
+}
+
+#[test]
+fn a_standby_master_advertises_as_standby_and_as_active_once_it_takes_over() {
+    private_network(|| {
+        let scratch =
+            std::env::temp_dir().join(format!("drqueue-standby-mdns-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let Some(mongo) = drqueue_tests::TestMongo::start(&scratch) else {
+            return;
+        };
+        let db = mongo.uri("standby_mdns");
+        let mut farm = Farm::start_advertising(Some(&db), &["--lease", "2"]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let standby_url = format!("http://127.0.0.1:{port}");
+        let log = farm.dir.join("standby.log");
+        let _standby = Reaper(
+            std::process::Command::new(bin("drqueue-master"))
+                .args([
+                    "--db",
+                    &db,
+                    "--lease",
+                    "2",
+                    "--engines",
+                    "tcp://127.0.0.1:0",
+                ])
+                .args(["--http", &format!("127.0.0.1:{port}")])
+                .arg("--keys-dir")
+                .arg(farm.dir.join("keys"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let standby_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        eventually(Duration::from_secs(30), "the standby to advertise", || {
+            standby_log().contains("role=\"standby\"").then_some(())
+        });
+        let roles = |farms: &serde_json::Value| {
+            let mut r: Vec<(String, String)> = farms
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    (
+                        f["role"].as_str().unwrap().to_string(),
+                        f["http"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            r.sort();
+            r
+        };
+        let farms = json_of(&drqueue_unaddressed(
+            &farm,
+            &["--json", "farms", "--wait-ms", "1500"],
+            None,
+        ));
+        assert_eq!(
+            roles(&farms),
+            vec![
+                ("active".to_string(), farm.http.clone()),
+                ("standby".to_string(), standby_url.clone())
+            ]
+        );
+        // Clients use the active one.
+        let v = json_of(&drqueue_unaddressed(&farm, &["--json", "farm"], None));
+        assert_eq!(v["url"], farm.http.as_str());
+
+        farm.kill_master();
+        eventually(Duration::from_secs(30), "the standby to take over", || {
+            standby_log().contains("took over").then_some(())
+        });
+        eventually(
+            Duration::from_secs(20),
+            "the new active master to be found",
+            || {
+                let v = json_of(&drqueue_unaddressed(&farm, &["--json", "farm"], None));
+                (v["url"] == standby_url.as_str()).then_some(())
+            },
+        );
+        let farms = json_of(&drqueue_unaddressed(
+            &farm,
+            &["--json", "farms", "--wait-ms", "1500"],
+            None,
+        ));
+        assert_eq!(
+            roles(&farms),
+            vec![("active".to_string(), standby_url.clone())]
+        );
+        drop(mongo);
+        let _ = std::fs::remove_dir_all(&scratch);
+    });
 }

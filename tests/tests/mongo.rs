@@ -136,7 +136,7 @@ impl Standby {
         let lease = LEASE_S.to_string();
         let process = Reaper(
             std::process::Command::new(bin("drqueue-master"))
-                .args(["--db", db, "--lease", &lease])
+                .args(["--db", db, "--lease", &lease, "--no-advertise"])
                 .arg("--keys-dir")
                 .arg(farm.dir.join("keys"))
                 .args(["--http", &format!("127.0.0.1:{http}")])
