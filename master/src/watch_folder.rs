@@ -4,7 +4,6 @@
 
 use crate::events::{Event, Request};
 use drqueue_common::graph::Graph;
-use drqueue_common::listing::JobFilter;
 use drqueue_common::model::JobId;
 use drqueue_common::Millis;
 use drqueue_watch::{Farm, Options, Outcome, SubmitError, Watcher};
@@ -46,22 +45,14 @@ impl Farm for Core {
         name: &str,
         since: Millis,
     ) -> Result<Vec<JobId>, SubmitError> {
-        let filter = JobFilter {
-            owner: Some(owner.to_string()),
-            name: Some(name.to_string()),
-            ..JobFilter::default()
-        };
+        let filter = drqueue_watch::since_filter(owner, name);
         let (rows, _) = self.ask(|reply| Request::ListJobs {
             filter,
             after: None,
             limit: 1000,
             reply,
         })?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.submitted_ms >= since && r.name == name)
-            .map(|r| r.id)
-            .collect())
+        Ok(drqueue_watch::submitted_since(rows, name, since))
     }
 }
 

@@ -149,7 +149,6 @@ fn the_wrapper_refuses_missing_or_bad_settings_clearly() {
     std::fs::create_dir_all(&dir).unwrap();
     let engine = bin("drqueue-engine").display().to_string();
     let cases: &[(&str, &str)] = &[
-        ("DRQUEUE_POOL=gpu\n", "does not set DRQUEUE_MASTER"),
         ("DRQUEUE_MASTER=tcp://m:5555\n", "does not set DRQUEUE_POOL"),
         (
             "DRQUEUE_MASTER=tcp://m:5555\nDRQUEUE_POOL=gpu\nDRQUEUE_SLOTS=two\n",

@@ -39,6 +39,20 @@ fn json_of(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
+/// `drqueue submit` succeeded, and its job ran to done.
+fn submitted_and_done(farm: &Farm, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(
+        farm.wait_job(id, Duration::from_secs(60)).status,
+        JobStatus::Done
+    );
+}
+
 #[test]
 fn an_engine_and_the_cli_with_no_address_find_the_master_over_mdns_and_run_a_job() {
     private_network(|| {
@@ -68,16 +82,7 @@ fn an_engine_and_the_cli_with_no_address_find_the_master_over_mdns_and_run_a_job
         assert_eq!(farms[0]["role"], "active");
 
         let out = drqueue_unaddressed(&farm, &["submit", "--frames", "1-3", "--", "true"], None);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let id = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        assert_eq!(
-            farm.wait_job(id, Duration::from_secs(60)).status,
-            JobStatus::Done
-        );
+        submitted_and_done(&farm, &out);
     });
 }
 
@@ -326,17 +331,7 @@ fn dns_srv_body() {
     let v = json_of(&cli(&["--json", "farm"]));
     assert_eq!(v["url"], farm.http.as_str(), "{v}");
     assert_eq!(v["via"], "DNS SRV _drqueue._tcp.farm.test");
-    let out = cli(&["submit", "--frames", "1-2", "--", "true"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    assert_eq!(
-        farm.wait_job(id, Duration::from_secs(60)).status,
-        JobStatus::Done
-    );
+    submitted_and_done(&farm, &cli(&["submit", "--frames", "1-2", "--", "true"]));
 }
 
 #[test]

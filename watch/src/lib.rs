@@ -51,3 +51,25 @@ pub enum SubmitError {
 }
 
 pub use folder::{Options, Outcome, Watcher};
+
+/// The listing filter [`Farm::submitted_since`] asks with: `owner`'s jobs
+/// (anyone's when empty) named `name`.
+pub fn since_filter(owner: &str, name: &str) -> drqueue_common::listing::JobFilter {
+    drqueue_common::listing::JobFilter {
+        owner: Some(owner.to_string()).filter(|o| !o.is_empty()),
+        name: Some(name.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Of a listing's rows, the jobs named exactly `name` submitted since `since`.
+pub fn submitted_since(
+    rows: Vec<drqueue_common::listing::JobSummary>,
+    name: &str,
+    since: Millis,
+) -> Vec<JobId> {
+    rows.into_iter()
+        .filter(|r| r.submitted_ms >= since && r.name == name)
+        .map(|r| r.id)
+        .collect()
+}

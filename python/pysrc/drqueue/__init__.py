@@ -6,7 +6,7 @@ Every call to the master goes through the same Rust client library as the
 while it waits on the network. Job options have the CLI flags' meaning.
 
     >>> import drqueue
-    >>> farm = drqueue.Client()                      # DRQUEUE_URL, DRQUEUE_TOKEN
+    >>> farm = drqueue.Client()                      # found (DRQUEUE_URL, …, mDNS); DRQUEUE_TOKEN
     >>> job = farm.submit(["blender", "-b", "shot.blend", "-s", "{start}",
     ...                    "-e", "{end}", "-a"], frames="1-100", blocksize=10)
     >>> job.wait()                                   # raises JobFailed if it failed
@@ -134,8 +134,10 @@ def _owner() -> str:
 
 
 class Client:
-    """A connection to a master: ``url`` defaults to ``DRQUEUE_URL`` (then
-    http://127.0.0.1:5580), ``token`` to ``DRQUEUE_TOKEN``. An ``https://``
+    """A connection to a master: without ``url`` the master is found as the
+    CLI finds it (``DRQUEUE_URL``, the config file, a master on
+    127.0.0.1:5580, DNS SRV with ``DRQUEUE_DOMAIN``, then mDNS), on the first
+    call; ``token`` defaults to ``DRQUEUE_TOKEN``. An ``https://``
     master's certificate is verified, against the CA certificates in
     ``ca_file`` (PEM; default ``DRQUEUE_CA_FILE``) or the public roots."""
 

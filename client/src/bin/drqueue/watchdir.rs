@@ -5,7 +5,6 @@
 use crate::error::{CliError, CliResult};
 use drqueue_client::{Client, ClientError};
 use drqueue_common::graph::Graph;
-use drqueue_common::listing::JobFilter;
 use drqueue_common::model::JobId;
 use drqueue_common::Millis;
 use drqueue_watch::{Farm, Options, Outcome, SubmitError, Watcher};
@@ -54,17 +53,11 @@ impl Farm for Api<'_> {
         name: &str,
         since: Millis,
     ) -> Result<Vec<JobId>, SubmitError> {
-        let filter = JobFilter {
-            owner: Some(owner.to_string()).filter(|o| !o.is_empty()),
-            name: Some(name.to_string()),
-            ..JobFilter::default()
-        };
-        let rows = self.0.jobs_where(&filter).map_err(submit_error)?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.submitted_ms >= since && r.name == name)
-            .map(|r| r.id)
-            .collect())
+        let rows = self
+            .0
+            .jobs_where(&drqueue_watch::since_filter(owner, name))
+            .map_err(submit_error)?;
+        Ok(drqueue_watch::submitted_since(rows, name, since))
     }
 }
 
