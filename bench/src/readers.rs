@@ -49,6 +49,7 @@ fn start_master(dir: &std::path::Path) -> anyhow::Result<Master> {
         .arg("--keys-dir")
         .arg(dir.join("keys"))
         .args(["--http", "127.0.0.1:0", "--engines", "tcp://127.0.0.1:0"])
+        .arg("--no-advertise")
         // Room for all the concurrent readers of the RSS case, which come
         // from one address without a token: shares of 2,048 and 1,024.
         .args(["--http-max-connections", "8192"])

@@ -63,7 +63,7 @@ class Farm:
         self.master = subprocess.Popen(
             [_bin("drqueue-master"), "--db", str(tmp / "db"), "--http", "127.0.0.1:0",
              "--engines", "tcp://127.0.0.1:0", "--ready-file", str(ready),
-             *(master_args or [])],
+             "--no-advertise", *(master_args or [])],
             stdout=subprocess.DEVNULL, stderr=self.master_log, cwd=tmp,
         )
         deadline = time.time() + 30
