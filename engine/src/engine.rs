@@ -11,6 +11,7 @@
 
 use crate::facts;
 use crate::link::{Credentials, Link, LinkError};
+use crate::rediscover::AFTER_SILENT;
 use drqueue_common::frames::Block;
 use drqueue_common::keys::KeyPair;
 use drqueue_common::model::{EngineFacts, EngineId};
@@ -31,8 +32,8 @@ pub struct EngineOptions {
     /// Master endpoints, tried in turn.
     pub masters: Vec<String>,
     /// They were found by DNS SRV or mDNS (trusted only by key, see
-    /// `link::Credentials::discovered`).
-    pub discovered: bool,
+    /// `link::Credentials::discovered`), and are looked for again when lost.
+    pub rediscover: Option<crate::rediscover::Rediscover>,
     pub name: Option<String>,
     pub pools: Vec<String>,
     pub slots: u32,
@@ -415,7 +416,7 @@ pub async fn run(
         name: facts.name.clone(),
         join_token: opts.join_token.clone(),
         master_pin: opts.state_dir.join("master.pub"),
-        discovered: opts.discovered,
+        discovered: opts.rediscover.is_some(),
     };
     tracing::info!(key = %creds.keys.fingerprint(), "engine key");
     tracing::info!(engine = %id, name = %facts.name, pools = ?facts.pools, capabilities = ?facts.capabilities, slots = opts.slots, hwm = opts.hwm, containment = %facts.containment, "engine starting");
@@ -460,11 +461,19 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(200);
     let mut master_index = 0usize;
+    let mut silent_in_row = 0u32;
     loop {
-        let endpoint = opts.masters[master_index % opts.masters.len()].clone();
+        let masters = &st.opts.masters;
+        let endpoint = masters[master_index % masters.len()].clone();
         let end = tokio::select! {
             end = session(&mut st, &endpoint, &mut runner_rx, (&mut background_rx, &mut blob_rx)) => end,
             _ = &mut shutdown => SessionEnd::Shutdown,
+        };
+        // Only lost connections in a row count towards looking again.
+        silent_in_row = if matches!(end, SessionEnd::Silent) {
+            silent_in_row + 1
+        } else {
+            0
         };
         match end {
             SessionEnd::Shutdown => break,
@@ -517,6 +526,15 @@ pub async fn run(
             }
             SessionEnd::Silent => {
                 tracing::warn!(master = %endpoint, "lost the master; reconnecting (tasks keep running)");
+            }
+        }
+        if let (Some(r), true) = (&st.opts.rediscover, silent_in_row >= AFTER_SILENT) {
+            silent_in_row = 0;
+            if let Some((found, via)) = r.find().await.filter(|(f, _)| f != &endpoint) {
+                tracing::info!(master = %found, via, "the master moved; following it");
+                st.opts.masters = vec![found];
+                backoff = Duration::from_millis(200);
+                continue;
             }
         }
         master_index += 1;

@@ -17,6 +17,7 @@ pub mod facts;
 pub mod identity;
 pub mod link;
 pub mod logfile;
+pub mod rediscover;
 
 /// An error that restarting cannot fix (a copied state directory, a revoked
 /// engine): the engine exits with status 78 (`EX_CONFIG`), which the

@@ -4,6 +4,7 @@ use clap::Parser;
 use drqueue_engine::engine::{self, EngineOptions};
 use drqueue_engine::facts;
 use drqueue_engine::logfile::RotatingFile;
+use drqueue_engine::rediscover::Rediscover;
 use std::path::PathBuf;
 
 mod render_demo;
@@ -179,9 +180,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         &state_dir.join("master.pub"),
         join_token.as_deref(),
     );
-    let (masters, discovered) = find_master(args.master, args.domain, trusted)?;
+    let (masters, discovered) = find_master(args.master, args.domain.clone(), trusted)?;
+    let rediscover = discovered.then(|| Rediscover {
+        domain: args.domain.clone(),
+        master_pin: state_dir.join("master.pub"),
+        join_token: join_token.clone(),
+    });
     let opts = EngineOptions {
-        discovered,
+        rediscover,
         masters: masters
             .split(',')
             .map(str::trim)

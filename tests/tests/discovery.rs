@@ -101,6 +101,25 @@ fn an_engine_and_the_cli_with_no_address_find_the_master_over_mdns_and_run_a_job
             })
             .expect("a submit that reached the master");
         submitted_and_done(&farm, &out);
+
+        // The master comes back on other ports: the same engine follows it.
+        farm.stop_master();
+        farm.http = "127.0.0.1:0".into();
+        farm.engines_endpoint = "tcp://127.0.0.1:0".into();
+        farm.start_master();
+        eventually(
+            Duration::from_secs(40),
+            "the engine to follow the master",
+            || {
+                let log = farm.engine_log("found");
+                (log.contains("the master moved") && log.contains(&farm.engines_endpoint))
+                    .then_some(())
+            },
+        );
+        submitted_and_done(
+            &farm,
+            &drqueue_unaddressed(&farm, &["submit", "--", "true"], None),
+        );
     });
 }
 
