@@ -192,6 +192,7 @@ fn scheduler_alone(tasks: u64) {
             fx.ended_jobs.clear();
             s.persist(&mut fx);
             fx.batch = Default::default();
+            fx.observed.clear();
         }
         let secs = start.elapsed().as_secs_f64();
         println!(

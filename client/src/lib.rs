@@ -441,6 +441,18 @@ impl Client {
         self.get("/api/audit", &query)
     }
 
+    /// CPU and wall time, tasks and failures, grouped (`GET /api/usage`).
+    pub fn usage(
+        &self,
+        q: &drqueue_common::usage::UsageQuery,
+    ) -> Result<drqueue_common::usage::UsageReport> {
+        let mut query: Vec<(&str, String)> = vec![("by", q.by.as_str().to_string())];
+        if let Some(t) = q.since_ms {
+            query.push(("since_ms", t.to_string()));
+        }
+        self.get("/api/usage", &query)
+    }
+
     /// Waits until the job ends (or `timeout` passes), calling `progress`
     /// with each fresh view: pushed by the live feed, or polled when the
     /// feed is not to be had (an older master) or goes silent.

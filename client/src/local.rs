@@ -180,6 +180,7 @@ impl LocalFarm {
             self.sched.dispatch(now, &mut self.fx);
             self.carry_out();
             self.sched.persist(&mut self.fx);
+            self.fx.observed.clear(); // a run on one machine keeps no metrics
             self.store.commit(std::mem::take(&mut self.fx.batch));
             observer.progress(&self.progress());
             if self.running.is_empty() {

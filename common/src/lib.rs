@@ -40,6 +40,7 @@ pub mod template;
 #[doc(hidden)]
 pub mod test_skip;
 pub mod tiles;
+pub mod usage;
 pub mod users;
 pub mod views;
 

@@ -204,6 +204,10 @@ pub enum Request {
     Farm {
         reply: Reply<serde_json::Value>,
     },
+    /// `GET /metrics`: the text of a scrape.
+    Metrics {
+        reply: Reply<String>,
+    },
     /// By id or name.
     ShowEngine {
         engine: String,

@@ -22,6 +22,7 @@ pub mod enroll;
 pub mod events;
 pub mod feed;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod router;
 pub mod server;

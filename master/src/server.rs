@@ -435,7 +435,9 @@ pub async fn start(opts: MasterOptions) -> anyhow::Result<RunningMaster> {
     let public_url = opts.public_url.clone().unwrap_or_else(|| http_url.clone());
     let api_writer = writer_tx.clone();
     let feed = crate::feed::Feed::new();
+    let metrics = Arc::new(crate::metrics::Metrics::new(stats.clone()));
     let core = Core::new(sched, out_tx, writer_tx)
+        .with_metrics(metrics)
         .with_mail(mailer, public_url)
         .with_feed(feed.clone());
     tokio::spawn(core.run(events_rx));

@@ -268,6 +268,7 @@ impl Scheduler {
             engine.held.insert(
                 key,
                 Held {
+                    assigned_ms: Some(now),
                     started: false,
                     cancelling: false,
                 },

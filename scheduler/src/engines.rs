@@ -2,7 +2,7 @@
 //! hand-backs, and engines declared lost.
 
 use super::state::Held;
-use super::{Effects, EngineIdx, Notice, Scheduler};
+use super::{Effects, EngineIdx, Notice, Observation, Scheduler};
 use drqueue_common::model::{EngineFacts, EngineId, JobId, JobStatus, TaskStatus, DEFAULT_POOL};
 use drqueue_common::protocol::{AttemptKey, Heartbeat, ToEngine};
 use drqueue_common::Millis;
@@ -60,6 +60,7 @@ impl Scheduler {
                 self.engines[e].held.insert(
                     *key,
                     Held {
+                        assigned_ms: None,
                         started: true,
                         cancelling: false,
                     },
@@ -80,6 +81,7 @@ impl Scheduler {
                 self.engines[e].held.insert(
                     *key,
                     Held {
+                        assigned_ms: None,
                         started: false,
                         cancelling: false,
                     },
@@ -88,6 +90,7 @@ impl Scheduler {
                 self.engines[e].held.insert(
                     *key,
                     Held {
+                        assigned_ms: None,
                         started: false,
                         cancelling: true,
                     },
@@ -324,6 +327,7 @@ impl Scheduler {
             job.set_task_status(key.task.index, TaskStatus::Ready);
             job.ready.push_front(key.task.index);
             self.dirty_tasks.insert(key.task);
+            self.observed.push(Observation::Requeued);
         }
     }
 

@@ -161,6 +161,28 @@ pub struct Effects {
     pub mail_due: Vec<JobId>,
     /// What changed, to commit before `after_commit` goes out.
     pub batch: Batch,
+    /// Measurements for the I/O side's metrics (the scheduler keeps none).
+    pub observed: Vec<Observation>,
+}
+
+/// One thing worth counting or timing, as it happened. The scheduler reads
+/// no clock of its own: durations are between the times it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// An attempt's process started: how long after its job was submitted,
+    /// and after the master assigned it (the trip to the engine and the
+    /// spawn). Not for attempts adopted after a restart.
+    Started {
+        pool: String,
+        since_submit_ms: Millis,
+        since_assign_ms: Millis,
+    },
+    /// A counted attempt ended: it succeeded, or failed (retried or not).
+    Ended { pool: String, ok: bool },
+    /// A running attempt was stopped for printing nothing too long.
+    Stalled,
+    /// A task held by a lost engine went back to the queue.
+    Requeued,
 }
 
 /// Something the scheduler decided that a wrangler should hear of. The
@@ -274,6 +296,11 @@ pub struct Scheduler {
     dirty_engines: BTreeSet<EngineIdx>,
     deleted_jobs: Vec<JobId>,
     attempts: Vec<AttemptRecord>,
+    /// Ended attempts' costs, for the next batch.
+    usage: Vec<records::UsageRecord>,
+    /// Observations made outside a call that takes [`Effects`], handed out
+    /// with the next `persist`.
+    observed: Vec<Observation>,
     next_id_dirty: bool,
     /// An engine joined or changed pools: rewrite the stored pools.
     pools_dirty: bool,
@@ -308,6 +335,8 @@ impl Scheduler {
             dirty_engines: BTreeSet::new(),
             deleted_jobs: Vec::new(),
             attempts: Vec::new(),
+            usage: Vec::new(),
+            observed: Vec::new(),
             next_id_dirty: false,
             pools_dirty: false,
             given_up: BTreeMap::new(),

@@ -10,6 +10,7 @@ impl Scheduler {
     pub fn persist(&mut self, fx: &mut Effects) {
         let batch = self.take_batch();
         fx.batch.append(batch);
+        fx.observed.append(&mut self.observed);
     }
 
     /// Everything changed since the last call, as one store batch.
@@ -33,6 +34,7 @@ impl Scheduler {
         }
         batch.deleted_jobs = std::mem::take(&mut self.deleted_jobs);
         batch.attempts = std::mem::take(&mut self.attempts);
+        batch.usage = std::mem::take(&mut self.usage);
         if std::mem::take(&mut self.next_id_dirty) {
             batch.next_job_id = Some(self.next_job_id);
         }

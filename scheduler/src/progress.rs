@@ -4,7 +4,7 @@
 //! far longer than their siblings (outliers). Time comes in as `now`.
 
 use super::state::{Job, Live};
-use super::{Effects, EngineIdx, Notice, Scheduler};
+use super::{Effects, EngineIdx, Notice, Observation, Scheduler};
 use drqueue_common::model::TaskKey;
 use drqueue_common::model::{Blocked, Eta, JobId, OnStall, TaskStatus};
 use drqueue_common::protocol::{AttemptKey, ToEngine};
@@ -100,6 +100,7 @@ impl Scheduler {
             held.cancelling = true;
             fx.messages
                 .push((engine.id.clone(), ToEngine::Cancel(vec![key])));
+            fx.observed.push(Observation::Stalled);
             fx.notices.push(Notice::Stalled {
                 engine: engine.id.clone(),
                 attempt: key,

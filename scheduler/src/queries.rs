@@ -269,6 +269,17 @@ impl Scheduler {
         self.jobs.iter().map(|(id, j)| (*id, j.status))
     }
 
+    /// Tasks by status across every job the master holds.
+    pub fn task_totals(&self) -> drqueue_common::model::Counts {
+        let mut all = drqueue_common::model::Counts::default();
+        for job in self.jobs.values() {
+            for (sum, n) in all.0.iter_mut().zip(job.counts.0) {
+                *sum += n;
+            }
+        }
+        all
+    }
+
     /// When a job may end, as its view says.
     pub fn job_eta(&self, id: JobId, now: Millis) -> Option<drqueue_common::model::Eta> {
         self.eta(id, now)

@@ -9,6 +9,8 @@ use drqueue_common::protocol::{AttemptKey, Outcome};
 use drqueue_common::Millis;
 use serde::{Deserialize, Serialize};
 
+pub use drqueue_common::usage::UsageRecord;
+
 /// A job as stored: its spec and where it stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -224,6 +226,8 @@ pub struct Batch {
     /// Frames' thumbnails to insert or replace (the store keeps at most
     /// [`MAX_THUMBNAILS_PER_JOB`] per job, the newest).
     pub thumbnails: Vec<ThumbnailRecord>,
+    /// Every ended attempt's cost: kept when its job goes.
+    pub usage: Vec<UsageRecord>,
 }
 
 /// The most thumbnails a store keeps per job (48 KiB at most each).
@@ -262,6 +266,7 @@ impl Batch {
         join(&mut self.limits, later.limits);
         join(&mut self.deleted_limits, later.deleted_limits);
         join(&mut self.thumbnails, later.thumbnails);
+        join(&mut self.usage, later.usage);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -276,6 +281,7 @@ impl Batch {
             && self.limits.is_empty()
             && self.deleted_limits.is_empty()
             && self.thumbnails.is_empty()
+            && self.usage.is_empty()
     }
 
     /// How many records it writes.
@@ -286,6 +292,7 @@ impl Batch {
             + self.engines.len()
             + self.attempts.len()
             + self.logs.len()
+            + self.usage.len()
     }
 }
 

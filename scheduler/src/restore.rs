@@ -115,6 +115,7 @@ impl Scheduler {
                                     attempt: t.attempts,
                                 },
                                 Held {
+                                    assigned_ms: None,
                                     started: t.status == TaskStatus::Running,
                                     cancelling: false,
                                 },

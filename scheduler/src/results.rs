@@ -2,8 +2,8 @@
 //! task, the job's blacklist and the engine's health.
 
 use super::attribution::Fault;
-use super::{Effects, EngineIdx, Notice, Scheduler};
-use crate::records::AttemptRecord;
+use super::{Effects, EngineIdx, Notice, Observation, Scheduler};
+use crate::records::{AttemptRecord, UsageRecord};
 use drqueue_common::model::{EngineId, JobId, TaskKey, TaskStatus};
 use drqueue_common::protocol::{AttemptKey, Outcome, ToEngine};
 use drqueue_common::Millis;
@@ -18,6 +18,7 @@ impl Scheduler {
             return;
         };
         h.started = true;
+        let assigned_ms = h.assigned_ms;
         let Some(job) = self.jobs.get_mut(&key.task.job) else {
             return;
         };
@@ -28,6 +29,13 @@ impl Scheduler {
             && task.attempts == key.attempt
             && task.engine == Some(e)
         {
+            if let Some(assigned_ms) = assigned_ms {
+                self.observed.push(Observation::Started {
+                    pool: job.spec.pool.clone(),
+                    since_submit_ms: at.saturating_sub(job.submitted_ms),
+                    since_assign_ms: at.saturating_sub(assigned_ms),
+                });
+            }
             job.set_task_status(key.task.index, TaskStatus::Running);
             job.tasks[key.task.index as usize].started_ms = Some(at);
             self.dirty_tasks.insert(key.task);
@@ -53,6 +61,13 @@ impl Scheduler {
         let Some(&e) = self.engine_index.get(id) else {
             return;
         };
+        // A quick attempt ends before its engine reports the start: it
+        // began wall_ms ago.
+        let unreported_start = self.engines[e]
+            .held
+            .get(&key)
+            .filter(|h| !h.started)
+            .and_then(|h| h.assigned_ms);
         if !self.take_back(e, key) {
             fx.notices.push(Notice::ForeignAttempt {
                 engine: engine_id,
@@ -62,6 +77,30 @@ impl Scheduler {
             return;
         }
         self.dirty_engines.insert(e);
+        if let Some(job) = self.jobs.get(&key.task.job) {
+            if let Some(assigned_ms) = unreported_start {
+                let at = now.saturating_sub(outcome.wall_ms).max(assigned_ms);
+                self.observed.push(Observation::Started {
+                    pool: job.spec.pool.clone(),
+                    since_submit_ms: at.saturating_sub(job.submitted_ms),
+                    since_assign_ms: at - assigned_ms,
+                });
+            }
+            self.usage.push(UsageRecord {
+                job: key.task.job,
+                task: key.task.index,
+                attempt: key.attempt,
+                job_name: job.spec.name.clone(),
+                owner: job.spec.owner.clone(),
+                pool: job.spec.pool.clone(),
+                engine: engine_id.clone(),
+                ended_ms: now,
+                cpu_ms: outcome.cpu_ms,
+                wall_ms: outcome.wall_ms,
+                peak_rss_kb: outcome.peak_rss_kb,
+                ok: outcome.is_success(),
+            });
+        }
         let mut counted = false;
         if let Some(job) = self.jobs.get_mut(&key.task.job) {
             if let Some(task) = job.tasks.get_mut(key.task.index as usize) {
@@ -71,6 +110,10 @@ impl Scheduler {
                 let late_success = !live && outcome.is_success() && !task.status.is_terminal();
                 if live || late_success {
                     counted = true;
+                    self.observed.push(Observation::Ended {
+                        pool: job.spec.pool.clone(),
+                        ok: outcome.is_success(),
+                    });
                     self.apply_result(e, key, &outcome, live, now, fx);
                 }
             }

@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Held {
     pub(super) started: bool,
+    /// When this master assigned it (None: adopted after a restart).
+    pub(super) assigned_ms: Option<Millis>,
     /// Asked to stop (cancelled, or superseded while the engine was away);
     /// it still counts against the HWM until the engine reports it ended.
     pub(super) cancelling: bool,

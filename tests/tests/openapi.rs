@@ -280,6 +280,7 @@ fn what_the_master_sends_and_takes_fits_the_documented_schemas() {
     ask("get", "/api/users", "/api/users", None);
     ask("get", "/api/audit", "/api/audit", None);
     ask("get", "/api/whoami", "/api/whoami", None);
+    ask("get", "/api/usage", "/api/usage", None);
     // A change without its body is refused, in the documented error shape.
     let (status, err) = ask("patch", "/api/jobs/{id}", &job(""), None);
     assert_eq!(status, 400, "{err}");

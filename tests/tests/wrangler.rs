@@ -318,3 +318,189 @@ fn run_local_requeues_a_stalled_task_as_the_farm_does() {
     assert_eq!(second, "working\ndone\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// One scraped sample's value: `name{labels} value`, exactly that series.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}
+
+/// `GET /metrics` and `drqueue usage` against jobs whose every attempt the
+/// test knows: the counters match what ran, the usage totals match what the
+/// engine reported per task, and deleting the jobs leaves the usage alone.
+#[test]
+fn metrics_and_usage_report_what_the_engines_ran() {
+    let (mut farm, admin) = drqueue_tests::farm_with_admin(&[]);
+    farm.engine("cruncher", &["--slots", "2"]);
+    farm.wait_engines(1);
+    let engine = bin("drqueue-engine").display().to_string();
+    std::fs::create_dir_all(farm.dir.join("frames")).unwrap();
+    let good = farm.submit(&[
+        "--name",
+        "crunch",
+        "--frames",
+        "1-4",
+        "--",
+        &engine,
+        "render-demo",
+        "--frame",
+        "{frame}",
+        "--output",
+        "frames/u_{frame}.png",
+        "--width",
+        "96",
+        "--height",
+        "64",
+        "--samples",
+        "4",
+    ]);
+    let bad = farm.submit(&[
+        "--name",
+        "broken",
+        "--max-attempts",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(farm.wait_job(good, LONG).status, JobStatus::Done);
+    assert_eq!(farm.wait_job(bad, LONG).status, JobStatus::Failed);
+
+    // What the engine reported for each done task, as `tasks` lists it.
+    let tasks = farm.client().tasks(good, None).expect("tasks");
+    let cpu_ms: u64 = tasks.iter().map(|t| t.cpu_ms.expect("cpu reported")).sum();
+    let peak = tasks.iter().filter_map(|t| t.peak_rss_kb).max().unwrap();
+    assert!(cpu_ms > 0, "the renderer used CPU");
+
+    // Metrics: read rules apply (no token, no numbers).
+    let anonymous = ureq::get(format!("{}/metrics", farm.http)).call();
+    assert!(
+        matches!(anonymous, Err(ureq::Error::StatusCode(401))),
+        "{anonymous:?}"
+    );
+    let scrape = || {
+        let mut resp = ureq::get(format!("{}/metrics", farm.http))
+            .header("Authorization", &format!("Bearer {admin}"))
+            .call()
+            .expect("scrape");
+        let kind = resp
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+        resp.body_mut().read_to_string().unwrap()
+    };
+    let m = scrape();
+    assert_eq!(
+        sample(&m, "drqueue_tasks_finished_total{pool=\"default\"}"),
+        4.0
+    );
+    assert_eq!(
+        sample(&m, "drqueue_tasks_failed_total{pool=\"default\"}"),
+        2.0
+    );
+    assert_eq!(sample(&m, "drqueue_tasks{status=\"done\"}"), 4.0);
+    assert_eq!(sample(&m, "drqueue_tasks{status=\"failed\"}"), 1.0);
+    assert_eq!(sample(&m, "drqueue_jobs{status=\"done\"}"), 1.0);
+    assert_eq!(sample(&m, "drqueue_slots{pool=\"default\"}"), 2.0);
+    assert_eq!(sample(&m, "drqueue_slots_busy{pool=\"default\"}"), 0.0);
+    assert_eq!(sample(&m, "drqueue_engines{state=\"idle\"}"), 1.0);
+    assert_eq!(sample(&m, "drqueue_stalls_total"), 0.0);
+    assert_eq!(sample(&m, "drqueue_requeues_total"), 0.0);
+    // Six attempts started, each timed from its submit and its assignment.
+    assert_eq!(sample(&m, "drqueue_submit_to_start_seconds_count"), 6.0);
+    assert_eq!(sample(&m, "drqueue_dispatch_latency_seconds_count"), 6.0);
+    let waited = sample(&m, "drqueue_submit_to_start_seconds_sum");
+    assert!(
+        waited >= sample(&m, "drqueue_dispatch_latency_seconds_sum"),
+        "{m}"
+    );
+    assert!(sample(&m, "drqueue_store_commit_seconds_count") >= 2.0);
+    assert!(
+        sample(&m, "drqueue_store_commit_records_sum") >= 10.0,
+        "the jobs' tasks were written"
+    );
+
+    // Usage: the totals are what the engine reported (the last records land
+    // with the commit after the job reads done, milliseconds later).
+    let usage = |args: &[&str]| -> serde_json::Value {
+        let mut full = vec!["--json", "usage"];
+        full.extend_from_slice(args);
+        let out = farm.drqueue(&full);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("usage --json")
+    };
+    let by_job = drqueue_tests::eventually(LONG, "usage of both jobs", || {
+        let r = usage(&["--by", "job"]);
+        (r["total"]["tasks"] == 4 && r["total"]["failures"] == 2).then_some(r)
+    });
+    let crunch = &by_job["rows"][0];
+    assert_eq!(crunch["key"], format!("{good} crunch"));
+    assert_eq!(crunch["cpu_ms"], cpu_ms, "{by_job}");
+    assert_eq!(crunch["peak_rss_kb"], peak);
+    assert_eq!(
+        (crunch["tasks"].as_u64(), crunch["failures"].as_u64()),
+        (Some(4), Some(0))
+    );
+    let broken = &by_job["rows"][1];
+    assert_eq!(
+        (broken["tasks"].as_u64(), broken["failures"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let hours = crunch["cpu_hours"].as_f64().unwrap();
+    assert!((hours * 3_600_000.0 - cpu_ms as f64).abs() < 1.0, "{hours}");
+
+    // Deleting the jobs does not rewrite history.
+    for id in [good, bad] {
+        farm.client().delete(id, false).expect("delete");
+    }
+    let by_owner = usage(&["--by", "owner"]);
+    assert_eq!(
+        by_owner["rows"].as_array().map(Vec::len),
+        Some(1),
+        "{by_owner}"
+    );
+    assert_eq!(by_owner["rows"][0]["key"], "admin");
+    assert_eq!(by_owner["total"]["tasks"], 4);
+    assert_eq!(by_owner["total"]["failures"], 2);
+    assert_eq!(by_owner["total"]["cpu_ms"], by_job["total"]["cpu_ms"]);
+    // The API serves the same report; --since leaves older attempts out.
+    let api: serde_json::Value = ureq::get(format!("{}/api/usage?by=pool", farm.http))
+        .header("Authorization", &format!("Bearer {admin}"))
+        .call()
+        .expect("GET /api/usage")
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(api["rows"][0]["key"], "default");
+    assert_eq!(api["total"], by_owner["total"]);
+    assert_eq!(
+        usage(&["--since", "2099-01-01T00:00:00Z"])["total"]["tasks"],
+        0
+    );
+    let csv = farm.drqueue(&["usage", "--by", "day", "--csv"]);
+    let csv = text(&csv.stdout);
+    assert!(
+        csv.starts_with("day,cpu_hours,wall_hours,tasks,failures,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let table = text(&farm.drqueue(&["usage"]).stdout);
+    assert!(
+        table.contains("CPU-HOURS") && table.contains("total"),
+        "{table}"
+    );
+    let wrong = farm.drqueue(&["usage", "--by", "host"]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("owner, pool, job, day"),
+        "{}",
+        text(&wrong.stderr)
+    );
+}

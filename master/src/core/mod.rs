@@ -15,10 +15,12 @@
 //! | `requests.rs` | one arm per API [`Request`](crate::events::Request) |
 //! | `notices.rs` | the scheduler's notices, logged; notifications handed to the mailer |
 //! | `feed_out.rs` | what changed, as events for the live feed (`GET /api/events`) |
+//! | `metrics_out.rs` | the scheduler's observations counted, the farm's gauges read for `GET /metrics` |
 
 mod engine_link;
 mod feed_out;
 mod log_watch;
+mod metrics_out;
 mod notices;
 mod requests;
 
@@ -68,6 +70,8 @@ pub struct Core {
     log_watchers: log_watch::LogWatchers,
     /// The live feed's pending changes and chart.
     feed_out: feed_out::FeedOut,
+    /// What `GET /metrics` reports.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Core {
@@ -92,7 +96,14 @@ impl Core {
             public_url: String::new(),
             log_watchers: log_watch::LogWatchers::default(),
             feed_out: feed_out::FeedOut::default(),
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new(Default::default())),
         }
+    }
+
+    /// Counts into `metrics` (the API's `GET /metrics`).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Core {
+        self.metrics = metrics;
+        self
     }
 
     /// Publishes what changes to `feed` (the API's `GET /api/events`).
@@ -233,6 +244,7 @@ impl Core {
             }));
         }
         self.sched.persist(&mut self.fx);
+        self.count_observations();
         let mut batch = std::mem::take(&mut self.fx.batch);
         batch.logs = std::mem::take(&mut self.logs);
         batch.thumbnails = std::mem::take(&mut self.thumbnails);

@@ -208,6 +208,9 @@ impl Core {
             Request::Farm { reply } => {
                 let _ = reply.send(self.farm_totals());
             }
+            Request::Metrics { reply } => {
+                let _ = reply.send(self.metrics_text());
+            }
             Request::ListEngines { reply } => {
                 let views = self
                     .sched

@@ -28,6 +28,7 @@ mod engines;
 mod events;
 mod frames;
 mod jobs;
+mod numbers;
 mod pages;
 mod paging;
 mod routes;

@@ -3,7 +3,7 @@
 //! drift apart (a test also calls each documented operation on a live
 //! master, and each undocumented method of a documented path).
 
-use super::{cas, engines, events, frames, jobs, session, users, ApiState};
+use super::{cas, engines, events, frames, jobs, numbers, session, users, ApiState};
 use axum::routing::MethodRouter;
 use drqueue_common::graph::Graph;
 use drqueue_common::listing::JobSummary;
@@ -198,6 +198,15 @@ pub(super) fn guarded() -> Vec<Route> {
                 .media("text/event-stream"),
         ]},
         Route { path: "/api/farm", ops: vec![op("get", "Farm totals", "slots, engines by state, jobs by status, tasks done a minute", |r| r.get(events::farm))] },
+        Route { path: "/api/usage", ops: vec![
+            op("get", "CPU and wall hours, tasks and failures, from records that outlive their jobs", "rows by the grouping asked, and the total", |r| r.get(numbers::usage))
+                .query(&[("by", "owner (the default), pool, job or day (UTC)"), ("since_ms", "only attempts that ended from this time")])
+                .gives::<drqueue_common::usage::UsageReport>(),
+        ]},
+        Route { path: "/metrics", ops: vec![
+            op("get", "The farm's metrics for Prometheus", "slots per pool, tasks by status, dispatch and submit-to-start histograms, finished and failed by pool, stalls, requeues, store commits, engines by state", |r| r.get(numbers::metrics))
+                .media(numbers::PROMETHEUS_TEXT),
+        ]},
         Route { path: "/api/log-rules", ops: vec![op("get", "Renderers' error and warning line patterns", "JavaScript regular expressions by program", |r| r.get(events::log_rules))] },
         Route { path: "/api/openapi.json", ops: vec![op("get", "This document", "OpenAPI 3.0", |r| r.get(openapi))] },
     ]

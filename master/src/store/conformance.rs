@@ -10,6 +10,7 @@ use drqueue_common::users::Role;
 
 mod collected;
 mod thumbnails;
+mod usage;
 
 pub type Open<'a> = &'a dyn Fn(&str) -> Box<dyn Store>;
 
@@ -28,6 +29,7 @@ pub fn run_all(open: Open) {
     thumbnails::thumbnails_are_replaced_capped_and_go_with_their_job(open);
     collected::collected_blobs_are_listed_and_go_with_their_job(open);
     collected::a_tiled_job_keeps_its_grid_and_handed_on_files(open);
+    usage::usage_is_kept_when_its_job_goes(open);
 }
 
 fn a_deleted_limit_is_gone(open: Open) {

@@ -23,7 +23,7 @@ use drqueue_common::Millis;
 // What is stored is the scheduler's vocabulary: its records live beside it.
 pub use drqueue_scheduler::records::{
     AttemptRecord, Batch, EngineFailures, EngineRecord, JobRecord, LimitRecord, LogChunk,
-    PoolRecord, Snapshot, TaskRecord, ThumbnailRecord, MAX_THUMBNAILS_PER_JOB,
+    PoolRecord, Snapshot, TaskRecord, ThumbnailRecord, UsageRecord, MAX_THUMBNAILS_PER_JOB,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,10 @@ pub trait StoreReader: Send {
     /// content store's garbage collection must keep. Attempts go with their
     /// job, so these are all live jobs'.
     fn collected_blobs(&mut self) -> StoreResult<Vec<drqueue_common::cas::BlobHash>>;
+    /// Every usage record of an attempt that ended at or after `since_ms`,
+    /// oldest first, handed to `visit` one at a time (a farm's history is
+    /// never held at once). Deleted jobs' records are among them.
+    fn usage(&mut self, since_ms: Millis, visit: &mut dyn FnMut(UsageRecord)) -> StoreResult<()>;
 }
 
 /// The most log bytes one read returns; a reader asks again from where it

@@ -1,7 +1,7 @@
 //! The MongoDB store, for real farms: `--db mongodb://HOST:PORT/DBNAME`.
 //!
 //! Collections: `jobs`, `tasks`, `engines` (the slave info), `attempts`,
-//! `logs`, `users`, `audit` and `meta` (schema version, next job id, audit counter). Documents are typed serde
+//! `logs`, `thumbnails`, `usage` (kept when jobs go), `users`, `audit` and `meta` (schema version, next job id, audit counter). Documents are typed serde
 //! structs written whole (replacements and inserts, never `$set`), statuses are
 //! strings, and nulls are never stored. A batch is a handful of commands, not a
 //! round trip per record: upserts go through one `update` command with many
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 mod access;
 mod reads;
 mod thumbnails;
+mod usage;
 
 /// Bumped when documents change shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -233,8 +234,9 @@ impl MongoStore {
                 });
             }
         }
-        let indexes: [(&str, Document); 6] = [
+        let indexes: [(&str, Document); 7] = [
             ("jobs", doc! {"status": 1}),
+            (usage::COLLECTION, doc! {"ended_ms": 1}),
             ("audit", doc! {"user": 1, "seq": -1}),
             ("audit", doc! {"job": 1, "seq": -1}),
             ("tasks", doc! {"job": 1, "index": 1}),
@@ -453,6 +455,7 @@ impl Store for MongoStore {
             })?,
         )?;
         self.write_thumbnails(&b.thumbnails)?;
+        self.write_usage(&b.usage)?;
         self.upsert(
             "engines",
             docs(&b.engines, |e| EngineDoc {

@@ -1,11 +1,12 @@
 //! The store reader: a thread with its own handle on the store
 //! ([`Store::reader`]) that answers the API's reads (logs, attempt
-//! histories, the audit trail, thumbnails), so a reader never waits behind a commit and
+//! histories, the audit trail, thumbnails, usage), so a reader never waits behind a commit and
 //! a commit never waits behind a reader.
 
 use super::{AttemptRecord, StoreReader, StoreResult, TaskRecord};
 use drqueue_common::model::{JobId, TaskKey};
 use drqueue_common::protocol::AttemptKey;
+use drqueue_common::usage::{UsageQuery, UsageReport, UsageTally};
 use drqueue_common::users::{AuditEntry, AuditQuery};
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +38,11 @@ pub enum ReadMsg {
         job: JobId,
         limit: usize,
         reply: oneshot::Sender<StoreResult<Vec<i64>>>,
+    },
+    /// Usage from a time on, summed by owner, pool, job or day.
+    Usage {
+        query: UsageQuery,
+        reply: oneshot::Sender<StoreResult<UsageReport>>,
     },
     /// A frame's thumbnail, or the job's newest.
     Thumbnail {
@@ -82,6 +88,11 @@ pub fn spawn(
                     }
                     ReadMsg::Thumbnail { job, frame, reply } => {
                         let _ = reply.send(store.thumbnail(job, frame));
+                    }
+                    ReadMsg::Usage { query, reply } => {
+                        let mut tally = UsageTally::new(query.by, query.since_ms);
+                        let read = store.usage(query.since_ms.unwrap_or(0), &mut |u| tally.add(&u));
+                        let _ = reply.send(read.map(|()| tally.report()));
                     }
                     ReadMsg::CollectedBlobs { reply } => {
                         let _ = reply.send(store.collected_blobs());

@@ -12,6 +12,7 @@ use std::path::Path;
 
 mod access;
 mod thumbnails;
+mod usage;
 
 /// Bumped when the tables change shape.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -105,6 +106,7 @@ impl SqliteStore {
         add_task_outputs_column(&conn)?;
         conn.execute_batch(access::SCHEMA).map_err(err)?;
         conn.execute_batch(thumbnails::SCHEMA).map_err(err)?;
+        conn.execute_batch(usage::SCHEMA).map_err(err)?;
         let found: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -233,6 +235,11 @@ impl StoreReader for SqliteStore {
 
     fn audit(&mut self, query: &AuditQuery, limit: usize) -> StoreResult<Vec<AuditEntry>> {
         self.load_audit(query, limit)
+    }
+
+    fn usage(&mut self, since_ms: Millis, visit: &mut dyn FnMut(UsageRecord)) -> StoreResult<()> {
+        self.round_trips += 1;
+        usage::read(&self.conn, since_ms, visit)
     }
 
     fn collected_blobs(&mut self) -> StoreResult<Vec<drqueue_common::cas::BlobHash>> {
@@ -443,6 +450,8 @@ impl Store for SqliteStore {
             }
             // Before the deletes: a job deleted in the same batch loses them.
             thumbnails::write(&tx, &b.thumbnails)?;
+            // Usage outlives its job: the deletes below leave it.
+            usage::write(&tx, &b.usage)?;
             for id in &b.deleted_jobs {
                 for table in [
                     "jobs WHERE id",

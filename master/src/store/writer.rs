@@ -36,12 +36,28 @@ pub enum WriterMsg {
     Audit(AuditEntry),
 }
 
-/// Figures the benchmark reads.
-#[derive(Debug, Default)]
+/// Figures the benchmark and `GET /metrics` read.
+#[derive(Debug)]
 pub struct WriterStats {
     pub commits: AtomicU64,
     pub records: AtomicU64,
     pub round_trips: AtomicU64,
+    /// Each commit's duration (seconds) and size (records).
+    pub commit_seconds: prometheus::Histogram,
+    pub commit_records: prometheus::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> WriterStats {
+        let (commit_seconds, commit_records) = crate::metrics::commit_histograms();
+        WriterStats {
+            commits: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
+            commit_seconds,
+            commit_records,
+        }
+    }
 }
 
 /// Merges at most this many queued messages into one commit, to bound latency.
@@ -96,7 +112,12 @@ pub fn spawn(
                 }
                 if !batch.is_empty() {
                     let what = format!("commit of {} records", batch.len());
+                    let started = std::time::Instant::now();
                     until_done(&what, || store.commit(&batch));
+                    stats
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    stats.commit_records.observe(batch.len() as f64);
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     stats
                         .records

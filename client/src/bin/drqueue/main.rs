@@ -9,6 +9,7 @@
 //! | `deploy` | `engine deploy --ssh`, `engine undeploy --ssh` |
 //! | `admin` | `pools`, `limits`, `limit set` |
 //! | `users` | `user add/list/remove`, `token create/revoke`, `audit`, `whoami` |
+//! | `usage` | `usage` (CPU and wall hours by owner, pool, job or day) |
 //! | `transfer` | `download`, `cas`, and the bars of `submit --upload` |
 //! | `local` | `run-local` |
 //! | `watchdir` | `watch-dir` (the watch folder as a client) |
@@ -34,6 +35,7 @@ mod show;
 mod submit;
 mod table;
 mod transfer;
+mod usage;
 mod users;
 mod watchdir;
 
@@ -158,6 +160,9 @@ enum Cmd {
     },
     /// Who changed what, newest first (wranglers and admins).
     Audit(users::AuditArgs),
+    /// CPU-hours, wall-hours, tasks and failures by owner, pool, job or
+    /// day; deleted jobs count too.
+    Usage(usage::UsageArgs),
     /// Show who the master takes you for (the user of DRQUEUE_TOKEN).
     Whoami,
     /// Fetch a job's collected outputs (`submit --collect`) into a folder,
@@ -267,6 +272,7 @@ fn run(client: &Client, domain: Option<&str>, cmd: Cmd, out: &dyn Output) -> Cli
         Cmd::User { action } => users::user(client, action, out)?,
         Cmd::Token { action } => users::token(client, action, out)?,
         Cmd::Audit(a) => users::audit(client, a, out)?,
+        Cmd::Usage(a) => usage::usage(client, a, out)?,
         Cmd::Whoami => users::whoami(client, out)?,
         Cmd::Download { job, to } => transfer::download(client, job, &to, out)?,
         Cmd::Cas { action } => transfer::cas(client, action, out)?,

@@ -96,7 +96,7 @@ pub fn audit(client: &Client, a: AuditArgs, out: &dyn Output) -> CliResult<()> {
 }
 
 /// `--since`: a duration back from now, or a time as job files write it.
-fn parse_since(s: &str) -> CliResult<u64> {
+pub fn parse_since(s: &str) -> CliResult<u64> {
     let now = drqueue_common::now_millis();
     let bad = |e: String| CliError::Input(format!("--since: {e}"));
     if s.starts_with(|c: char| c.is_ascii_digit()) && !s.contains(['-', ':']) {

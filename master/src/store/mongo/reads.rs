@@ -51,6 +51,14 @@ impl StoreReader for MongoStore {
         Ok(window.into_bytes())
     }
 
+    fn usage(
+        &mut self,
+        since_ms: drqueue_common::Millis,
+        visit: &mut dyn FnMut(crate::store::UsageRecord),
+    ) -> StoreResult<()> {
+        self.read_usage(since_ms, visit)
+    }
+
     fn attempts(&mut self, task: TaskKey) -> StoreResult<Vec<AttemptRecord>> {
         let filter = doc! {"job": task.job.0 as i64, "index": task.index};
         let docs: Vec<AttemptDoc> = self.load_all("attempts", filter, doc! {"attempt": 1})?;
