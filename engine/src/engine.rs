@@ -143,6 +143,11 @@ impl State {
         }
     }
 
+    /// Nothing queued, running or waiting for an ack.
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.running.is_empty() && self.unacked.is_empty()
+    }
+
     fn check_timeouts(&mut self) {
         let now = Instant::now();
         for r in self.running.values() {

@@ -113,7 +113,13 @@ impl Scheduler {
         fx.messages.push((
             id.clone(),
             ToEngine::Welcome {
-                heartbeat_ms: self.cfg.heartbeat_ms,
+                // A quarter of the timeout at most: an idle engine beats
+                // at twice this, and the master must hear two in a timeout.
+                heartbeat_ms: self
+                    .cfg
+                    .heartbeat_ms
+                    .min((self.cfg.engine_timeout_ms / 4).min(u64::from(u32::MAX)) as u32)
+                    .max(100),
                 cancel,
             },
         ));

@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 
 /// How long the master may be silent before the engine reconnects.
 const MASTER_SILENCE: Duration = Duration::from_secs(4);
-const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long one connection attempt may take; short, so that a dead master in
 /// a list of several costs little before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -45,6 +44,7 @@ pub(super) async fn session(
     let deadline = tokio::time::sleep(MASTER_SILENCE);
     tokio::pin!(deadline);
     let mut outbox = Vec::new();
+    let beat;
     loop {
         tokio::select! {
             _ = &mut deadline => return SessionEnd::Silent,
@@ -55,6 +55,7 @@ pub(super) async fn session(
                 Some(ToEngine::Welcome { heartbeat_ms, cancel }) => {
                     tracing::info!(master = %endpoint, held = st.held(), unacked = st.unacked.len(), heartbeat_ms, "registered with the master");
                     st.cancel(&cancel, &mut outbox);
+                    beat = Duration::from_millis(u64::from(heartbeat_ms).clamp(100, 1000));
                     break;
                 }
                 Some(ToEngine::Refused { reason }) => return SessionEnd::Refused(reason),
@@ -66,8 +67,11 @@ pub(super) async fn session(
     }
     outbox.extend(st.resend_logs());
     let mut last_heard = Instant::now();
-    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut tick = tokio::time::interval(beat);
+    let mut last_beat = Instant::now();
+    // Only while something runs: an idle engine wakes for its heartbeat alone.
     let mut timeouts = tokio::time::interval(STARTED_DELAY);
+    timeouts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut refresh = tokio::time::interval_at(
         tokio::time::Instant::now() + st.opts.facts_refresh,
         st.opts.facts_refresh,
@@ -105,9 +109,16 @@ pub(super) async fn session(
                 if last_heard.elapsed() > MASTER_SILENCE {
                     return SessionEnd::Silent;
                 }
-                outbox.push(st.heartbeat());
+                // An idle engine beats half as often: a thousand of them
+                // cost the master half as much, and the master (which asks
+                // for beats at a quarter of its engine timeout) still hears
+                // two within it.
+                if !st.is_idle() || last_beat.elapsed() >= beat * 2 - beat / 10 {
+                    outbox.push(st.heartbeat());
+                    last_beat = Instant::now();
+                }
             }
-            _ = timeouts.tick() => {
+            _ = timeouts.tick(), if !st.running.is_empty() || !st.unreported_starts.is_empty() => {
                 st.check_timeouts();
                 outbox.extend(st.due_starts());
             }
