@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|tiles|all] [--tasks N]
+//! target/release/drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|tiles|engines|all] [--tasks N] [--count N]
 //! ```
 //!
 //! - `sched`: the scheduler alone (no socket, no store): 50 engines, jobs
@@ -27,6 +27,8 @@
 //!   ([`uploads`]).
 //! - `tiles`: a 1920x1080 POV-Ray frame whole on one engine and in 3x3
 //!   tiles on two, against POV-Ray alone ([`tiles`]).
+//! - `engines`: `--count` (1,000) simulated engines on the real master
+//!   binary: registration, idle CPU, slots filled, RSS ([`engines`]).
 //!
 //! Figures go to stdout; nothing here is asserted.
 
@@ -44,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod blocks;
+mod engines;
 mod monitors;
 mod readers;
 mod tiles;
@@ -56,11 +59,7 @@ fn main() -> anyhow::Result<()> {
         .map(String::as_str)
         .unwrap_or("all")
         .to_string();
-    let tasks_arg = args
-        .iter()
-        .position(|a| a == "--tasks")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse::<u64>().ok());
+    let tasks_arg = arg_after(&args, "--tasks");
     let db_arg = args
         .iter()
         .position(|a| a == "--db")
@@ -68,12 +67,12 @@ fn main() -> anyhow::Result<()> {
         .cloned();
     if ![
         "sched", "dispatch", "e2e", "util", "readers", "blocks", "monitors", "uploads", "tiles",
-        "all",
+        "engines", "all",
     ]
     .contains(&case.as_str())
     {
         anyhow::bail!(
-            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|tiles|all] [--tasks N (uploads: MiB)] [--db DIR|mongodb://…]"
+            "usage: drqueue-bench [sched|dispatch|e2e|util|readers|blocks|monitors|uploads|tiles|engines|all] [--tasks N (uploads: MiB)] [--count N (engines)] [--db DIR|mongodb://…]"
         );
     }
     if case == "sched" || case == "all" {
@@ -115,7 +114,17 @@ fn main() -> anyhow::Result<()> {
     if case == "tiles" || case == "all" {
         rt.block_on(tiles::tiles())?;
     }
+    if case == "engines" || case == "all" {
+        let count = arg_after(&args, "--count").unwrap_or(1000) as usize;
+        engines::engines(count, tasks_arg.unwrap_or(10 * count as u64))?;
+    }
     Ok(())
+}
+
+/// The number after `flag`, if given.
+fn arg_after(args: &[String], flag: &str) -> Option<u64> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1)?.parse().ok()
 }
 
 /// The pure scheduler under a simulated farm: every held attempt finishes
