@@ -74,6 +74,9 @@ impl Scheduler {
             return;
         };
         job.released = true;
+        self.dirty_jobs.insert(id);
+        // Stored as the job's `released`, for tasks that start alike.
+        let implied = job.tasks_start_alike();
         for i in 0..job.tasks.len() as u32 {
             // A task waiting for other tasks of the job stays waiting.
             if job.tasks[i as usize].status == TaskStatus::Waiting
@@ -81,7 +84,9 @@ impl Scheduler {
             {
                 job.set_task_status(i, TaskStatus::Ready);
                 job.ready.push_back(i);
-                self.dirty_tasks.insert(TaskKey { job: id, index: i });
+                if !implied {
+                    self.dirty_tasks.insert(TaskKey { job: id, index: i });
+                }
             }
         }
     }

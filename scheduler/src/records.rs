@@ -34,6 +34,12 @@ pub struct JobRecord {
     /// same batch as the job's end, so an ended job never lacks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification: Option<Notification>,
+    /// Its waiting tasks were let go. For a job whose tasks start alike
+    /// (no tiles, no `--blocksize auto`), a task with no stored record is
+    /// in its start state: waiting before this, ready after. A new job
+    /// therefore writes one record, not one per task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// How often one engine failed one job. A list, not a map: engine ids are

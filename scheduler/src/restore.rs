@@ -101,6 +101,17 @@ impl Scheduler {
                     }
                 }
             }
+            // A released job's tasks that start alike and were never
+            // stored (or stored before the release) are ready.
+            let released =
+                rec.released || job.tasks.iter().any(|t| t.status != TaskStatus::Waiting);
+            if released && job.tasks_start_alike() {
+                for t in job.tasks.iter_mut() {
+                    if t.status == TaskStatus::Waiting {
+                        t.status = TaskStatus::Ready;
+                    }
+                }
+            }
             for i in 0..job.tasks.len() {
                 let t = &mut job.tasks[i];
                 if t.status.is_held() {
@@ -144,7 +155,7 @@ impl Scheduler {
             }
             // Released once any task left waiting (a tiled job's assemble
             // tasks wait for their tiles after the release).
-            job.released = job.counts.get(TaskStatus::Waiting) < job.tasks.len() as u64;
+            job.released = released;
             s.jobs.insert(rec.id, job);
         }
         if s.engines.iter().any(|e| e.recovering) {

@@ -310,6 +310,12 @@ impl Job {
     }
 
     #[allow(clippy::ptr_arg)] // indexed by EngineIdx, which Vec<Engine> implements
+    /// Its tasks all start alike, so the store keeps a task only once it
+    /// leaves its start state (see [`JobRecord::released`]).
+    pub(super) fn tasks_start_alike(&self) -> bool {
+        self.body.tiles.is_none() && !self.spec.auto_blocksize()
+    }
+
     pub(super) fn record(&self, id: JobId, engines: &Vec<Engine>) -> JobRecord {
         JobRecord {
             id,
@@ -319,6 +325,7 @@ impl Job {
             started_ms: self.started_ms,
             finished_ms: self.finished_ms,
             reason: self.reason.clone(),
+            released: self.released,
             engine_failures: self
                 .engine_failures
                 .iter()

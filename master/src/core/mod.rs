@@ -297,7 +297,9 @@ mod tests {
         let Ok(WriterMsg::Commit { batch, after }) = writer.try_recv() else {
             panic!("the submit's changes go to the store as one commit");
         };
-        assert_eq!(batch.tasks.len(), 3);
+        // One record for the job: its tasks, ready as they start, have none.
+        assert_eq!(batch.jobs.len(), 1);
+        assert!(batch.jobs[0].released && batch.tasks.is_empty());
         for f in after {
             f();
         }

@@ -212,6 +212,8 @@ pub(super) fn job(id: u64) -> JobRecord {
         started_ms: None,
         finished_ms: None,
         reason: None,
+        // Stored and loaded back as it is (tasks without rows are ready).
+        released: true,
         // A dotted id: safe as a value, not as a MongoDB field name.
         engine_failures: vec![EngineFailures {
             engine: "render.node-1".into(),

@@ -23,7 +23,10 @@ mod thumbnails;
 mod usage;
 
 /// Bumped when documents change shape.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: a job's tasks still in their start state may have no documents
+/// (`JobRecord::released`), which a master of version 1 would misread; the
+/// version is written with the next job id, so before any such job.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Statements per `update` command: well under the server's 100,000 and 48 MB.
 const CHUNK: usize = 5_000;

@@ -15,7 +15,9 @@ mod thumbnails;
 mod usage;
 
 /// Bumped when the tables change shape.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: a job's tasks still in their start state may have no rows
+/// (`JobRecord::released`), which a master of version 1 would misread.
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -122,8 +124,11 @@ impl SqliteStore {
                     supported: SCHEMA_VERSION,
                 })
             }
-            Some(_) => {}
-            None => {
+            // An older store is read as it is (what 2 adds, jobs whose
+            // unstarted tasks have no rows, is new), then marked so that an
+            // older master refuses it.
+            Some(v) if v == SCHEMA_VERSION => {}
+            _ => {
                 conn.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?1)",
                     params![SCHEMA_VERSION.to_string()],

@@ -181,3 +181,37 @@ fn a_result_in_register_after_a_lost_assignment_keeps_its_attempt() {
     assert_eq!(history[0].attempt, key);
     assert_eq!(sim.s.job_status(id), Some(JobStatus::Done));
 }
+
+/// A new job whose tasks start alike is stored as one record: its tasks
+/// come back after a restart ready (released) or waiting (paused), and run.
+#[test]
+fn a_new_job_is_one_record_and_its_tasks_come_back_in_their_start_state() {
+    let mut sim = Sim::new();
+    let queued = sim.submit(spec("1-1000", 1));
+    let paused = sim.submit(spec("1-5", 1).with(|s| s.paused = true));
+    assert!(
+        sim.store.tasks.is_empty(),
+        "no task records for tasks in their start state"
+    );
+    sim.restart_master(false);
+    let count =
+        |sim: &Sim, id, status| sim.s.job_view(id, sim.now).expect("job").counts.get(status);
+    assert_eq!(count(&sim, queued, TaskStatus::Ready), 1000);
+    assert_eq!(count(&sim, paused, TaskStatus::Waiting), 5);
+    // They run, and the ones that ran are stored from then on.
+    sim.add_engine(vec!["default"], 2, 2);
+    sim.finish(0, 0, true);
+    assert_eq!(count(&sim, queued, TaskStatus::Done), 1);
+    sim.restart_master(false);
+    assert_eq!(count(&sim, queued, TaskStatus::Done), 1);
+    assert_eq!(count(&sim, paused, TaskStatus::Waiting), 5);
+    let mut fx = Effects::default();
+    sim.s.resume(paused, sim.now, &mut fx).expect("resume");
+    sim.settle(fx);
+    sim.restart_master(false);
+    assert_eq!(
+        count(&sim, paused, TaskStatus::Ready),
+        5,
+        "released is kept"
+    );
+}
