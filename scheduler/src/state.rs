@@ -309,13 +309,13 @@ impl Job {
         matches!(self.status, JobStatus::Queued | JobStatus::Running)
     }
 
-    #[allow(clippy::ptr_arg)] // indexed by EngineIdx, which Vec<Engine> implements
     /// Its tasks all start alike, so the store keeps a task only once it
     /// leaves its start state (see [`JobRecord::released`]).
     pub(super) fn tasks_start_alike(&self) -> bool {
         self.body.tiles.is_none() && !self.spec.auto_blocksize()
     }
 
+    #[allow(clippy::ptr_arg)] // indexed by EngineIdx, which Vec<Engine> implements
     pub(super) fn record(&self, id: JobId, engines: &Vec<Engine>) -> JobRecord {
         JobRecord {
             id,
