@@ -17,12 +17,8 @@
 
 use super::{percentile, proc_cpu, scratch, spec};
 use drqueue_client::Client;
-use drqueue_common::keys::KeyPair;
-use drqueue_common::model::{EngineFacts, TaskKey};
-use drqueue_common::protocol::{
-    AttemptKey, Finished, FromEngine, Heartbeat, Outcome, Register, ToEngine,
-};
-use drqueue_engine::link::{Credentials, Link};
+use drqueue_common::model::TaskKey;
+use drqueue_common::protocol::{AttemptKey, Finished, FromEngine, Heartbeat, Outcome, ToEngine};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -105,34 +101,8 @@ async fn sim(
     dir: std::path::PathBuf,
     starts: Arc<Mutex<Vec<Instant>>>,
 ) -> anyhow::Result<()> {
-    let creds = Credentials {
-        keys: KeyPair::generate().map_err(anyhow::Error::msg)?,
-        engine: name.as_str().into(),
-        name: name.clone(),
-        join_token: None,
-        master_pin: dir.join(format!("{name}.pub")),
-        discovered: false,
-    };
-    let mut link = Link::connect(&endpoint, &creds, Duration::from_secs(30))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    link.send(&FromEngine::Register(Register {
-        engine: name.as_str().into(),
-        session: rand::random(),
-        time_ms: drqueue_common::now_millis(),
-        facts: EngineFacts {
-            name,
-            pools: vec!["default".into()],
-            cores: 8,
-            ram_mb: 16_384,
-            ..Default::default()
-        },
-        slots: 1,
-        hwm: 2,
-        held: vec![],
-        finished: vec![],
-    }))
-    .await?;
+    let pin = dir.join(format!("{name}.pub"));
+    let mut link = super::sim_link(&endpoint, name, pin, (1, 2), 16_384).await?;
     let mut queue: std::collections::VecDeque<AttemptKey> = Default::default();
     let mut running: Option<(AttemptKey, tokio::time::Instant)> = None;
     let mut beat = tokio::time::interval(Duration::from_secs(1));

@@ -272,6 +272,46 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 // ----- (a) dispatch ceiling --------------------------------------------------
 
+/// A simulated engine's link, registered: the engine's own handshake,
+/// enrollment and sealing, with `slots_hwm` slots and HWM.
+async fn sim_link(
+    endpoint: &str,
+    name: String,
+    master_pin: PathBuf,
+    (slots, hwm): (u32, u32),
+    ram_mb: u64,
+) -> anyhow::Result<Link> {
+    let creds = Credentials {
+        keys: KeyPair::generate().map_err(anyhow::Error::msg)?,
+        engine: name.as_str().into(),
+        name: name.clone(),
+        join_token: None,
+        master_pin,
+        discovered: false,
+    };
+    let mut link = Link::connect(endpoint, &creds, Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    link.send(&FromEngine::Register(Register {
+        engine: name.as_str().into(),
+        session: rand::random(),
+        time_ms: drqueue_common::now_millis(),
+        facts: EngineFacts {
+            name,
+            pools: vec!["default".into()],
+            cores: 8,
+            ram_mb,
+            ..Default::default()
+        },
+        slots,
+        hwm,
+        held: vec![],
+        finished: vec![],
+    }))
+    .await?;
+    Ok(link)
+}
+
 /// A simulated engine: the engine's own link (handshake, enrollment,
 /// encryption), registers, and finishes each task the moment it arrives,
 /// noting when it arrived.
@@ -281,34 +321,8 @@ async fn sim_engine(
     hwm: u32,
     starts: Arc<Mutex<Vec<Instant>>>,
 ) -> anyhow::Result<()> {
-    let creds = Credentials {
-        keys: KeyPair::generate().map_err(anyhow::Error::msg)?,
-        engine: name.as_str().into(),
-        name: name.clone(),
-        join_token: None,
-        master_pin: scratch(&format!("pin-{name}")).join("master.pub"),
-        discovered: false,
-    };
-    let mut link = Link::connect(&endpoint, &creds, Duration::from_secs(5))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let register = FromEngine::Register(Register {
-        engine: name.as_str().into(),
-        session: rand::random(),
-        time_ms: drqueue_common::now_millis(),
-        facts: EngineFacts {
-            name,
-            pools: vec!["default".into()],
-            cores: 8,
-            ram_mb: 1024,
-            ..Default::default()
-        },
-        slots: hwm,
-        hwm,
-        held: vec![],
-        finished: vec![],
-    });
-    link.send(&register).await?;
+    let pin = scratch(&format!("pin-{name}")).join("master.pub");
+    let mut link = sim_link(&endpoint, name, pin, (hwm, hwm), 1024).await?;
     let mut beat = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
