@@ -176,7 +176,9 @@ impl Client {
             .zip(&found)
             .filter(|(e, _)| missing.contains(&e.hash))
             .collect();
-        progress.phase("uploading", to_send.iter().map(|(e, _)| e.size).sum());
+        let upload_bytes: u64 = to_send.iter().map(|(e, _)| e.size).sum();
+        self.check_quota(upload_bytes + manifest_bytes.len() as u64)?;
+        progress.phase("uploading", upload_bytes);
         let mut done = std::collections::HashSet::new();
         for (entry, f) in to_send {
             if !done.insert(entry.hash) {
@@ -293,6 +295,21 @@ pub struct Downloaded {
 
 impl Client {
     /// What the master's content store holds.
+    /// Refuses an upload of `bytes` that the caller's quota has no room
+    /// for, before a byte is sent: the master refuses it too, but only by
+    /// closing the connection mid-body, which a client sees as a broken pipe.
+    fn check_quota(&self, bytes: u64) -> Result<()> {
+        let stats = self.cas_stats()?;
+        let would = stats.your_bytes.saturating_add(bytes);
+        if stats.quota_bytes > 0 && would > stats.quota_bytes {
+            return Err(ClientError::BadRequest(format!(
+                "your jobs would keep {would} bytes in the content store, over the upload quota of {} bytes: delete finished jobs (drqueue clean), or ask an admin for a larger --cas-quota-mb",
+                stats.quota_bytes
+            )));
+        }
+        Ok(())
+    }
+
     pub fn cas_stats(&self) -> Result<drqueue_common::cas::CasStats> {
         self.get("/api/cas", &[])
     }
