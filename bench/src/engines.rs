@@ -4,8 +4,8 @@
 //! RSS are its own (read from /proc). `--count` simulated engines run in this
 //! process, on a runtime of their own: each is the engine's own link
 //! (handshake, enrollment, sealing) on its own DEALER socket, registers with
-//! one slot, beats as an engine does (every second with work, every two when
-//! idle) and runs each task it is given as a timer of the task's length (no
+//! one slot, beats as an engine does (every second with work, every
+//! `IDLE_BEATS` when idle) and runs each task it is given as a timer of the task's length (no
 //! child process), reporting `Started` and `Finished` as an engine does.
 //!
 //! Reported: the time to register them all; the master's CPU at idle with
@@ -18,7 +18,9 @@
 use super::{percentile, proc_cpu, scratch, spec};
 use drqueue_client::Client;
 use drqueue_common::model::TaskKey;
-use drqueue_common::protocol::{AttemptKey, Finished, FromEngine, Heartbeat, Outcome, ToEngine};
+use drqueue_common::protocol::{
+    AttemptKey, Finished, FromEngine, Heartbeat, Outcome, ToEngine, IDLE_BEATS,
+};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -140,7 +142,7 @@ async fn sim(
             }
             _ = beat.tick() => {
                 let idle = running.is_none() && queue.is_empty();
-                if !idle || last_beat.elapsed() >= Duration::from_millis(1900) {
+                if !idle || last_beat.elapsed() >= Duration::from_millis(u64::from(IDLE_BEATS) * 1000 - 100) {
                     let held = queue.len() as u32 + u32::from(running.is_some());
                     link.send(&FromEngine::Heartbeat(Heartbeat { load: 0.0, free_ram_mb: 16_384, held, peak_held: held })).await?;
                     last_beat = Instant::now();

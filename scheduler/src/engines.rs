@@ -114,7 +114,8 @@ impl Scheduler {
             id.clone(),
             ToEngine::Welcome {
                 // A quarter of the timeout at most: an idle engine beats
-                // at twice this, and the master must hear two in a timeout.
+                // once in IDLE_BEATS (3) of these, so the master still hears
+                // it within three quarters of its timeout.
                 heartbeat_ms: self
                     .cfg
                     .heartbeat_ms

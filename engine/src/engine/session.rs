@@ -4,16 +4,25 @@
 
 use super::{Background, SessionEnd, State, STARTED_DELAY};
 use crate::link::{Link, LinkError};
-use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine};
+use drqueue_common::protocol::{AttemptKey, FromEngine, ToEngine, IDLE_BEATS};
 use drqueue_runner::RunnerEvent;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// How long the master may be silent before the engine reconnects.
+/// How long the master may be silent before the engine reconnects, at
+/// least: an idle engine hears the master only when it beats, so it allows
+/// its idle interval and two beats more (see [`silence_limit`]).
 const MASTER_SILENCE: Duration = Duration::from_secs(4);
 /// How long one connection attempt may take; short, so that a dead master in
 /// a list of several costs little before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long the master may be silent on a link beating every `beat`: an
+/// idle engine's beat (and so the master's Pong) comes once in
+/// [`IDLE_BEATS`], and one late Pong must not end the session.
+fn silence_limit(beat: Duration) -> Duration {
+    MASTER_SILENCE.max(beat * (IDLE_BEATS + 2))
+}
 
 /// One connection's life: register, then serve until the master is lost.
 pub(super) async fn session(
@@ -45,6 +54,7 @@ pub(super) async fn session(
     tokio::pin!(deadline);
     let mut outbox = Vec::new();
     let beat;
+    let silence;
     loop {
         tokio::select! {
             _ = &mut deadline => return SessionEnd::Silent,
@@ -56,6 +66,7 @@ pub(super) async fn session(
                     tracing::info!(master = %endpoint, held = st.held(), unacked = st.unacked.len(), heartbeat_ms, "registered with the master");
                     st.cancel(&cancel, &mut outbox);
                     beat = Duration::from_millis(u64::from(heartbeat_ms).clamp(100, 1000));
+                    silence = silence_limit(beat);
                     break;
                 }
                 Some(ToEngine::Refused { reason }) => return SessionEnd::Refused(reason),
@@ -106,14 +117,10 @@ pub(super) async fn session(
                 }
             }
             _ = tick.tick() => {
-                if last_heard.elapsed() > MASTER_SILENCE {
+                if last_heard.elapsed() > silence {
                     return SessionEnd::Silent;
                 }
-                // An idle engine beats half as often: a thousand of them
-                // cost the master half as much, and the master (which asks
-                // for beats at a quarter of its engine timeout) still hears
-                // two within it.
-                if !st.is_idle() || last_beat.elapsed() >= beat * 2 - beat / 10 {
+                if !st.is_idle() || last_beat.elapsed() >= beat * IDLE_BEATS - beat / 10 {
                     outbox.push(st.heartbeat());
                     last_beat = Instant::now();
                 }

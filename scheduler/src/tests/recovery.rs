@@ -215,3 +215,71 @@ fn a_new_job_is_one_record_and_its_tasks_come_back_in_their_start_state() {
         "released is kept"
     );
 }
+
+/// Idle engines beat once in `IDLE_BEATS` of the intervals the Welcome asks
+/// for, and late by one interval at worst (they beat on their own tick). For
+/// any engine timeout, that must never look like a lost engine, and an
+/// engine that stops beating must still be lost within the timeout (plus the
+/// master's one-second tick).
+#[test]
+fn idle_beats_keep_an_engine_online_and_silence_loses_it_within_the_timeout() {
+    use drqueue_common::protocol::IDLE_BEATS;
+    for timeout in [400, 2_000, 5_000, 60_000] {
+        let mut s = Scheduler::new(Config {
+            engine_timeout_ms: timeout,
+            ..Config::default()
+        });
+        let mut now: Millis = 1_000_000;
+        let mut fx = Effects::default();
+        s.engine_registered(
+            &"e".into(),
+            facts(&["default"]),
+            1,
+            1,
+            &[],
+            &[],
+            now,
+            &mut fx,
+        );
+        let beat_ms = fx
+            .messages
+            .iter()
+            .find_map(|(_, m)| match m {
+                ToEngine::Welcome { heartbeat_ms, .. } => Some(u64::from(*heartbeat_ms)),
+                _ => None,
+            })
+            .expect("a Welcome");
+        let idle_interval = beat_ms * u64::from(IDLE_BEATS) + beat_ms;
+        let online = |s: &Scheduler| s.engines()[0].online;
+        let beat = |s: &mut Scheduler, now| {
+            let hb = Heartbeat {
+                load: 0.0,
+                free_ram_mb: 1000,
+                held: 0,
+                peak_held: 0,
+            };
+            s.heartbeat("e", hb, now);
+        };
+        // Twenty idle beats, the master ticking every second between them.
+        for _ in 0..20 {
+            let next = now + idle_interval;
+            while now < next {
+                now = (now + 1000).min(next);
+                s.tick(now, &mut fx);
+                assert!(online(&s), "timeout {timeout} ms: an idle engine beating every {idle_interval} ms was lost");
+            }
+            beat(&mut s, now);
+        }
+        // Silence: lost by the timeout and one tick.
+        let last = now;
+        while online(&s) {
+            now += 1000;
+            s.tick(now, &mut fx);
+            assert!(
+                now - last <= timeout + 1000,
+                "timeout {timeout} ms: a silent engine still online after {} ms",
+                now - last
+            );
+        }
+    }
+}
