@@ -9,11 +9,11 @@
 //! concurrent `GET /api/jobs` against a farm holding jobs with the largest
 //! fields a spec allows.
 
+use crate::master_process::{rss_kb, MasterProcess};
 use crate::{scratch, start_engines};
 use drqueue_client::Client;
 use drqueue_common::model::{JobId, JobSpec, TaskStatus};
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long each dispatch window lasts.
@@ -21,73 +21,9 @@ const WINDOW: Duration = Duration::from_secs(15);
 const READERS: usize = 8;
 const CONCURRENT_GETS: usize = 1000;
 
-/// A `drqueue-master` process beside this executable.
-struct Master {
-    child: Child,
-    http: String,
-    engines: String,
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_master(dir: &std::path::Path) -> anyhow::Result<Master> {
-    let bin = std::env::current_exe()?.with_file_name("drqueue-master");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: cargo build --release --bins",
-        bin.display()
-    );
-    let ready = dir.join("ready.json");
-    let child = Command::new(bin)
-        .arg("--db")
-        .arg(dir.join("db"))
-        .arg("--keys-dir")
-        .arg(dir.join("keys"))
-        .args(["--http", "127.0.0.1:0", "--engines", "tcp://127.0.0.1:0"])
-        .arg("--no-advertise")
-        // Room for all the concurrent readers of the RSS case, which come
-        // from one address without a token: shares of 2,048 and 1,024.
-        .args(["--http-max-connections", "8192"])
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let start = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let v: serde_json::Value = serde_json::from_str(&text)?;
-            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-            return Ok(Master {
-                http: field("http"),
-                engines: field("engines"),
-                child,
-            });
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(30),
-            "the master did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A field of /proc/PID/status, in kB.
-fn status_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+/// Room for all the concurrent readers of the RSS case, which come from one
+/// address without a token: shares of 2,048 and 1,024.
+const MASTER_FLAGS: [&str; 2] = ["--http-max-connections", "8192"];
 
 fn done(client: &Client, job: JobId) -> anyhow::Result<u64> {
     Ok(client.job(job)?.counts.get(TaskStatus::Done))
@@ -145,7 +81,7 @@ pub async fn readers(tasks: u64) -> anyhow::Result<()> {
 
 fn dispatch_with_readers(tasks: u64) -> anyhow::Result<()> {
     let dir = scratch("readers");
-    let master = start_master(&dir)?;
+    let master = MasterProcess::start(&dir, &MASTER_FLAGS)?;
     let client = Client::new(Some(&master.http), None);
     let spec = JobSpec {
         name: "watched".into(),
@@ -158,7 +94,7 @@ fn dispatch_with_readers(tasks: u64) -> anyhow::Result<()> {
     println!(
         "   submitted in {:.1} s; master RSS {} MB",
         t0.elapsed().as_secs_f64(),
-        status_kb(master.child.id(), "VmRSS:") / 1024
+        rss_kb(master.pid()).0 / 1024
     );
     let _engines = start_engines(&master.engines, &dir, 1, 4)?;
     let start = Instant::now();
@@ -192,17 +128,14 @@ fn dispatch_with_readers(tasks: u64) -> anyhow::Result<()> {
         "   with readers: {:.1} % of dispatch alone (the mean of the two alone windows)",
         200.0 * watched / (alone + again)
     );
-    println!(
-        "   master peak RSS {} MB",
-        status_kb(master.child.id(), "VmHWM:") / 1024
-    );
+    println!("   master peak RSS {} MB", rss_kb(master.pid()).1 / 1024);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
 fn concurrent_gets() -> anyhow::Result<()> {
     let dir = scratch("rss");
-    let master = start_master(&dir)?;
+    let master = MasterProcess::start(&dir, &MASTER_FLAGS)?;
     let client = Client::new(Some(&master.http), None);
     // Jobs with the largest fields a spec allows (held paused, so they stay).
     let arg = "a".repeat(16 * 1024);
@@ -220,8 +153,8 @@ fn concurrent_gets() -> anyhow::Result<()> {
         };
         client.submit(&spec)?;
     }
-    let pid = master.child.id();
-    let before = status_kb(pid, "VmRSS:");
+    let pid = master.pid();
+    let before = rss_kb(pid).0;
     let addr = master.http.trim_start_matches("http://").to_string();
     // Open every connection first, then send every request at once.
     let mut conns = Vec::new();
@@ -246,7 +179,7 @@ fn concurrent_gets() -> anyhow::Result<()> {
         "   {ok} of {CONCURRENT_GETS} answered 200 ({} KB each); master RSS before {} MB, peak {} MB",
         bytes / CONCURRENT_GETS.max(1) / 1024,
         before / 1024,
-        status_kb(pid, "VmHWM:") / 1024
+        rss_kb(pid).1 / 1024
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
