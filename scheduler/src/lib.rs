@@ -163,6 +163,10 @@ pub struct Effects {
     pub batch: Batch,
     /// Measurements for the I/O side's metrics (the scheduler keeps none).
     pub observed: Vec<Observation>,
+    /// Jobs whose tasks changed together with no task records to say so (a
+    /// release, or a whole-job cancel: the job's record implies them), so
+    /// whoever watches their tasks should read them again.
+    pub tasks_changed_unrecorded: Vec<JobId>,
 }
 
 /// One thing worth counting or timing, as it happened. The scheduler reads

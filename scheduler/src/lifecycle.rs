@@ -38,7 +38,7 @@ impl Scheduler {
                 DepState::Met => {
                     let job = &self.jobs[&id];
                     if !job.released && job.counts.get(TaskStatus::Waiting) > 0 {
-                        self.release_waiting_tasks(id);
+                        self.release_waiting_tasks(id, fx);
                     }
                     let job = &self.jobs[&id];
                     let active = job.counts.get(TaskStatus::Assigned)
@@ -69,7 +69,7 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn release_waiting_tasks(&mut self, id: JobId) {
+    pub(super) fn release_waiting_tasks(&mut self, id: JobId, fx: &mut Effects) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
@@ -77,6 +77,9 @@ impl Scheduler {
         self.dirty_jobs.insert(id);
         // Stored as the job's `released`, for tasks that start alike.
         let implied = job.tasks_start_alike();
+        if implied {
+            fx.tasks_changed_unrecorded.push(id);
+        }
         for i in 0..job.tasks.len() as u32 {
             // A task waiting for other tasks of the job stays waiting.
             if job.tasks[i as usize].status == TaskStatus::Waiting

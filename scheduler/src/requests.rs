@@ -180,8 +180,14 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Cancels a whole job's unfinished tasks, which then need no rows of
+    /// their own: the job's Cancelled record says they are cancelled, ended
+    /// when it did (see `Scheduler::restore`). A million-task cancel writes
+    /// one record.
     pub(super) fn cancel_tasks(&mut self, id: JobId, now: Millis, fx: &mut Effects) {
-        self.cancel_tasks_where(id, now, fx, |_| true);
+        if self.cancel_some_tasks(id, now, fx, |_| true, false) > 0 {
+            fx.tasks_changed_unrecorded.push(id);
+        }
     }
 
     /// Cancels the unfinished tasks `pick` chooses; returns how many.
@@ -191,6 +197,17 @@ impl Scheduler {
         now: Millis,
         fx: &mut Effects,
         pick: impl Fn(u32) -> bool,
+    ) -> u32 {
+        self.cancel_some_tasks(id, now, fx, pick, true)
+    }
+
+    fn cancel_some_tasks(
+        &mut self,
+        id: JobId,
+        now: Millis,
+        fx: &mut Effects,
+        pick: impl Fn(u32) -> bool,
+        write_rows: bool,
     ) -> u32 {
         let Some(job) = self.jobs.get_mut(&id) else {
             return 0;
@@ -218,7 +235,9 @@ impl Scheduler {
             }
             job.set_task_status(i, TaskStatus::Cancelled);
             job.tasks[i as usize].ended_ms = Some(now);
-            self.dirty_tasks.insert(TaskKey { job: id, index: i });
+            if write_rows {
+                self.dirty_tasks.insert(TaskKey { job: id, index: i });
+            }
             if job.waited_on_by(i).is_some() {
                 waited_on.push(i);
             }

@@ -4,7 +4,7 @@ use super::state::{new_job, Held};
 use super::{Config, Effects, Notice, Scheduler};
 use crate::records::{Snapshot, TaskRecord};
 use drqueue_common::frames::Block;
-use drqueue_common::model::{Counts, JobId, TaskKey, TaskStatus};
+use drqueue_common::model::{Counts, JobId, JobStatus, TaskKey, TaskStatus};
 use drqueue_common::protocol::AttemptKey;
 use drqueue_common::Millis;
 use std::collections::HashMap;
@@ -110,6 +110,14 @@ impl Scheduler {
                     if t.status == TaskStatus::Waiting {
                         t.status = TaskStatus::Ready;
                     }
+                }
+            }
+            // A cancelled job wrote no rows for the tasks its cancel ended
+            // (see `cancel_tasks`): whatever they were, they are cancelled.
+            if rec.status == JobStatus::Cancelled {
+                for t in job.tasks.iter_mut().filter(|t| !t.status.is_terminal()) {
+                    t.status = TaskStatus::Cancelled;
+                    t.ended_ms = rec.finished_ms;
                 }
             }
             for i in 0..job.tasks.len() {

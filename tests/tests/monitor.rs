@@ -172,3 +172,40 @@ fn bad_topics_are_refused_with_the_field_named() {
         "{body}"
     );
 }
+
+/// A whole-job cancel writes one record, not a row per task, so its event
+/// cannot list the tasks: it says `tasks_truncated`, and a watcher that
+/// reads the tasks again finds every unfinished one cancelled.
+#[test]
+fn a_cancelled_jobs_watchers_are_told_to_read_its_tasks_again() {
+    let mut farm = Farm::start();
+    farm.engine("c1", &[]);
+    farm.wait_engines(1);
+    let id = farm.submit(&["--frames", "1-300", "--", "sleep", "30"]);
+    let per_job = subscribe(&format!("{}/api/events?topics=job:{id}", farm.http), None);
+    let c = farm.client();
+    drqueue_tests::eventually(Duration::from_secs(60), "a task running", || {
+        (c.job(id)
+            .ok()?
+            .counts
+            .get(drqueue_common::model::TaskStatus::Running)
+            > 0)
+        .then_some(())
+    });
+    let out = farm.drqueue(&["cancel", &id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let (ev, _) = wait_for(&per_job, "the job's view saying cancelled", |e| {
+        e.event == "job" && json(e)["job"]["status"] == "cancelled"
+    });
+    let ev = json(&ev);
+    let listed = ev["tasks"].as_array().map_or(0, Vec::len);
+    assert!(
+        ev["tasks_truncated"] == true || listed == 300,
+        "the event neither lists the 300 tasks nor says to read them again: {ev}"
+    );
+    let tasks = c.tasks(id, None).expect("tasks");
+    assert_eq!(tasks.len(), 300);
+    assert!(tasks
+        .iter()
+        .all(|t| t.status == drqueue_common::model::TaskStatus::Cancelled));
+}

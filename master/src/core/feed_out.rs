@@ -100,6 +100,15 @@ impl Core {
         }
     }
 
+    /// A job's tasks changed together without a record each (a release, a
+    /// whole-job cancel): its watchers are told to read them again.
+    pub(super) fn note_tasks_reread(&mut self, job: JobId) {
+        if self.feed_out.listening() {
+            self.feed_out.pending.jobs.insert(job);
+            self.feed_out.pending.tasks_reread.insert(job);
+        }
+    }
+
     /// A running task's progress moved: not a stored change, but news.
     pub(super) fn note_progress(&mut self, task: TaskKey) {
         if self.feed_out.listening() {
@@ -145,7 +154,9 @@ impl Core {
                 continue;
             };
             let mut indices = tasks_by_job.remove(id).unwrap_or_default();
-            let truncated = indices.len() > MAX_TASKS_PER_EVENT;
+            // Past the cap, or changed without a record each: the client
+            // reads the tasks again.
+            let truncated = indices.len() > MAX_TASKS_PER_EVENT || p.tasks_reread.contains(id);
             indices.truncate(MAX_TASKS_PER_EVENT);
             let tasks = self.sched.task_views_of(*id, &indices, now);
             events.push((

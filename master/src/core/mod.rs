@@ -214,6 +214,9 @@ impl Core {
             }
         }
         self.log_notices();
+        for job in std::mem::take(&mut self.fx.tasks_changed_unrecorded) {
+            self.note_tasks_reread(job);
+        }
         for job in self.fx.ended_jobs.drain(..) {
             if let Some(view) = self.sched.job_view(job, now) {
                 tracing::info!(%job, name = %view.name, status = %view.status, done = view.counts.get(drqueue_common::model::TaskStatus::Done), "job ended");

@@ -48,6 +48,9 @@ pub struct Pending {
     pub engines: BTreeSet<EngineId>,
     /// New log bytes: (task, attempt, offset, data).
     pub logs: Vec<(TaskKey, u32, u64, Vec<u8>)>,
+    /// Jobs whose tasks changed with no record of each: their watchers
+    /// read the tasks again (`tasks_truncated`).
+    pub tasks_reread: BTreeSet<JobId>,
 }
 
 impl Pending {

@@ -85,17 +85,26 @@ export async function jobPage(main, { me, params }) {
       if (ev.deleted) { head.replaceChildren(el("h1", { text: `Job ${id} was deleted.` })); return; }
       job = ev.job;
       ev.tasks.forEach(drawCell);
+      // The event does not carry every changed task (too many, or changed
+      // together, as by a cancel): read the strip's tasks again.
+      if (ev.tasks_truncated) loadCells().catch(() => {});
       drawHead();
       // Thumbnails land with the commit after the task's end: look again.
       if (ev.tasks.some((t) => t.status === "done")) setTimeout(() => thumbs().catch(() => {}), 300);
     },
   });
-  let path = `/api/jobs/${id}/tasks?limit=1000`;
-  while (path && cells.size < MAX_CELLS) {
-    const page = await api("GET", path);
-    page.forEach(drawCell);
-    path = page.next;
+  // The strip's tasks, page by page (a task past MAX_CELLS gets no cell).
+  async function loadCells() {
+    let path = `/api/jobs/${id}/tasks?limit=1000`;
+    let seen = 0;
+    while (path && seen < MAX_CELLS) {
+      const page = await api("GET", path);
+      page.forEach(drawCell);
+      seen += page.length;
+      path = page.next;
+    }
   }
+  await loadCells();
   stripNote.textContent = job.tasks_total > MAX_CELLS ? `The first ${MAX_CELLS} of ${job.tasks_total} tasks.` : "";
 
   // --- header, actions, details -----------------------------------------

@@ -26,7 +26,10 @@ mod usage;
 /// 2: a job's tasks still in their start state may have no documents
 /// (`JobRecord::released`), which a master of version 1 would misread; the
 /// version is written with the next job id, so before any such job.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: a cancelled job's tasks may keep rows of before the cancel (it
+/// writes only the job's record), which a master of version 2 would show as
+/// unfinished.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Statements per `update` command: well under the server's 100,000 and 48 MB.
 const CHUNK: usize = 5_000;

@@ -17,7 +17,10 @@ mod usage;
 /// Bumped when the tables change shape.
 /// 2: a job's tasks still in their start state may have no rows
 /// (`JobRecord::released`), which a master of version 1 would misread.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: a cancelled job's tasks may keep rows of before the cancel (it
+/// writes only the job's record), which a master of version 2 would show as
+/// unfinished.
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -124,9 +127,9 @@ impl SqliteStore {
                     supported: SCHEMA_VERSION,
                 })
             }
-            // An older store is read as it is (what 2 adds, jobs whose
-            // unstarted tasks have no rows, is new), then marked so that an
-            // older master refuses it.
+            // An older store is read as it is (what 2 and 3 add, tasks
+            // without rows, or with rows of before their job's cancel, is
+            // new), then marked so that an older master refuses it.
             Some(v) if v == SCHEMA_VERSION => {}
             _ => {
                 conn.execute(

@@ -216,6 +216,56 @@ fn a_new_job_is_one_record_and_its_tasks_come_back_in_their_start_state() {
     );
 }
 
+/// Cancelling a whole job writes its record alone, not a row per task: after
+/// a restart its unfinished tasks (stored or not, held or not) come back
+/// cancelled, ended when the job did, and a retry runs them again.
+#[test]
+fn a_cancelled_job_is_one_record_and_its_tasks_come_back_cancelled() {
+    let mut sim = Sim::new();
+    sim.add_engine(vec!["default"], 1, 2);
+    let id = sim.submit(spec("1-1000", 1));
+    sim.finish(0, 0, true);
+    let rows_before = sim.store.tasks.len();
+    let held = sim.engines[0].held.len();
+    assert!(held > 0, "the engine holds tasks at the cancel");
+    let mut fx = Effects::default();
+    sim.s.cancel(id, sim.now, &mut fx).expect("cancel");
+    let cancelled_at = sim.now;
+    sim.settle(fx);
+    assert_eq!(
+        sim.store.tasks.len(),
+        rows_before,
+        "the cancel wrote no task rows"
+    );
+    sim.now += 5_000;
+    sim.restart_master(false);
+    let view = sim.s.job_view(id, sim.now).expect("job");
+    assert_eq!(view.status, JobStatus::Cancelled);
+    assert_eq!(
+        (
+            view.counts.get(TaskStatus::Done),
+            view.counts.get(TaskStatus::Cancelled)
+        ),
+        (1, 999)
+    );
+    let task = sim
+        .s
+        .task_record(TaskKey {
+            job: id,
+            index: 999,
+        })
+        .expect("task");
+    assert_eq!(task.ended_ms, Some(cancelled_at));
+    // A retry brings them back, and a restart keeps them back.
+    let mut fx = Effects::default();
+    assert_eq!(sim.s.retry(id, sim.now, &mut fx).expect("retry"), 999);
+    sim.settle(fx);
+    sim.restart_master(false);
+    let view = sim.s.job_view(id, sim.now).expect("job");
+    assert_eq!(view.counts.get(TaskStatus::Cancelled), 0);
+    assert_eq!(view.counts.get(TaskStatus::Done), 1);
+}
+
 /// Idle engines beat once in `IDLE_BEATS` of the intervals the Welcome asks
 /// for, and late by one interval at worst (they beat on their own tick). For
 /// any engine timeout, that must never look like a lost engine, and an
