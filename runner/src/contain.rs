@@ -18,12 +18,11 @@
 //! `sweep` at start ends what a previous life of the same runner (same tag)
 //! left running.
 
+use crate::spawn::{self, Launch};
 use drqueue_common::protocol::AttemptKey;
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -172,12 +171,17 @@ impl Containment {
         TaskBox { cgroup, marker }
     }
 
-    /// Spawns the prepared command as a tracked child.
-    pub(crate) fn spawn(&self, cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    /// Starts one command line of an attempt in its box (marked, and in
+    /// its cgroup from before `exec`) as a tracked child; returns its pid.
+    pub(crate) fn spawn(&self, b: &TaskBox, mut launch: Launch) -> std::io::Result<i32> {
+        launch
+            .env
+            .push((MARKER_VAR.into(), b.marker.clone().into()));
         let mut tracked = children();
-        let child = cmd.spawn()?;
-        tracked.get_or_insert_default().insert(child.id() as i32);
-        Ok(child)
+        let procs = b.cgroup.as_ref().map(|dir| dir.join("cgroup.procs"));
+        let pid = spawn::start(launch, procs.as_deref())?;
+        tracked.get_or_insert_default().insert(pid);
+        Ok(pid)
     }
 
     /// Ends every process left in the box (the command itself has exited).
@@ -245,37 +249,6 @@ impl Drop for Containment {
 pub(crate) struct TaskBox {
     cgroup: Option<PathBuf>,
     marker: String,
-}
-
-impl TaskBox {
-    /// Marks the command, and has its process join the cgroup before exec.
-    pub(crate) fn prepare(&self, cmd: &mut Command) {
-        cmd.env(MARKER_VAR, &self.marker);
-        let Some(procs) = self
-            .cgroup
-            .as_ref()
-            .and_then(|d| CString::new(d.join("cgroup.procs").as_os_str().as_encoded_bytes()).ok())
-        else {
-            return;
-        };
-        // SAFETY: between fork and exec the closure calls only open, write
-        // and close (async-signal-safe) on memory allocated before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // "0" means the writing process itself.
-                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if r != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
 }
 
 /// The directory for this runner's cgroups, made beside its own cgroup, if

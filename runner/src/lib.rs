@@ -16,6 +16,7 @@ mod outputs;
 pub mod progress;
 pub mod renderers;
 pub mod sandbox;
+mod spawn;
 pub mod thumbnail;
 mod tiled;
 
@@ -27,11 +28,10 @@ use drqueue_common::template::{self, TaskContext};
 use drqueue_common::tiles::TaskRole;
 use log::LogSink;
 use progress::{Reporter, Tracker};
+use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -403,41 +403,36 @@ fn run_one(
             return false;
         }
     };
-    let writer2 = match writer.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            outcome.error = Some(format!("cannot make a pipe: {e}"));
-            return false;
-        }
-    };
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .envs(a.body.env.iter().map(|(k, v)| (k, v)))
-        .env("DRQUEUE_JOB", a.body.id.to_string())
-        .env("DRQUEUE_TASK", a.key.task.index.to_string())
-        .env("DRQUEUE_ATTEMPT", a.key.attempt.to_string())
-        .stdin(Stdio::null())
-        .stdout(writer)
-        .stderr(writer2)
-        .process_group(0);
+    let mut env: Vec<(OsString, OsString)> = a
+        .body
+        .env
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    env.push(("DRQUEUE_JOB".into(), a.body.id.to_string().into()));
+    env.push(("DRQUEUE_TASK".into(), a.key.task.index.to_string().into()));
+    env.push(("DRQUEUE_ATTEMPT".into(), a.key.attempt.to_string().into()));
     if let Some(dir) = workdir {
         // PWD too: programs that read it (Blender resolves relative paths
         // by it) would otherwise see the engine's own folder.
-        cmd.current_dir(dir).env("PWD", dir);
+        env.push(("PWD".into(), dir.into()));
     }
+    let launch = spawn::Launch {
+        argv,
+        env,
+        cwd: workdir,
+        // Ours closes inside `spawn`, or reading would never end.
+        output: writer.into(),
+    };
     let task_box = contain.open(a.key, slot);
-    task_box.prepare(&mut cmd);
-    let child = match contain.spawn(&mut cmd) {
-        Ok(c) => c,
+    let pid = match contain.spawn(&task_box, launch) {
+        Ok(pid) => pid,
         Err(e) => {
             contain.close(&task_box, 0);
             outcome.error = Some(format!("cannot run {:?}: {e}", argv[0]));
             return false;
         }
     };
-    // Our copies of the pipe's write end must close, or reading never ends.
-    drop(cmd);
-    let pid = child.id() as i32;
     a.control.pgid.store(pid, Ordering::SeqCst);
     if a.control.stopping() {
         a.control.kill();
@@ -451,7 +446,6 @@ fn run_one(
         libc::killpg(pid, libc::SIGKILL);
     }
     contain.close(&task_box, pid);
-    drop(child);
     if let Some(u) = usage {
         let cpu = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
         outcome.cpu_ms += cpu(u.ru_utime) + cpu(u.ru_stime);

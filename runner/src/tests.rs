@@ -156,6 +156,96 @@ fn a_missing_program_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&log).contains("cannot run"));
 }
 
+/// However it was spawned, a task starts as std would start it: the leader
+/// of its own process group, no signal blocked, SIGPIPE not ignored (Rust
+/// ignores it in the runner), in its slot's cgroup when there is one, in
+/// its folder, and found along its own PATH.
+#[test]
+fn a_task_starts_clean_in_its_group_cgroup_and_folder() {
+    for choice in [Choice::Best, Choice::Marker] {
+        let d = tmp(&format!("clean-{choice:?}"));
+        let bin = d.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let tool = bin.join("drqueue-test-tool");
+        std::fs::write(&tool, "#!/bin/sh\necho tool ran in $(pwd)\n").unwrap();
+        std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let script = "set -e; s=/proc/$$/status; \
+            echo blocked $(grep ^SigBlk $s | cut -f2); \
+            echo ignored $(grep ^SigIgn $s | cut -f2); \
+            echo group $(cut -d' ' -f5 /proc/$$/stat) pid $$; \
+            echo cgroup $(cat /proc/$$/cgroup); \
+            drqueue-test-tool";
+        let mut a = attempt(&["/bin/sh", "-c", script], 1, 1, &d);
+        let path = format!("{}:/usr/bin:/bin", bin.display());
+        Arc::get_mut(&mut a.body)
+            .unwrap()
+            .env
+            .push(("PATH".into(), path));
+        let c = contain(choice);
+        let (o, log) = collect_in(a, &c);
+        let log = String::from_utf8_lossy(&log).to_string();
+        assert!(o.is_success(), "{choice:?}: {o:?} {log}");
+        let field = |name: &str| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{choice:?}: no {name} in {log}"))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(field("blocked "), "0000000000000000", "{choice:?}");
+        let ignored = u64::from_str_radix(&field("ignored "), 16).unwrap();
+        assert_eq!(
+            ignored & (1 << (libc::SIGPIPE - 1)),
+            0,
+            "{choice:?}: SIGPIPE ignored"
+        );
+        let ids: Vec<&str> = log
+            .lines()
+            .find(|l| l.starts_with("group "))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            ids[1], ids[3],
+            "{choice:?}: not its own group leader: {log}"
+        );
+        if let Mechanism::Cgroup(base) = c.mechanism() {
+            let cgroup = field("cgroup ");
+            let base = base.file_name().unwrap().to_string_lossy().to_string();
+            assert!(
+                cgroup.contains(&format!("{base}/slot-")),
+                "{choice:?}: not in a slot's cgroup: {cgroup}"
+            );
+        }
+        assert!(
+            log.contains(&format!("tool ran in {}", d.display())),
+            "{choice:?}: {log}"
+        );
+    }
+}
+
+/// A program named without a slash and found nowhere on the task's PATH is
+/// the same clear error, whichever way the task is spawned.
+#[test]
+fn a_program_not_on_the_path_is_a_clear_error() {
+    for choice in [Choice::Best, Choice::Marker] {
+        let d = tmp(&format!("nopath-{choice:?}"));
+        let mut a = attempt(&["drqueue-no-such-renderer"], 1, 1, &d);
+        Arc::get_mut(&mut a.body)
+            .unwrap()
+            .env
+            .push(("PATH".into(), d.display().to_string()));
+        let (o, log) = collect_in(a, &contain(choice));
+        let why = o.error.unwrap_or_default();
+        assert!(
+            why.contains("drqueue-no-such-renderer") && why.contains("No such file"),
+            "{choice:?}: {why}"
+        );
+        assert!(String::from_utf8_lossy(&log).contains("cannot run"));
+    }
+}
+
 #[test]
 fn cancel_kills_the_whole_process_tree() {
     let d = tmp("cancel");
@@ -276,17 +366,27 @@ fn a_sweep_ends_what_a_previous_life_left() {
             attempt: 1,
         };
         let task_box = first.open(key, 0);
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("sleep 300; : {marker}")]);
-        task_box.prepare(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
+        let argv = [
+            "sh".to_string(),
+            "-c".into(),
+            format!("sleep 300; : {marker}"),
+        ];
+        let (_reader, writer) = std::io::pipe().unwrap();
+        let launch = spawn::Launch {
+            argv: &argv,
+            env: Vec::new(),
+            cwd: None,
+            output: writer.into(),
+        };
+        let pid = first.spawn(&task_box, launch).unwrap();
         while alive_with(&marker).is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         // The runner "dies" without closing the box; its next life sweeps.
         let next = Containment::new(&tag, choice);
         assert!(next.sweep() >= 1, "{name}: the sweep found nothing");
-        let _ = child.wait();
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
         assert_eq!(
             alive_with(&marker),
             Vec::<i32>::new(),
